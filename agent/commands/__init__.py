@@ -1,0 +1,1 @@
+"""Subcommands that belong to no single stage (each a module: HELP, add_arguments, run)."""

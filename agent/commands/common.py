@@ -1,0 +1,35 @@
+"""Helpers shared by subcommands."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from agent import config as config_mod
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", metavar="CONFIG", help="TOML configuration (default: embedded defaults)")
+
+
+def load_config(args: argparse.Namespace) -> config_mod.Config:
+    try:
+        return config_mod.load(getattr(args, "config", None))
+    except config_mod.ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+    except OSError as exc:
+        print(f"config: {exc}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def iter_files(paths: list[str]) -> Iterator[Path]:
+    """Files named, and every file below directories named, in a stable order."""
+    for name in paths:
+        p = Path(name)
+        if p.is_dir():
+            yield from sorted(q for q in p.rglob("*") if q.is_file())
+        else:
+            yield p

@@ -1,0 +1,412 @@
+"""Configuration: one TOML file, validated with pydantic, every key documented here.
+
+Unknown keys are errors (a typo in a threshold must not silently fall back to a default).
+With no file at all the agent runs on the defaults below.  ``check_file`` reports every
+problem with its key and, where it can be found, its line.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from agent.checks.tables import ExamRule, LevelRow
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StationConfig(Section):
+    site: str = "site"
+    """Site (hospital) id in topics and payloads."""
+    id: str = Field(default_factory=lambda: re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "station")
+    """Station id: one agent per modality or room."""
+    timezone: Optional[str] = None
+    """IANA zone for local-time rules (staff quarters); default: the system's."""
+
+    @field_validator("site", "id")
+    @classmethod
+    def _topic_safe(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v):
+            raise ValueError("use 1-64 letters, digits, '.', '_' or '-' (it becomes an MQTT topic level)")
+        return v
+
+
+class DicomConfig(Section):
+    enabled: bool = True
+    ae_title: str = "ALARA_EDGE"
+    bind: str = "0.0.0.0"
+    port: int = Field(default=11112, ge=0, le=65535)
+    allowed_calling_aes: list[str] = []
+    """Calling AE titles allowed to associate; empty = any."""
+    max_associations: int = Field(default=10, ge=1, le=200)
+    acse_timeout_s: float = Field(default=30, gt=0)
+    dimse_timeout_s: float = Field(default=60, gt=0)
+    network_timeout_s: float = Field(default=60, gt=0)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae(cls, v: str) -> str:
+        if not (1 <= len(v) <= 16) or "\\" in v or not v.strip():
+            raise ValueError("an AE title is 1-16 characters, no backslash")
+        return v
+
+    @field_validator("allowed_calling_aes")
+    @classmethod
+    def _aes(cls, v: list[str]) -> list[str]:
+        for ae in v:
+            cls._ae(ae)
+        return v
+
+
+class StoreConfig(Section):
+    path: Path = Path("var/alara-edge.sqlite")
+    spool_dir: Path = Path("var/spool")
+    """Received objects, fsync'd before the C-STORE is answered; failed ones move to ``failed/`` beside it."""
+    quota_mb: Optional[float] = Field(default=None, gt=0)
+    """Database plus spool; when reached, new C-STOREs get 0xA700 (nothing stored is dropped)."""
+
+
+class LoggingConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class ChecksConfig(Section):
+    """Dose checks (agent.checks); docs/dose-checks.md explains each setting to a physicist."""
+
+    enabled: bool = True
+    """Run the dose checks on every stored report."""
+    defaults: bool = True
+    """Use the built-in values (AAPM CT notification values, CT alert value 1000 mGy, NCRP 168
+    fluoroscopy thresholds, NRC-model investigational levels) and exam-matching rules.  A configured
+    row of the same kind and quantity replaces the built-in ones."""
+    tables: list[Path] = []
+    """Reference-level tables to activate (TOML files of ``[[checks.level]]``/``[[checks.exam]]``
+    rows, e.g. ``config/reference-levels/*.toml``); relative paths are from the working directory."""
+    level: list[LevelRow] = []
+    """Reference values written here directly (``[[checks.level]]``), e.g. local DRLs."""
+    exam: list[ExamRule] = []
+    """Exam-matching rules (``[[checks.exam]]``), tried in order before the built-in ones."""
+    median_window: int = Field(default=20, ge=1, le=1000)
+    """median_above_drl: the rolling median is over the last N examinations (or sequences, for
+    per-sequence rows) of one station × exam × patient group, and only once N are there."""
+    exam_drl_factor: Decimal = Field(default=Decimal(1), gt=0)
+    """exam_above_drl fires when one examination reaches factor × DRL (1 = the DRL itself)."""
+    adult_age_years: Decimal = Field(default=Decimal(18), gt=0)
+    """Age from which a patient is an adult; reports without an age count as adult."""
+    stats_age_bands_years: list[Decimal] = [Decimal(1), Decimal(5), Decimal(10), Decimal(15)]
+    """Paediatric age bands for ``alara-edge stats`` (band edges in years, below adult_age_years)."""
+    stats_min_n: int = Field(default=20, ge=1)
+    """``alara-edge stats`` proposes a local DRL (the 75th percentile) only from this many values."""
+
+    @model_validator(mode="after")
+    def _tables_load(self) -> "ChecksConfig":
+        """Read the listed tables now, so that ``check-config`` reports their problems too."""
+        if not (self.tables or self.level or self.exam):
+            return self
+        from agent.checks.rules import RulesError, load_rules
+
+        try:
+            load_rules(self)
+        except RulesError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class MqttConfig(Section):
+    """Uplink to the central broker (agent.uplink); the central receiver uses the same keys to reach it."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    topic_prefix: str = "alara"
+    """Topics are ``{topic_prefix}/{site}/{station}/{report|alert|ack|reading|status}``."""
+    protocol: Literal["5", "3.1.1"] = "5"
+    client_id: Optional[str] = None
+    """Default ``alara-edge-{site}-{station}``."""
+    keepalive_s: int = Field(default=30, ge=2, le=3600)
+    """A silent broker is noticed after 1.5-2 times this."""
+    window: int = Field(default=20, ge=1, le=100)
+    """Messages out at once (published, PUBACK not yet committed locally): the most one failure can duplicate.
+    Capped by the broker's Receive Maximum (Mosquitto: max_inflight_messages, 20)."""
+    rate_per_s: float = Field(default=100, ge=0)
+    """Drain pace in messages per second, so that a backlog cannot overflow a subscriber's queue; 0 = unpaced."""
+    ack_timeout_s: float = Field(default=60, gt=0)
+    """No PUBACK for this long: the connection is dropped and the message sent again."""
+    reconnect_min_s: float = Field(default=1, gt=0)
+    reconnect_max_s: float = Field(default=60, gt=0)
+    """Reconnect delay doubles from min to max; each wait is drawn at random from [delay/2, delay]."""
+    require_subscriber: bool = True
+    """MQTT 5 PUBACK 0x10 (no matching subscribers): keep the message and retry later instead of counting it sent."""
+    status_interval_s: float = Field(default=60, gt=0)
+    """How often the retained status message is refreshed."""
+    retention_days: float = Field(default=30, ge=0)
+    """Delivered outbox rows and the spooled DICOM files of delivered reports are deleted this long after delivery."""
+    tls: bool = False
+    """TLS with the system's CAs; implied by ``ca_file``."""
+    ca_file: Optional[Path] = None
+    cert_file: Optional[Path] = None
+    key_file: Optional[Path] = None
+    """Client certificate and key (PEM), for brokers with ``require_certificate true``."""
+    username: Optional[str] = None
+    password_file: Optional[Path] = None
+    """The password is read from this file (first line) ..."""
+    password_env: Optional[str] = None
+    """... or from this environment variable; never written in the configuration itself."""
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", v):
+            raise ValueError("topic levels of letters, digits, '.', '_' or '-', separated by '/', no wildcards")
+        return v
+
+    @model_validator(mode="after")
+    def _pairs(self) -> "MqttConfig":
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError("give password_file or password_env, not both")
+        if (self.password_file or self.password_env) and not self.username:
+            raise ValueError("a password needs a username")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_min_s")
+        return self
+
+
+class PrivacyConfig(Section):
+    """What of a patient's identity may leave the box (agent.uplink). Name and birth date never do."""
+
+    patient_id: Literal["pseudonymise", "omit", "include"] = "pseudonymise"
+    """pseudonymise: keyed HMAC-SHA256 with the site secret (the central site can link a patient's exams
+    without learning who it is); omit: not sent; include: the patient id as the modality sent it."""
+    secret_file: Optional[Path] = None
+    """The per-site secret (default: ``site-secret`` beside the store database); created (random, mode 0600)
+    on first use if missing. Copy it to every station of a site so that their pseudonyms match."""
+
+
+class SerialPortConfig(Section):
+    """One ``[[serial]]`` table: a dosimeter on a serial line (drivers/, agent.sources.serial, docs/drivers.md).
+
+    Keys not listed here are the driver's own options (e.g. ``profile`` for ``generic``, ``model`` and
+    ``cpm_per_usv_h`` for ``gmc``) and are validated by the driver.
+    """
+
+    model_config = ConfigDict(extra="allow")  # driver options are validated by the driver
+    driver: str
+    """diamentor | automess | gmc | mightyohm | radpro | generic"""
+    port: str
+    """Prefer ``/dev/serial/by-id/...`` (or ``/dev/serial/by-path/...`` for adapters without a serial
+    number): the link is resolved again at every reconnect, so re-enumeration does not matter."""
+    baudrate: Optional[int] = Field(default=None, gt=0)
+    """Default: the driver's (or the profile's)."""
+    device: Optional[str] = None
+    """Id of the device in readings and logs; default: the wearer, the location or the port's name."""
+    role: Optional[Literal["dap_meter", "staff", "room"]] = None
+    """dap_meter: per-procedure DAP/Ka,r for fluoroscopy checks; staff: a wearer's quarterly dose;
+    room: a location's dose.  Default: staff with ``wearer``, dap_meter for DAP drivers, else room."""
+    wearer: Optional[str] = None
+    """Staff member's dosimetry id (a badge number, never a name)."""
+    location: Optional[str] = None
+    """Room or location id, for role = room."""
+    body_part: Literal["whole_body", "lens", "extremity", "skin"] = "whole_body"
+    poll_interval_s: Optional[float] = Field(default=None, gt=0)
+    """Polling drivers: seconds between measurement requests (default: the driver's)."""
+    dtr: Optional[bool] = None
+    """Set DTR before opening (some devices reset or change mode when it toggles); None: OS default."""
+    rts: Optional[bool] = None
+    exclusive: bool = True
+    """Lock the port so no second program can steal half of the bytes."""
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    """Reconnect back-off ceiling (it starts at 0.5 s and doubles)."""
+    max_gap_s: float = Field(default=10.0, gt=0)
+    """Dose-rate integration: a silence longer than this credits no dose (the device may have been away)."""
+    raw_retention_days: float = Field(default=30.0, gt=0)
+    """Raw samples are kept locally this long; aggregates and procedure totals stay."""
+    reconcile_tolerance: float = Field(default=0.25, gt=0)
+    """DAP meters: a QA finding when |meter − RDSR| / RDSR of a procedure's DAP exceeds this."""
+    reconcile_window_s: float = Field(default=900.0, ge=0)
+    """DAP meters: an RDSR matches a procedure whose dose falls within its events' times ± this."""
+
+    @model_validator(mode="after")
+    def _driver_and_subject(self) -> "SerialPortConfig":
+        import drivers
+
+        try:
+            drivers.validate_options(self.driver, self.model_extra or {})
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        except ValidationError as exc:
+            raise ValueError("driver options: " + "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+        if self.wearer and self.location:
+            raise ValueError("a dosimeter has a wearer or a location, not both")
+        if self.resolved_role == "staff" and not self.wearer:
+            raise ValueError("role = 'staff' needs a wearer id")
+        return self
+
+    @property
+    def resolved_role(self) -> str:
+        if self.role:
+            return self.role
+        if self.wearer:
+            return "staff"
+        import drivers
+
+        return "dap_meter" if drivers.primary_quantity(self.driver, self.driver_options) == "dap" else "room"
+
+    @property
+    def device_id(self) -> str:
+        return self.device or self.wearer or self.location or Path(self.port).name
+
+    @property
+    def driver_options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ConsoleConfig(Section):
+    """The technologist's console page (agent.console, docs/console.md)."""
+
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    """Address the page listens on. Anything but loopback requires ``token`` or ``token_file``."""
+    port: int = Field(default=8377, ge=0, le=65535)
+    token: Optional[SecretStr] = None
+    """Token or PIN asked once per browser (then kept in a cookie); required when bound beyond loopback."""
+    token_file: Optional[Path] = None
+    """File holding the token (first line), instead of ``token`` in this file."""
+    show_patient_names: bool = False
+    """Show patient names in the study list (default: accession number and exam only)."""
+    sound: bool = True
+    """Sound a tone in the browser when an alert is raised."""
+
+    @model_validator(mode="after")
+    def _token_beyond_loopback(self) -> "ConsoleConfig":
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("set token or token_file, not both")
+        if self.token is not None and len(self.token.get_secret_value().strip()) < 4:
+            raise ValueError("token: use at least 4 characters")
+        if self.enabled and not is_loopback(self.bind) and self.token is None and self.token_file is None:
+            raise ValueError(f"bind = {self.bind!r} is reachable from the network: set token or token_file")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, "localhost")."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class CentralConfig(Section):
+    """The central receiver (``alara-edge central``); it reaches the broker with the ``[mqtt]`` keys."""
+
+    database: str = "var/central.sqlite"
+    """A SQLite file path, or a ``postgresql://`` URL."""
+    client_id: str = "alara-central"
+    """The persistent session's name at the broker: keep it stable."""
+    session_expiry_s: int = Field(default=30 * 24 * 3600, ge=0, le=0xFFFFFFFF)
+    """How long the broker keeps the session (and queues messages) while the receiver is away (MQTT 5)."""
+    shared_group: Optional[str] = None
+    """Subscribe as ``$share/{shared_group}/...`` so that several receivers share the load."""
+
+    @field_validator("shared_group")
+    @classmethod
+    def _group(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v):
+            raise ValueError("use 1-64 letters, digits, '.', '_' or '-'")
+        return v
+
+
+class Config(Section):
+    station: StationConfig = StationConfig()
+    dicom: DicomConfig = DicomConfig()
+    store: StoreConfig = StoreConfig()
+    logging: LoggingConfig = LoggingConfig()
+    checks: ChecksConfig = ChecksConfig()
+    mqtt: MqttConfig = MqttConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    serial: list[SerialPortConfig] = []
+    console: ConsoleConfig = ConsoleConfig()
+    central: CentralConfig = CentralConfig()
+
+
+def load(path: str | Path | None) -> Config:
+    """Load and validate; raises :class:`ConfigError` listing every problem."""
+    if path is None:
+        return Config()
+    text = Path(path).read_text(encoding="utf-8")
+    problems = check_text(text)
+    if problems:
+        raise ConfigError(problems)
+    return Config.model_validate(tomllib.loads(text))
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def check_text(text: str) -> list[str]:
+    """Every problem in a config text, as ``key (line N): message``; empty if valid."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return [f"TOML syntax: {exc}"]
+    try:
+        Config.model_validate(data)
+    except ValidationError as exc:
+        out = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            line = locate(text, err["loc"])
+            where = f" (line {line})" if line else ""
+            out.append(f"{key}{where}: {err['msg']}")
+        return out
+    return []
+
+
+def check_file(path: str | Path) -> list[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        return [f"{path}: {exc.strerror}"]
+    return check_text(text)
+
+
+def locate(text: str, loc: tuple[Any, ...]) -> Optional[int]:
+    """Best-effort line of ``loc`` (e.g. ``("dicom", "port")`` or ``("serial", 1, "baudrate")``) in a TOML text."""
+    names = [p for p in loc if isinstance(p, str)]
+    if not names:
+        return None
+    index = next((p for p in loc if isinstance(p, int)), None)
+    lines = text.splitlines()
+    section = names[0]
+    start = 0
+    if len(names) > 1:
+        headers = [i for i, l in enumerate(lines)
+                   if re.match(rf"\s*\[\[?\s*{re.escape(section)}\s*\]\]?\s*(#.*)?$", l)]
+        if not headers:
+            return None
+        start = headers[index if index is not None and index < len(headers) else 0]
+        key = names[-1]
+    else:
+        key = section
+    for i in range(start + (1 if len(names) > 1 else 0), len(lines)):
+        if len(names) > 1 and i > start and re.match(r"\s*\[", lines[i]):
+            break
+        if re.match(rf"\s*{re.escape(key)}\s*=", lines[i]):
+            return i + 1
+    return start + 1 if len(names) > 1 else None

@@ -1,0 +1,159 @@
+"""``alara-edge run``: assemble the stages and run them until SIGTERM/SIGINT.
+
+Sources → pipeline (extraction → stages in one transaction) → store and outbox → sinks.
+Under systemd (``Type=notify``) it reports READY when listening, pings the watchdog only
+from the loop that checks the store and the DICOM listener, and reports STOPPING.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from typing import Any, Callable
+
+import sdnotify
+import structlog
+
+from agent import logs
+from agent.bus import Bus
+from agent.checks import ChecksStage, load_rules
+from agent.console import Console
+from agent.commands.common import add_config_argument, load_config
+from agent.config import Config
+from agent.pipeline import Pipeline
+from agent.readings.hooks import checks_hooks
+from agent.readings.reconcile import Reconcile
+from agent.sources.dicom.scp import DicomSource
+from agent.sources.serial import SerialSource
+from agent.store import Store
+from agent.uplink import ReportOutboxStage, Uplink
+
+HELP = "run the agent in the foreground (Ctrl-C or SIGTERM stops it cleanly)"
+
+log = structlog.get_logger("agent.daemon")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    parser.add_argument("--demo", action="store_true",
+                        help="also run a simulated modality that sends a synthetic dose report every few seconds")
+    parser.add_argument("--demo-interval", type=float, default=10.0, metavar="SECONDS", help=argparse.SUPPRESS)
+
+
+class Agent:
+    """The running agent: every stage, built from one :class:`Config`."""
+
+    def __init__(self, cfg: Config, with_sources: bool = True):
+        self.cfg = cfg
+        self.bus = Bus()
+        quota = int(cfg.store.quota_mb * 1024 * 1024) if cfg.store.quota_mb else None
+        self.store = Store.open(cfg.store.path, quota_bytes=quota)
+        self.checks = ChecksStage(load_rules(cfg.checks))
+        # stages run in this order inside the transaction that stores each report
+        self.pipeline = Pipeline(self.store, cfg.store.spool_dir, cfg.station.id, self.bus,
+                                 stages=[self.checks, Reconcile.from_config(cfg)])
+        if cfg.mqtt.enabled:  # the report's outbox row, after the stages that add alerts and findings
+            self.pipeline.stages.append(ReportOutboxStage(cfg))
+        self.dicom = (DicomSource(cfg.dicom, self.pipeline, healthy=self.store_writable)
+                      if cfg.dicom.enabled and with_sources else None)
+        self.components: list[Any] = []  # started in order, stopped in reverse
+        self.uplink: Uplink | None = None
+        if cfg.mqtt.enabled and with_sources:
+            self.uplink = Uplink(cfg, self.store, self.bus)
+            self.components.append(self.uplink)
+        self.serial: SerialSource | None = None
+        if cfg.serial and with_sources:
+            on_cumulative, on_staff = checks_hooks(lambda: self.checks.rules, cfg.station.id)  # follows SIGHUP reloads
+            self.serial = SerialSource.from_config(cfg, self.store, self.bus, on_cumulative=on_cumulative,
+                                                   on_staff_total=on_staff)
+            self.components.append(self.serial)
+        self.console: Console | None = None
+        if cfg.console.enabled and with_sources:  # last: starts after what it shows, stops before it
+            self.console = Console(cfg.console, self)
+            self.components.append(self.console)
+        self.reloaders: list[Callable[[Config], None]] = [lambda new: self.checks.reload(new.checks)]
+
+    def store_writable(self) -> bool:
+        try:
+            with self.store.transaction() as tx:
+                tx.execute("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+    def healthy(self) -> bool:
+        return self.store_writable() and (self.dicom is None or self.dicom.server is not None)
+
+    def start(self) -> None:
+        if self.dicom:
+            self.dicom.start()
+        for component in self.components:
+            component.start()
+
+    def stop(self) -> None:
+        if self.dicom:
+            self.dicom.stop()  # finish in-flight associations before the sinks go
+        for component in reversed(self.components):
+            try:
+                component.stop()
+            except Exception:
+                log.exception("component_stop_failed", component=type(component).__name__)
+        self.store.close()
+
+    def reload(self, cfg: Config) -> None:
+        for reload in self.reloaders:
+            reload(cfg)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    logs.configure(cfg.logging.level, fmt=cfg.logging.format)
+    notifier = sdnotify.SystemdNotifier()
+    agent = Agent(cfg)
+    stop = threading.Event()
+    reload_requested = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
+
+    agent.start()
+    demo = None
+    if args.demo:
+        from simulator.modality import DemoModality
+
+        demo = DemoModality("127.0.0.1", agent.dicom.port if agent.dicom else cfg.dicom.port,
+                            cfg.dicom.ae_title, interval_s=args.demo_interval)
+        demo.start()
+    log.info("agent_started", station=cfg.station.id, site=cfg.station.site, store=str(cfg.store.path),
+             dicom_port=agent.dicom.port if agent.dicom else None, demo=bool(args.demo))
+    notifier.notify("READY=1")
+    try:
+        while not stop.wait(5.0):
+            if reload_requested.is_set():
+                reload_requested.clear()
+                _reload(agent, args)
+            if agent.healthy():
+                notifier.notify("WATCHDOG=1")
+            else:
+                log.error("agent_unhealthy")
+    finally:
+        notifier.notify("STOPPING=1")
+        log.info("agent_stopping")
+        if demo:
+            demo.stop()
+        agent.stop()
+        log.info("agent_stopped")
+    return 0
+
+
+def _reload(agent: Agent, args: argparse.Namespace) -> None:
+    try:
+        cfg = load_config(args)
+    except SystemExit:
+        log.error("reload_failed", reason="configuration invalid; keeping the previous one")
+        return
+    try:
+        agent.reload(cfg)
+        log.info("reloaded")
+    except Exception as exc:
+        log.error("reload_failed", reason=str(exc))

@@ -1,0 +1,381 @@
+"""What every extractor shares: warnings, numbers with units, dates, the DICOM header.
+
+* :class:`Notes` collects a report's warnings, one line per kind of problem with a count.
+* :func:`num` reads an SR NUM item into a canonical unit (exact decimal arithmetic).
+* :func:`start_report` fills ids, device, study, patient and PHI from the header;
+  :func:`apply_sr_context` completes them from the SR (device observer, patient
+  characteristics, start of irradiation) where the header is silent.
+"""
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from datetime import date
+from decimal import Decimal
+from typing import Iterable, Optional
+
+from pydicom.dataset import Dataset
+
+from agent.extract import codes as C
+from agent.extract import units as U
+from agent.extract.record import ExtractionError, Report
+from agent.extract.sr import ContentItem, value_text
+
+
+class Notes:
+    """The warnings of one report: each distinct message once, with how often it occurred."""
+
+    def __init__(self) -> None:
+        self._counts: OrderedDict[str, int] = OrderedDict()
+
+    def add(self, message: Optional[str]) -> None:
+        if message:
+            self._counts[message] = self._counts.get(message, 0) + 1
+
+    def as_list(self) -> list[str]:
+        return [m if n == 1 else f"{m} ({n} times)" for m, n in self._counts.items()]
+
+
+# -- numbers in SR NUM items ----------------------------------------------------------------
+
+def decimals(items: Iterable[Optional[ContentItem]], notes: Notes) -> tuple[list[Decimal], Optional[str], str]:
+    """All numbers of ``items`` as Decimals, the unit, and the label for notes."""
+    values: list[Decimal] = []
+    unit: Optional[str] = None
+    label = ""
+    for item in items:
+        if item is None:
+            continue
+        label = label or (item.concept.meaning if item.concept else "")
+        for text in item.numbers:
+            d = U.parse_decimal(text)
+            if d is None:
+                notes.add(f"{label}: '{text}' is not a number; value omitted")
+                continue
+            if unit is not None and item.unit != unit:
+                notes.add(f"{label}: values in different units ({unit}, {item.unit}); value omitted")
+                return [], None, label
+            unit = item.unit
+            values.append(d)
+    return values, unit, label
+
+
+def num(item: Optional[ContentItem], q: U.Quantity, notes: Notes, *, also: Iterable[Optional[ContentItem]] = (),
+        multi: str = "first") -> Optional[float]:
+    """The value of a NUM item (and of ``also``, repeated items of the same concept) in ``q.canonical``.
+
+    Absent item or empty Measured Value Sequence → None.  Several values: ``multi="mean"``
+    (per-pulse settings) reports their mean, ``"sum"`` (per-pulse amounts) their sum,
+    ``"first"`` the first; each with a note.
+    """
+    exact = num_decimal(item, q, notes, also=also, multi=multi)
+    return None if exact is None else float(exact)
+
+
+def num_decimal(item: Optional[ContentItem], q: U.Quantity, notes: Notes, *,
+                also: Iterable[Optional[ContentItem]] = (), multi: str = "first") -> Optional[Decimal]:
+    values, unit, label = decimals([item, *also], notes)
+    if not values:
+        return None
+    if len(values) == 1:
+        value = values[0]
+    elif multi == "mean":
+        value = sum(values) / len(values)
+        notes.add(f"{label}: one value per pulse; the event value is their mean")
+    elif multi == "sum":
+        value = sum(values)
+        notes.add(f"{label}: one value per pulse; the event value is their sum")
+    else:
+        value = values[0]
+        notes.add(f"{label}: {len(values)} values where DICOM allows one (e.g. variable pitch); the first is reported")
+    result, note = U.to_canonical(value, unit, q, label)
+    notes.add(note)
+    return result
+
+
+def count(item: Optional[ContentItem], notes: Notes) -> Optional[int]:
+    """A count (events, frames, sources) as an int; a fractional count is reported as omitted."""
+    value = num_decimal(item, U.NUMBER, notes)
+    if value is None:
+        return None
+    if value != value.to_integral_value():
+        notes.add(f"{item.concept.meaning if item and item.concept else 'Count'}: {value} is not a whole number; omitted")
+        return None
+    return int(value)
+
+
+def code_meaning(item: Optional[ContentItem], table: dict[tuple[str, str], str] | None = None) -> Optional[str]:
+    """A CODE item's meaning; for codes in ``table`` the standard's meaning."""
+    if item is None or item.code is None:
+        return None
+    if table and item.code.key in table:
+        return table[item.code.key]
+    return item.code_meaning
+
+
+def flag(item: Optional[ContentItem]) -> Optional[bool]:
+    """A Yes/No CODE item as a bool."""
+    if item is None or item.code is None:
+        return None
+    if item.code.is_(C.YES):
+        return True
+    if item.code.is_(C.NO):
+        return False
+    return None
+
+
+def laterality(code_item: Optional[ContentItem] = None, *, letter: Optional[str] = None) -> Optional[str]:
+    """``left`` / ``right`` / ``both`` from a Laterality code or a DICOM CS letter (L, R, B)."""
+    if letter:
+        return {"L": "left", "R": "right", "B": "both"}.get(letter.strip().upper()[:1])
+    if code_item is None or code_item.code is None:
+        return None
+    c = code_item.code
+    if c.is_(C.LEFT) or c.is_(C.LEFT_BREAST):
+        return "left"
+    if c.is_(C.RIGHT) or c.is_(C.RIGHT_BREAST):
+        return "right"
+    if c.is_(C.BOTH):
+        return "both"
+    meaning = (c.meaning or "").lower()
+    if "left" in meaning and "right" in meaning:
+        return "both"
+    return "left" if "left" in meaning else "right" if "right" in meaning else None
+
+
+# -- dates and times ------------------------------------------------------------------------
+_DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,6})?([+-]\d{4})?$")
+
+
+def dt_iso(value: Optional[str], notes: Optional[Notes] = None, label: str = "DateTime") -> Optional[str]:
+    """DICOM DT (``YYYYMMDDHHMMSS.FFFFFF&ZZXX``, any precision) → ISO 8601; invalid → None + note."""
+    if not value:
+        return None
+    s = value.strip()
+    if re.match(r"^\d{4}-\d{2}-\d{2}", s):  # ISO-style dashes (seen in vendor DT values)
+        s = s[:10].replace("-", "") + s[10:].replace("T", "", 1)
+    s = s.replace(":", "")  # ACR-NEMA style times
+    m = _DT.match(s)
+    if not m:
+        if notes:
+            notes.add(f"{label}: '{value}' is not a DICOM date-time; omitted")
+        return None
+    y, mo, d, h, mi, sec, frac, tz = m.groups()
+    try:
+        date(int(y), int(mo or 1), int(d or 1))
+        if int(h or 0) > 23 or int(mi or 0) > 59 or int(sec or 0) > 60:
+            raise ValueError
+    except ValueError:
+        if notes:
+            notes.add(f"{label}: '{value}' is not a valid date-time; omitted")
+        return None
+    out = y + (f"-{mo}" if mo else "") + (f"-{d}" if d else "")
+    if h:
+        out += f"T{h}" + (f":{mi}" if mi else ":00") + (f":{sec}" if sec else "")
+        if frac and frac.strip(".0"):
+            out += frac
+    if tz:
+        out += f"{tz[:3]}:{tz[3:]}"
+    return out
+
+
+def da_tm_iso(da: Optional[str], tm: Optional[str], notes: Optional[Notes] = None, label: str = "Date") -> Optional[str]:
+    """DICOM DA + TM → ISO 8601 (date only if there is no time)."""
+    if not da:
+        return None
+    da = da.strip().replace(".", "").replace("-", "")
+    tm = (tm or "").strip().replace(":", "")
+    return dt_iso(da + tm, notes, label)
+
+
+# -- the DICOM header -----------------------------------------------------------------------
+def hstr(ds: Dataset, keyword: str) -> Optional[str]:
+    """A header attribute as text (multi-values joined with '\\'); empty or unreadable → None."""
+    try:
+        value = ds.get(keyword)
+    except Exception:
+        return None
+    if value is None:
+        return None
+    text = value_text(value).strip(" \x00")
+    return text or None
+
+
+def hdecimals(ds: Dataset, keyword: str) -> list[Decimal]:
+    """The numbers of a header attribute (DS/IS strings as stored; FD/US values exactly)."""
+    text = hstr(ds, keyword)
+    if text is None:
+        return []
+    parts = [p for p in re.split(r"[\\,]", text) if p.strip()]
+    out = [U.parse_decimal(p) for p in parts]
+    return [d for d in out if d is not None]
+
+
+def hdecimal(ds: Dataset, keyword: str, notes: Notes) -> Optional[Decimal]:
+    """The single number of a header attribute; several → the first, with a note."""
+    values = hdecimals(ds, keyword)
+    if not values:
+        if hstr(ds, keyword) is not None:
+            notes.add(f"{keyword}: '{hstr(ds, keyword)}' is not a number; omitted")
+        return None
+    if len(values) > 1:
+        notes.add(f"{keyword}: {len(values)} values; the first is reported")
+    return values[0]
+
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([DWMY])\s*$", re.IGNORECASE)
+_AGE_UNIT = {"D": Decimal(1) / Decimal("365.25"), "W": Decimal(7) / Decimal("365.25"),
+             "M": Decimal(1) / Decimal(12), "Y": Decimal(1)}
+
+
+def age_years(ds: Dataset, study_date: Optional[str], notes: Notes) -> Optional[float]:
+    """Patient's Age (AS, e.g. ``045Y``, ``006M``) in years, else from birth date and study date."""
+    text = hstr(ds, "PatientAge")
+    if text:
+        m = _AGE.match(text)
+        if m:
+            return float(Decimal(m.group(1)) * _AGE_UNIT[m.group(2).upper()])
+        notes.add(f"PatientAge '{text}' is not a DICOM age; not used")
+    birth = hstr(ds, "PatientBirthDate")
+    if birth and study_date:
+        try:
+            b = date(int(birth[:4]), int(birth[4:6]), int(birth[6:8]))
+            s = date(int(study_date[:4]), int(study_date[5:7]), int(study_date[8:10]))
+        except (ValueError, IndexError):
+            return None
+        if s >= b:
+            return float(Decimal((s - b).days) / Decimal("365.25"))
+    return None
+
+
+def start_report(ds: Dataset, kind: str, modality: Optional[str], source: str, template: Optional[str],
+                 notes: Notes) -> Report:
+    """A report with everything the header states (ids, device, study, patient, PHI)."""
+    sop_instance = hstr(ds, "SOPInstanceUID") or (hstr(ds.file_meta, "MediaStorageSOPInstanceUID")
+                                                 if hasattr(ds, "file_meta") else None)
+    if not sop_instance:
+        raise ExtractionError("no SOP Instance UID: the object cannot be identified")
+    report = Report(
+        sop_instance_uid=sop_instance,
+        sop_class_uid=sop_class_of(ds) or "",
+        study_instance_uid=hstr(ds, "StudyInstanceUID"),
+        series_instance_uid=hstr(ds, "SeriesInstanceUID"),
+        kind=kind,  # type: ignore[arg-type]
+        modality=modality,
+        source=source,  # type: ignore[arg-type]
+        template=template,
+    )
+    dev = report.device
+    dev.manufacturer = hstr(ds, "Manufacturer")
+    dev.model = hstr(ds, "ManufacturerModelName")
+    dev.serial_number = hstr(ds, "DeviceSerialNumber")
+    dev.station_name = hstr(ds, "StationName")
+    dev.institution_name = hstr(ds, "InstitutionName")
+    dev.software_versions = hstr(ds, "SoftwareVersions")
+
+    st = report.study
+    st.datetime = da_tm_iso(hstr(ds, "StudyDate"), hstr(ds, "StudyTime"), notes, "Study date/time")
+    st.description = hstr(ds, "StudyDescription")
+    st.accession_number = hstr(ds, "AccessionNumber")
+    st.requested_procedure = hstr(ds, "RequestedProcedureDescription")
+    procedure = ds.get("ProcedureCodeSequence")
+    if procedure:
+        st.procedure_code = hstr(procedure[0], "CodeValue")
+        st.requested_procedure = st.requested_procedure or hstr(procedure[0], "CodeMeaning")
+
+    pt = report.patient
+    pt.sex = hstr(ds, "PatientSex")
+    pt.age_years = age_years(ds, st.datetime, notes)
+    pt.weight_kg = _positive(ds, "PatientWeight", notes)
+    pt.height_m = _positive(ds, "PatientSize", notes)
+    if pt.height_m is not None and pt.height_m > 3:
+        notes.add(f"PatientSize {pt.height_m} is not a height in metres; omitted")
+        pt.height_m = None
+
+    phi = report.phi
+    phi.patient_id = hstr(ds, "PatientID")
+    phi.patient_name = hstr(ds, "PatientName")
+    phi.birth_date = da_tm_iso(hstr(ds, "PatientBirthDate"), None)
+    return report
+
+
+def _positive(ds: Dataset, keyword: str, notes: Notes) -> Optional[float]:
+    value = hdecimal(ds, keyword, notes)
+    if value is None:
+        return None
+    if value <= 0:
+        notes.add(f"{keyword} {value} is not a measurement (0 means unknown); omitted")
+        return None
+    return float(value)
+
+
+def sop_class_of(ds: Dataset) -> Optional[str]:
+    return hstr(ds, "SOPClassUID") or (hstr(ds.file_meta, "MediaStorageSOPClassUID")
+                                       if getattr(ds, "file_meta", None) is not None else None)
+
+
+# -- SR context: observers, patient characteristics, procedure ----------------------------
+def apply_sr_context(report: Report, root: ContentItem, notes: Notes) -> None:
+    """Fill what the header left empty from the SR document (TID 1002/1004, 1007, 10001/10011 rows)."""
+    procedure = root.child(C.PROCEDURE_REPORTED)
+    if procedure is not None:
+        report.study.procedure_reported = procedure.code_meaning
+    _device_observer(report, root, notes)
+    _patient_characteristics(report, root, notes)
+    if report.study.datetime is None:
+        start = root.child(C.START_OF_IRRADIATION)
+        report.study.datetime = dt_iso(start.datetime if start else None, notes, "Start of X-Ray Irradiation")
+
+
+def _device_observer(report: Report, root: ContentItem, notes: Notes) -> None:
+    observers: list[dict] = []
+    current: Optional[dict] = None
+    fields = {C.DEVICE_OBSERVER_UID.key: "uid", C.DEVICE_OBSERVER_NAME.key: "name",
+              C.DEVICE_OBSERVER_MANUFACTURER.key: "manufacturer", C.DEVICE_OBSERVER_MODEL.key: "model",
+              C.DEVICE_OBSERVER_SERIAL.key: "serial"}
+    for item in root.children:
+        if item.concept is None:
+            continue
+        if item.is_(C.OBSERVER_TYPE):
+            current = {"device": bool(item.code and item.code.is_(C.OBSERVER_DEVICE))}
+            observers.append(current)
+        elif item.concept.key in fields:
+            if current is None or not current["device"]:
+                # device attributes after a person observer (or none): they still describe a device
+                device = next((o for o in observers if o["device"]), None)
+                current = device or {"device": True}
+                if device is None:
+                    observers.append(current)
+            current[fields[item.concept.key]] = item.string
+    devices = [o for o in observers if o["device"]]
+    if len(observers) > 1:
+        notes.add(f"{len(observers)} observers in the report; the device observer is used for the device")
+    if not devices:
+        return
+    if len(devices) > 1:
+        notes.add(f"{len(devices)} device observers; the first is used")
+    obs = devices[0]
+    dev = report.device
+    dev.device_observer_uid = obs.get("uid")
+    for attr, key in (("manufacturer", "manufacturer"), ("model", "model"), ("serial_number", "serial"),
+                      ("station_name", "name")):
+        if getattr(dev, attr) is None and obs.get(key):
+            setattr(dev, attr, obs[key])
+            notes.add(f"device {attr.replace('_', ' ')} is empty in the header; taken from the SR device observer")
+
+
+def _patient_characteristics(report: Report, root: ContentItem, notes: Notes) -> None:
+    chars = root.child(C.PATIENT_CHARACTERISTICS)
+    if chars is None:
+        return
+    pt = report.patient
+    if pt.age_years is None:
+        pt.age_years = num(chars.child(C.SUBJECT_AGE), U.AGE, notes)
+    if pt.sex is None:
+        sex = chars.child(C.SUBJECT_SEX)
+        if sex is not None and sex.code is not None:
+            pt.sex = (sex.code.value or sex.code.meaning or "")[:1].upper() or None
+    if pt.weight_kg is None:
+        pt.weight_kg = num(chars.child(C.PATIENT_WEIGHT), U.MASS, notes)
+    if pt.height_m is None:
+        pt.height_m = num(chars.child(C.PATIENT_HEIGHT), U.HEIGHT, notes)

@@ -1,0 +1,69 @@
+"""Logging: structlog, JSON lines on stdout, one event per line, no PHI at any level.
+
+Small processors, composed: add level and UTC timestamp, drop keys that could carry patient
+identity (:func:`drop_phi`), render JSON.  The standard library's loggers (pynetdicom's among
+them) go through the same chain, and pynetdicom never logs below WARNING because its debug
+output dumps whole datasets, patient names included.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+PHI_KEYS = frozenset({
+    "patient_name", "patient_id", "patient_birth_date", "birth_date", "patientname", "patientid",
+    "other_patient_ids", "patient_address", "phi", "person_name", "operator", "physician",
+})
+
+
+def drop_phi(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Remove keys that could hold patient identity, whatever a caller passed."""
+    for key in list(event_dict):
+        if key.lower() in PHI_KEYS:
+            event_dict[key] = "[removed]"
+    return event_dict
+
+
+class _NamedPrintLoggerFactory:
+    """PrintLoggers that keep the name given to ``get_logger`` (``add_logger_name`` reads it)."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def __call__(self, *args: Any) -> structlog.PrintLogger:
+        logger = structlog.PrintLogger(self._stream)
+        logger.name = str(args[0]) if args else "agent"  # type: ignore[attr-defined]
+        return logger
+
+
+def configure(level: str = "info", stream: Any = None, fmt: str = "json") -> None:
+    stream = stream or sys.stdout
+    renderer: Any = structlog.processors.JSONRenderer(sort_keys=False) if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        drop_phi,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=_NamedPrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.format_exc_info, renderer],
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.stdlib.add_log_level,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True), drop_phi],
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.getLevelName(level.upper()))
+    # pynetdicom's DEBUG/INFO output includes dataset dumps (patient names): never below WARNING.
+    logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("pydicom").setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,1 @@
+"""Sources of dose data: DICOM (:mod:`agent.sources.dicom`) and serial lines."""

@@ -1,0 +1,139 @@
+"""The SQLite store: one writer connection, durable commits, versioned migrations.
+
+Every connection runs WAL with ``synchronous=FULL``: a commit that returned is on disk, so
+the agent may acknowledge a C-STORE (or a serial reading, or a PUBACK) after it.  All writes
+go through :meth:`Store.transaction`, which serialises them on a single connection (SQLite's
+WAL-reset bug before 3.51.3 corrupts databases written by two connections at once).  Readers
+open their own read-only connections with :meth:`Store.reader`.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import sqlite_utils
+import structlog
+
+from . import migrations
+
+log = structlog.get_logger("agent.store")
+
+
+class StoreError(Exception):
+    """The store cannot take a write (disk full, read-only, quota reached)."""
+
+
+class QuotaExceeded(StoreError):
+    pass
+
+
+class StoreBusy(StoreError):
+    """Another process (a running agent) is the store's writer."""
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=10000")
+
+
+def connect(path: str | os.PathLike) -> sqlite_utils.Database:
+    """Open ``path`` with the store's pragmas (WAL, synchronous=FULL). For readers and tools."""
+    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    _configure(conn)
+    return sqlite_utils.Database(conn)
+
+
+class Store:
+    """The agent's durable state. Create with :meth:`open`."""
+
+    def __init__(self, path: Path, db: sqlite_utils.Database, quota_bytes: int | None = None, lock_fd: int | None = None):
+        self._lock_fd = lock_fd
+        self.path = path
+        self.db = db
+        self.quota_bytes = quota_bytes
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, quota_bytes: int | None = None) -> "Store":
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_fd = _lock_writer(path)
+        if path.exists() and path.stat().st_size > 0:
+            _quarantine_if_corrupt(path)
+        db = connect(path)
+        store = cls(path, db, quota_bytes, lock_fd)
+        with store._lock:
+            migrations.apply(db)
+        return store
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.conn.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the writer lock
+                self._lock_fd = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        """One atomic, durable write. Raises :class:`StoreError` if it cannot commit."""
+        with self._lock:
+            try:
+                with self.db.atomic():
+                    yield self.db
+            except sqlite3.OperationalError as exc:  # disk full, read-only, I/O error
+                raise StoreError(str(exc)) from exc
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(str(exc)) from exc
+
+    def reader(self) -> sqlite_utils.Database:
+        """A separate connection for reads (console, CLI); never used to write."""
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=10000")
+        return sqlite_utils.Database(conn)
+
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            p = Path(str(self.path) + suffix)
+            if p.exists():
+                total += p.stat().st_size
+        return total
+
+
+def _lock_writer(path: Path) -> int:
+    """One writer process per store: an exclusive ``flock`` on ``<db>.lock``, held while open."""
+    fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreBusy(f"{path} is open for writing by another process (is the agent running?)")
+    return fd
+
+
+def _quarantine_if_corrupt(path: Path) -> None:
+    """``quick_check`` at start; a corrupt file is renamed aside (never deleted) and the agent starts fresh."""
+    try:
+        conn = sqlite3.connect(str(path))
+        try:
+            ok = conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        ok = False
+    if ok:
+        return
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        p = Path(str(path) + suffix)
+        if p.exists():
+            p.rename(Path(str(aside) + suffix))
+    log.error("store_quarantined", path=str(path), moved_to=str(aside))

@@ -1,0 +1,219 @@
+"""Receipts, reports and irradiation events; study totals that never double-count an event.
+
+Modalities re-send reports and some (Siemens CT) send a *cumulative* RDSR after every
+exposure, each containing all earlier events.  A report whose irradiation events are all
+contained in a later report of the same study is marked ``superseded_by`` that report, and a
+study's totals are taken from the reports that are not superseded.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+import sqlite_utils
+
+from agent.extract.record import Report
+
+SUMMED_TOTALS = [
+    "ct_dlp_total_mGycm", "ct_event_count", "dap_total_Gym2", "dose_rp_total_Gy",
+    "fluoro_dap_total_Gym2", "fluoro_dose_rp_total_Gy", "fluoro_time_total_s",
+    "acquisition_dap_total_Gym2", "acquisition_dose_rp_total_Gy", "acquisition_time_total_s",
+    "radiographic_frames_total", "administered_activity_MBq",
+]
+# When active reports of one study overlap without one containing the other, totals are
+# recomputed from distinct events for these (event field → total field).
+EVENT_SUMS = {"dlp_mGycm": "ct_dlp_total_mGycm", "dap_Gym2": "dap_total_Gym2"}
+
+
+@dataclass
+class Receipt:
+    received_at: str
+    origin: str  # 'dicom' | 'import'
+    path: str
+    sha256: str
+    size_bytes: int
+    calling_ae: Optional[str] = None
+    called_ae: Optional[str] = None
+    peer: Optional[str] = None
+    sop_instance_uid: Optional[str] = None
+    sop_class_uid: Optional[str] = None
+    transfer_syntax: Optional[str] = None
+
+
+@dataclass
+class SaveResult:
+    """What a save changed: the stages after the store decide what to check and send from it."""
+
+    duplicate: bool  # this SOP instance was stored before: nothing changed
+    receipt_id: int
+    new_event_uids: list[str] = field(default_factory=list)  # events never seen before
+    superseded: list[str] = field(default_factory=list)  # reports this one supersedes
+    superseded_by: Optional[str] = None  # set if an already stored report contains all our events
+
+
+def record_receipt(tx: sqlite_utils.Database, receipt: Receipt, status: str, reason: str | None = None) -> int:
+    row = dict(receipt.__dict__, status=status, reason=reason)
+    return tx["receipts"].insert(row).last_pk
+
+
+def save_report(tx: sqlite_utils.Database, report: Report, receipt: Receipt, station: str) -> SaveResult:
+    """Store ``report`` (idempotent on SOP Instance UID). Call inside ``Store.transaction()``."""
+    if tx.execute("SELECT 1 FROM reports WHERE sop_instance_uid = ?", [report.sop_instance_uid]).fetchone():
+        rid = record_receipt(tx, receipt, "duplicate", "SOP instance already stored")
+        return SaveResult(duplicate=True, receipt_id=rid)
+
+    rid = record_receipt(tx, receipt, "stored")
+    uids = set(report.event_uids)
+    result = SaveResult(duplicate=False, receipt_id=rid)
+
+    if uids and report.study_instance_uid:
+        for other_uid, other_record in tx.execute(
+            "SELECT sop_instance_uid, record FROM reports WHERE study_instance_uid = ? AND superseded_by IS NULL",
+            [report.study_instance_uid],
+        ).fetchall():
+            other = _event_uids(json.loads(other_record))
+            if not other:
+                continue
+            if other <= uids:
+                result.superseded.append(other_uid)
+            elif uids <= other and result.superseded_by is None:
+                result.superseded_by = other_uid
+
+    record = report.to_dict()
+    tx["reports"].insert({
+        "sop_instance_uid": report.sop_instance_uid,
+        "receipt_id": rid,
+        "received_at": receipt.received_at,
+        "station": station,
+        "sop_class_uid": report.sop_class_uid,
+        "study_instance_uid": report.study_instance_uid,
+        "series_instance_uid": report.series_instance_uid,
+        "kind": report.kind, "modality": report.modality, "source": report.source,
+        "manufacturer": report.device.manufacturer, "model": report.device.model,
+        "station_name": report.device.station_name,
+        "study_datetime": report.study.datetime, "study_description": report.study.description,
+        "accession_number": report.study.accession_number,
+        "procedure_reported": report.study.procedure_reported,
+        "patient_id": report.phi.patient_id, "patient_name": report.phi.patient_name,
+        "patient_birth_date": report.phi.birth_date,
+        "age_years": report.patient.age_years, "sex": report.patient.sex, "weight_kg": report.patient.weight_kg,
+        "event_count": len(report.events),
+        "superseded_by": result.superseded_by,
+        "record": json.dumps(record, separators=(",", ":")),
+    })
+    for old in result.superseded:
+        tx.execute("UPDATE reports SET superseded_by = ? WHERE sop_instance_uid = ?", [report.sop_instance_uid, old])
+
+    known = {
+        row[0] for row in tx.execute(
+            f"SELECT irradiation_event_uid FROM events WHERE irradiation_event_uid IN ({','.join('?' * len(uids))})",
+            list(uids),
+        ).fetchall()
+    } if uids else set()
+    for event, event_dict in zip(report.events, record.get("events", [])):
+        uid = event.irradiation_event_uid
+        if not uid:
+            continue
+        if uid in known:
+            if result.superseded_by is None:
+                tx.execute("UPDATE events SET sop_instance_uid = ? WHERE irradiation_event_uid = ?",
+                           [report.sop_instance_uid, uid])
+            continue
+        known.add(uid)
+        result.new_event_uids.append(uid)
+        tx["events"].insert({
+            "irradiation_event_uid": uid,
+            "sop_instance_uid": report.sop_instance_uid,
+            "study_instance_uid": report.study_instance_uid,
+            "first_seen_at": receipt.received_at,
+            "event_type": event.event_type, "datetime_started": event.datetime_started,
+            "protocol": event.protocol, "target_region": event.target_region,
+            "ctdivol_mGy": event.ctdivol_mGy, "dlp_mGycm": event.dlp_mGycm, "ssde_mGy": event.ssde_mGy,
+            "dap_Gym2": event.dap_Gym2, "dose_rp_Gy": event.dose_rp_Gy, "agd_mGy": event.agd_mGy,
+            "record": json.dumps(event_dict, separators=(",", ":")),
+        })
+    return result
+
+
+def _event_uids(record: dict[str, Any]) -> set[str]:
+    return {e["irradiation_event_uid"] for e in record.get("events", []) if e.get("irradiation_event_uid")}
+
+
+def study_totals(db: sqlite_utils.Database, study_instance_uid: str) -> dict[str, Any]:
+    """Dose totals of one study over the reports that are not superseded, each event counted once."""
+    records = [json.loads(r[0]) for r in db.execute(
+        "SELECT record FROM reports WHERE study_instance_uid = ? AND superseded_by IS NULL ORDER BY received_at",
+        [study_instance_uid],
+    ).fetchall()]
+    return combine_totals(records)
+
+
+def combine_totals(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum the stated totals of reports with disjoint event sets; recompute from distinct events otherwise."""
+    out: dict[str, Any] = {}
+    seen: set[str] = set()
+    overlap = False
+    for rec in records:
+        uids = _event_uids(rec)
+        if uids & seen:
+            overlap = True
+        seen |= uids
+        totals = rec.get("totals", {})
+        for key in SUMMED_TOTALS:
+            if totals.get(key) is not None:
+                out[key] = out.get(key, 0) + totals[key]
+        for side, value in (totals.get("agd_total_mGy") or {}).items():
+            out.setdefault("agd_total_mGy", {})
+            out["agd_total_mGy"][side] = out["agd_total_mGy"].get(side, 0) + value
+    if overlap:
+        events = {}
+        for rec in records:
+            for e in rec.get("events", []):
+                events[e.get("irradiation_event_uid") or id(e)] = e
+        for event_key, total_key in EVENT_SUMS.items():
+            values = [e[event_key] for e in events.values() if e.get(event_key) is not None]
+            if values:
+                out[total_key] = sum(values)
+        if "ct_event_count" in out:
+            out["ct_event_count"] = sum(1 for e in events.values() if e.get("ctdivol_mGy") is not None or e.get("dlp_mGycm") is not None)
+    out["reports"] = len(records)
+    out["events"] = len(seen)
+    return out
+
+
+def list_studies(db: sqlite_utils.Database, limit: int | None = None) -> list[dict[str, Any]]:
+    """Stored studies, newest first, each with its totals (no PHI)."""
+    sql = """
+        SELECT study_instance_uid, MAX(received_at) AS last_received, MIN(station) AS station,
+               MIN(modality) AS modality, MIN(kind) AS kind, MIN(study_datetime) AS study_datetime,
+               MIN(accession_number) AS accession_number, MIN(study_description) AS description,
+               MIN(manufacturer) AS manufacturer, MIN(model) AS model, COUNT(*) AS report_count
+        FROM reports GROUP BY study_instance_uid ORDER BY last_received DESC
+    """
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    studies = []
+    for row in db.query(sql):
+        row["totals"] = study_totals(db, row["study_instance_uid"])
+        studies.append(row)
+    return studies
+
+
+def failed_receipts(db: sqlite_utils.Database, limit: int = 50) -> list[dict[str, Any]]:
+    """Receipts that were kept but not stored as a report (rejected or unreadable), newest first."""
+    return list(db.query(
+        "SELECT id, received_at, origin, calling_ae, sop_class_uid, path, status, reason FROM receipts "
+        "WHERE status IN ('rejected', 'error') ORDER BY id DESC LIMIT ?", [limit]))
+
+
+def iter_reports(db: sqlite_utils.Database, since: str | None = None) -> Iterable[dict[str, Any]]:
+    """Every stored report's contract record with its station and receipt time (for statistics)."""
+    sql = "SELECT station, received_at, superseded_by, record FROM reports"
+    args: list[Any] = []
+    if since:
+        sql += " WHERE received_at >= ?"
+        args.append(since)
+    for station, received_at, superseded_by, record in db.execute(sql + " ORDER BY received_at", args).fetchall():
+        yield {"station": station, "received_at": received_at, "superseded_by": superseded_by,
+               "record": json.loads(record)}

@@ -1,0 +1,29 @@
+"""How many bytes of received DICOM objects are still spooled on disk (for the store quota).
+
+Counted from the receipts (cheaper than walking the spool), minus the files the uplink has
+deleted after their report was delivered and the retention period passed (``spool_pruned``,
+migration 20), so that pruning frees quota.
+"""
+from __future__ import annotations
+
+import sqlite_utils
+
+from .outbox import utcnow
+
+
+def spool_bytes(db: sqlite_utils.Database) -> int:
+    (n,) = db.execute(
+        "SELECT COALESCE(SUM(r.size_bytes), 0) FROM receipts r LEFT JOIN spool_pruned p ON p.receipt_id = r.id "
+        "WHERE r.status != 'duplicate' AND p.receipt_id IS NULL").fetchone()
+    return n
+
+
+def usage_bytes(store, db: sqlite_utils.Database) -> int:
+    """What counts against ``[store] quota_mb``: the database files (``store``, a Store) plus the spool."""
+    return store.size_bytes() + spool_bytes(db)
+
+
+def record_pruned(tx: sqlite_utils.Database, receipt_id: int, size_bytes: int) -> None:
+    """The spooled file of ``receipt_id`` is gone (deleted, or never found)."""
+    tx.execute("INSERT OR IGNORE INTO spool_pruned (receipt_id, pruned_at, size_bytes) VALUES (?, ?, ?)",
+               [receipt_id, utcnow(), size_bytes])

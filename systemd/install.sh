@@ -1,0 +1,48 @@
+#!/bin/sh
+# Install or upgrade alara-edge as a systemd service (run as root from a checkout):
+#   sudo sh systemd/install.sh
+# - a system user `alara-edge` (in group dialout for serial dosimeters)
+# - the package in a new venv under /opt/alara-edge, linked as /opt/alara-edge/venv (an upgrade is a
+#   re-run from the new checkout: data and configuration stay, the previous venv is kept for rollback)
+# - /etc/alara-edge/alara-edge.toml from config/alara-edge.example.toml if there is none yet
+# - data in /var/lib/alara-edge (StateDirectory), logs in the journal: journalctl -u alara-edge
+set -eu
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "run as root (sudo sh systemd/install.sh)" >&2; exit 1; }
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ required" >&2; exit 1; }
+python3 -m venv --help >/dev/null 2>&1 || ./tools/system-packages.sh python3-venv
+
+getent group alara-edge >/dev/null || groupadd --system alara-edge
+getent passwd alara-edge >/dev/null || useradd --system --gid alara-edge --groups dialout \
+    --home-dir /var/lib/alara-edge --no-create-home --shell /usr/sbin/nologin alara-edge
+
+# each install is a new venv; /opt/alara-edge/venv is a symlink switched atomically (the previous one
+# stays as /opt/alara-edge/venv.previous for a rollback: ln -sfn "$(readlink venv.previous)" venv)
+install -d -m 0755 /opt/alara-edge
+release=/opt/alara-edge/venv-$(date +%Y%m%d%H%M%S)
+python3 -m venv "$release"
+"$release/bin/pip" install --quiet --disable-pip-version-check .
+if [ -L /opt/alara-edge/venv ]; then
+    old=$(readlink /opt/alara-edge/venv)
+    [ -L /opt/alara-edge/venv.previous ] && prev=$(readlink /opt/alara-edge/venv.previous) && [ "$prev" != "$old" ] && rm -rf "$prev"
+    ln -sfn "$old" /opt/alara-edge/venv.previous
+fi
+ln -sfn "$release" /opt/alara-edge/venv
+
+install -d -m 0750 -o root -g alara-edge /etc/alara-edge
+if [ ! -f /etc/alara-edge/alara-edge.toml ]; then
+    install -m 0640 -o root -g alara-edge config/alara-edge.example.toml /etc/alara-edge/alara-edge.toml
+    echo "wrote /etc/alara-edge/alara-edge.toml: set [station] site and id, then: systemctl restart alara-edge"
+fi
+# reference tables and serial profiles: examples a physicist activates in [checks] tables / [[serial]] profile
+install -d -m 0750 -o root -g alara-edge /etc/alara-edge/reference-levels /etc/alara-edge/serial-profiles
+install -m 0640 -o root -g alara-edge config/reference-levels/*.toml /etc/alara-edge/reference-levels/
+install -m 0640 -o root -g alara-edge config/serial-profiles/*.toml /etc/alara-edge/serial-profiles/
+[ -f /etc/alara-edge/local-drl.toml ] || install -m 0640 -o root -g alara-edge config/local-drl.example.toml /etc/alara-edge/local-drl.toml
+/opt/alara-edge/venv/bin/alara-edge check-config /etc/alara-edge/alara-edge.toml
+
+install -m 0644 systemd/alara-edge.service /etc/systemd/system/alara-edge.service
+systemctl daemon-reload
+systemctl enable alara-edge.service
+systemctl restart alara-edge.service
+echo "alara-edge is running: systemctl status alara-edge; journalctl -u alara-edge -f"

@@ -1,0 +1,45 @@
+"""`alara-edge import`: a department's backfill takes the same path as a C-STORE."""
+import json
+import shutil
+import sqlite3
+
+from tests.conftest import CORPUS, AgentProcess
+
+FILES = ["CT-RDSR-Siemens-Multi-1.dcm", "CT-RDSR-Siemens-Multi-2.dcm", "CT-RDSR-Siemens-Multi-3.dcm",
+         "RF-RDSR-Siemens-Zee.dcm", "ESR_non-dose.dcm"]
+
+
+def copy_files(folder):
+    folder.mkdir()
+    for name in FILES:
+        shutil.copy(CORPUS / name, folder / name)
+    (folder / "notes.txt").write_text("not DICOM")
+    return folder
+
+
+def test_import_when_the_agent_is_not_running(tmp_path):
+    agent = AgentProcess(tmp_path / "a")  # configured, never started
+    src = copy_files(tmp_path / "export")
+    r = agent.cli("import", str(src), "--json")
+    assert r.returncode == 0, r.stderr
+    statuses = {json.loads(l)["file"].rsplit("/", 1)[-1]: json.loads(l)["status"] for l in r.stdout.splitlines()}
+    assert statuses == {"CT-RDSR-Siemens-Multi-1.dcm": "stored", "CT-RDSR-Siemens-Multi-2.dcm": "stored",
+                        "CT-RDSR-Siemens-Multi-3.dcm": "stored", "RF-RDSR-Siemens-Zee.dcm": "stored",
+                        "ESR_non-dose.dcm": "rejected", "notes.txt": "error"}
+    again = agent.cli("import", str(src), "--json")
+    assert {json.loads(l)["status"] for l in again.stdout.splitlines() if "Siemens" in l} == {"duplicate"}
+    listing = json.loads(agent.cli("studies", "--json").stdout)
+    assert len(listing["studies"]) == 2
+    with sqlite3.connect(agent.db_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM reports WHERE superseded_by IS NULL").fetchone()[0] == 2
+
+
+def test_import_while_the_agent_runs_goes_through_its_scp(agent_process, tmp_path):
+    agent = agent_process()
+    src = copy_files(tmp_path / "export")
+    r = agent.cli("import", str(src / "RF-RDSR-Siemens-Zee.dcm"))
+    assert r.returncode == 0, r.stderr
+    assert "sending 1 file(s) to it by C-STORE" in r.stderr
+    assert '"calling_ae": "ALARA_IMPORT"' in agent.log_text()
+    with sqlite3.connect(agent.db_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM reports").fetchone()[0] == 1

@@ -1,0 +1,191 @@
+"""Fixtures every test area may use. Area-specific fixtures live in tests/<area>/conftest.py."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CORPUS = SHARED / "rdsr-corpus" / "openrem"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def agent_cmd(*args: str) -> list[str]:
+    """The CLI as a user runs it, from this checkout (works with or without `pip install`)."""
+    return [sys.executable, "-m", "agent", *args]
+
+
+def agent_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(extra)
+    return env
+
+
+def run_agent(*args: str, cwd: Path | None = None, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(agent_cmd(*args), cwd=cwd, env=agent_env(), capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def dcmtk(tool: str) -> str | None:
+    """Path of a DCMTK tool (storescu, echoscu, dcmdump) — not pynetdicom's apps of the same name."""
+    import shutil
+
+    for path in ("/usr/bin/" + tool, shutil.which(tool)):
+        if path and Path(path).exists():
+            out = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
+            if "dcmtk" in out.lower() or "offis" in out.lower():
+                return path
+    return None
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A fresh agent store (all migrations applied), closed after the test."""
+    from agent.store import Store
+
+    s = Store.open(tmp_path / "agent.sqlite")
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    if not CORPUS.is_dir():
+        pytest.fail(f"the shared RDSR corpus is missing: expected it at {CORPUS} (../shared beside the checkout)")
+    return CORPUS
+
+
+class AgentProcess:
+    """``alara-edge run`` as a real subprocess on free ports, with its JSON log captured."""
+
+    def __init__(self, workdir: Path, config_text: str = "", extra_args: tuple[str, ...] = (), preexec_fn=None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.dicom_port = free_port()
+        self.console_port = free_port()
+        self.config_path = self.workdir / "alara-edge.toml"
+        base = (f'[station]\nsite = "test-site"\nid = "test-station"\n\n'
+                f'[dicom]\nbind = "127.0.0.1"\nport = {self.dicom_port}\n\n'
+                f'[store]\npath = "{self.workdir / "var" / "agent.sqlite"}"\nspool_dir = "{self.workdir / "var" / "spool"}"\n\n'
+                # no broker listens here: the agent buffers (tests that need one start their own)
+                f'[mqtt]\nhost = "127.0.0.1"\nport = {free_port()}\n\n'
+                f'[console]\nport = {self.console_port}\n\n')
+        self.config_path.write_text(_merge_toml(base, config_text))
+        self.log_path = self.workdir / "agent.log"
+        self.extra_args = extra_args
+        self.preexec_fn = preexec_fn
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def db_path(self) -> Path:
+        return self.workdir / "var" / "agent.sqlite"
+
+    def start(self, timeout: float = 30) -> "AgentProcess":
+        import time
+
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(agent_cmd("run", "-c", str(self.config_path), *self.extra_args),
+                                     cwd=self.workdir, env=agent_env(), stdout=self._log, stderr=subprocess.STDOUT,
+                                     preexec_fn=self.preexec_fn)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{self.log_text()}")
+            if '"agent_started"' in self.log_text():
+                return self
+            time.sleep(0.05)
+        raise TimeoutError(f"agent did not start:\n{self.log_text()}")
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_events(self) -> list[dict]:
+        import json
+
+        out = []
+        for line in self.log_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def stop(self, sig: int = 15, timeout: float = 60) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return run_agent(*args, "-c", str(self.config_path), cwd=self.workdir, timeout=timeout)
+
+
+def _merge_toml(base: str, extra: str) -> str:
+    """Append ``extra``; keys of a table already in ``base`` are merged into it (tests override ports etc.)."""
+    import re
+
+    if not extra.strip():
+        return base
+    sections: dict[str, list[str]] = {}
+    current = None
+    order: list[str] = []
+    for line in extra.splitlines():
+        m = re.match(r"\s*\[([A-Za-z0-9_.]+)\]\s*$", line)
+        if m:
+            current = m.group(1)
+            if current not in sections:
+                sections[current] = []
+                order.append(current)
+            continue
+        sections.setdefault(current or "", []).append(line)
+        if current is None and "" not in order:
+            order.append("")
+    out = base
+    for name in order:
+        if name and f"[{name}]\n" in out:
+            lines = sections[name]
+            keys = {l.split("=")[0].strip() for l in lines if "=" in l}
+            head, rest = out.split(f"[{name}]\n", 1)
+            body, sep, tail = rest.partition("\n\n")
+            body = "\n".join(l for l in body.splitlines() if l.split("=")[0].strip() not in keys)
+            out = head + f"[{name}]\n" + "\n".join([body, *lines]).strip("\n") + "\n" + sep + tail
+        elif name:
+            out += f"[{name}]\n" + "\n".join(sections[name]) + "\n\n"
+        else:
+            out = "\n".join(sections[""]) + "\n" + out
+    return out
+
+
+@pytest.fixture
+def agent_process(tmp_path):
+    """Factory: ``agent_process(config_text="...", extra_args=(...))`` → a started :class:`AgentProcess`."""
+    started: list[AgentProcess] = []
+
+    def factory(config_text: str = "", extra_args: tuple[str, ...] = (), name: str = "agent", **kw) -> AgentProcess:
+        proc = AgentProcess(tmp_path / name, config_text, extra_args, **kw).start()
+        started.append(proc)
+        return proc
+
+    yield factory
+    for proc in started:
+        proc.stop()

@@ -1,0 +1,128 @@
+"""Malformed input: only Rejected / ExtractionError come out, and absent values stay absent.
+
+Truncated and bit-flipped copies of corpus files, and random bytes, go through
+``extract_file`` (the path a received object takes).  Whatever the damage, extraction
+either gives a record that serialises as strict JSON, or raises one of the two documented
+exceptions (pydicom's InvalidDicomError is accepted too, as the brief allows).
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataelem import DataElement
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydicom.errors import InvalidDicomError
+
+from agent.extract import extract_file
+from agent.extract.record import ExtractionError, Rejected, Report
+from tests.extract.conftest import corpus_files
+
+SMALL = [p for p in corpus_files() if p.stat().st_size < 120_000]
+DATA = {p.name: p.read_bytes() for p in SMALL}
+ALLOWED = (Rejected, ExtractionError, InvalidDicomError)
+
+
+def _check(data: bytes, tmp: Path) -> None:
+    tmp.write_bytes(data)
+    try:
+        rep = extract_file(tmp)
+    except ALLOWED:
+        return
+    _assert_sound(rep)
+
+
+def _assert_sound(rep: Report) -> None:
+    text = json.dumps(rep.to_dict(), allow_nan=False)  # no NaN/inf, everything serialisable
+    assert json.loads(text)["sop_instance_uid"]
+    for ev in rep.events:
+        for value in vars(ev).values():
+            assert not (isinstance(value, float) and not math.isfinite(value))
+
+
+SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@SETTINGS
+@given(name=st.sampled_from(sorted(DATA)), cut=st.floats(min_value=0, max_value=1))
+def test_truncated_files(tmp_path, name, cut):
+    data = DATA[name]
+    _check(data[: int(len(data) * cut)], tmp_path / "cut.dcm")
+
+
+@SETTINGS
+@given(name=st.sampled_from(sorted(DATA)),
+       flips=st.lists(st.tuples(st.floats(min_value=0, max_value=1), st.integers(1, 255)), min_size=1, max_size=12))
+def test_bit_flipped_files(tmp_path, name, flips):
+    data = bytearray(DATA[name])
+    for where, mask in flips:
+        i = min(int(where * len(data)), len(data) - 1)
+        data[i] ^= mask
+    _check(bytes(data), tmp_path / "flipped.dcm")
+
+
+@SETTINGS
+@given(data=st.binary(min_size=0, max_size=4096))
+def test_random_bytes(tmp_path, data):
+    _check(data, tmp_path / "random.dcm")
+
+
+@SETTINGS
+@given(data=st.binary(min_size=0, max_size=2048))
+def test_random_bytes_after_a_dicom_preamble(tmp_path, data):
+    _check(b"\0" * 128 + b"DICM" + data, tmp_path / "random.dcm")
+
+
+# -- absent is absent, never 0 ------------------------------------------------------------------
+_NUMERIC = (int, float)
+
+
+def _numbers(rep: Report) -> dict[str, object]:
+    found = {f"totals.{k}": v for k, v in vars(rep.totals).items() if v is not None}
+    for i, ev in enumerate(rep.events):
+        for k, v in vars(ev).items():
+            if isinstance(v, _NUMERIC) and not isinstance(v, bool):
+                found[f"events[{i}].{k}"] = v
+        for s in ev.sources:
+            found.update({f"events[{i}].sources.{k}": v for k, v in vars(s).items() if isinstance(v, _NUMERIC)})
+        for f in ev.filters:
+            found.update({f"events[{i}].filters.{k}": v for k, v in vars(f).items() if isinstance(v, _NUMERIC)})
+    return found
+
+
+def _blank(ds, how: str) -> None:
+    stack = list(ds.get("ContentSequence", []))
+    while stack:
+        item = stack.pop()
+        if item.get("ValueType") == "NUM":
+            if how == "empty":
+                item.MeasuredValueSequence = []
+            else:
+                for mv in item.get("MeasuredValueSequence", []):
+                    # written as text: pydicom will not put an invalid DS into a dataset
+                    mv["NumericValue"] = DataElement(0x0040A30A, "LO", "n/a")
+        stack.extend(item.get("ContentSequence", []))
+
+
+@pytest.mark.parametrize("name", ["CT-RDSR-Siemens_Flash-QA-DS.dcm", "CT-RDSR-Toshiba_DoseCheck.dcm",
+                                  "RF-RDSR-Canon-Ultimaxi-mGyDoseAtRP.dcm", "MG-RDSR-Hologic_2D.dcm",
+                                  "DX-RDSR-Carestream_DRXEvolution.dcm", "NM-RRDSR-Siemens.dcm"])
+@pytest.mark.parametrize("how", ["empty", "not a number"])
+def test_values_that_are_not_there_are_never_zero(tmp_path, name, how):
+    """Every measured value emptied (or made unreadable): the record has no numbers at all."""
+    ds = pydicom.dcmread(Path(corpus_files()[0]).parent / name)
+    _blank(ds, how)
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    (tmp_path / name).write_bytes(buffer.getvalue())
+    rep = extract_file(tmp_path / name)
+    assert rep.events or rep.administrations, "the structure is still read"
+    assert _numbers(rep) == {}
+    assert all(a.activity_MBq is None for a in rep.administrations)
+    if how != "empty":
+        assert any("is not a number" in w for w in rep.warnings)

@@ -1,0 +1,63 @@
+"""Unit conversion: exact, noted when the unit is not the template's, never a guess."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from agent.extract import units as U
+
+
+@pytest.mark.parametrize("value, unit, quantity, expected", [
+    ("126.596", "dGy.cm2", U.DAP, 0.00126596),
+    ("0.2359", "Gy.cm^2", U.DAP, 2.359e-05),
+    ("3", "cGy.cm2", U.DAP, 3e-06),
+    ("7", "mGy.cm2", U.DAP, 7e-07),
+    ("5", "uGy.m2", U.DAP, 5e-06),
+    ("30.573", "mGy", U.DOSE_RP, 0.030573),
+    ("1.5", "Gy.cm", U.DLP, 1500.0),
+    ("580.000019", "ms", U.TIME_MS_STD, 0.580000019),
+    ("2", "mAs", U.CHARGE, 2000.0),
+    ("6", "mo", U.AGE, 0.5),
+    ("172", "cm", U.HEIGHT, 1.72),
+    ("2.5", "dGycm2", U.DAP, 2.5e-05),  # the same units written without the dot
+    ("3", "uGym2", U.DAP, 3e-06),
+])
+def test_conversions_are_exact(value, unit, quantity, expected):
+    result, _ = U.convert(Decimal(value), unit, quantity)
+    assert result == expected
+
+
+@pytest.mark.parametrize("unit, quantity", [("Gy.m2", U.DAP), ("Gym2", U.DAP), ("mGy.cm", U.DLP), ("mGycm", U.DLP),
+                                            ("uA.s", U.CHARGE), ("uAs", U.CHARGE),
+                                            ("{pulse}/s", U.RATE), ("pulse/s", U.RATE)])
+def test_standard_units_and_their_old_spellings_need_no_note(unit, quantity):
+    assert U.convert(Decimal("1.25"), unit, quantity) == (1.25, None)
+
+
+def test_a_template_unit_other_than_the_canonical_one_is_converted_silently():
+    assert U.convert(Decimal("1.25"), "ms", U.TIME_MS_STD) == (0.00125, None)  # projection exposure time
+
+
+def test_a_conversion_from_a_non_standard_unit_is_noted():
+    value, note = U.convert(Decimal("0.384"), "mGy", U.DOSE_RP, "Dose (RP)")
+    assert value == 0.000384 and note == "Dose (RP) given in mGy (standard: Gy); converted to Gy"
+
+
+@pytest.mark.parametrize("unit", ["furlong", "mGy", None])
+def test_unknown_or_wrong_kind_of_unit_gives_no_value(unit):
+    value, note = U.convert(Decimal("12"), unit, U.DAP, "DAP")
+    assert value is None and "value omitted" in note
+
+
+def test_counts_accept_annotations_but_not_physical_units():
+    assert U.convert(Decimal("2"), "{X-Ray sources}", U.NUMBER) == (2.0, None)
+    assert U.convert(Decimal("2"), "X-ray sources", U.NUMBER) == (2.0, None)
+    assert U.convert(Decimal("2"), "mm", U.NUMBER)[0] is None
+
+
+@pytest.mark.parametrize("text, expected", [("1.5", Decimal("1.5")), (" 40.196", Decimal("40.196")),
+                                            ("4.05878e-006", Decimal("0.00000405878")), ("10.50/ 15.00", None),
+                                            ("", None), ("nan", None), ("inf", None)])
+def test_parse_decimal(text, expected):
+    assert U.parse_decimal(text) == expected

@@ -1,0 +1,164 @@
+"""The Storage SCP over real DICOM on loopback: what a modality and hospital IT would see."""
+import json
+import resource
+import signal
+import sqlite3
+import subprocess
+import threading
+
+import pydicom
+import pytest
+
+from agent.sources.dicom.scu import echo, send
+from simulator import rdsr
+from tests.conftest import CORPUS, dcmtk
+
+DOSE_FILES = sorted(p.name for p in CORPUS.glob("*RDSR*.dcm")) + ["CT-ESR-GE_Optima.dcm", "CT-ESR-GE_VCT.dcm"]
+
+
+def studies(agent):
+    out = agent.cli("studies", "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def stored_count(agent):
+    with sqlite3.connect(agent.db_path) as db:
+        return db.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
+
+
+def test_echo_with_dcmtk_and_pynetdicom(agent_process):
+    agent = agent_process()
+    assert echo("127.0.0.1", agent.dicom_port) == 0
+    if dcmtk("echoscu"):
+        r = subprocess.run([dcmtk("echoscu"), "-aec", "ALARA_EDGE", "127.0.0.1", str(agent.dicom_port)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.skipif(not dcmtk("storescu"), reason="DCMTK storescu not installed (test.sh installs dcmtk)")
+def test_corpus_sent_with_storescu_arrives_and_a_resend_changes_nothing(agent_process):
+    agent = agent_process()
+    files = [str(CORPUS / f) for f in DOSE_FILES]
+    r = subprocess.run([dcmtk("storescu"), "-R", "-aec", "ALARA_EDGE", "-aet", "DCMTK_SCU", "127.0.0.1", str(agent.dicom_port), *files],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Store failed" not in r.stderr, r.stderr
+    first = studies(agent)
+    # RF-RDSR-Siemens-Zee_adjusted.dcm re-uses the SOP Instance UID of RF-RDSR-Siemens-Zee.dcm: a no-op
+    assert stored_count(agent) == len(DOSE_FILES) - 1
+    subprocess.run([dcmtk("storescu"), "-R", "-aec", "ALARA_EDGE", "127.0.0.1", str(agent.dicom_port), *files[:10]],
+                   capture_output=True, timeout=300, check=True)
+    assert stored_count(agent) == len(DOSE_FILES) - 1
+    assert studies(agent)["studies"] == [dict(s) for s in first["studies"]]
+
+
+def test_cumulative_siemens_series_ends_with_the_last_reports_total(agent_process):
+    agent = agent_process()
+    files = [CORPUS / f"CT-RDSR-Siemens-Multi-{i}.dcm" for i in (1, 2, 3)]
+    datasets = [pydicom.dcmread(f) for f in files]
+    assert send(datasets, "127.0.0.1", agent.dicom_port) == [0, 0, 0]
+    last = datasets[-1]
+    stated = _dlp_total(last)
+    (study,) = [s for s in studies(agent)["studies"] if s["study_instance_uid"] == last.StudyInstanceUID]
+    assert study["totals"]["ct_dlp_total_mGycm"] == stated
+    assert study["totals"]["events"] == 3
+
+
+def _dlp_total(ds):
+    for item in ds.ContentSequence:
+        if item.ConceptNameCodeSequence[0].CodeValue == "113811":
+            for sub in item.ContentSequence:
+                if sub.ConceptNameCodeSequence[0].CodeValue == "113813":
+                    return float(sub.MeasuredValueSequence[0].NumericValue)
+    raise AssertionError("no DLP total in file")
+
+
+def test_success_is_only_sent_once_durable_sigkill_loses_nothing(agent_process):
+    agent = agent_process()
+    reports = [rdsr.ct_report([rdsr.CTSeries("Head", ctdivol=f"{40 + i}.5")]) for i in range(15)]
+    assert send(reports, "127.0.0.1", agent.dicom_port) == [0] * 15
+    agent.proc.send_signal(signal.SIGKILL)
+    agent.proc.wait()
+    with sqlite3.connect(agent.db_path) as db:
+        uids = {r[0] for r in db.execute("SELECT sop_instance_uid FROM reports")}
+        paths = [r[0] for r in db.execute("SELECT path FROM receipts WHERE status = 'stored'")]
+    assert uids == {str(r.SOPInstanceUID) for r in reports}
+    assert all(pydicom.dcmread(p).SOPInstanceUID in uids for p in paths)
+
+
+def test_calling_ae_allow_list(agent_process):
+    agent = agent_process('[dicom]\nallowed_calling_aes = ["CT_ROOM_1"]\n')
+    with pytest.raises(ConnectionError):
+        send([rdsr.ct_report([rdsr.CTSeries("Head")])], "127.0.0.1", agent.dicom_port, calling_ae="INTRUDER")
+    assert send([rdsr.ct_report([rdsr.CTSeries("Head")])], "127.0.0.1", agent.dicom_port, calling_ae="CT_ROOM_1") == [0]
+    assert '"association_rejected"' in agent.log_text()
+
+
+def test_malformed_report_is_kept_reported_and_the_scp_goes_on(agent_process):
+    agent = agent_process()
+    broken = rdsr.ct_report([rdsr.CTSeries("Head")])
+    del broken.ContentSequence  # an X-Ray Radiation Dose SR with no content tree: unreadable
+    non_dose = pydicom.dcmread(CORPUS / "ESR_non-dose.dcm")
+    good = rdsr.ct_report([rdsr.CTSeries("Chest", target_region="Chest")])
+    statuses = send([non_dose, broken, good], "127.0.0.1", agent.dicom_port)
+    assert statuses == [0x0000, 0xC000, 0x0000]
+    listing = studies(agent)
+    assert sorted(f["status"] for f in listing["failed"]) == ["error", "rejected"]
+    assert stored_count(agent) == 1
+    for f in listing["failed"]:
+        assert f["reason"] and pydicom.dcmread(f["path"], force=True)  # kept on disk for inspection
+    human = agent.cli("studies").stdout
+    assert "could not be stored" in human
+
+
+def test_several_modalities_at_once(agent_process):
+    agent = agent_process()
+    results = {}
+
+    def modality(n):
+        results[n] = send([rdsr.ct_report([rdsr.CTSeries("Head")]) for _ in range(5)], "127.0.0.1",
+                          agent.dicom_port, calling_ae=f"CT{n}")
+
+    threads = [threading.Thread(target=modality, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(results[n] == [0] * 5 for n in range(4))
+    assert stored_count(agent) == 20
+
+
+def test_full_disk_answers_out_of_resources_and_keeps_earlier_reports(agent_process):
+    # RLIMIT_FSIZE makes every write past 600 kB fail (EFBIG), as a full disk would.
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (600_000, 600_000))
+
+    agent = agent_process(preexec_fn=limit)
+    assert send([rdsr.ct_report([rdsr.CTSeries("Head")])], "127.0.0.1", agent.dicom_port) == [0]
+    big = pydicom.dcmread(CORPUS / "RF-RDSR-Philips_Azurion.dcm")  # 1.2 MB: cannot be spooled
+    assert send([big], "127.0.0.1", agent.dicom_port) == [0xA700]
+    assert send([rdsr.ct_report([rdsr.CTSeries("Head")])], "127.0.0.1", agent.dicom_port) == [0]
+    assert stored_count(agent) == 2
+
+
+def test_quota_reached_answers_out_of_resources(agent_process):
+    agent = agent_process("[store]\nquota_mb = 0.3\n")
+    statuses = send([rdsr.ct_report([rdsr.CTSeries("Head")]) for _ in range(60)], "127.0.0.1", agent.dicom_port)
+    assert statuses[0] == 0 and statuses[-1] == 0xA700
+    assert stored_count(agent) == statuses.count(0)
+    assert '"store_quota_reached"' in agent.log_text()
+
+
+def test_sigterm_stops_cleanly_and_logs_hold_no_patient_identity(agent_process):
+    agent = agent_process()
+    patient = rdsr.Patient(name="Doe^Jane^Q", id="MRN-123456", birth_date="19610203")
+    send([rdsr.ct_report([rdsr.CTSeries("Head")], patient=patient)], "127.0.0.1", agent.dicom_port)
+    assert agent.stop(signal.SIGTERM) == 0
+    text = agent.log_text()
+    assert '"agent_stopped"' in text
+    for secret in ("Doe", "Jane", "MRN-123456", "19610203"):
+        assert secret not in text
+    for event in agent.log_events():
+        assert {"event", "level", "timestamp"} <= set(event)

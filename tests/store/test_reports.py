@@ -1,0 +1,68 @@
+"""Study totals: re-sent and cumulative reports never double-count an irradiation event."""
+import pytest
+
+from agent.extract.record import Event, Report, Totals
+from agent.store.reports import Receipt, list_studies, save_report, study_totals
+
+
+def ct(sop, study, events, dlp_total):
+    return Report(sop_instance_uid=sop, sop_class_uid="1.2.840.10008.5.1.4.1.1.88.67", study_instance_uid=study,
+                  series_instance_uid="1.2.3", kind="ct", modality="CT", source="rdsr",
+                  totals=Totals(ct_dlp_total_mGycm=dlp_total, ct_event_count=len(events)),
+                  events=[Event(irradiation_event_uid=uid, ctdivol_mGy=10.0, dlp_mGycm=dlp) for uid, dlp in events])
+
+
+def receipt():
+    return Receipt(received_at="2026-11-02T09:00:00.000000Z", origin="dicom", path="x.dcm", sha256="0", size_bytes=1)
+
+
+def save(store, report):
+    with store.transaction() as tx:
+        return save_report(tx, report, receipt(), "ct1")
+
+
+def test_cumulative_reports_end_with_the_last_reports_total(store):
+    a = save(store, ct("1.1", "9.9", [("e1", 100.0)], 100.0))
+    b = save(store, ct("1.2", "9.9", [("e1", 100.0), ("e2", 250.5)], 350.5))
+    c = save(store, ct("1.3", "9.9", [("e1", 100.0), ("e2", 250.5), ("e3", 12.25)], 362.75))
+    assert a.new_event_uids == ["e1"] and b.new_event_uids == ["e2"] and c.new_event_uids == ["e3"]
+    assert b.superseded == ["1.1"] and c.superseded == ["1.2"]
+    totals = study_totals(store.db, "9.9")
+    assert totals["ct_dlp_total_mGycm"] == 362.75
+    assert totals["events"] == 3 and totals["reports"] == 1
+
+
+def test_an_older_cumulative_report_arriving_late_changes_nothing(store):
+    save(store, ct("1.3", "9.9", [("e1", 100.0), ("e2", 250.5)], 350.5))
+    late = save(store, ct("1.1", "9.9", [("e1", 100.0)], 100.0))
+    assert late.superseded_by == "1.3" and late.new_event_uids == []
+    assert study_totals(store.db, "9.9")["ct_dlp_total_mGycm"] == 350.5
+
+
+def test_resent_sop_instance_is_a_no_op(store):
+    save(store, ct("1.1", "9.9", [("e1", 100.0)], 100.0))
+    again = save(store, ct("1.1", "9.9", [("e1", 100.0)], 100.0))
+    assert again.duplicate
+    assert store.db.execute("SELECT COUNT(*) FROM reports").fetchone()[0] == 1
+    assert store.db.execute("SELECT status FROM receipts ORDER BY id DESC").fetchone()[0] == "duplicate"
+    assert study_totals(store.db, "9.9")["ct_dlp_total_mGycm"] == 100.0
+
+
+def test_continued_study_with_disjoint_events_adds_up(store):
+    save(store, ct("2.1", "8.8", [("a1", 300.0), ("a2", 200.0)], 500.0))
+    save(store, ct("2.2", "8.8", [("b1", 45.5)], 45.5))
+    assert study_totals(store.db, "8.8")["ct_dlp_total_mGycm"] == 545.5
+
+
+def test_partially_overlapping_reports_count_each_event_once(store):
+    save(store, ct("3.1", "7.7", [("x", 100.0), ("y", 50.0)], 150.0))
+    save(store, ct("3.2", "7.7", [("y", 50.0), ("z", 25.0)], 75.0))
+    assert study_totals(store.db, "7.7")["ct_dlp_total_mGycm"] == 175.0
+
+
+def test_studies_listing_has_no_patient_identity(store):
+    r = ct("4.1", "6.6", [("q", 10.0)], 10.0)
+    r.phi.patient_name, r.phi.patient_id = "Secret^Person", "PID-4711"
+    save(store, r)
+    listing = repr(list_studies(store.db))
+    assert "Secret" not in listing and "PID-4711" not in listing

@@ -1,0 +1,36 @@
+"""Configuration validation as an installer meets it: `alara-edge check-config`."""
+from pathlib import Path
+
+from agent.config import Config, check_text
+from tests.conftest import REPO, run_agent
+
+
+def test_no_config_gives_the_documented_defaults():
+    cfg = Config()
+    assert (cfg.dicom.port, cfg.dicom.ae_title) == (11112, "ALARA_EDGE")
+    assert cfg.store.path == Path("var/alara-edge.sqlite")
+    assert (cfg.console.bind, cfg.console.port) == ("127.0.0.1", 8377)
+
+
+def test_every_problem_is_reported_with_key_and_line():
+    text = '[station]\nsite = "a b"\n\n[dicom]\nport = 70000\nae_title = "THIS_TITLE_IS_FAR_TOO_LONG"\ncolour = "red"\n'
+    problems = check_text(text)
+    assert any(p.startswith("station.site (line 2)") for p in problems)
+    assert any(p.startswith("dicom.port (line 5)") for p in problems)
+    assert any(p.startswith("dicom.ae_title (line 6)") for p in problems)
+    assert any(p.startswith("dicom.colour (line 7)") and "Extra inputs" in p for p in problems)
+    assert len(problems) == 4
+
+
+def test_toml_syntax_error_is_reported():
+    (problem,) = check_text("[dicom\nport = 1\n")
+    assert problem.startswith("TOML syntax") and "line 1" in problem
+
+
+def test_check_config_command_exit_codes(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[store]\nquota_mb = -5\n")
+    r = run_agent("check-config", str(bad))
+    assert r.returncode == 1 and "store.quota_mb (line 2)" in r.stderr
+    r = run_agent("check-config", str(REPO / "config" / "alara-edge.example.toml"))
+    assert r.returncode == 0, r.stderr
