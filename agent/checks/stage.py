@@ -1,0 +1,103 @@
+"""The pipeline stage: check every stored report in the transaction that stores it.
+
+``ChecksStage(rules)`` is registered in :class:`agent.pipeline.Pipeline` stages.  For each
+stored (non-duplicate) report it builds the study as stored so far (its reports that are not
+superseded, so a cumulative RDSR counts each event once), runs every check kind, records the
+new alerts, queues them in the outbox and appends them to ``ingest.alerts`` — all before the
+transaction commits, so a stored report never misses its checks.  Per-series checks look at
+the series new to the store only; per-examination checks are raised once per study (the alert
+id is derived from rule and subject), so re-sent and cumulative reports raise nothing twice.
+
+A check that fails on unexpected data is logged (``check_failed``) and its writes are rolled
+back; the report is still stored and the other checks still run.  Database errors abort the
+transaction as usual.  ``reload`` swaps the rules (SIGHUP); a bad table keeps the previous rules.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import sqlite_utils
+import structlog
+
+from agent.checks import ct, drl, fluoro
+from agent.checks.alerts import Alert, record
+from agent.checks.rules import Rules, RulesError, load_rules
+from agent.checks.study import StudyView, study_records, view
+
+if TYPE_CHECKING:
+    from agent.config import ChecksConfig
+    from agent.pipeline import Ingest
+
+log = structlog.get_logger("agent.checks")
+
+
+class ChecksStage:
+    def __init__(self, rules: Rules):
+        self.rules = rules
+
+    def __call__(self, tx: sqlite_utils.Database, ingest: "Ingest") -> None:
+        rules = self.rules  # one snapshot per report, even if a reload swaps them meanwhile
+        if not rules.enabled:
+            return
+        started = time.perf_counter()
+        report = ingest.report
+        records = study_records(tx, report.study_instance_uid) if report.study_instance_uid else []
+        study = view(records or [report.to_dict()], rules, ingest.station)
+        new = set(ingest.saved.new_event_uids)
+        new |= {f"{report.sop_instance_uid}#{n}" for n, e in enumerate(report.events) if not e.irradiation_event_uid}
+        samples = study.samples(rules)
+        checks: list[tuple[str, Callable[[], list[Alert]]]] = [
+            ("ct_notification_value", lambda: ct.notification_values(study, new, rules)),
+            ("ct_alert_value", lambda: ct.alert_values(study, rules)),
+            ("modality_dose_check", lambda: ct.scanner_dose_checks(study, new)),
+            ("exam_above_drl", lambda: drl.exam_above_drl(study, samples, new, rules)),
+            ("median_above_drl", lambda: drl.median_above_drl(tx, study, samples, rules)),
+            ("fluoro_threshold", lambda: fluoro.from_study(study, rules)),
+        ]
+        for name, check in checks:
+            for alert in _guarded(tx, name, study, check):
+                if record(tx, alert):
+                    ingest.alerts.append(alert)
+        if study.exam.name is None:
+            log.info("exam_unmatched", sop_instance_uid=report.sop_instance_uid, modality=study.modality,
+                     hint="add a [[checks.exam]] rule; alara-edge stats lists unmatched exams")
+        log.debug("report_checked", sop_instance_uid=report.sop_instance_uid, exam=study.exam.label,
+                  modality=study.modality, alerts=len(ingest.alerts), ms=round((time.perf_counter() - started) * 1000, 2))
+
+    def reload(self, checks: "ChecksConfig") -> bool:
+        """Load new rules from ``checks``; keep the current ones (and log why) if they cannot be loaded."""
+        try:
+            rules = load_rules(checks)
+        except RulesError as exc:
+            log.error("rules_reload_failed", reason=str(exc), kept=len(self.rules.levels))
+            return False
+        self.rules = rules
+        log.info("rules_reloaded", levels=len(rules.levels), exam_rules=len(rules.exams), sources=list(rules.sources))
+        return True
+
+    def reload_file(self, config_path: str | Path | None) -> bool:
+        """Re-read the configuration file and reload from its ``[checks]`` (the daemon's SIGHUP handler)."""
+        from agent import config
+
+        try:
+            cfg = config.load(config_path)
+        except (config.ConfigError, OSError) as exc:
+            log.error("rules_reload_failed", reason=str(exc), kept=len(self.rules.levels))
+            return False
+        return self.reload(cfg.checks)
+
+
+def _guarded(tx: sqlite_utils.Database, name: str, study: StudyView, check: Callable[[], list[Alert]]) -> list[Alert]:
+    """Run one check in a savepoint; a failure other than the database's is logged, not raised."""
+    try:
+        with tx.atomic():
+            return check()
+    except sqlite3.Error:
+        raise
+    except Exception as exc:
+        log.error("check_failed", check=name, study_instance_uid=study.study_uid, error=f"{type(exc).__name__}: {exc}",
+                  exc_info=True)
+        return []

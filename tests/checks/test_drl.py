@@ -1,0 +1,113 @@
+"""DRL checks with the shipped example tables: one examination (or sequence) above a DRL, and the rolling median."""
+from decimal import Decimal
+
+import pytest
+
+from tests.checks.conftest import Checked, REPO_CONFIG, ct_event, ct_report, rf_report, rules_from, uid
+
+UK = f'[checks]\ntables = ["{REPO_CONFIG}/reference-levels/uk-ukhsa-2024-adult-ct.toml"]\n'
+EU = f'[checks]\ntables = ["{REPO_CONFIG}/reference-levels/eu-rp185-2018-paediatric-ct.toml"]\n'
+CH = f'[checks]\ntables = ["{REPO_CONFIG}/reference-levels/ch-aroua-2007-fluoroscopy.toml"]\n'
+
+
+def drl_alerts(alerts, kind="exam_above_drl"):
+    return sorted((a.rule, a.value) for a in alerts if a.kind == kind)
+
+
+@pytest.fixture
+def uk(store):
+    return Checked(store, rules_from(UK))
+
+
+def test_sequence_scope_and_examination_scope_are_checked_apart(uk):
+    # UK CT head: CTDIvol 47 mGy per sequence, DLP 790 mGy·cm per complete examination.
+    report = ct_report([ct_event("Head", 46.99, 400.0), ct_event("Head", 47.0, 389.99)])  # DLP total 789.99
+    found = [a for a in uk.ingest(report) if a.kind == "exam_above_drl"]
+    (a,) = found
+    assert (a.rule, a.value, a.scope, a.severity) == ("uk2024-ct-head-ctdivol", Decimal("47.0"), "per_event", "info")
+    assert a.irradiation_event_uid == report.events[1].irradiation_event_uid
+    assert "UKHSA" in a.source and not a.source.endswith("(not verified)")
+
+    report = ct_report([ct_event("Head", 40.0, 400.0), ct_event("Head", 40.0, 390.0)])  # DLP total 790
+    (a,) = [a for a in uk.ingest(report) if a.kind == "exam_above_drl"]
+    assert (a.rule, a.value, a.scope, a.irradiation_event_uid) == ("uk2024-ct-head-dlp", 790, "per_examination", None)
+
+
+def test_localizers_are_not_sequences(uk):
+    report = ct_report([ct_event("Topogram", 60.0, 5.0, target_region="Head", event_type="Constant Angle Acquisition"),
+                        ct_event("Head", 30.0, 400.0)])
+    assert drl_alerts(uk.ingest(report)) == []
+
+
+def test_examination_value_counts_each_event_once_across_cumulative_reports(uk):
+    study = uid()
+    e1, e2, e3 = ct_event("Head", 30.0, 300.0), ct_event("Head", 30.0, 300.0), ct_event("Head", 30.0, 190.0)
+    assert drl_alerts(uk.ingest(ct_report([e1], study_uid=study))) == []
+    assert drl_alerts(uk.ingest(ct_report([e1, e2], study_uid=study))) == []  # 600: the first report is superseded
+    found = uk.ingest(ct_report([e1, e2, e3], study_uid=study))  # 790
+    assert drl_alerts(found) == [("uk2024-ct-head-dlp", 790)]
+    assert drl_alerts(uk.ingest(ct_report([e1, e2, e3, ct_event("Head", 1.0, 10.0)], study_uid=study))) == []
+    assert len(uk.alerts(kind="exam_above_drl")) == 1
+
+
+def test_factor_on_the_single_examination_check(store):
+    c = Checked(store, rules_from(UK + "exam_drl_factor = 1.5\n"))
+    assert drl_alerts(c.ingest(ct_report([ct_event("Head", 70.0, 100.0)]))) == []
+    (a,) = [a for a in c.ingest(ct_report([ct_event("Head", 70.5, 100.0)])) if a.kind == "exam_above_drl"]
+    assert a.threshold == Decimal("70.5") and "1.5 × the DRL" in a.message
+
+
+@pytest.mark.parametrize("age,weight,ctdivol,expected", [
+    (8, 14.9, 1.8, "eu-rp185-chest-weight5-15kg-ctdivol"), (8, 14.9, 1.79, None),
+    (8, 15.0, 2.7, "eu-rp185-chest-weight15-30kg-ctdivol"), (8, 15.0, 2.69, None),
+    (8, None, 99.0, None),  # a weight band needs the weight
+    (30, 20.0, 99.0, None),  # paediatric rows are not for adults
+])
+def test_paediatric_weight_bands(store, age, weight, ctdivol, expected):
+    c = Checked(store, rules_from(EU))
+    report = ct_report([ct_event("Chest", ctdivol, 1.0, phantom="IEC Body Dosimetry Phantom")], age=age, weight=weight)
+    found = [a.rule for a in c.ingest(report) if a.kind == "exam_above_drl"]
+    assert found == ([expected] if expected else [])
+
+
+def test_median_above_drl_fires_once_per_episode(store):
+    c = Checked(store, rules_from(UK + "median_window = 5\n"))
+
+    def exam(dlp):
+        return [a for a in c.ingest(ct_report([ct_event("Head", 20.0, dlp)])) if a.kind == "median_above_drl"]
+
+    for dlp in (900, 900, 900, 100):  # only 4 examinations: no median yet
+        assert exam(dlp) == []
+    (a,) = exam(100)  # window 900 900 900 100 100: median 900 >= 790
+    assert (a.rule, a.value, a.threshold, a.severity, a.level) == ("uk2024-ct-head-dlp", 900, 790, "warning", "episode 1")
+    assert "last 5 CT head examinations" in a.message
+    assert exam(900) == []  # still above: the same episode
+    assert exam(100) == [] and exam(100) == []  # the median falls to 100: below, the episode ends quietly
+    (b,) = exam(800) + exam(800) + exam(800)  # back above: a second episode, a new alert
+    assert b.level == "episode 2" and b.id != a.id
+
+
+def test_median_is_exactly_at_the_drl(store):
+    c = Checked(store, rules_from(UK + "median_window = 2\n"))
+    assert [a for a in c.ingest(ct_report([ct_event("Head", 20.0, 789.99)])) if a.kind == "median_above_drl"] == []
+    (a,) = [a for a in c.ingest(ct_report([ct_event("Head", 20.0, 790.01)])) if a.kind == "median_above_drl"]
+    assert a.value == 790  # (789.99 + 790.01) / 2, exactly
+
+
+def test_median_window_is_per_patient_group_and_station(store):
+    c = Checked(store, rules_from(UK + "median_window = 2\n"), station="CT1")
+    other = Checked(store, rules_from(UK + "median_window = 2\n"), station="CT2")
+    c.ingest(ct_report([ct_event("Head", 20.0, 900.0)]))
+    c.ingest(ct_report([ct_event("Head", 20.0, 900.0)], age=10))  # a child: not in the adult window
+    assert [a for a in other.ingest(ct_report([ct_event("Head", 20.0, 900.0)])) if a.kind == "median_above_drl"] == []
+    (a,) = [a for a in c.ingest(ct_report([ct_event("Head", 20.0, 900.0)])) if a.kind == "median_above_drl"]
+    assert a.station == "CT1"
+
+
+def test_fluoroscopy_drl_from_a_table_in_cgy_cm2_compares_exactly(store):
+    c = Checked(store, rules_from(CH))
+    (a,) = [a for a in c.ingest(rf_report(description="Coronary angiography", dap_Gym2=0.008, fluoro_time_s=60))
+            if a.kind == "exam_above_drl"]
+    assert (a.rule, a.value, a.threshold, a.unit) == ("ch2007-coronary-angiography-kap", 80, 80, "Gy·cm²")
+    assert [a for a in c.ingest(rf_report(description="Coronary angiography", dap_Gym2=0.0079999))
+            if a.kind == "exam_above_drl"] == []

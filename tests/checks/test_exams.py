@@ -1,0 +1,113 @@
+"""Exam matching with the built-in rules and with a department's own."""
+import pytest
+
+from agent.checks.study import modality_of, view
+from tests.checks.conftest import ct_event, ct_report, rf_report, rules_from
+
+DEFAULTS = rules_from()
+
+
+def exam_of(report, rules=DEFAULTS, station="CT1"):
+    return view([report.to_dict()], rules, station).exam
+
+
+@pytest.mark.parametrize("protocol,exam", [
+    ("Head", "CT head"), ("HeadRoutine", "CT head"), ("Routine Brain", "CT head"), ("SCHAEDEL nativ", "CT head"),
+    ("ThoraxRoutine", "CT chest"), ("Chest", "CT chest"), ("CTPA", "CT pulmonary angiography"),
+    ("Abdomen Routine ZC (NR)", "CT abdomen-pelvis"), ("Thorax-Abdomen-Becken", "CT chest-abdomen-pelvis"),
+    ("C-Spine", "CT cervical spine"), ("Sinus", "CT sinuses"), ("KUB low dose", "CT KUB"),
+    ("Neuro PCT perfusion", "CT brain perfusion"), ("Knee", "CT extremity"), ("HRCT lungs", "CT chest high resolution"),
+])
+def test_common_protocol_names(protocol, exam):
+    assert exam_of(ct_report([ct_event(protocol)])).name == exam
+
+
+@pytest.mark.parametrize("target_region,exam,region", [
+    ("Head", "CT head", "head"), ("Chest", "CT chest", "torso"), ("Abdomen", "CT abdomen-pelvis", "torso"),
+    ("Chest, Abdomen and Pelvis", "CT chest-abdomen-pelvis", "torso"), ("Neck", "CT neck", "neck"),
+    ("Entire body", "CT whole body", "whole_body"),
+])
+def test_target_region_alone_names_the_exam(target_region, exam, region):
+    e = exam_of(ct_report([ct_event("Series 1", target_region=target_region)]))
+    assert (e.name, e.region) == (exam, region)
+
+
+def test_study_description_names_the_study_and_unnamed_series_follow_it():
+    report = ct_report([ct_event("Series 1"), ct_event("Series 2")], description="CT HEAD WITHOUT CONTRAST")
+    study = view([report.to_dict()], DEFAULTS, "CT1")
+    assert study.exam.name == "CT head"
+    assert {e.exam.name for e in study.events} == {"CT head"}
+
+
+def test_a_head_series_in_an_unnamed_study_makes_a_head_exam_and_localizers_do_not_count():
+    report = ct_report([ct_event("Topogram", 0.1, 4.0, target_region="Chest", event_type="Constant Angle Acquisition"),
+                        ct_event("Head")])
+    assert exam_of(report).name == "CT head"
+
+
+def test_series_of_different_exams_without_a_description_leave_the_study_unmatched():
+    report = ct_report([ct_event("Head"), ct_event("Knee")])
+    study = view([report.to_dict()], DEFAULTS, "CT1")
+    assert study.exam.label == "unmatched"
+    assert [e.exam.name for e in study.events] == ["CT head", "CT extremity"]
+
+
+def test_nothing_recognisable_is_unmatched():
+    assert exam_of(ct_report([ct_event("Daily QA", target_region="Other")])).label == "unmatched"
+
+
+def test_local_rules_come_first_and_can_be_limited_to_a_station():
+    rules = rules_from("""
+[[checks.exam]]
+exam = "CT head"
+region = "head"
+modality = "CT"
+station = "CT2"
+protocol = '^NR_7'
+""")
+    report = ct_report([ct_event("NR_7 routine")])
+    assert exam_of(report, rules, station="CT2").name == "CT head"
+    assert exam_of(report, rules, station="CT1").label == "unmatched"
+
+
+def test_procedure_code_matches_exactly():
+    rules = rules_from("""
+[[checks.exam]]
+exam = "CT pulmonary angiography"
+region = "torso"
+procedure_code = ["RPID147"]
+""")
+    report = ct_report([ct_event("Series 1")])
+    report.study.procedure_code = "rpid147"
+    assert exam_of(report, rules).name == "CT pulmonary angiography"
+    report.study.procedure_code = "RPID1470"
+    assert exam_of(report, rules).label == "unmatched"
+
+
+def test_cardiac_series_are_told_apart_by_acquisition_type():
+    spiral = exam_of(ct_report([ct_event("Cardiac CTA", event_type="Spiral Acquisition")]))
+    sequential = exam_of(ct_report([ct_event("Cardiac CTA", event_type="Sequenced Acquisition")]))
+    assert (spiral.name, sequential.name) == ("CT cardiac spiral", "CT cardiac sequential")
+
+
+def test_modality_comes_from_the_content_of_an_sr():
+    assert modality_of(ct_report([ct_event()]).to_dict()) == "CT"
+    assert modality_of(rf_report(dap_Gym2=0.001, fluoro_time_s=60).to_dict()) == "RF"
+    assert exam_of(rf_report(description="Coronary angiography", dap_Gym2=0.002, fluoro_time_s=60)).name == \
+        "XA coronary angiography"
+
+
+def test_a_bad_regular_expression_is_refused():
+    from agent.config import check_text
+
+    (problem,) = check_text('[[checks.exam]]\nexam = "x"\npattern = "head("\n')
+    assert "pattern is not a valid regular expression" in problem
+
+
+def test_views_without_dose_values_still_name_the_study():
+    from tests.checks.conftest import rf_report
+    from agent.extract.record import Event
+
+    report = rf_report(events=[Event(irradiation_event_uid="1.2.3.4", protocol="P Finger(s) LAT")])
+    report.modality = "DX"
+    assert exam_of(report).name == "DX extremity"

@@ -1,0 +1,117 @@
+"""Fluoroscopy thresholds on live partial values and on cumulative RDSR totals: each level once per procedure."""
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from agent.checks.fluoro import evaluate_procedure
+from agent.checks.units import UnitError
+from tests.checks.conftest import rf_report, rules_from, uid
+
+DEFAULTS = rules_from()
+
+
+def stream(store, values, quantity="Ka_r", unit="Gy", procedure="proc-1", rules=DEFAULTS):
+    """Feed a stream of cumulative values; the levels raised after each one."""
+    out = []
+    for v in values:
+        with store.transaction() as tx:
+            alerts = evaluate_procedure(tx, rules, "ROOM1", procedure, quantity, v, unit)
+        out.append([a.level for a in alerts])
+    return out
+
+
+def test_kar_stream_first_subsequent_and_srdl_each_once(store):
+    levels = stream(store, ["0.5", "2.999", "3.0", "3.4", "3.999", "4.0", "4.2", "5.0", "5.0", "7.5", "7.9", "8.0"])
+    assert levels == [
+        [], [], ["first notification"], [], [], ["subsequent notification at 4 Gy"], [],
+        ["subsequent notification at 5 Gy", "SRDL"], [],
+        ["subsequent notification at 7 Gy"],  # a jump over 6 Gy raises the highest level reached
+        [], ["subsequent notification at 8 Gy"],
+    ]
+
+
+def test_alert_fields_for_a_live_stream(store):
+    with store.transaction() as tx:
+        (first, srdl) = evaluate_procedure(tx, DEFAULTS, "ROOM1", "proc-9", "Ka,r", 5200, "mGy")[::2]
+    assert (first.kind, first.severity, first.procedure_id, first.rule, first.unit) == \
+        ("fluoro_threshold", "warning", "proc-9", "ncrp168-kar-first", "Gy")
+    assert (srdl.severity, srdl.value, srdl.threshold, srdl.level) == ("critical", Decimal("5.2"), 5, "SRDL")
+    assert "substantial radiation dose level" in srdl.message
+    assert srdl.source.startswith("NCRP Report No. 168") and not srdl.source.endswith("(not verified)")
+
+
+def test_kap_in_any_unit_hits_300_gy_cm2_exactly(store):
+    # 0.03 Gy·m² is 300 Gy·cm²: the float 0.03 must not fall a hair short of it.
+    assert stream(store, [0.03], "DAP", "Gy·m²", "a") == [["first notification"]]
+    assert stream(store, [29999.99], "KAP", "cGy·cm²", "b") == [[]]
+    assert stream(store, [30000], "KAP", "cGy·cm²", "c") == [["first notification"]]
+    assert stream(store, [0.0299999], "KAP", "Gy·m²", "d") == [[]]
+
+
+def test_fluoroscopy_time_in_minutes_or_seconds(store):
+    assert stream(store, [1799, 1800, 2699, 2700, 3600], "fluoro_time", "s") == [
+        [], ["first notification"], [], ["subsequent notification at 45 min"],
+        ["subsequent notification at 60 min", "SRDL"]]
+
+
+def test_procedures_are_independent(store):
+    assert stream(store, [3.0], procedure="p1") == [["first notification"]]
+    assert stream(store, [3.0], procedure="p2") == [["first notification"]]
+    assert stream(store, [3.0], procedure="p1") == [[]]
+
+
+def test_unknown_unit_is_refused(store):
+    with store.transaction() as tx, pytest.raises(UnitError):
+        evaluate_procedure(tx, DEFAULTS, "ROOM1", "p", "KAP", 1, "Gy·cm3")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.decimals(min_value=Decimal(0), max_value=Decimal(150), places=1), min_size=1, max_size=12))
+def test_any_stream_raises_each_level_once_and_only_when_reached(tmp_path_factory, increments):
+    from agent.store import Store
+
+    store = Store.open(tmp_path_factory.mktemp("s") / "agent.sqlite")
+    try:
+        total, raised = Decimal(0), []
+        for inc in increments:
+            total += inc  # a DAP meter's cumulative reading, Gy·cm²
+            with store.transaction() as tx:
+                raised += evaluate_procedure(tx, DEFAULTS, "ROOM1", "p", "KAP", total, "Gy·cm²")
+        assert len({a.id for a in raised}) == len(raised)
+        assert all(a.value >= a.threshold for a in raised)
+        assert any(a.level == "first notification" for a in raised) is (total >= 300)
+        assert any(a.level == "SRDL" for a in raised) is (total >= 500)
+        subsequent = [a for a in raised if a.rule == "ncrp168-kap-subsequent"]
+        assert len(subsequent) <= max(0, int((total - 300) // 100))
+        assert bool(subsequent) is (total >= 400)
+    finally:
+        store.close()
+
+
+def test_cumulative_rdsr_totals_of_a_fluoro_study_do_not_refire(checked):
+    study = uid()
+    assert checked.ingest(rf_report(study_uid=study, dose_rp_Gy=2.9, dap_Gym2=0.02, fluoro_time_s=600)) == []
+    first = checked.ingest(rf_report(study_uid=study, dose_rp_Gy=0.2, dap_Gym2=0.001, fluoro_time_s=60))
+    assert [(a.rule, a.value) for a in first] == [("ncrp168-kar-first", Decimal("3.1"))]  # 2.9 + 0.2 Gy, exactly
+    assert first[0].procedure_id == study and first[0].study_instance_uid == study
+    assert checked.ingest(rf_report(study_uid=study, dose_rp_Gy=0.1, dap_Gym2=0.001, fluoro_time_s=60)) == []
+    assert len(checked.outbox("alert")) == 1
+
+
+def test_a_configured_first_notification_replaces_the_built_in_one(store):
+    rules = rules_from("""
+[[checks.level]]
+id = "paed-kar-first"
+kind = "notification_first"
+modality = ["RF", "XA"]
+quantity = "Ka_r"
+value = 1
+unit = "Gy"
+scope = "per_procedure"
+source = "site"
+evidence = "local"
+verified = true
+""")
+    assert stream(store, [1.0, 2.0, 3.0], rules=rules) == [
+        ["first notification"], ["subsequent notification at 2 Gy"], ["subsequent notification at 3 Gy"]]

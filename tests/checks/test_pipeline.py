@@ -1,0 +1,138 @@
+"""The checks stage in the real pipeline: encoded DICOM in, alerts committed with the report, published after commit."""
+import pytest
+from pydicom.uid import generate_uid
+
+from agent.bus import Bus
+from agent.checks import ChecksStage, list_alerts
+from agent.checks.stats import compute
+from agent.pipeline import Pipeline
+from simulator import rdsr
+from tests.checks.conftest import REPO_CONFIG, rules_from
+
+LOCAL_CHEST = """
+[[checks.level]]
+id = "site-chest-notification"
+kind = "notification_value"
+modality = "CT"
+region = "torso"
+quantity = "CTDIvol"
+value = 7
+unit = "mGy"
+scope = "per_event"
+source = "site test value"
+evidence = "local"
+verified = true
+
+[[checks.level]]
+id = "site-chest-dlp"
+kind = "local_DRL"
+modality = "CT"
+exam = "CT chest"
+quantity = "DLP"
+value = 200
+unit = "mGy·cm"
+scope = "per_examination"
+source = "site test value"
+evidence = "local"
+verified = true
+"""
+
+
+class Agent:
+    def __init__(self, store, tmp_path, rules):
+        self.bus = Bus()
+        self.published = []
+        self.bus.subscribe(lambda topic, alert: self.published.append(alert), {"alert"})
+        self.pipeline = Pipeline(store, tmp_path / "spool", "CT1", self.bus, stages=[ChecksStage(rules)])
+        self.store = store
+
+    def send(self, path_or_bytes):
+        data = path_or_bytes.read_bytes() if hasattr(path_or_bytes, "read_bytes") else path_or_bytes
+        outcome = self.pipeline.ingest(data, "dicom", calling_ae="TEST")
+        assert outcome.status in ("stored", "duplicate"), outcome.reason
+        return outcome
+
+    def alerts(self, **kw):
+        return list_alerts(self.store.db, **kw)
+
+
+@pytest.fixture
+def agent_for(store, tmp_path):
+    return lambda text="": Agent(store, tmp_path, rules_from(text))
+
+
+def test_siemens_cumulative_rdsrs_raise_each_alert_once(agent_for, corpus):
+    agent = agent_for(LOCAL_CHEST)
+    raised = []
+    for n in (1, 2, 3):
+        outcome = agent.send(corpus / f"CT-RDSR-Siemens-Multi-{n}.dcm")
+        raised.append(sorted((a.rule, str(a.value)) for a in outcome.ingest.alerts))
+    assert raised == [
+        [],  # the topogram only
+        [("site-chest-notification", "8.13")],
+        [("site-chest-dlp", "236.09"), ("site-chest-notification", "7.02")],  # DLP 7.46 + 69.81 + 158.82, once
+    ]
+    assert agent.send(corpus / "CT-RDSR-Siemens-Multi-3.dcm").status == "duplicate"
+    assert agent.send(corpus / "CT-RDSR-Siemens-Multi-2.dcm").status == "duplicate"
+    assert len(agent.alerts()) == 3
+    assert sorted(a.id for a in agent.published) == sorted(a.id for a in agent.alerts())  # published after commit
+    (dlp,) = agent.alerts(kind="exam_above_drl")
+    assert (dlp.exam, dlp.unit, dlp.source) == ("CT chest", "mGy·cm", "site test value")
+
+
+def test_toshiba_scanner_dose_check_alerts_are_surfaced(agent_for, corpus):
+    outcome = agent_for().send(corpus / "CT-RDSR-Toshiba_DoseCheck.dcm")
+    found = sorted((a.kind, a.severity, a.quantity, str(a.value), str(a.threshold)) for a in outcome.ingest.alerts)
+    assert found == [
+        ("modality_dose_check", "critical", "CTDIvol", "10.6", "10.0"),
+        ("modality_dose_check", "critical", "DLP", "251.2", "100.0"),
+        ("modality_dose_check", "critical", "DLP", "502.4", "100.0"),
+    ]
+    assert all("no reason recorded on the scanner" in a.message and a.exam == "CT abdomen-pelvis"
+               for a in outcome.ingest.alerts)
+
+
+def test_spectrum_dynamics_qa_is_unmatched_quiet_and_visible_in_stats(agent_for, corpus):
+    agent = agent_for()
+    outcome = agent.send(corpus / "CT-RDSR-SpectrumDynamics.dcm")
+    assert outcome.ingest.alerts == []  # no dose-check value configured, no reason given, no region value applies
+    rows = compute(agent.store.db, agent.pipeline.stages[0].rules)
+    assert {(r["exam"], r["quantity"]) for r in rows} == {("unmatched", "CTDIvol"), ("unmatched", "DLP")}
+
+
+def test_synthetic_cumulative_fluoroscopy_rdsrs_fire_each_threshold_once(agent_for):
+    agent = agent_for()
+    study = generate_uid()
+    a = rdsr.ProjectionEvent(dap="0.0150", dose_rp="2.0", exposure_time_ms="600000")
+    b = rdsr.ProjectionEvent(dap="0.0120", dose_rp="1.5", exposure_time_ms="600000")
+    c = rdsr.ProjectionEvent(dap="0.0030", dose_rp="0.2", exposure_time_ms="120000")
+    levels = []
+    for events in ([a], [a, b], [a, b, c]):  # each report repeats the earlier events
+        outcome = agent.send(rdsr.encode(rdsr.projection_report(events, study_uid=study)))
+        levels.append(sorted((x.rule, str(x.value), x.unit) for x in outcome.ingest.alerts))
+    assert levels == [
+        [],  # Ka,r 2 Gy, KAP 150 Gy·cm², 10 min
+        [("ncrp168-kar-first", "3.5", "Gy")],  # Ka,r 3.5 Gy; KAP 270 Gy·cm², 20 min
+        [("ncrp168-kap-first", "300", "Gy·cm²")],  # KAP exactly 0.0300 Gy·m²; Ka,r 3.7 Gy has no new level
+    ]
+    assert {a.procedure_id for a in agent.alerts()} == {study}
+
+
+def test_head_series_over_the_aapm_value_through_the_pipeline(agent_for):
+    outcome = agent_for().send(rdsr.encode(rdsr.ct_report([rdsr.CTSeries("Head", ctdivol="80.00", dlp="1200.0")])))
+    (alert,) = outcome.ingest.alerts
+    assert (alert.kind, alert.rule, alert.exam, str(alert.value)) == (
+        "ct_notification_value", "aapm2011-adult-head", "CT head", "80")
+
+
+def test_every_corpus_object_is_checked_without_a_failing_check(store, tmp_path, corpus, capsys):
+    agent = Agent(store, tmp_path, rules_from(f'[checks]\ntables = ["{REPO_CONFIG}/reference-levels/uk-ukhsa-2024-adult-ct.toml"]\n'))
+    stored = 0
+    for path in sorted(corpus.glob("*.dcm")):
+        outcome = agent.pipeline.ingest(path.read_bytes(), "import", name_hint=path.name)
+        stored += outcome.status == "stored"
+    out = capsys.readouterr().out
+    assert stored >= 50 and "check_failed" not in out
+    kinds = {a.kind for a in agent.alerts()}
+    assert {"modality_dose_check", "fluoro_threshold", "exam_above_drl"} <= kinds
+    assert all(a.value is None or a.threshold is None or a.value >= a.threshold for a in agent.alerts())
