@@ -1,0 +1,284 @@
+"""Recording a batch of driver readings: samples, procedures, staff quarters, aggregates, hooks.
+
+Everything here runs inside the caller's store transaction, so a batch is stored completely or not at
+all, and the device's counter references move in the same commit as the dose they credited.
+
+Hooks (given by the daemon; both optional, both return a list of alerts which the source publishes
+after the commit):
+
+* ``on_cumulative(tx, procedure_id, quantity, value, unit)`` — a DAP meter's procedure total grew;
+  ``quantity`` is ``dap`` (``Gy.m2``) or ``air_kerma`` (``Gy``), ``value`` the procedure's cumulative
+  total so far (the fluoroscopy thresholds are evaluated on it);
+* ``on_staff_total(tx, wearer_id, body_part, quarter, total_mSv)`` — a wearer's quarterly dose grew.
+
+A hook that raises is rolled back to a savepoint and logged; the readings are stored anyway.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from typing import Any, Callable, Optional
+
+import sqlite_utils
+import structlog
+
+from agent.store import outbox
+from drivers.base import Reading
+
+from .counters import credit_cumulative, integrate
+
+log = structlog.get_logger("agent.readings")
+
+CumulativeHook = Callable[[sqlite_utils.Database, str, str, float, str], list]
+StaffHook = Callable[[sqlite_utils.Database, str, str, str, float], list]
+PROCEDURE_COLUMNS = {"dap": ("dap_Gym2", "dap_base"), "air_kerma": ("air_kerma_Gy", "air_kerma_base")}
+
+
+@dataclass(frozen=True)
+class DeviceContext:
+    """What the ledger needs to know of one configured device."""
+
+    station: str
+    device: str
+    driver: str
+    port: str
+    role: str  # dap_meter | staff | room
+    subject: Optional[str] = None  # wearer id (staff) or location id (room)
+    body_part: str = "whole_body"
+    max_gap_s: float = 10.0
+    tz: Optional[tzinfo] = None  # local time of the quarters; None: the system's
+
+
+@dataclass
+class Recorded:
+    """What a batch changed: alerts to publish, the gauge payload for the bus, outbox rows queued."""
+
+    alerts: list[Any] = field(default_factory=list)
+    gauge: dict[str, Any] = field(default_factory=dict)
+    enqueued: int = 0
+
+
+def quarter_of(t: float, tz: Optional[tzinfo] = None) -> str:
+    """Calendar quarter of UNIX time ``t`` in local time ``tz`` (system local if None), e.g. ``2026Q4``."""
+    local = datetime.fromtimestamp(t, tz) if tz else datetime.fromtimestamp(t).astimezone()
+    return f"{local.year}Q{(local.month - 1) // 3 + 1}"
+
+
+def utc_iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(round((t % 1) * 1000)) % 1000:03d}Z"
+
+
+def minute_of(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(t))
+
+
+class Ledger:
+    def __init__(self, on_cumulative: Optional[CumulativeHook] = None, on_staff_total: Optional[StaffHook] = None):
+        self.on_cumulative = on_cumulative
+        self.on_staff_total = on_staff_total
+
+    # -- the batch ---------------------------------------------------------------------------------
+    def record(self, tx: sqlite_utils.Database, ctx: DeviceContext, readings: list[Reading]) -> Recorded:
+        out = Recorded()
+        state, procedure = self._device(tx, ctx)
+        samples = []
+        staff_touched: set[str] = set()
+        for r in readings:
+            credited: Optional[float] = None
+            if r.kind == "cumulative":
+                last = state["cum"].get(r.quantity)
+                credit, reference = credit_cumulative(last[0] if last else None, last[1] if last else None, r)
+                state["cum"][r.quantity] = [reference, r.time]
+                credited = credit.amount
+                if ctx.role == "dap_meter" and r.quantity in PROCEDURE_COLUMNS:
+                    procedure = self._procedure_step(tx, ctx, procedure, r, credit.event, out)
+                elif ctx.role in ("staff", "room") and r.quantity == "dose" and credited > 0:
+                    staff_touched.add(self._add_staff(tx, ctx, r.time, credited, derived=False))
+            elif r.quantity == "dose_rate" and ctx.role in ("staff", "room") and "dose" not in state["cum"]:
+                last = state["rate"].get(r.quantity)
+                credited = integrate(last[0] if last else None, last[1] if last else None, r.time,
+                                     ctx.max_gap_s, 1 / 3600)
+                if credited > 0:  # delivered at the rate held since the last reading: that moment's quarter
+                    staff_touched.add(self._add_staff(tx, ctx, last[1], credited, derived=True))
+            if r.kind == "rate":
+                state["rate"][r.quantity] = [r.value, r.time]
+            samples.append((ctx.device, r.time, r.quantity, r.kind, r.value, r.unit, r.native, r.status, credited,
+                            procedure["id"] if procedure else None, r.raw))
+            self._aggregate(tx, ctx, r, credited or 0.0)
+        tx.conn.executemany(
+            "INSERT INTO serial_samples (device, t, quantity, kind, value, unit, native, status, credited,"
+            " procedure_id, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", samples)
+        for quarter in sorted(staff_touched):
+            self._staff_hook(tx, ctx, quarter, out)
+        tx.execute("UPDATE serial_devices SET state = ?, procedure_id = ?, updated_at = ? WHERE device = ?",
+                   [json.dumps(state), procedure["id"] if procedure else None, utc_iso(time.time()), ctx.device])
+        out.gauge = self._gauge(ctx, state, procedure, readings)
+        return out
+
+    def new_procedure(self, tx: sqlite_utils.Database, ctx: DeviceContext, now: float,
+                      reason: str = "new_patient") -> Optional[str]:
+        """Close the device's open procedure and start one whose totals count from the meter's present value."""
+        state, procedure = self._device(tx, ctx)
+        out = Recorded()
+        if procedure:
+            out.enqueued += self._close(tx, ctx, procedure, now, reason)
+        base = {q: state["cum"][q][0] if q in state["cum"] else 0.0 for q in PROCEDURE_COLUMNS}
+        new = self._open(tx, ctx, now, reason, base)
+        tx.execute("UPDATE serial_devices SET procedure_id = ? WHERE device = ?", [new["id"], ctx.device])
+        return new["uid"]
+
+    # -- procedures ----------------------------------------------------------------------------------
+    def _procedure_step(self, tx, ctx: DeviceContext, procedure: Optional[dict], r: Reading, event: str,
+                        out: Recorded) -> dict:
+        fresh_reset = event == "reset" and not (procedure and procedure["start_t"] == r.time)
+        if procedure is None or fresh_reset:
+            if procedure is not None:
+                out.enqueued += self._close(tx, ctx, procedure, r.time, "meter_reset")
+            counts_from_zero = r.since_reset and event in ("first", "reset")
+            base = {q: 0.0 for q in PROCEDURE_COLUMNS} if counts_from_zero else {q: r.value for q in PROCEDURE_COLUMNS}
+            procedure = self._open(tx, ctx, r.time, "meter_reset" if event == "reset" else "first_seen", base)
+        total_col, base_col = PROCEDURE_COLUMNS[r.quantity]
+        total = max(procedure[total_col], r.value - procedure[base_col])
+        grew = total > procedure[total_col]
+        procedure[total_col] = total
+        procedure["samples"] += 1
+        if grew:
+            procedure["last_dose_t"] = r.time
+            procedure["first_dose_t"] = procedure["first_dose_t"] or r.time
+        tx.execute(f"UPDATE serial_procedures SET {total_col} = ?, samples = ?, first_dose_t = ?, last_dose_t = ?"
+                   " WHERE id = ?", [total, procedure["samples"], procedure["first_dose_t"], procedure["last_dose_t"],
+                                     procedure["id"]])
+        if grew and self.on_cumulative:
+            out.alerts.extend(_guarded(tx, "on_cumulative", self.on_cumulative, tx, procedure["uid"], r.quantity,
+                                       total, r.unit))
+        return procedure
+
+    def _open(self, tx, ctx: DeviceContext, t: float, reason: str, base: dict[str, float]) -> dict:
+        cur = tx.execute(
+            "INSERT INTO serial_procedures (station, device, start_t, start_reason, dap_base, air_kerma_base)"
+            " VALUES (?, ?, ?, ?, ?, ?)", [ctx.station, ctx.device, t, reason, base["dap"], base["air_kerma"]])
+        pid = cur.lastrowid
+        uid = f"{ctx.station}:{ctx.device}:{pid}"
+        tx.execute("UPDATE serial_procedures SET uid = ? WHERE id = ?", [uid, pid])
+        log.info("procedure_started", device=ctx.device, procedure_id=uid, reason=reason)
+        return _row(tx, "SELECT * FROM serial_procedures WHERE id = ?", [pid])
+
+    def _close(self, tx, ctx: DeviceContext, procedure: dict, t: float, reason: str) -> int:
+        tx.execute("UPDATE serial_procedures SET end_t = ?, end_reason = ? WHERE id = ? AND end_t IS NULL",
+                   [t, reason, procedure["id"]])
+        body = procedure_body(_row(tx, "SELECT * FROM serial_procedures WHERE id = ?", [procedure["id"]]))
+        log.info("procedure_ended", device=ctx.device, procedure_id=procedure["uid"], reason=reason,
+                 dap_Gym2=body["dap_Gym2"], air_kerma_Gy=body["air_kerma_Gy"])
+        seq = outbox.enqueue(tx, "reading", outbox.event_id("reading", "procedure", procedure["uid"]), body)
+        return 1 if seq else 0
+
+    # -- staff and room dose ----------------------------------------------------------------------------
+    def _add_staff(self, tx, ctx: DeviceContext, t: float, dose_Sv: float, derived: bool) -> str:
+        quarter = quarter_of(t, ctx.tz)
+        subject_kind = "wearer" if ctx.role == "staff" else "location"
+        tx.execute(
+            "INSERT INTO staff_dose (subject, subject_kind, body_part, quarter, dose_Sv, derived_Sv, samples,"
+            " first_t, last_t, devices) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)"
+            " ON CONFLICT (subject, subject_kind, body_part, quarter) DO UPDATE SET"
+            " dose_Sv = dose_Sv + excluded.dose_Sv, derived_Sv = derived_Sv + excluded.derived_Sv,"
+            " samples = samples + 1, last_t = excluded.last_t,"
+            " devices = CASE WHEN instr(',' || devices || ',', ',' || excluded.devices || ',') > 0 THEN devices"
+            "   ELSE devices || ',' || excluded.devices END",
+            [ctx.subject or ctx.device, subject_kind, ctx.body_part, quarter, dose_Sv,
+             dose_Sv if derived else 0.0, t, t, ctx.device])
+        return quarter
+
+    def _staff_hook(self, tx, ctx: DeviceContext, quarter: str, out: Recorded) -> None:
+        if ctx.role != "staff" or not self.on_staff_total:
+            return
+        (total_Sv,) = tx.execute(
+            "SELECT dose_Sv FROM staff_dose WHERE subject = ? AND subject_kind = 'wearer' AND body_part = ?"
+            " AND quarter = ?", [ctx.subject, ctx.body_part, quarter]).fetchone()
+        out.alerts.extend(_guarded(tx, "on_staff_total", self.on_staff_total, tx, ctx.subject, ctx.body_part,
+                                   quarter, total_Sv * 1000.0))
+
+    # -- aggregates and housekeeping -----------------------------------------------------------------------
+    def _aggregate(self, tx, ctx: DeviceContext, r: Reading, credited: float) -> None:
+        tx.execute(
+            "INSERT INTO serial_minutes (device, quantity, kind, unit, minute, n, min, max, sum, last, credited)"
+            " VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (device, quantity, kind, minute) DO UPDATE SET n = n + 1,"
+            " min = min(min, excluded.min), max = max(max, excluded.max), sum = sum + excluded.sum,"
+            " last = excluded.last, credited = credited + excluded.credited",
+            [ctx.device, r.quantity, r.kind, r.unit, minute_of(r.time), r.value, r.value, r.value, r.value, credited])
+
+    def flush_minutes(self, tx: sqlite_utils.Database, station: str, now: float, grace_s: float = 5.0) -> int:
+        """Queue every finished minute's aggregate for the central site (each once); returns how many."""
+        cutoff = minute_of(now - 60 - grace_s)
+        rows = tx.execute(
+            "SELECT device, quantity, kind, unit, minute, n, min, max, sum, last, credited FROM serial_minutes"
+            " WHERE enqueued = 0 AND minute <= ? ORDER BY minute", [cutoff]).fetchall()
+        for device, quantity, kind, unit, minute, n, lo, hi, total, last, credited in rows:
+            body = {"type": "minute", "station": station, "device": device, "quantity": quantity, "kind": kind,
+                    "unit": unit, "minute": minute, "n": n, "min": lo, "max": hi, "mean": total / n, "last": last,
+                    "credited": credited}
+            outbox.enqueue(tx, "reading", outbox.event_id("reading", "minute", station, device, quantity, kind,
+                                                          minute), body)
+            tx.execute("UPDATE serial_minutes SET enqueued = 1 WHERE device = ? AND quantity = ? AND kind = ?"
+                       " AND minute = ?", [device, quantity, kind, minute])
+        return len(rows)
+
+    @staticmethod
+    def prune(tx: sqlite_utils.Database, device: str, older_than_t: float) -> int:
+        """Delete the device's raw samples older than ``older_than_t``; aggregates and totals stay."""
+        return tx.execute("DELETE FROM serial_samples WHERE device = ? AND t < ?", [device, older_than_t]).rowcount
+
+    # -- state ---------------------------------------------------------------------------------------------
+    def _device(self, tx, ctx: DeviceContext) -> tuple[dict, Optional[dict]]:
+        row = tx.execute("SELECT state, procedure_id FROM serial_devices WHERE device = ?", [ctx.device]).fetchone()
+        if row is None:
+            tx.execute("INSERT INTO serial_devices (device, driver, port, role, updated_at) VALUES (?, ?, ?, ?, ?)",
+                       [ctx.device, ctx.driver, ctx.port, ctx.role, utc_iso(time.time())])
+            row = ("{}", None)
+        state = json.loads(row[0])
+        state.setdefault("cum", {})
+        state.setdefault("rate", {})
+        procedure = _row(tx, "SELECT * FROM serial_procedures WHERE id = ? AND end_t IS NULL", [row[1]]) \
+            if row[1] is not None else None
+        return state, procedure
+
+    def _gauge(self, ctx: DeviceContext, state: dict, procedure: Optional[dict], readings: list[Reading]) -> dict:
+        latest = {f"{r.quantity}_{r.kind}": {"value": r.value, "unit": r.unit, "status": r.status,
+                                             "at": utc_iso(r.time)} for r in readings}
+        gauge: dict[str, Any] = {"station": ctx.station, "device": ctx.device, "role": ctx.role, "latest": latest}
+        if procedure:
+            gauge.update(procedure_id=procedure["uid"], dap_Gym2=procedure["dap_Gym2"],
+                         air_kerma_Gy=procedure["air_kerma_Gy"], started_at=utc_iso(procedure["start_t"]))
+        if ctx.subject:
+            gauge["subject"] = ctx.subject
+        return gauge
+
+
+def procedure_body(row: dict) -> dict[str, Any]:
+    """The PHI-free outbox body of a procedure's totals."""
+    return {"type": "procedure", "procedure_id": row["uid"], "station": row["station"], "device": row["device"],
+            "started_at": utc_iso(row["start_t"]), "start_reason": row["start_reason"],
+            "ended_at": utc_iso(row["end_t"]) if row["end_t"] else None, "end_reason": row["end_reason"],
+            "dap_Gym2": row["dap_Gym2"], "air_kerma_Gy": row["air_kerma_Gy"], "samples": row["samples"]}
+
+
+def _row(tx, sql: str, params: list) -> Optional[dict]:
+    cur = tx.execute(sql, params)
+    row = cur.fetchone()
+    return dict(zip([c[0] for c in cur.description], row)) if row else None
+
+
+def _guarded(tx: sqlite_utils.Database, name: str, hook: Callable[..., Any], *args: Any) -> list:
+    """Run a checks hook inside a savepoint: if it raises, its writes are undone and the batch goes on."""
+    tx.execute("SAVEPOINT serial_hook")
+    try:
+        result = hook(*args) or []
+    except Exception:
+        tx.execute("ROLLBACK TO serial_hook")
+        tx.execute("RELEASE serial_hook")
+        log.exception("serial_hook_failed", hook=name)
+        return []
+    tx.execute("RELEASE serial_hook")
+    return list(result)

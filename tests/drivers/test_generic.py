@@ -1,0 +1,104 @@
+"""The profile-driven driver: validation of profiles, safe arithmetic, and equivalence with a built-in driver."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+import drivers
+from drivers.automess import encode
+from drivers.generic import Profile, evaluate, load_profile
+
+from .conftest import Harness
+
+PROFILES = Path(__file__).resolve().parents[2] / "config" / "serial-profiles"
+
+
+def profile(**overrides):
+    base = {"name": "t", "parse": {"pattern": r"^D(?P<v>\d+)$"},
+            "quantity": [{"field": "v", "quantity": "dose_rate", "unit": "uSv/h"}]}
+    base.update(overrides)
+    return Profile.model_validate(base)
+
+
+def test_every_example_profile_loads():
+    names = {load_profile(p).name for p in PROFILES.glob("*.toml")}
+    assert {"bgeigie-nano", "automess-6150ad", "ptw-diamentor-cgycm2"} <= names
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"quantity": [{"field": "v", "quantity": "dap", "unit": "cGy.cm2"}]}, "say kind"),
+    ({"quantity": [{"field": "v", "quantity": "dose_rate", "unit": "R/h"}]}, "not a unit of dose_rate"),
+    ({"quantity": [{"field": "x", "quantity": "dose_rate", "unit": "uSv/h"}]}, "not a parsed or derived field"),
+    ({"parse": {"pattern": "(unclosed"}}, "parse.pattern"),
+    ({"parse": {"pattern": r"(?P<v>\d+)", "derived": {"w": "__import__('os')"}}}, "not allowed"),
+    ({"parse": {"kind": "struct", "format": "<BH", "fields": ["a", "v"]}}, "framing.kind = 'fixed'"),
+    ({"mode": {"kind": "poll"}}, "poll mode needs"),
+    ({"surprise": 1}, "Extra inputs"),
+])
+def test_bad_profiles_are_refused_with_a_reason(overrides, message):
+    with pytest.raises(ValidationError) as exc:
+        profile(**overrides)
+    assert message in str(exc.value)
+
+
+def test_arithmetic_is_evaluated_without_eval():
+    assert evaluate("mant * 2 ** (exp - 15)", {"mant": 16384, "exp": 1}) == 1.0
+    assert evaluate("(raw & 0x3FFF) * 60", {"raw": "49153"}) == 60
+    with pytest.raises(ValueError):
+        evaluate("1 << 100000", {})
+
+
+def test_the_6150ad_profile_reads_what_the_builtin_driver_reads():
+    stream = encode(20, 0.1) + b"\x00\x02" + encode(20, 12.34) + encode(20, 1.0)
+    builtin = Harness(drivers.create("automess", "a"))
+    generic = Harness(drivers.create("generic", "a", {"profile": PROFILES / "automess-6150ad.toml"}))
+    for h in (builtin, generic):
+        h.driver.framer.reset(drop_first=False)
+        h.feed(stream[:5])
+        h.feed(stream[5:])
+    assert [r.value for r in generic.readings] == [r.value for r in builtin.readings] == [9.999847412109375e-08, 1.233984375e-05, 1e-6]
+
+
+def test_bgeigie_checksum_and_cumulative_semantics():
+    h = Harness(drivers.create("generic", "nano", {"profile": PROFILES / "bgeigie-nano.toml"}))
+    h.driver.framer.reset(drop_first=False)
+    good = b"$BNRDD,1,2012-07-05T12:02:36Z,4,3,4,V,3543.1917,N,13942.0190,E,25.30,A,9999,0*69\r\n"
+    h.feed(b"booting\r\n" + good + good.replace(b",4,3,4,", b",5,3,4,"))
+    cpm, total = h.readings
+    assert (cpm.quantity, cpm.value, total.quantity, total.value, total.since_reset) == \
+        ("count_rate", 4.0, "counts", 4.0, True)
+    assert [p.kind for p in h.problems] == ["checksum"]
+
+
+def test_poll_profile_talks_to_a_diamentor(tmp_path):
+    h = Harness(drivers.create("generic", "dap", {"profile": PROFILES / "ptw-diamentor.toml"}))
+    replies = {b"PTW\r\n": b"CRS 1.2.4\r\n", b"SER\r\n": b"SER1\r\n", b"M\r\n": b"M30000.00,1.00,0,9,0\r\n"}
+    for _ in range(3):
+        request = h.tick(1.0)
+        h.feed(replies[request])
+    assert [(r.quantity, r.kind, r.value) for r in h.readings] == [("dap", "cumulative", 0.03)]
+    assert h.driver.info == {"PTW": "CRS 1.2.4", "SER": "SER1"}
+
+
+def test_driver_options_are_checked_in_the_config():
+    from agent.config import check_text
+
+    problems = check_text('[[serial]]\ndriver = "gmc"\nport = "/dev/ttyUSB0"\ncpm_per_usv = 3\n')
+    assert problems and "cpm_per_usv" in problems[0]
+    assert check_text('[[serial]]\ndriver = "generic"\nport = "x"\nprofile = "missing.toml"\n')
+    assert check_text('[[serial]]\ndriver = "nope"\nport = "x"\n')[0].startswith("serial.0")
+    assert check_text('[[serial]]\ndriver = "gmc"\nport = "x"\nmodel = "GMC-320"\nwearer = "B-17"\n') == []
+
+
+def test_check_config_validates_a_profile_on_its_own(tmp_path):
+    from ..conftest import run_agent
+
+    good = run_agent("check-config", str(PROFILES / "bgeigie-nano.toml"))
+    assert good.returncode == 0 and good.stdout.strip().endswith(": ok")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[parse]\npattern = "(?P<v>\\\\d+)"\n[[quantity]]\nfield = "w"\nquantity = "dose"\n'
+                   'unit = "uSv"\n')
+    done = run_agent("check-config", str(bad))
+    assert done.returncode == 1 and "quantity field 'w' is not a parsed or derived field" in done.stderr

@@ -1,0 +1,152 @@
+"""Each built-in driver on byte strings taken from its protocol description (no port involved)."""
+from __future__ import annotations
+
+import drivers
+from drivers.automess import decode, encode
+
+from .conftest import Harness
+
+
+def dialogue(h: Harness, answers: dict[bytes, bytes], rounds: int, dt: float = 1.0) -> list[bytes]:
+    """Answer every request the driver sends with ``answers[request]``; returns the requests seen."""
+    sent = []
+    for _ in range(rounds):
+        request = h.tick(dt)
+        if request:
+            sent.append(request)
+            h.feed(answers[request])
+    return sent
+
+
+def test_registry_knows_every_driver_and_refuses_unknown_names():
+    assert drivers.names() == ["diamentor", "automess", "gmc", "mightyohm", "radpro", "generic"]
+    try:
+        drivers.get("vacudap")
+    except KeyError as exc:
+        assert "diamentor" in str(exc)
+    else:
+        raise AssertionError("an unknown driver name was accepted")
+
+
+def test_diamentor_identifies_reads_the_unit_and_converts_dap_exactly():
+    h = Harness(drivers.create("diamentor", "dap-1", poll_interval_s=0.5))
+    answers = {b"PTW\r\n": b"CRS 1.2.4\r\n", b"SER\r\n": b"SER345678\r\n", b"U\r\n": b"U1\r\n",
+               b"M\r\n": b"M30000.00,512.25,3,7,eeee.ee,ffff.ff,mmm,ss,34567\r\n"}
+    sent = dialogue(h, answers, 5)
+    assert sent[:4] == [b"PTW\r\n", b"SER\r\n", b"U\r\n", b"M\r\n"]
+    assert h.driver.info == {"firmware": "CRS 1.2.4", "serial_number": "345678", "unit": "cGy.cm2"}
+    dap = [r for r in h.readings if r.kind == "cumulative"]
+    assert dap[0].value == 0.03 and dap[0].unit == "Gy.m2" and dap[0].native == "30000.00 cGy.cm2"
+    rate = [r for r in h.readings if r.kind == "rate"][0]
+    assert rate.unit == "Gy.m2/s" and rate.value == 0.00051225 and rate.status == "unverified"
+    assert h.problems == []
+
+
+def test_diamentor_units_errors_and_refused_roentgen():
+    h = Harness(drivers.create("diamentor", "dap-1", {"unit": 3}))
+    assert dialogue(h, {b"PTW\r\n": b"E1\r\n", b"SER\r\n": b"SER1\r\n", b"M\r\n": b"M123.4,0,0,1\r\n"}, 3)[-1] == b"M\r\n"
+    assert h.readings[0].value == 0.0001234  # µGy·m² → Gy·m²
+    assert [p.kind for p in h.problems] == ["device_error"] and "syntax error" in h.problems[0].detail
+    r = Harness(drivers.create("diamentor", "dap-1", {"unit": 4}))
+    dialogue(r, {b"PTW\r\n": b"CRS\r\n", b"SER\r\n": b"SER1\r\n", b"M\r\n": b"M5.00,0,0,1\r\n"}, 3)
+    assert r.readings == [] and [p.kind for p in r.problems] == ["unit"]
+
+
+def test_diamentor_flags_a_meter_reset_by_its_elapsed_time():
+    h = Harness(drivers.create("diamentor", "dap-1", {"unit": 2}))
+    replies = iter([b"CRS\r\n", b"SER1\r\n", b"M10.00,0,1,0\r\n", b"M12.00,0,1,30\r\n", b"M12.00,0,0,2\r\n",
+                    b"M13.00,0,0,1\r\n"])
+    for _ in range(6):
+        if h.tick(1.0):
+            h.feed(next(replies))
+    # time restarted while the DAP did not grow: a reset; time restarting while DAP grows is not trusted
+    assert [r.status for r in h.readings if r.kind == "cumulative"] == ["ok", "ok", "reset", "ok"]
+
+
+def test_diamentor_times_out_and_carries_on():
+    h = Harness(drivers.create("diamentor", "dap-1", {"unit": 2, "timeout_s": 0.5}))
+    assert h.tick() == b"PTW\r\n"
+    assert h.tick(0.2) == b""  # ping-pong: nothing while a request is outstanding
+    assert h.tick(0.4) == b"PTW\r\n"  # retried after the timeout
+    assert [p.kind for p in h.problems] == ["timeout"]
+
+
+def test_automess_frames_from_the_manual_and_resync_after_noise():
+    assert encode(20, 1.0) == bytes.fromhex("02 14 00 40 01 55")
+    assert encode(20, 0.1) == bytes.fromhex("02 14 66 66 FD E9")
+    assert encode(20, 12.34) == bytes.fromhex("02 14 B8 62 04 CA")
+    assert decode(bytes.fromhex("02 14 00 40 01 55")) == (20, 1.0)
+    h = Harness(drivers.create("automess", "survey"))
+    stream = b"\x02\x02\x99" + encode(20, 1.0) + encode(20, 12.34)[:4]
+    h.feed(stream)
+    h.feed(encode(20, 12.34)[4:] + encode(17, 50.0))
+    values = [(r.quantity, r.value, r.unit) for r in h.readings]
+    assert values == [("dose_rate", 1e-6, "Sv/h"), ("dose_rate", 1.233984375e-05, "Sv/h"),
+                      ("count_rate", 3000.0, "count/min")]
+
+
+def test_automess_rejects_a_flipped_bit():
+    h = Harness(drivers.create("automess", "survey"))
+    frame = bytearray(encode(20, 2.0))
+    frame[3] ^= 0x04
+    h.feed(encode(20, 1.0))
+    h.feed(bytes(frame) + encode(20, 3.0))
+    assert [r.value for r in h.readings] == [1e-6, 3e-6]
+    assert "checksum" in [p.kind for p in h.problems]
+
+
+def test_gmc_reads_the_model_then_cpm_of_the_right_width():
+    h = Harness(drivers.create("gmc", "room", {"cpm_per_usv_h": 153.8}))
+    assert h.tick() == b"<GETVER>>"
+    h.feed(b"GMC-320Re 5.73")
+    assert h.tick(0.05) == b""  # the version reply ends when the line goes idle
+    assert h.tick(0.1) == b"<GETCPM>>"
+    h.feed(b"\x00")
+    h.feed(b"\x1c")
+    assert [(r.quantity, r.value) for r in h.readings][0] == ("count_rate", 28.0)
+    assert h.readings[1].status == "derived" and h.readings[1].unit == "Sv/h"
+    g = Harness(drivers.create("gmc", "room"))
+    g.tick()
+    g.feed(b"GMC-500+Re 1.22")
+    g.tick(0.2)
+    g.feed(b"\x00\x00\x01\x00")
+    assert g.readings[0].value == 256.0
+
+
+def test_gmc_discards_stale_bytes_before_a_command():
+    h = Harness(drivers.create("gmc", "room", {"model": "GMC-300"}))
+    h.tick()
+    h.feed(b"GMC-300Re 4.54")
+    h.tick(0.2)
+    h.feed(b"\x00\x10")  # CPM 16
+    h.feed(b"\x00\x07")  # unsolicited (a heartbeat left on)
+    assert h.tick(1.0) == b"<GETCPM>>"
+    h.feed(b"\x00\x20")
+    assert [r.value for r in h.readings] == [16.0, 32.0]
+    assert "garbage" in [p.kind for p in h.problems]
+
+
+def test_mightyohm_lines_banner_and_fork_variant():
+    h = Harness(drivers.create("mightyohm", "geiger"))
+    h.driver.framer.reset(drop_first=False)
+    h.feed(b"mightyohm.com Geiger Counter 1.00\r\nhttp://mightyohm.com/geiger\r\n")
+    h.feed(b"CPS, 0, CPM, 13, uSv/hr, 0.07, SLOW\r\nCPS, 1, CP")
+    h.feed(b"M, 7*\r\n")
+    got = [(r.quantity, r.value, r.status) for r in h.readings]
+    assert got == [("count_rate", 13.0, "ok"), ("dose_rate", 7e-08, "ok"), ("count_rate", 7.0, "overload")]
+    assert h.problems == []
+
+
+def test_radpro_counter_rate_and_sensitivity():
+    h = Harness(drivers.create("radpro", "radpro"))
+    answers = {b"GET deviceId\r\n": b"OK FS2011 (STM32F051C8);Rad Pro 2.0/en;b57\r\n",
+               b"GET tubeSensitivity\r\n": b"OK 153.800\r\n", b"GET tubePulseCount\r\n": b"OK 1500\r\n",
+               b"GET tubeRate\r\n": b"OK 153.800\n"}
+    dialogue(h, answers, 4)
+    counts, rate, dose_rate = h.readings
+    assert (counts.quantity, counts.value, counts.wrap, counts.since_reset) == ("counts", 1500.0, 2 ** 32, False)
+    assert (rate.value, rate.unit) == (153.8, "count/min")
+    assert dose_rate.value == 1e-06 and dose_rate.unit == "Sv/h"
+    h.tick(1.0)
+    h.feed(b"ERROR\r\n")
+    assert h.problems[-1].kind == "device_error"

@@ -1,0 +1,120 @@
+"""The ledger: procedures of a DAP meter, staff quarters in local time, aggregates, retention, hooks."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from agent.readings.ledger import Ledger, quarter_of
+
+from .conftest import BERLIN, ctx, reading, record
+
+
+def procedures(store):
+    return store.db.execute("SELECT uid, start_reason, end_reason, dap_Gym2 FROM serial_procedures ORDER BY id").fetchall()
+
+
+def test_dap_meter_procedure_grows_calls_the_hook_and_resets(store, hooks):
+    ledger, calls = hooks
+    c = ctx()
+    out = record(store, ledger, c, [reading("dap", 0.0100, 1.0), reading("dap", 0.0001, 1.0, kind="rate",
+                                                                          unit="Gy.m2/s")])
+    assert out.gauge["procedure_id"] == "room-3:dev:1" and out.gauge["dap_Gym2"] == 0.01
+    record(store, ledger, c, [reading("dap", 0.0300, 2.0)])
+    record(store, ledger, c, [reading("dap", 0.0300, 3.0)])  # unchanged: no hook call
+    out = record(store, ledger, c, [reading("dap", 0.0050, 4.0)])  # the meter was reset
+    assert [v for _, _, v, _ in calls["cumulative"]] == [0.01, 0.03, 0.005]
+    assert calls["cumulative"][1] == ("room-3:dev:1", "dap", 0.03, "Gy.m2")
+    assert out.enqueued == 1 and out.gauge["procedure_id"] == "room-3:dev:2"
+    assert procedures(store) == [("room-3:dev:1", "first_seen", "meter_reset", 0.03),
+                                 ("room-3:dev:2", "meter_reset", None, 0.005)]
+    (body,) = [json.loads(b) for (b,) in store.db.execute("SELECT body FROM outbox WHERE kind = 'reading'")]
+    assert body["type"] == "procedure" and body["dap_Gym2"] == 0.03 and body["procedure_id"] == "room-3:dev:1"
+
+
+def test_hook_alerts_are_returned_and_a_failing_hook_does_not_lose_readings(store, hooks):
+    ledger, _ = hooks
+    out = record(store, ledger, ctx(), [reading("dap", 0.031, 1.0)])
+    assert out.alerts == ["alert@0.031"]
+
+    def broken(tx, *args):
+        tx.execute("INSERT INTO serial_devices (device, driver, port, role, updated_at) VALUES ('x','x','x','x','x')")
+        raise RuntimeError("checks bug")
+
+    out = record(store, Ledger(on_cumulative=broken), ctx(), [reading("dap", 0.032, 2.0)])
+    assert out.alerts == []
+    assert store.db.execute("SELECT COUNT(*) FROM serial_samples").fetchone()[0] == 2
+    assert store.db.execute("SELECT COUNT(*) FROM serial_devices WHERE device = 'x'").fetchone()[0] == 0
+
+
+def test_new_patient_counts_from_the_meters_present_value(store, hooks):
+    ledger, calls = hooks
+    c = ctx()
+    record(store, ledger, c, [reading("dap", 0.0200, 1.0)])
+    with store.transaction() as tx:
+        uid = ledger.new_procedure(tx, c, 2.0)
+    record(store, ledger, c, [reading("dap", 0.0250, 3.0)])
+    assert uid == "room-3:dev:2"
+    assert procedures(store)[1] == ("room-3:dev:2", "new_patient", None, 0.0250 - 0.0200)
+    assert calls["cumulative"][-1][0] == uid
+
+
+def test_restart_does_not_count_a_dose_twice(store, hooks):
+    ledger, _ = hooks
+    c = ctx(role="room", driver="radpro")
+    record(store, ledger, c, [reading("counts", 1000.0, 1.0, since_reset=False)])
+    record(store, ledger, c, [reading("counts", 1500.0, 2.0, since_reset=False)])
+    fresh = Ledger()  # the agent restarted: state comes from the store
+    record(store, fresh, c, [reading("counts", 1500.0, 3.0, since_reset=False),
+                             reading("counts", 1600.0, 4.0, since_reset=False)])
+    credited = [c for (c,) in store.db.execute("SELECT credited FROM serial_samples ORDER BY t")]
+    assert credited == [0.0, 500.0, 0.0, 100.0]
+
+
+def test_quarters_are_local_calendar_quarters():
+    # 2026-12-31 23:30 UTC is already 2027-01-01 00:30 in Berlin
+    t = datetime.fromisoformat("2026-12-31T23:30:00+00:00").timestamp()
+    assert quarter_of(t, BERLIN) == "2027Q1"
+    assert quarter_of(t - 3600, BERLIN) == "2026Q4"
+    # 2026-03-31 22:30 UTC = 2026-04-01 00:30 CEST (summer time)
+    assert quarter_of(datetime.fromisoformat("2026-03-31T22:30:00+00:00").timestamp(), BERLIN) == "2026Q2"
+
+
+def test_staff_dose_integrates_rate_per_quarter_and_calls_the_hook(store, hooks):
+    ledger, calls = hooks
+    c = ctx(role="staff", driver="automess", max_gap_s=10.0)
+    end_q4 = datetime(2026, 12, 31, 23, 59, 58, tzinfo=BERLIN).timestamp()
+    rate = 3.6e-3  # Sv/h = 1 µSv/s
+    record(store, ledger, c, [reading("dose_rate", rate, end_q4 + i, kind="rate") for i in range(5)])
+    rows = store.db.execute("SELECT subject, body_part, quarter, dose_Sv, derived_Sv FROM staff_dose"
+                            " ORDER BY quarter").fetchall()
+    assert [(s, b, q) for s, b, q, _, _ in rows] == [("B-17", "whole_body", "2026Q4"), ("B-17", "whole_body", "2027Q1")]
+    assert abs(rows[0][3] - 2e-6) < 1e-15 and abs(rows[1][3] - 2e-6) < 1e-15 and rows[0][3] == rows[0][4]
+    assert [(q, round(mSv, 9)) for _, _, q, mSv in calls["staff"]] == [("2026Q4", 0.002), ("2027Q1", 0.002)]
+
+
+def test_cumulative_dose_is_not_also_integrated(store, hooks):
+    ledger, _ = hooks
+    c = ctx(role="staff", driver="generic")
+    record(store, ledger, c, [reading("dose", 1e-6, 100.0), reading("dose_rate", 1.0, 100.0, kind="rate")])
+    record(store, ledger, c, [reading("dose", 3e-6, 101.0), reading("dose_rate", 1.0, 101.0, kind="rate")])
+    (dose,) = store.db.execute("SELECT dose_Sv FROM staff_dose").fetchone()
+    assert dose == 3e-6  # first value counts from the dosimeter's reset; the rate adds nothing
+
+
+def test_minutes_are_queued_once_without_raw_samples_and_old_samples_are_pruned(store, hooks):
+    ledger, _ = hooks
+    c = ctx(role="room", driver="automess")
+    t0 = datetime(2026, 11, 23, 10, 0, 0, tzinfo=BERLIN).timestamp()
+    record(store, ledger, c, [reading("dose_rate", v * 1e-6, t0 + i, kind="rate", raw=b"\x02\x14")
+                              for i, v in enumerate([1, 2, 3])])
+    with store.transaction() as tx:
+        assert ledger.flush_minutes(tx, "room-3", t0 + 30) == 0  # the minute is not over
+        assert ledger.flush_minutes(tx, "room-3", t0 + 70) == 1
+        assert ledger.flush_minutes(tx, "room-3", t0 + 200) == 0  # queued once
+    (body,) = [json.loads(b) for (b,) in store.db.execute("SELECT body FROM outbox")]
+    assert body["type"] == "minute" and body["n"] == 3 and body["max"] == 3e-6 and body["minute"] == "2026-11-23T09:00Z"
+    assert "raw" not in body and body["mean"] == (1e-6 + 2e-6 + 3e-6) / 3
+    with store.transaction() as tx:
+        assert Ledger.prune(tx, "dev", t0 + 1.5) == 2
+    assert store.db.execute("SELECT COUNT(*) FROM serial_samples").fetchone()[0] == 1
+    assert store.db.execute("SELECT COUNT(*) FROM serial_minutes").fetchone()[0] == 1

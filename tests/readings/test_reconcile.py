@@ -1,0 +1,66 @@
+"""Reconciliation of a DAP meter's procedure total with the modality's RDSR total."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from types import SimpleNamespace
+
+from agent.extract.record import Event, Report, Totals
+from agent.readings.reconcile import Reconcile
+
+from .conftest import BERLIN, ctx, reading, record
+
+
+def rdsr(dap_total, start: datetime, minutes: int = 10, sop="1.2.3.4") -> SimpleNamespace:
+    events = [Event(irradiation_event_uid=f"{sop}.{i}", datetime_started=(start.replace(minute=start.minute + i)
+                                                                           ).strftime("%Y-%m-%dT%H:%M:%S"))
+              for i in range(0, minutes, 5)]
+    report = Report(sop_instance_uid=sop, sop_class_uid="1.2.840.10008.5.1.4.1.1.88.67", study_instance_uid="9.8",
+                    series_instance_uid=None, kind="projection", modality="RF", source="rdsr",
+                    totals=Totals(dap_total_Gym2=dap_total), events=events)
+    return SimpleNamespace(report=report, station="room-3", saved=SimpleNamespace(superseded_by=None), alerts=[])
+
+
+def meter_procedure(store, ledger, start: datetime, dap: float) -> None:
+    t0 = start.timestamp()
+    record(store, ledger, ctx(), [reading("dap", 0.0, t0)])
+    record(store, ledger, ctx(), [reading("dap", dap / 2, t0 + 120)])
+    record(store, ledger, ctx(), [reading("dap", dap, t0 + 400)])
+
+
+def reconciliations(store):
+    return store.db.execute("SELECT procedure_id, meter_dap_Gym2, rdsr_dap_Gym2, round(difference_rel, 4), finding"
+                            " FROM serial_reconciliations").fetchall()
+
+
+def test_agreeing_totals_are_recorded_without_a_finding(store, hooks):
+    ledger, _ = hooks
+    start = datetime(2026, 11, 23, 9, 0, 0, tzinfo=BERLIN)
+    meter_procedure(store, ledger, start, 0.0320)
+    stage = Reconcile({"dev": 0.25}, 900.0, BERLIN)
+    with store.transaction() as tx:
+        stage(tx, rdsr(0.0300, start.replace(tzinfo=None)))
+    assert reconciliations(store) == [(1, 0.032, 0.03, 0.0667, 0)]
+
+
+def test_a_difference_above_tolerance_is_a_qa_finding_sent_once(store, hooks):
+    ledger, _ = hooks
+    start = datetime(2026, 11, 23, 9, 0, 0, tzinfo=BERLIN)
+    meter_procedure(store, ledger, start, 0.0400)
+    stage = Reconcile({"dev": 0.25}, 900.0, BERLIN)
+    for _ in range(2):  # the same RDSR twice
+        with store.transaction() as tx:
+            stage(tx, rdsr(0.0300, start.replace(tzinfo=None)))
+    assert reconciliations(store) == [(1, 0.04, 0.03, 0.3333, 1)]
+    bodies = [json.loads(b) for (b,) in store.db.execute("SELECT body FROM outbox")]
+    finding = [b for b in bodies if b["type"] == "reconciliation"]
+    assert len(finding) == 1 and finding[0]["qa_finding"] is True and finding[0]["procedure_id"] == "room-3:dev:1"
+
+
+def test_an_rdsr_from_another_time_matches_nothing(store, hooks):
+    ledger, _ = hooks
+    start = datetime(2026, 11, 23, 9, 0, 0, tzinfo=BERLIN)
+    meter_procedure(store, ledger, start, 0.0400)
+    with store.transaction() as tx:
+        Reconcile({}, 900.0, BERLIN)(tx, rdsr(0.0300, datetime(2026, 11, 23, 14, 0, 0)))
+    assert reconciliations(store) == []
