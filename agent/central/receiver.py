@@ -1,0 +1,243 @@
+"""The central receiver: subscribes to every station's topics and stores each message once.
+
+* Persistent session: MQTT 5 clean start off with a long session expiry (3.1.1: clean session
+  off), so the broker queues messages while the receiver is away.
+* Optional shared subscription (``$share/{group}/…``) so that several receivers share the load.
+* Manual acknowledgement: a message is PUBACKed only after the transaction holding it has
+  committed, so a receiver crash loses nothing (the broker sends it again; it is then dropped
+  as a duplicate by ``event_id``).
+* Per-station ``seq`` gaps are logged as they appear and reported by ``central-report``.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Optional
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from agent.config import Config
+from agent.uplink.connection import Backoff, CredentialsError, connect, is_v5, new_client, reason_text, reason_value
+
+from .store import KINDS, CentralStore, CentralStoreError, Message
+
+log = structlog.get_logger("agent.central")
+
+BATCH_MAX = 200
+ENVELOPE_FIELDS = {"schema": dict, "event_id": str, "seq": int, "site": str, "station": str, "kind": str,
+                   "created": str, "sent": str, "body": dict}
+
+
+class Invalid(Exception):
+    """A message that is not an alara-edge envelope (kept in ``central_rejects``)."""
+
+
+def topic_filter(prefix: str, shared_group: Optional[str]) -> str:
+    base = f"{prefix}/+/+/+"
+    return f"$share/{shared_group}/{base}" if shared_group else base
+
+
+def parse(prefix: str, topic: str, payload: bytes) -> Message:
+    """Validate an incoming message against its topic; raises :class:`Invalid` with the reason."""
+    levels = topic.split("/")
+    prefix_levels = prefix.split("/")
+    if len(levels) != len(prefix_levels) + 3 or levels[:len(prefix_levels)] != prefix_levels:
+        raise Invalid("topic is not {prefix}/{site}/{station}/{kind}")
+    site, station, kind = levels[-3:]
+    if kind not in KINDS:
+        raise Invalid(f"unknown kind {kind!r}")
+    try:
+        text = payload.decode("utf-8")
+        doc = json.loads(text)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Invalid(f"not UTF-8 JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise Invalid("payload is not a JSON object")
+    for name, typ in ENVELOPE_FIELDS.items():
+        if not isinstance(doc.get(name), typ) or (typ is int and isinstance(doc.get(name), bool)):
+            raise Invalid(f"missing or mistyped field {name!r}")
+    if (doc["site"], doc["station"], doc["kind"]) != (site, station, kind):
+        raise Invalid("site, station or kind differ from the topic")
+    schema = doc["schema"]
+    if not isinstance(schema.get("name"), str) or not isinstance(schema.get("version"), int):
+        raise Invalid("schema needs a name and a version")
+    return Message(site=site, station=station, kind=kind, event_id=doc["event_id"], seq=doc["seq"],
+                   schema_name=schema["name"], schema_version=schema["version"], created=doc["created"],
+                   sent=doc["sent"], envelope=text)
+
+
+class Receiver:
+    """``run(stop)`` in the foreground, or ``start()``/``stop()`` on a thread.
+
+    ``connected`` is set once the subscription is acknowledged (SUBACK), i.e. when messages
+    published from then on are certain to reach this receiver's session.
+    """
+
+    def __init__(self, config: Config, store: Optional[CentralStore] = None):
+        self.cfg = config
+        self.mqtt = config.mqtt
+        self.central = config.central
+        self.store = store or CentralStore.open(config.central.database)
+        self.filter = topic_filter(self.mqtt.topic_prefix, self.central.shared_group)
+        self.connected = threading.Event()
+        self.counts = {"stored": 0, "duplicates": 0, "rejected": 0}
+        self._batch: list[mqtt.MQTTMessage] = []
+        self._max_seq: dict[tuple[str, str], int] = {}
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._lost: Optional[str] = None
+        self._session_present = False
+        self._store_broken = False
+
+    # -- thread helpers (tests, embedding) ----------------------------------------------------
+    def start(self) -> "Receiver":
+        self._thread = threading.Thread(target=self.run, args=(self._stop,), name="central", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        backoff = Backoff(self.mqtt.reconnect_min_s, self.mqtt.reconnect_max_s)
+        log.info("central_started", broker=f"{self.mqtt.host}:{self.mqtt.port}", subscription=self.filter,
+                 client_id=self.central.client_id, database=_safe_db(self.central.database))
+        while not stop.is_set():
+            if self._store_broken and not self._reopen_store():
+                stop.wait(backoff.next())
+                continue
+            client = self._connect()
+            if client is None:
+                stop.wait(backoff.next())
+                continue
+            deadline = time.monotonic() + max(10.0, self.mqtt.keepalive_s)
+            while not stop.is_set() and self._lost is None:
+                rc = client.loop(timeout=0.05)
+                if rc != mqtt.MQTT_ERR_SUCCESS and self._lost is None:
+                    self._lost = mqtt.error_string(rc)
+                if self.connected.is_set():
+                    backoff.reset()
+                elif time.monotonic() > deadline:
+                    self._lost = "no CONNACK"
+                self._flush(client)
+            self._flush(client)
+            self.connected.clear()
+            client.disconnect()
+            if not stop.is_set():
+                delay = backoff.next()
+                log.warning("central_disconnected", reason=self._lost, retry_in_s=round(delay, 2))
+                stop.wait(delay)
+        self.store.close()
+        log.info("central_stopped", **self.counts)
+
+    def _reopen_store(self) -> bool:
+        try:
+            self.store.reopen()
+        except CentralStoreError as exc:
+            log.error("central_store_unavailable", error=str(exc))
+            return False
+        self._store_broken = False
+        log.info("central_store_reopened")
+        return True
+
+    def _connect(self) -> Optional[mqtt.Client]:
+        self._lost = None
+        self._batch.clear()
+        try:
+            client = new_client(self.mqtt, self.central.client_id, persistent_session=True, manual_ack=True)
+            client.on_connect = self._on_connect
+            client.on_subscribe = self._on_subscribe
+            client.on_disconnect = self._on_disconnect
+            client.on_message = self._on_message
+            connect(client, self.mqtt, session_expiry_s=self.central.session_expiry_s if is_v5(self.mqtt) else None)
+            return client
+        except (CredentialsError, OSError, ValueError) as exc:
+            log.warning("central_connect_failed", error=str(exc))
+            return None
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason_code: Any, _p: Any) -> None:
+        if reason_value(reason_code) >= 0x80:
+            self._lost = f"CONNACK {reason_text(reason_code)}"
+            return
+        if is_v5(self.mqtt):  # a resumed session keeps its subscription: no second copy of retained status
+            client.subscribe(self.filter, options=SubscribeOptions(
+                qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB))
+        else:
+            client.subscribe(self.filter, qos=1)
+        self._session_present = bool(getattr(flags, "session_present", False))
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, reason_codes: list[Any], _p: Any) -> None:
+        refused = [reason_text(rc) for rc in reason_codes if reason_value(rc) >= 0x80]
+        if refused:
+            self._lost = f"subscription refused: {', '.join(refused)}"
+            log.error("central_subscription_refused", subscription=self.filter, reason=refused)
+            return
+        self.connected.set()
+        log.info("central_connected", subscription=self.filter, session_present=self._session_present)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason_code: Any, _p: Any) -> None:
+        if self._lost is None:
+            self._lost = f"disconnected: {reason_text(reason_code)}"
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        self._batch.append(message)
+        if len(self._batch) >= BATCH_MAX:
+            self._flush(_c)
+
+    def _flush(self, client: mqtt.Client) -> None:
+        """Commit the batch, then acknowledge it; on a store error nothing is acknowledged."""
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        accepted: list[Message] = []
+        for message in batch:
+            try:
+                accepted.append(parse(self.mqtt.topic_prefix, message.topic, message.payload))
+            except Invalid as exc:
+                self._reject(message, str(exc))
+        try:
+            fresh = self.store.record(accepted)
+        except CentralStoreError as exc:
+            log.error("central_store_failed", error=str(exc), messages=len(batch))
+            self._lost = "store error"  # reconnect later: the broker sends the unacknowledged messages again
+            self._store_broken = True
+            return
+        for m, new in zip(accepted, fresh):
+            if m.kind == "status":
+                continue
+            self.counts["stored" if new else "duplicates"] += 1
+            if new:
+                self._track_seq(m)
+        for message in batch:
+            if message.qos > 0:
+                client.ack(message.mid, message.qos)
+
+    def _reject(self, message: mqtt.MQTTMessage, reason: str) -> None:
+        self.counts["rejected"] += 1
+        log.warning("central_message_rejected", topic=message.topic, reason=reason, bytes=len(message.payload))
+        try:
+            self.store.reject(message.topic, reason, message.payload)
+        except Exception as exc:  # the reject table is a courtesy; the message is acknowledged anyway
+            log.error("central_reject_store_failed", error=str(exc))
+
+    def _track_seq(self, m: Message) -> None:
+        key = (m.site, m.station)
+        last = self._max_seq.get(key)
+        if last is not None and m.seq > last + 1:
+            log.warning("seq_gap", site=m.site, station=m.station, missing_from=last + 1, missing_to=m.seq - 1)
+        if last is None or m.seq > last:
+            self._max_seq[key] = m.seq
+
+
+def _safe_db(database: str) -> str:
+    """The database for logs, without a password."""
+    if "://" in database and "@" in database:
+        scheme, rest = database.split("://", 1)
+        return f"{scheme}://…@{rest.split('@', 1)[1]}"
+    return database

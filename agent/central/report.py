@@ -1,0 +1,55 @@
+"""``alara-edge central-report -c CONFIG [--json]``: what the central receiver holds, per station."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from agent.commands.common import add_config_argument, load_config
+
+from .store import KINDS, CentralStore, CentralStoreError
+
+HELP = "per-station counts, duplicates dropped, seq gaps and latest status at the central receiver"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    parser.add_argument("--json", action="store_true", help='print {"stations": [...]} as JSON')
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    try:
+        store = CentralStore.open(cfg.central.database)
+    except CentralStoreError as exc:
+        print(f"central-report: {exc}", file=sys.stderr)
+        return 1
+    try:
+        stations = store.stations()
+    finally:
+        store.close()
+    if args.json:
+        json.dump({"stations": stations}, sys.stdout, indent=2, sort_keys=False)
+        sys.stdout.write("\n")
+        return 0
+    print(_table(stations))
+    return 0
+
+
+def _table(stations: list[dict]) -> str:
+    head = ["site", "station", *KINDS, "duplicates", "seq gaps", "status", "status since"]
+    rows = [head]
+    for s in stations:
+        status = s.get("last_status") or {}
+        body = status.get("body") or {}
+        rows.append([s["site"], s["station"], *(str(s["received"][k]) for k in KINDS), str(s["duplicates_dropped"]),
+                     str(s["seq_gaps"]), body.get("state", "-"), status.get("received_at") or "-"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    for s in stations:
+        if s["missing_seq"]:
+            ranges = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in s["missing_seq"])
+            lines.append(f"{s['site']}/{s['station']}: missing seq {ranges}")
+    if not stations:
+        lines.append("(nothing received yet)")
+    return "\n".join(lines)

@@ -1,0 +1,198 @@
+"""The central receiver's database: SQLite (a file path) or PostgreSQL (a ``postgresql://`` URL).
+
+Writes are idempotent: ``event_id`` is the primary key, so a message delivered twice (MQTT QoS 1
+is at least once) is stored once and counted in ``duplicates_dropped``.  Every batch is one
+transaction, committed before the messages are acknowledged to the broker.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from agent.uplink.payloads import now_iso as _now
+
+KINDS = ("report", "alert", "ack", "reading", "status")
+MISSING_RANGES_SHOWN = 20
+
+
+@dataclass
+class Message:
+    """One accepted message (already validated by :func:`agent.central.receiver.parse`)."""
+
+    site: str
+    station: str
+    kind: str
+    event_id: str
+    seq: int
+    schema_name: str
+    schema_version: int
+    created: str
+    sent: str
+    envelope: str  # the JSON text as received
+
+
+class CentralStoreError(Exception):
+    pass
+
+
+class CentralStore:
+    """Open with :meth:`open`; ``record`` a batch, ``reject`` what cannot be read, ``stations`` for reports."""
+
+    def __init__(self, database: str):
+        self.database = database
+        self.postgres = database.startswith(("postgresql://", "postgres://"))
+        self.p = "%s" if self.postgres else "?"
+        self.j = "%s::jsonb" if self.postgres else "?"
+        self.conn: Any = self._connect()
+        self._create()
+
+    @classmethod
+    def open(cls, database: str) -> "CentralStore":
+        return cls(database)
+
+    def _connect(self) -> Any:
+        if self.postgres:
+            import psycopg
+
+            try:
+                return psycopg.connect(self.database)
+            except psycopg.Error as exc:
+                raise CentralStoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        try:
+            path = Path(self.database)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=10000")
+            return conn
+        except (OSError, sqlite3.Error) as exc:
+            raise CentralStoreError(f"cannot open {self.database}: {exc}") from exc
+
+    def reopen(self) -> None:
+        """After an error (PostgreSQL restarted, connection lost): a fresh connection."""
+        try:
+            self.conn.close()
+        except Exception:  # already broken
+            pass
+        self.conn = self._connect()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _create(self) -> None:
+        json_type = "JSONB" if self.postgres else "TEXT"
+        serial = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY" if self.postgres else "INTEGER PRIMARY KEY"
+        for sql in (
+            f"""CREATE TABLE IF NOT EXISTS central_events (
+                event_id TEXT PRIMARY KEY,
+                site TEXT NOT NULL, station TEXT NOT NULL, kind TEXT NOT NULL, seq BIGINT NOT NULL,
+                schema_name TEXT NOT NULL, schema_version INTEGER NOT NULL,
+                created TEXT NOT NULL, sent TEXT NOT NULL, received_at TEXT NOT NULL,
+                envelope {json_type} NOT NULL)""",
+            "CREATE INDEX IF NOT EXISTS central_events_station ON central_events (site, station, seq)",
+            f"""CREATE TABLE IF NOT EXISTS central_stations (
+                site TEXT NOT NULL, station TEXT NOT NULL,
+                duplicates_dropped BIGINT NOT NULL DEFAULT 0,
+                status_received BIGINT NOT NULL DEFAULT 0,
+                last_status {json_type}, last_status_at TEXT, last_received_at TEXT,
+                PRIMARY KEY (site, station))""",
+            f"""CREATE TABLE IF NOT EXISTS central_rejects (
+                id {serial}, received_at TEXT NOT NULL, topic TEXT NOT NULL, reason TEXT NOT NULL, payload TEXT)""",
+        ):
+            self.conn.execute(sql)
+        self.conn.commit()
+
+    # -- writes ---------------------------------------------------------------------------------
+    def record(self, messages: list[Message]) -> list[bool]:
+        """Store a batch in one transaction; per message True if new, False if a duplicate."""
+        p, j = self.p, self.j
+        now = _now()
+        fresh: list[bool] = []
+        try:
+            for m in messages:
+                self.conn.execute(
+                    f"INSERT INTO central_stations (site, station) VALUES ({p}, {p}) ON CONFLICT DO NOTHING",
+                    (m.site, m.station))
+                if m.kind == "status":
+                    self.conn.execute(
+                        f"UPDATE central_stations SET status_received = status_received + 1, last_status = {j}, "
+                        f"last_status_at = {p}, last_received_at = {p} WHERE site = {p} AND station = {p}",
+                        (m.envelope, now, now, m.site, m.station))
+                    fresh.append(True)
+                    continue
+                cur = self.conn.execute(
+                    f"INSERT INTO central_events (event_id, site, station, kind, seq, schema_name, schema_version, "
+                    f"created, sent, received_at, envelope) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {j}) "
+                    f"ON CONFLICT (event_id) DO NOTHING",
+                    (m.event_id, m.site, m.station, m.kind, m.seq, m.schema_name, m.schema_version, m.created,
+                     m.sent, now, m.envelope))
+                new = cur.rowcount == 1
+                fresh.append(new)
+                column = "last_received_at" if new else "duplicates_dropped"
+                value = p if new else "duplicates_dropped + 1"
+                self.conn.execute(
+                    f"UPDATE central_stations SET {column} = {value} WHERE site = {p} AND station = {p}",
+                    ((now,) if new else ()) + (m.site, m.station))
+            self.conn.commit()
+        except Exception as exc:
+            try:
+                self.conn.rollback()
+            except Exception:  # the connection itself is gone; reopen() follows
+                pass
+            raise CentralStoreError(str(exc)) from exc
+        return fresh
+
+    def reject(self, topic: str, reason: str, payload: bytes) -> None:
+        """Keep what could not be read (first 64 KiB) with the reason; never raises for bad input."""
+        p = self.p
+        self.conn.execute(f"INSERT INTO central_rejects (received_at, topic, reason, payload) VALUES ({p}, {p}, {p}, {p})",
+                          (_now(), topic, reason, payload[:65536].decode("utf-8", "replace")))
+        self.conn.commit()
+
+    # -- reads -------------------------------------------------------------------------------------
+    def stations(self) -> list[dict[str, Any]]:
+        """Per station: counts per kind, duplicates dropped, seq gaps (with the first missing ranges),
+        latest status. Stations are sorted by site and id."""
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for site, station, dups, statuses, last_status, last_status_at, last_received_at in self.conn.execute(
+                "SELECT site, station, duplicates_dropped, status_received, last_status, last_status_at, "
+                "last_received_at FROM central_stations ORDER BY site, station").fetchall():
+            status = _json(last_status)
+            if status is not None:
+                status["received_at"] = last_status_at
+            out[(site, station)] = {
+                "site": site, "station": station,
+                "received": {k: 0 for k in KINDS} | {"status": statuses},
+                "duplicates_dropped": dups, "seq_gaps": 0, "max_seq": 0, "missing_seq": [],
+                "last_received_at": last_received_at, "last_status": status,
+            }
+        for site, station, kind, n in self.conn.execute(
+                "SELECT site, station, kind, COUNT(*) FROM central_events GROUP BY site, station, kind").fetchall():
+            out[(site, station)]["received"][kind] = n
+        for site, station, max_seq, distinct in self.conn.execute(
+                "SELECT site, station, MAX(seq), COUNT(DISTINCT seq) FROM central_events GROUP BY site, station").fetchall():
+            entry = out[(site, station)]
+            entry["max_seq"] = max_seq
+            entry["seq_gaps"] = max_seq - distinct
+            if max_seq > distinct:
+                entry["missing_seq"] = self._missing(site, station)
+        return list(out.values())
+
+    def _missing(self, site: str, station: str) -> list[list[int]]:
+        """The first missing seq ranges ``[from, to]`` of one station."""
+        p = self.p
+        rows = self.conn.execute(
+            f"SELECT prev + 1, seq - 1 FROM (SELECT seq, LAG(seq, 1, 0) OVER (ORDER BY seq) AS prev "
+            f"FROM (SELECT DISTINCT seq FROM central_events WHERE site = {p} AND station = {p}) s) t "
+            f"WHERE seq - prev > 1 ORDER BY seq LIMIT {MISSING_RANGES_SHOWN}", (site, station)).fetchall()
+        return [[int(a), int(b)] for a, b in rows]
+
+
+def _json(value: Any) -> Optional[dict[str, Any]]:
+    if value is None:
+        return None
+    return json.loads(value) if isinstance(value, str) else dict(value)

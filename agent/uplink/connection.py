@@ -1,0 +1,115 @@
+"""A paho-mqtt 2.x client set up from ``[mqtt]``: protocol, TLS, credentials; reconnect pacing.
+
+Used by the uplink (the agent's sender) and by the central receiver, so both ends agree on how
+a broker is reached.  Secrets are never in the configuration: the password comes from a file or
+an environment variable, read at each connection attempt.
+"""
+from __future__ import annotations
+
+import os
+import random
+import ssl
+from pathlib import Path
+from typing import Any, Optional
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.config import MqttConfig
+
+
+class CredentialsError(Exception):
+    """The configured password cannot be read."""
+
+
+def is_v5(cfg: MqttConfig) -> bool:
+    return cfg.protocol == "5"
+
+
+def new_client(cfg: MqttConfig, client_id: str, *, persistent_session: bool = False,
+               manual_ack: bool = False) -> mqtt.Client:
+    """A client with TLS and credentials applied, not yet connected.
+
+    ``persistent_session`` only matters for MQTT 3.1.1 (clean session off); with MQTT 5 the
+    session is chosen at :func:`connect`.
+    """
+    protocol = mqtt.MQTTv5 if is_v5(cfg) else mqtt.MQTTv311
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
+                         clean_session=None if is_v5(cfg) else not persistent_session,
+                         reconnect_on_failure=False, manual_ack=manual_ack)
+    client.connect_timeout = 10.0
+    if cfg.tls or cfg.ca_file:
+        client.tls_set(ca_certs=_path(cfg.ca_file), certfile=_path(cfg.cert_file), keyfile=_path(cfg.key_file),
+                       cert_reqs=ssl.CERT_REQUIRED)
+    if cfg.username:
+        client.username_pw_set(cfg.username, read_password(cfg))
+    return client
+
+
+def connect(client: mqtt.Client, cfg: MqttConfig, *, session_expiry_s: Optional[int] = None) -> None:
+    """Open the connection and send CONNECT (CONNACK arrives later through the loop).
+
+    ``session_expiry_s`` None: a clean session that ends with the connection; otherwise (MQTT 5)
+    resume the previous session and keep it this long after a disconnect.
+    """
+    kwargs: dict[str, Any] = {"keepalive": cfg.keepalive_s}
+    if is_v5(cfg):
+        if session_expiry_s is None:
+            kwargs["clean_start"] = True
+        else:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = session_expiry_s
+            kwargs["clean_start"] = False
+            kwargs["properties"] = props
+    client.connect(cfg.host, cfg.port, **kwargs)
+
+
+def read_password(cfg: MqttConfig) -> Optional[str]:
+    if cfg.password_file is not None:
+        try:
+            lines = Path(cfg.password_file).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise CredentialsError(f"cannot read password_file: {exc.strerror}") from exc
+        return lines[0] if lines else ""
+    if cfg.password_env is not None:
+        value = os.environ.get(cfg.password_env)
+        if value is None:
+            raise CredentialsError(f"environment variable {cfg.password_env} is not set")
+        return value
+    return None
+
+
+def reason_value(reason_code: Any) -> int:
+    """A paho ReasonCode (MQTT 5) or plain int (3.1.1) as an int."""
+    return int(getattr(reason_code, "value", reason_code) or 0)
+
+
+def reason_text(reason_code: Any) -> str:
+    value = reason_value(reason_code)
+    name = getattr(reason_code, "getName", None)
+    return f"0x{value:02X} {name()}" if name else f"0x{value:02X}"
+
+
+class Backoff:
+    """Exponential reconnect delay with jitter (paho has none, so a fleet would reconnect in step).
+
+    Each wait is drawn uniformly from [d/2, d], where d doubles from ``minimum`` to ``maximum``.
+    """
+
+    def __init__(self, minimum: float, maximum: float, rng: random.Random | None = None):
+        self.minimum, self.maximum = minimum, maximum
+        self._delay = minimum
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        d = self._delay
+        self._delay = min(self._delay * 2, self.maximum)
+        return self._rng.uniform(d / 2, d)
+
+    def reset(self) -> None:
+        self._delay = self.minimum
+
+
+def _path(p: Optional[Path]) -> Optional[str]:
+    return str(p) if p is not None else None

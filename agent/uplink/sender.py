@@ -1,0 +1,478 @@
+"""The uplink: drains the outbox to the central MQTT broker, at least once, paced, in order.
+
+One thread owns the connection and drives paho's external-loop API (``loop_read``,
+``loop_write``, ``loop_misc``) with its own ``select``, so it is woken at once by the bus
+("outbox" after each commit) and needs no locks around paho.  Per connection:
+
+* CONNECT with a clean session and a retained *offline* status as the will; on CONNACK rows
+  left ``inflight`` go back to ``pending`` and a retained *online* status is published;
+* at most ``window`` messages in flight (QoS 1), oldest seq first, paced by a token bucket at
+  ``rate_per_s``;
+* PUBACK success → ``delivered``; failure reason code (≥ 0x80) → ``dead`` with an alarm, never
+  retried; 0x10 "no matching subscribers" → kept pending and the drain pauses (the central
+  receiver's session is missing, sending on would lose data) unless ``require_subscriber`` is off;
+  PUBACKs are committed by :class:`~agent.uplink.ledger.Ledger`, which bounds re-sends to ``window``;
+* connection lost, no CONNACK, or no PUBACK within ``ack_timeout_s`` → reconnect after an
+  exponential delay with jitter.
+"""
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from collections import deque
+from typing import Any, Optional
+
+import paho.mqtt.client as mqtt
+import structlog
+
+from agent.bus import Bus
+from agent.config import Config
+from agent.store import Store, StoreError, outbox
+from agent.store.spool import usage_bytes
+
+from . import retention
+from .connection import Backoff, CredentialsError, connect, is_v5, new_client, reason_text, reason_value
+from .ledger import Ledger, Outcome
+from .payloads import PackedProperties, envelope, now_iso, topic, user_schema
+from .status import Alarms, status_message, will_properties
+
+log = structlog.get_logger("agent.uplink")
+
+HOUSEKEEPING_S = 30.0
+PREFETCH = 256
+
+
+class Uplink:
+    """The sink that sends the outbox to the central broker. ``start()``, ``stop()``, ``health()``."""
+
+    def __init__(self, config: Config, store: Store, bus: Bus):
+        self.cfg = config.mqtt
+        self.site = config.station.site
+        self.station = config.station.id
+        self.store = store
+        self.bus = bus
+        self.client_id = self.cfg.client_id or f"alara-edge-{self.site}-{self.station}"
+        self.spool_dir = config.store.spool_dir
+        self.quota_bytes = int(config.store.quota_mb * 1024 * 1024) if config.store.quota_mb else None
+        self.alarms = Alarms()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._unsubscribe = None
+        self._health_lock = threading.Lock()
+        self._health_db = None
+        self.ledger = Ledger(store, self.cfg.require_subscriber, self._wakeup)
+        # read by health() from other threads
+        self._connected = False
+        self._connected_since: Optional[str] = None
+        self._last_error: Optional[str] = None
+        self._last_delivered_at: Optional[str] = None
+        # the uplink thread's own state
+        self._db = None
+        self._client: Optional[mqtt.Client] = None
+        self._status_mids: set[int] = set()
+        self._buffer: deque[outbox.Row] = deque()
+        self._cursor = 0
+        self._window = self.cfg.window
+        self._max_packet: Optional[int] = None
+        self._connack_deadline = 0.0
+        self._lost: Optional[str] = None
+        self._backoff = Backoff(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
+        self._pause = Backoff(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
+        self._paused_until = 0.0
+        self._next_connect = 0.0
+        self._tokens = float(self._window)
+        self._tokens_at = time.monotonic()
+        self._next_housekeeping = 0.0
+        self._next_status = 0.0
+
+    # -- life cycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        try:
+            with self.store.transaction() as tx:
+                reset = outbox.reset_inflight(tx)
+        except StoreError as exc:  # done again on every connection; the agent goes on without it
+            log.error("outbox_reset_failed", error=str(exc))
+            reset = 0
+        self._unsubscribe = self.bus.subscribe(self._on_bus, {"outbox", "alarm"})
+        self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+        self._thread.start()
+        log.info("uplink_started", broker=f"{self.cfg.host}:{self.cfg.port}", client_id=self.client_id,
+                 protocol=self.cfg.protocol, window=self._window, rate_per_s=self.cfg.rate_per_s, requeued=reset)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Say offline (retained status), disconnect, stop the thread; nothing unsent is lost."""
+        if self._unsubscribe:
+            self._unsubscribe()
+        self._stop.set()
+        self._wakeup()
+        if self._thread:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("uplink_stop_timeout", timeout_s=timeout)
+                return
+        self.ledger.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        with self._health_lock:
+            if self._health_db is not None:
+                self._health_db.conn.close()
+                self._health_db = None
+
+    def health(self) -> dict[str, Any]:
+        """For the console and /healthz: connection, backlog, dead letters, alarms."""
+        with self._health_lock:
+            if self._health_db is None:
+                self._health_db = self.store.reader()
+            counts = outbox.counts(self._health_db)
+            oldest = outbox.oldest_pending(self._health_db)
+        inflight = self.ledger.in_use()
+        return {
+            "enabled": True,
+            "broker": f"{self.cfg.host}:{self.cfg.port}",
+            "connected": self._connected,
+            "connected_since": self._connected_since,
+            "pending": max(0, counts.get("pending", 0) + counts.get("inflight", 0) - inflight),
+            "inflight": inflight,
+            "dead": counts.get("dead", 0),
+            "delivered": counts.get("delivered", 0),
+            "oldest_pending_created": oldest,
+            "last_delivered_at": self._last_delivered_at,
+            "last_error": self._last_error,
+            "alarms": self.alarms.listing(),
+        }
+
+    # -- bus ----------------------------------------------------------------------------------
+    def _on_bus(self, topic_name: str, payload: Any) -> None:
+        if topic_name == "alarm" and isinstance(payload, dict) and payload.get("kind"):
+            self.alarms.raise_(str(payload["kind"]), {k: v for k, v in payload.items() if k != "kind"})
+        self._wakeup()
+
+    def _wakeup(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already pending, or closed at shutdown
+
+    # -- the thread ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        self._db = self.store.reader()
+        while not self._stop.is_set():
+            try:
+                self._step()
+            except Exception as exc:  # a bug must not end delivery: log it, start a fresh connection later
+                log.exception("uplink_error")
+                self._lost = f"internal error: {type(exc).__name__}: {exc}"
+                if self._client is not None:
+                    self._drop(self._lost)
+                else:
+                    self._retry_later(self._lost)
+        try:
+            self._close()
+        finally:
+            self._db.conn.close()
+
+    def _step(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_housekeeping:
+            self._housekeeping()
+            self._next_housekeeping = now + HOUSEKEEPING_S
+        if self._client is None:
+            if now >= self._next_connect:
+                self._open()
+            else:
+                self._wait([], min(self._next_connect, self._next_housekeeping) - now)
+        else:
+            self._turn()
+
+    def _turn(self) -> None:
+        """One loop turn: wait for the socket, read/write, settle PUBACKs, fill the window."""
+        client = self._client
+        assert client is not None
+        sock = client.socket()
+        if sock is None:
+            return self._drop(self._lost or "connection lost")
+        tls_pending = bool(getattr(sock, "pending", None) and sock.pending())  # TLS bytes already decrypted
+        readable, writable = self._wait([sock], 0.0 if tls_pending else self._timeout(), write=client.want_write())
+        if sock in readable or tls_pending:
+            client.loop_read()
+        if sock in writable and client.socket() is not None:
+            client.loop_write()
+        if client.socket() is not None:
+            client.loop_misc()
+        self._record(self.ledger.settle())
+        if self._lost is not None or client.socket() is None:
+            return self._drop(self._lost or "connection lost")
+        now = time.monotonic()
+        if not self._connected:
+            if now > self._connack_deadline:
+                self._drop("no CONNACK")
+            return
+        oldest = self.ledger.oldest_unacked()
+        if oldest is not None and now - oldest > self.cfg.ack_timeout_s:
+            return self._drop(f"no PUBACK within {self.cfg.ack_timeout_s:g} s")
+        if now >= self._next_status or self.alarms.changed.is_set():
+            self._publish_status("online")
+        self._fill(now)
+
+    def _wait(self, socks: list[Any], timeout: float, write: bool = False) -> tuple[list[Any], list[Any]]:
+        readable, writable, _ = select.select([*socks, self._wake_r], socks if write else [], [], max(0.0, timeout))
+        if self._wake_r in readable:
+            try:
+                while self._wake_r.recv(512):
+                    pass
+            except (BlockingIOError, OSError):
+                pass
+        return readable, writable
+
+    def _timeout(self) -> float:
+        """How long the loop may sleep: until a token, the pause end, housekeeping, or 1 s."""
+        now = time.monotonic()
+        limit = min(self._next_housekeeping - now, 1.0)  # a finished commit wakes the loop itself
+        due = self.ledger.commit_due_in()
+        if due is not None:
+            limit = min(limit, due)
+        if self._connected and self.ledger.in_use() < self._window and self._has_work():
+            if now < self._paused_until:
+                return min(limit, self._paused_until - now)
+            if self.cfg.rate_per_s and self._tokens < 1:
+                return min(limit, (1 - self._tokens) / self.cfg.rate_per_s)
+            return 0.0
+        return limit
+
+    def _has_work(self) -> bool:
+        if not self._buffer:
+            self._buffer.extend(outbox.next_pending(self._db, self._cursor, PREFETCH))
+            if self._buffer:
+                self._cursor = self._buffer[-1].seq
+        return bool(self._buffer)
+
+    # -- connecting -----------------------------------------------------------------------------
+    def _open(self) -> None:
+        try:
+            client = new_client(self.cfg, self.client_id)
+        except (CredentialsError, OSError, ValueError) as exc:
+            return self._retry_later(f"client setup: {exc}")
+        client.max_inflight_messages_set(self._window)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        event_id, will = status_message(state="offline", reason="connection lost", site=self.site,
+                                        station=self.station, seq=outbox.high_water(self._db))
+        client.will_set(self._topic("status"), will, qos=1, retain=True,
+                        properties=will_properties(event_id) if is_v5(self.cfg) else None)
+        self._reset_link()
+        try:
+            connect(client, self.cfg)
+        except (OSError, ValueError) as exc:  # refused, unreachable, TLS handshake, timeout
+            return self._retry_later(f"connect: {exc}")
+        sock = client.socket()
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle wait behind the window
+        self._client = client
+        self._connack_deadline = time.monotonic() + max(10.0, self.cfg.keepalive_s)
+
+    def _reset_link(self) -> None:
+        self.ledger.forget()
+        self._status_mids.clear()
+        self._buffer.clear()
+        self._cursor = 0
+        self._lost = None
+        self._window = self.cfg.window
+        self._max_packet = None
+
+    def _retry_later(self, error: str) -> None:
+        delay = self._backoff.next()
+        self._next_connect = time.monotonic() + delay
+        if error != self._last_error:
+            log.warning("uplink_connect_failed", error=error, retry_in_s=round(delay, 2))
+        self._last_error = error
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_value(reason_code) >= 0x80:
+            self._lost = f"CONNACK {reason_text(reason_code)}"
+            return
+        receive_max = getattr(properties, "ReceiveMaximum", None)
+        if receive_max:
+            self._window = min(self._window, receive_max)
+        self.ledger.batch = max(1, self._window // 2)
+        self._max_packet = getattr(properties, "MaximumPacketSize", None)
+        try:
+            with self.store.transaction() as tx:
+                outbox.reset_inflight(tx)
+        except StoreError as exc:
+            self._lost = f"store: {exc}"
+            return
+        self._connected = True
+        self._connected_since = now_iso()
+        self._backoff.reset()
+        self._last_error = None
+        self._tokens = float(self._window)
+        self._next_status = 0.0
+        log.info("uplink_connected", broker=f"{self.cfg.host}:{self.cfg.port}", window=self._window)
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
+        if self._lost is None:  # keep the first cause (a refused CONNACK is followed by a disconnect)
+            self._lost = f"disconnected: {reason_text(reason_code)}"
+
+    def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, reason_code: Any, _props: Any) -> None:
+        if mid in self._status_mids:
+            self._status_mids.discard(mid)
+            if reason_value(reason_code) >= 0x80:
+                log.warning("status_rejected", reason=reason_text(reason_code))
+        else:
+            self.ledger.acked(mid, reason_code)
+
+    def _drop(self, reason: str) -> None:
+        """Forget the connection; unacknowledged rows are sent again on the next one."""
+        self._record(self.ledger.settle(wait=True))
+        client, self._client = self._client, None
+        if client is not None:
+            sock = client.socket()
+            try:
+                client.disconnect()
+            except Exception:  # the socket may already be gone
+                pass
+            if sock is not None:
+                sock.close()
+        was_connected, self._connected = self._connected, False
+        self._connected_since = None
+        unacked = self.ledger.forget()
+        delay = self._backoff.next()
+        self._next_connect = time.monotonic() + delay
+        if was_connected or reason != self._last_error:  # a broker that keeps refusing is logged once
+            log.warning("uplink_disconnected" if was_connected else "uplink_connect_failed", reason=reason,
+                        unacknowledged=unacked, retry_in_s=round(delay, 2))
+        self._last_error = reason
+
+    # -- sending ----------------------------------------------------------------------------------
+    def _fill(self, now: float) -> None:
+        if now < self._paused_until:
+            return
+        if self.cfg.rate_per_s:
+            self._tokens = min(float(self._window), self._tokens + (now - self._tokens_at) * self.cfg.rate_per_s)
+        self._tokens_at = now
+        client = self._client
+        assert client is not None
+        v5 = is_v5(self.cfg)
+        sent = now_iso()
+        while self.ledger.in_use() < self._window and (not self.cfg.rate_per_s or self._tokens >= 1) \
+                and self._has_work():
+            row = self._buffer.popleft()
+            payload = envelope(kind=row.kind, event_id=row.event_id, seq=row.seq, site=self.site,
+                               station=self.station, created=row.created_at, body_json=row.body, sent=sent)
+            if self._max_packet and len(payload) + 512 > self._max_packet:
+                self._dead_letter(row, f"payload of {len(payload)} bytes exceeds the broker's maximum packet "
+                                       f"size {self._max_packet}")
+                continue
+            props = PackedProperties(row.event_id, user_schema(row.kind), row.seq) if v5 else None
+            info = client.publish(self._topic(row.kind), payload, qos=1, properties=props)  # type: ignore[arg-type]
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                self._lost = f"publish: {mqtt.error_string(info.rc)}"
+                return
+            self.ledger.sent(info.mid, row, now)
+            self._tokens -= 1
+
+    def _record(self, outcome: Optional[Outcome]) -> None:
+        """React to a commit of PUBACKs: delivery time, dead-letter alarms, the no-subscriber pause."""
+        if outcome is None:
+            return
+        if outcome.error is not None:
+            log.error("outbox_settle_failed", error=str(outcome.error), acknowledged=len(outcome.delivered))
+            self._lost = f"store: {outcome.error}"
+            return
+        if outcome.delivered:
+            self._last_delivered_at = outcome.at
+            self._pause.reset()
+            self.alarms.clear("no_subscriber")
+        for seq, event_id, kind, reason in outcome.dead:
+            self._announce_dead(seq, event_id, kind, reason)
+        if outcome.retry:
+            self._no_subscriber(len(outcome.retry))
+
+    def _no_subscriber(self, held: int) -> None:
+        """Nobody subscribed: the broker would have dropped these. Keep them and pause the drain."""
+        delay = self._pause.next()
+        self._paused_until = time.monotonic() + delay
+        self._buffer.clear()
+        self._cursor = 0
+        if not self.alarms.active("no_subscriber"):
+            log.error("uplink_no_subscriber", topic=self._topic("#"), held=held, retry_in_s=round(delay, 2),
+                      hint="the central receiver's session is missing at the broker; nothing is dropped")
+        self.alarms.raise_("no_subscriber")
+
+    def _dead_letter(self, row: outbox.Row, reason: str) -> None:
+        with self.store.transaction() as tx:
+            outbox.settle(tx, dead=[(row.seq, reason)])
+        self._announce_dead(row.seq, row.event_id, row.kind, reason)
+
+    def _announce_dead(self, seq: int, event_id: str, kind: str, reason: str) -> None:
+        log.error("outbox_dead_letter", seq=seq, event_id=event_id, kind=kind, reason=reason,
+                  hint="not retried; fix the cause, then `alara-edge outbox requeue`")
+        self.bus.publish("alarm", {"kind": "outbox_dead_letter", "seq": seq, "event_id": event_id,
+                                   "message_kind": kind, "reason": reason})  # comes back to _on_bus
+
+    # -- status -----------------------------------------------------------------------------------
+    def _topic(self, kind: str) -> str:
+        return topic(self.cfg.topic_prefix, self.site, self.station, kind)
+
+    def _publish_status(self, state: str, reason: Optional[str] = None) -> None:
+        client = self._client
+        if client is None:
+            return
+        self.alarms.changed.clear()
+        seq = outbox.high_water(self._db)
+        event_id, payload = status_message(state=state, reason=reason, site=self.site, station=self.station, seq=seq,
+                                           health=self.health() if state == "online" else None)
+        props = PackedProperties(event_id, user_schema("status"), seq) if is_v5(self.cfg) else None
+        info = client.publish(self._topic("status"), payload, qos=1, retain=True, properties=props)  # type: ignore[arg-type]
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            self._status_mids.add(info.mid)
+        self._next_status = time.monotonic() + self.cfg.status_interval_s
+
+    # -- housekeeping ---------------------------------------------------------------------------
+    def _housekeeping(self) -> None:
+        try:
+            retention.prune(self.store, self.spool_dir, self.cfg.retention_days)
+        except StoreError as exc:
+            log.error("outbox_prune_failed", error=str(exc))
+        if self.quota_bytes:
+            used = usage_bytes(self.store, self._db)
+            if used >= self.quota_bytes:
+                if not self.alarms.active("store_quota_reached"):
+                    log.error("store_quota_reached", used_bytes=used, quota_bytes=self.quota_bytes)
+                self.alarms.raise_("store_quota_reached", {"used_bytes": used, "quota_bytes": self.quota_bytes})
+            elif used < retention.CLEAR_FRACTION * self.quota_bytes:  # and no C-STORE refused for a while
+                self.alarms.clear("store_quota_reached", quiet_s=2 * HOUSEKEEPING_S)
+        if not self.ledger.in_use() and not self._buffer:
+            self._cursor = 0  # pick up rows queued again by `alara-edge outbox requeue`
+
+    def _close(self) -> None:
+        """On stop: retained offline status, wait briefly for outstanding PUBACKs, disconnect."""
+        client = self._client
+        if client is None or not self._connected:
+            if client is not None:
+                self._drop("stopping")
+            return
+        self._publish_status("offline", reason="agent stopped")
+        deadline = time.monotonic() + 2.0
+        while (self._status_mids or self.ledger.in_use()) and time.monotonic() < deadline \
+                and client.socket() is not None:
+            sock = client.socket()
+            readable, writable = self._wait([sock], 0.05, write=client.want_write())
+            if sock in readable:
+                client.loop_read()
+            if client.socket() is not None and sock in writable:
+                client.loop_write()
+            self._record(self.ledger.settle())
+        self._record(self.ledger.settle(wait=True))
+        client.disconnect()
+        if client.socket() is not None:
+            client.loop_write()
+        self._client = None
+        self._connected = False
+        log.info("uplink_stopped")

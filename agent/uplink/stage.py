@@ -1,0 +1,55 @@
+"""The pipeline stage that queues each stored dose report for the central site, privacy applied.
+
+It runs inside the transaction that stores the report (register it after the checks stage), so
+the report and its outbox row commit together: a modality's C-STORE is answered only when both
+are on disk.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlite_utils
+
+from agent.config import Config
+from agent.store import outbox
+from agent.store.reports import study_totals
+
+from .privacy import Privacy
+
+if TYPE_CHECKING:
+    from agent.pipeline import Ingest
+
+
+class ReportOutboxStage:
+    """Pipeline stage: queue each stored report for the central site, privacy applied.
+
+    Register it after the checks stage: ``pipeline.stages.append(ReportOutboxStage(config))``.
+    """
+
+    def __init__(self, config: Config):
+        self.privacy = Privacy(config.privacy, default_secret=Path(config.store.path).parent / "site-secret")
+
+    def __call__(self, tx: sqlite_utils.Database, ingest: Ingest) -> None:
+        body = report_body(tx, ingest, self.privacy)
+        outbox.enqueue(tx, "report", outbox.event_id("report", ingest.report.sop_instance_uid), body)
+
+
+def report_body(tx: sqlite_utils.Database, ingest: Ingest, privacy: Privacy) -> dict[str, Any]:
+    """The report as the central site sees it: the extract contract without PHI, the patient's
+    pseudonym (or id, or nothing), when it arrived, what it supersedes and the study's totals so far."""
+    report = ingest.report
+    body = report.to_dict()
+    patient = dict(body.get("patient", {}))
+    patient.update(privacy.identity(report.phi))
+    if patient:
+        body["patient"] = patient
+    body["received_at"] = ingest.receipt.received_at
+    if ingest.saved.superseded:
+        body["supersedes"] = list(ingest.saved.superseded)
+    if ingest.saved.superseded_by:
+        body["superseded_by"] = ingest.saved.superseded_by
+    if report.study_instance_uid:
+        body["study_totals"] = study_totals(tx, report.study_instance_uid)
+    privacy.scrub(body, report.phi)
+    return body

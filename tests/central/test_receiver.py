@@ -1,0 +1,140 @@
+"""The central receiver: idempotent storage, duplicates counted, seq gaps found, bad input kept aside."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+from agent.central.receiver import Receiver
+from agent.central.store import CentralStore
+from tests.central.conftest import message
+from tests.conftest import agent_cmd, agent_env, run_agent
+from tests.uplink.conftest import central_event_ids, central_view, make_config, wait_for
+
+
+def _stored(cfg) -> int:
+    return len(central_event_ids(cfg))
+
+
+def test_duplicates_are_stored_once_and_counted(broker, station, tmp_path, central):
+    cfg = make_config(tmp_path, broker.port)
+    rx = central(cfg)
+    for seq in (1, 2, 2, 3, 1):
+        station.publish(message(seq))
+    wait_for(lambda: rx.counts["stored"] + rx.counts["duplicates"] >= 5, what="5 messages")
+    view = central_view(cfg)
+    assert view["received"]["alert"] == 3 and view["duplicates_dropped"] == 2 and view["seq_gaps"] == 0
+
+
+def test_seq_gaps_are_counted_with_the_missing_ranges(broker, station, tmp_path, central):
+    cfg = make_config(tmp_path, broker.port)
+    central(cfg)
+    for seq in (1, 2, 5, 6, 9):
+        station.publish(message(seq))
+    wait_for(lambda: _stored(cfg) == 5, what="5 messages")
+    view = central_view(cfg)
+    assert (view["seq_gaps"], view["missing_seq"], view["max_seq"]) == (4, [[3, 4], [7, 8]], 9)
+    for seq in (3, 4, 7, 8):  # late arrivals (a re-send) close the gaps
+        station.publish(message(seq))
+    wait_for(lambda: _stored(cfg) == 9, what="9 messages")
+    assert central_view(cfg)["seq_gaps"] == 0
+
+
+def test_bad_messages_are_kept_aside_and_never_block_the_rest(broker, station, tmp_path, central):
+    cfg = make_config(tmp_path, broker.port)
+    rx = central(cfg)
+    good = message(1)
+    spoofed = message(2, station="mr-07")  # payload says another station than the topic
+    station.publish(b"\xff\xfe not json")
+    station.publish(b'{"event_id": "alert-1"}')
+    station.publish(spoofed, topic="alara/st-test/ct-01/alert")
+    station.publish(good, topic="alara/st-test/ct-01/bogus")
+    station.publish(good)
+    wait_for(lambda: _stored(cfg) == 1 and rx.counts["rejected"] == 4, what="1 stored, 4 rejected")
+    store = CentralStore.open(cfg.central.database)
+    try:
+        reasons = [r[0] for r in store.conn.execute("SELECT reason FROM central_rejects ORDER BY id").fetchall()]
+    finally:
+        store.close()
+    assert reasons[0].startswith("not UTF-8 JSON") and "missing" in reasons[1]
+    assert reasons[2] == "site, station or kind differ from the topic" and reasons[3] == "unknown kind 'bogus'"
+
+
+def test_persistent_session_keeps_messages_while_the_receiver_is_away(broker, station, tmp_path):
+    cfg = make_config(tmp_path, broker.port)
+    rx = Receiver(cfg).start()
+    wait_for(rx.connected.is_set, what="the receiver")
+    rx.stop()
+    for seq in range(1, 31):
+        station.publish(message(seq))
+    rx = Receiver(cfg).start()
+    try:
+        wait_for(lambda: _stored(cfg) == 30, what="30 queued messages after the receiver came back")
+    finally:
+        rx.stop()
+
+
+def test_receiver_killed_mid_stream_loses_nothing(broker, station, tmp_path):
+    cfg = make_config(tmp_path, broker.port)
+    config = tmp_path / "central.toml"
+    config.write_text(f'[mqtt]\nport = {broker.port}\nkeepalive_s = 5\n\n'
+                      f'[central]\ndatabase = "{cfg.central.database}"\nclient_id = "central-kill"\n')
+
+    def start():
+        log = tmp_path / f"central-{time.monotonic_ns()}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(agent_cmd("central", "-c", str(config)), env=agent_env(),
+                                    stdout=out, stderr=subprocess.STDOUT)
+        wait_for(lambda: "central_connected" in log.read_text() or proc.poll() is not None, what="central")
+        assert proc.poll() is None, log.read_text()
+        return proc
+
+    proc = start()
+    for seq in range(1, 201):
+        station.publish(message(seq))
+        if seq == 80:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    proc = start()
+    try:
+        wait_for(lambda: _stored(cfg) == 200, timeout=30, what="all 200 after the receiver was killed")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert central_view(cfg)["seq_gaps"] == 0
+
+
+def test_shared_subscription_splits_the_load_and_stores_each_once(broker, station, tmp_path, running, central):
+    a = make_config(tmp_path, broker.port)
+    a.central.shared_group = "central"
+    b = a.model_copy(deep=True)
+    b.central.client_id = "central-test-2"
+    ra, rb = running(Receiver(a)), running(Receiver(b))
+    wait_for(lambda: ra.connected.is_set() and rb.connected.is_set(), what="both receivers")
+    for seq in range(1, 61):
+        station.publish(message(seq))
+    wait_for(lambda: _stored(a) == 60, what="60 messages")
+    assert ra.counts["stored"] > 0 and rb.counts["stored"] > 0
+    assert ra.counts["stored"] + rb.counts["stored"] == 60 and central_view(a)["duplicates_dropped"] == 0
+
+
+def test_central_report_json_and_table(broker, station, tmp_path, central):
+    cfg = make_config(tmp_path, broker.port)
+    rx = central(cfg)
+    for seq in (1, 2, 4):
+        station.publish(message(seq, kind="report"))
+    station.publish(message(4, kind="report"))
+    station.publish(message(5, kind="reading"))
+    wait_for(lambda: rx.counts["stored"] == 4 and rx.counts["duplicates"] == 1, what="the messages")
+    config = tmp_path / "central.toml"
+    config.write_text(f'[central]\ndatabase = "{cfg.central.database}"\n')
+    out = run_agent("central-report", "-c", str(config), "--json")
+    assert out.returncode == 0, out.stderr
+    (s,) = json.loads(out.stdout)["stations"]
+    assert s["site"] == "st-test" and s["station"] == "ct-01"
+    assert s["received"] == {"report": 3, "alert": 0, "ack": 0, "reading": 1, "status": 0}
+    assert (s["duplicates_dropped"], s["seq_gaps"], s["missing_seq"]) == (1, 1, [[3, 3]])
+    assert "last_status" in s
+    table = run_agent("central-report", "-c", str(config))
+    assert "st-test" in table.stdout and "missing seq 3" in table.stdout

@@ -1,0 +1,69 @@
+"""Privacy before anything leaves the box: pseudonyms, modes, and names that slip into free text."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import stat
+
+from agent.config import PrivacyConfig
+from agent.extract.record import PHI
+from agent.uplink.privacy import Privacy, SiteSecret
+
+PATIENT = PHI(patient_id="PID-0042", patient_name="Doe^Johanna^^Dr", birth_date="19610417")
+
+
+def _privacy(tmp_path, mode="pseudonymise", secret="site-secret") -> Privacy:
+    return Privacy(PrivacyConfig(patient_id=mode, secret_file=tmp_path / secret))
+
+
+def test_secret_file_is_created_private_on_first_use_and_reused(tmp_path):
+    first = _privacy(tmp_path)
+    path = tmp_path / "site-secret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(bytes.fromhex(path.read_text().strip())) == 32
+    again = _privacy(tmp_path)
+    assert first.identity(PATIENT) == again.identity(PATIENT)
+
+
+def test_pseudonym_is_keyed_hmac_stable_per_patient_and_differs_per_secret(tmp_path):
+    (tmp_path / "a").write_text("00" * 16 + "11" * 16 + "\n")
+    a = _privacy(tmp_path, secret="a")
+    expected = hmac.new(bytes.fromhex("00" * 16 + "11" * 16), b"PID-0042", hashlib.sha256).hexdigest()
+    assert a.identity(PATIENT)["pseudonym"] == expected
+    assert a.identity(PHI(patient_id=" PID-0042 "))["pseudonym"] == expected
+    assert a.identity(PHI(patient_id="PID-0043"))["pseudonym"] != expected
+    b = _privacy(tmp_path, secret="b")
+    assert b.identity(PATIENT)["pseudonym"] != expected
+    assert a.identity(PATIENT)["pseudonym_key"] != b.identity(PATIENT)["pseudonym_key"]
+
+
+def test_modes_omit_and_include(tmp_path):
+    assert _privacy(tmp_path, "omit").identity(PATIENT) == {}
+    assert _privacy(tmp_path, "include").identity(PATIENT) == {"id": "PID-0042"}
+    assert _privacy(tmp_path).identity(PHI()) == {}
+
+
+def test_short_secret_is_refused(tmp_path):
+    (tmp_path / "weak").write_text("abcd")
+    try:
+        SiteSecret.load(tmp_path / "weak")
+    except ValueError as exc:
+        assert "16 bytes" in str(exc)
+    else:
+        raise AssertionError("a 2-byte secret was accepted")
+
+
+def test_scrub_removes_name_birth_date_and_id_copied_into_free_text(tmp_path):
+    body = {
+        "study": {"description": "CT THORAX johanna doe", "accession_number": "A77"},
+        "device": {"station_name": "CT1", "institution_name": "General"},
+        "warnings": ["birth date 1961-04-17 found in comment", "fine"],
+        "events": [{"protocol": "Scan for PID-0042", "irradiation_event_uid": "1.2.19610417.3"}],
+    }
+    changed = _privacy(tmp_path).scrub(body, PATIENT)
+    text = json.dumps(body)
+    assert "johanna" not in text.lower() and "1961-04-17" not in text and "PID-0042" not in text
+    assert body["events"][0]["irradiation_event_uid"] == "1.2.19610417.3"  # identifiers are not free text
+    assert body["device"] == {"station_name": "CT1", "institution_name": "General"}
+    assert sorted(changed) == ["events.0.protocol", "study.description", "warnings.0"]

@@ -1,0 +1,69 @@
+"""TLS with client certificates (require_certificate true) and username/password from a file or the environment."""
+from __future__ import annotations
+
+import subprocess
+
+from agent.bus import Bus
+from agent.uplink import Uplink
+from tests.uplink.broker import Mosquitto
+from tests.uplink.certs import make_pki
+from tests.uplink.conftest import central_event_ids, enqueue, make_config, wait_for
+
+
+def test_tls_with_client_certificate_required(tmp_path, store, running, central):
+    pki = make_pki(tmp_path / "pki")
+    broker = Mosquitto(tmp_path / "broker", anonymous=False, listener_extra="\n".join([
+        f"cafile {pki.ca}", f"certfile {pki.server_cert}", f"keyfile {pki.server_key}",
+        "require_certificate true", "use_identity_as_username true"])).start()
+    try:
+        tls = {"ca_file": str(pki.ca), "cert_file": str(pki.client_cert), "key_file": str(pki.client_key)}
+        cfg = make_config(tmp_path, broker.port, **tls)
+        central(cfg)
+        ids = enqueue(store, 10)
+        running(Uplink(cfg, store, Bus()))
+        wait_for(lambda: sorted(central_event_ids(cfg)) == sorted(ids), what="10 messages over TLS")
+
+        # the same broker refuses a client without a certificate, and one whose certificate another CA signed
+        for name, extra in (("nocert", {"ca_file": str(pki.ca)}),
+                            ("stranger", {"ca_file": str(pki.ca), "cert_file": str(pki.stranger_cert),
+                                          "key_file": str(pki.stranger_key)})):
+            other = make_config(tmp_path / name, broker.port, **extra)
+            from agent.store import Store
+            other_store = Store.open(other.store.path)
+            try:
+                enqueue(other_store, 1)
+                uplink = Uplink(other, other_store, Bus())
+                uplink.start()
+                try:
+                    wait_for(lambda: uplink.health()["last_error"], what=f"{name} to be refused")
+                    assert not uplink.health()["connected"] and uplink.health()["pending"] == 1
+                finally:
+                    uplink.stop()
+            finally:
+                other_store.close()
+    finally:
+        broker.stop()
+
+
+def test_username_and_password_from_a_file_or_the_environment(tmp_path, store, running, central, monkeypatch):
+    passwords = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwords), "ct-01", "s3cret-ct"], check=True)
+    subprocess.run(["mosquitto_passwd", "-b", str(passwords), "central", "s3cret-central"], check=True)
+    broker = Mosquitto(tmp_path / "broker", anonymous=False, extra=f"password_file {passwords}").start()
+    try:
+        secret_file = tmp_path / "mqtt-password"
+        secret_file.write_text("s3cret-ct\n")
+        monkeypatch.setenv("CENTRAL_MQTT_PASSWORD", "s3cret-central")
+        cfg = make_config(tmp_path, broker.port, username="ct-01", password_file=str(secret_file))
+        central_cfg = make_config(tmp_path, broker.port, username="central", password_env="CENTRAL_MQTT_PASSWORD")
+        central(central_cfg)
+
+        secret_file.write_text("wrong\n")
+        uplink = running(Uplink(cfg, store, Bus()))
+        ids = enqueue(store, 5)
+        wait_for(lambda: "CONNACK" in (uplink.health()["last_error"] or ""), what="a refused CONNACK")
+        assert "Not authorized" in uplink.health()["last_error"] or "Bad user name" in uplink.health()["last_error"]
+        secret_file.write_text("s3cret-ct\n")  # read again at the next attempt
+        wait_for(lambda: sorted(central_event_ids(cfg)) == sorted(ids), what="delivery once the password is right")
+    finally:
+        broker.stop()
