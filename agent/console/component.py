@@ -1,0 +1,317 @@
+"""The console as an agent component: an aiohttp server on its own thread and event loop.
+
+``Console(cfg.console, agent)`` reads what it shows from ``agent.store`` (read-only connections),
+hears about new things on ``agent.bus`` and writes only acknowledgements (through
+``agent.store.transaction()``, the agent's single writer).  It looks for optional parts on the
+agent: ``agent.dicom`` (the SCP), ``agent.uplink`` (``health()``), ``agent.serial`` (``health()``,
+``new_procedure(device)``); a part that is missing shows as "not running".
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import deque
+from typing import Any, Iterator, Optional
+
+import sqlite_utils
+import structlog
+from aiohttp import web
+
+from agent.checks import ChecksStage, Rules
+from agent.checks.alerts import acknowledge, list_alerts
+from agent.config import ConsoleConfig
+from agent.store import outbox
+
+from . import views
+from .access import Access, load_token
+from .app import build_app
+from .live import Hub
+
+log = structlog.get_logger("agent.console")
+
+REASONS = ["clinically justified", "large patient", "repeat for motion", "protocol error", "other"]
+MARK_LABELS = {"notification_first": "1st notification", "SRDL": "SRDL"}
+BUS_TOPICS = {"alert", "ack", "report", "reading", "alarm", "outbox"}
+HEALTH_PUSH_S = 5.0
+
+
+class Console:
+    """The technologist's console. ``start()`` returns once it listens (``self.port``)."""
+
+    def __init__(self, cfg: ConsoleConfig, agent: Any):
+        self.cfg = cfg
+        self.agent = agent
+        self.access = Access(load_token(cfg), cfg.bind)
+        self.port: Optional[int] = None
+        self.procedure: Optional[dict[str, Any]] = None
+        self.alarms: deque[dict[str, Any]] = deque(maxlen=20)
+        self.hub: Optional[Hub] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._runner: Optional[web.AppRunner] = None
+        self._thread: Optional[threading.Thread] = None
+        self._pending: set[str] = set()
+        self._unsubscribe = lambda: None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            try:
+                loop.run_until_complete(self._listen())
+            except BaseException as exc:  # reported to start()'s caller
+                failure.append(exc)
+                started.set()
+                loop.close()
+                return
+            started.set()
+            pusher = loop.create_task(self._push_health())
+            loop.run_forever()
+            pusher.cancel()
+            loop.run_until_complete(self._shutdown())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name="console", daemon=True)
+        self._thread.start()
+        if not started.wait(30):
+            raise TimeoutError("the console did not start listening within 30 s")
+        if failure:
+            raise failure[0]
+        self._unsubscribe = self.agent.bus.subscribe(self._on_bus, BUS_TOPICS)
+        log.info("console_listening", bind=self.cfg.bind, port=self.port, token_required=self.access.token is not None)
+
+    async def _listen(self) -> None:
+        self.hub = Hub(asyncio.get_running_loop())
+        self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.cfg.bind, self.cfg.port, reuse_address=True)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def _shutdown(self) -> None:
+        if self.hub:
+            self.hub.close()
+        await asyncio.sleep(0.05)  # let the streams see the end
+        if self._runner:
+            await self._runner.cleanup()
+
+    def stop(self) -> None:
+        self._unsubscribe()
+        if self._loop and self._thread and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(15)
+        log.info("console_stopped")
+
+    async def hub_stream(self, request: web.Request) -> web.StreamResponse:
+        assert self.hub is not None
+        return await self.hub.stream(request)
+
+    # -- bus → browsers (called on the publisher's thread) ---------------------------------
+    def _on_bus(self, topic: str, payload: Any) -> None:
+        if self.hub is None:
+            return
+        if topic in ("alert", "ack"):
+            alert = _as_dict(payload)
+            self._loop_call(self._push_alert, topic, alert)
+        elif topic == "report":
+            self._refresh_soon("studies")
+        elif topic == "reading":
+            view = views.procedure(payload, self._marks())
+            if view is not None:
+                self.procedure = view
+                self.hub.publish_threadsafe("procedure", view)
+        elif topic == "alarm":
+            alarm = dict(_as_dict(payload) or {}, at=_utcnow())
+            self.alarms.appendleft(alarm)
+            self.hub.publish_threadsafe("alarm", alarm)
+            self._refresh_soon("health")
+        elif topic == "outbox":
+            self._refresh_soon("health")
+
+    def _loop_call(self, fn: Any, *args: Any) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _refresh_soon(self, what: str) -> None:
+        """Recompute ``studies`` or ``health`` once shortly (bursts of messages coalesce) and push it."""
+        self._loop_call(self._schedule, what)
+
+    def _push_alert(self, topic: str, alert: dict[str, Any]) -> None:
+        """On the loop: add the accession number (a quick read) and push; the study list follows."""
+        async def push() -> None:
+            try:
+                alerts = await asyncio.get_running_loop().run_in_executor(None, self._with_accession, [alert])
+            except Exception:
+                log.exception("console_alert_lookup_failed")
+                alerts = [alert]
+            if self.hub:
+                self.hub.publish(topic, alerts[0])
+            self._schedule("studies")
+
+        asyncio.ensure_future(push())
+
+    def _with_accession(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        with self._reader() as db:
+            return views.with_accession(db, alerts)
+
+    def _schedule(self, what: str) -> None:
+        if what in self._pending:
+            return
+        self._pending.add(what)
+        asyncio.get_running_loop().call_later(0.05 if what == "studies" else 0.5,
+                                              lambda: asyncio.ensure_future(self._refresh(what)))
+
+    async def _refresh(self, what: str) -> None:
+        self._pending.discard(what)
+        fn = self.studies if what == "studies" else self.health
+        try:
+            data = await asyncio.get_running_loop().run_in_executor(None, fn)
+        except Exception:
+            log.exception("console_refresh_failed", what=what)
+            return
+        if self.hub:
+            self.hub.publish(what, data)
+
+    async def _push_health(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_PUSH_S)
+            if self.hub and self.hub.clients:
+                await self._refresh("health")
+
+    def _rules(self) -> Optional[Rules]:
+        """The rules in force: those of the pipeline's checks stage (swapped on reload)."""
+        return next((stage.rules for stage in getattr(getattr(self.agent, "pipeline", None), "stages", [])
+                     if isinstance(stage, ChecksStage)), None)
+
+    def _marks(self) -> dict[str, list[tuple[str, float]]]:
+        """First-notification and SRDL levels of the fluoroscopy quantities, from the rules in force."""
+        rules = self._rules()
+        if rules is None:
+            return {}
+        out: dict[str, list[tuple[str, float]]] = {}
+        for quantity in ("KAP", "Ka_r", "fluoro_time"):
+            rows = rules.select(["notification_first", "SRDL"], modality="XA", quantity=quantity)
+            out[quantity] = sorted((MARK_LABELS[r.kind], float(r.threshold)) for r in rows)
+        return out
+
+    # -- what the page shows (blocking: called in the executor) ----------------------------
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite_utils.Database]:
+        db = self.agent.store.reader()
+        try:
+            yield db
+        finally:
+            db.conn.close()
+
+    def alerts(self, open_only: bool = False, limit: int = 50) -> list[dict[str, Any]]:
+        """Alerts newest first (only unacknowledged ones with ``open_only``), with their accession number."""
+        with self._reader() as db:
+            found = list_alerts(db, acknowledged=False if open_only else None, limit=limit)
+            return views.with_accession(db, [a.to_dict() for a in found])
+
+    def studies(self) -> list[dict[str, Any]]:
+        """The last studies with their key doses coloured against the reference levels in force."""
+        rules = self._rules()
+        with self._reader() as db:
+            studies = views.recent_studies(db, show_patient_names=self.cfg.show_patient_names)
+            for study in studies:
+                uid = study["study_instance_uid"]
+                refs = views.references(db, rules, self.agent.cfg.station.id, uid) if rules and uid else {}
+                views.colour(study, [a.to_dict() for a in list_alerts(db, study_instance_uid=uid)], refs)
+            return studies
+
+    def snapshot(self) -> dict[str, Any]:
+        station = self.agent.cfg.station
+        return {
+            "station": station.id, "site": station.site, "csrf": self.access.csrf, "sound": self.cfg.sound,
+            "reasons": REASONS, "alerts": self.alerts(open_only=True), "studies": self.studies(),
+            "procedure": self.procedure, "health": self.health(), "alarms": list(self.alarms),
+        }
+
+    def health(self) -> dict[str, Any]:
+        """Each part's state; ``ok`` (and /healthz 200) needs the store writable and DICOM listening.
+
+        A broker that cannot be reached or a meter unplugged makes the agent ``degraded``, not unhealthy:
+        it goes on receiving and buffering.  A part whose health cannot be read counts as not ok.
+        """
+        parts = {name: _guarded(fn) for name, fn in (
+            ("store", self._store_health), ("dicom", self._dicom_health), ("broker", self._broker_health),
+            ("backlog", self._backlog_health), ("serial", self._serial_health))}
+        ok = parts["store"]["ok"] is True and parts["dicom"]["ok"] is not False
+        degraded = any(p["ok"] is False for p in parts.values())
+        return {"ok": ok, "status": "ok" if ok and not degraded else ("degraded" if ok else "failing"),
+                "station": self.agent.cfg.station.id, "checked_at": _utcnow(), "parts": parts}
+
+    def _store_health(self) -> dict[str, Any]:
+        return {"ok": self.agent.store_writable()}
+
+    def _dicom_health(self) -> dict[str, Any]:
+        dicom = self.agent.dicom
+        if dicom is None:
+            return {"ok": None, "detail": "not running"}
+        listening = dicom.server is not None
+        return {"ok": listening, "port": dicom.port, "ae_title": dicom.cfg.ae_title,
+                "associations": dicom.active() if listening else 0}
+
+    def _broker_health(self) -> dict[str, Any]:
+        uplink = getattr(self.agent, "uplink", None)
+        if uplink is None:
+            return {"ok": None, "detail": "not running"}
+        link = uplink.health()
+        return dict(link, ok=bool(link.get("connected")))
+
+    def _backlog_health(self) -> dict[str, Any]:
+        with self._reader() as db:
+            counts = outbox.counts(db)
+        return {"ok": counts.get("dead", 0) == 0, "pending": counts.get("pending", 0),
+                "inflight": counts.get("inflight", 0), "dead": counts.get("dead", 0)}
+
+    def _serial_health(self) -> dict[str, Any]:
+        serial = getattr(self.agent, "serial", None)
+        devices = [dict(h, device=name) for name, h in serial.health().items()] if serial is not None else []
+        return {"ok": all(d.get("connected") for d in devices) if devices else None, "devices": devices}
+
+    # -- what the page changes -------------------------------------------------------------
+    def acknowledge(self, alert_id: str, by: str, reason: Optional[str], note: Optional[str]) -> dict[str, Any]:
+        """Record who acknowledged ``alert_id`` and why (checks.alerts.acknowledge), then tell everyone."""
+        with self.agent.store.transaction() as tx:
+            alert = _as_dict(acknowledge(tx, alert_id, by, reason, note))
+        log.info("alert_acknowledged", alert_id=alert_id, by=by, reason=reason, via="console")
+        self.agent.bus.publish("ack", alert)
+        self.agent.bus.publish("outbox", None)
+        return alert
+
+    def new_procedure(self, device: Optional[str]) -> dict[str, Any]:
+        """Start a new fluoroscopy procedure on the DAP meter ``device`` (id or port; None: every DAP meter).
+
+        The serial source publishes the new procedure's zeroed reading, which resets the gauges."""
+        serial = getattr(self.agent, "serial", None)
+        if serial is None:
+            raise LookupError("no DAP meter is configured on this station")
+        started = serial.new_procedure(device)
+        if not started:
+            raise LookupError("no DAP meter is configured on this station")
+        log.info("procedure_started", device=device, procedure_ids=started, via="console")
+        return {"procedure_ids": started}
+
+
+def _guarded(part: Any) -> dict[str, Any]:
+    try:
+        return part()
+    except Exception as exc:
+        log.warning("health_part_failed", part=part.__name__, error=str(exc))
+        return {"ok": False, "error": str(exc)}
+
+
+def _as_dict(obj: Any) -> Any:
+    return obj.to_dict() if hasattr(obj, "to_dict") else obj
+
+
+def _utcnow() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,300 @@
+// alara-edge console: state from /api/state, live updates from /api/events (server-sent events).
+// No external resources; every value from the agent is inserted as text, never as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const SEVERITY_RANK = { info: 1, warning: 2, critical: 3 };
+const app = { csrf: "", reasons: [], alerts: new Map(), studies: [], procedure: null, health: null, alarms: [],
+              audio: null, soundWanted: false, ackFor: null, source: null };
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key === "style") Object.assign(node.style, value); // CSSOM: allowed by the page's CSP
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function localTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return isNaN(d) ? iso : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+// ---- state -----------------------------------------------------------------------------
+async function loadState() {
+  const response = await fetch("/api/state", { cache: "no-store", credentials: "same-origin" });
+  if (response.status === 401) { location.reload(); return; }
+  if (!response.ok) throw new Error(`state: HTTP ${response.status}`);
+  const state = await response.json();
+  app.csrf = state.csrf;
+  app.reasons = state.reasons;
+  $("station").textContent = `${state.site} · ${state.station}`;
+  if (state.sound && !app.audio) enableSound(false);
+  app.alerts = new Map(state.alerts.map((a) => [a.id, a]));
+  app.studies = state.studies;
+  app.procedure = state.procedure;
+  app.health = state.health;
+  app.alarms = state.alarms;
+  renderBanner(); renderStudies(); renderProcedure(); renderHealth();
+}
+
+function connect() {
+  const source = new EventSource("/api/events");
+  app.source = source;
+  source.onopen = () => { setLive(true); loadState().catch(() => setLive(false)); };
+  source.onerror = () => {
+    setLive(false);
+    if (source.readyState === EventSource.CLOSED) setTimeout(connect, 2000); // e.g. refused: try again
+  };
+  on(source, "alert", (alert) => {
+    const known = app.alerts.has(alert.id);
+    if (!alert.acknowledged) app.alerts.set(alert.id, alert);
+    renderBanner();
+    if (!known && !alert.acknowledged) beep(alert.severity);
+  });
+  on(source, "ack", (alert) => {
+    app.alerts.delete(alert.id);
+    if (app.ackFor && app.ackFor.id === alert.id) closeAck();
+    renderBanner();
+  });
+  on(source, "studies", (studies) => { app.studies = studies; renderStudies(); });
+  on(source, "procedure", (procedure) => { app.procedure = procedure; renderProcedure(); });
+  on(source, "health", (health) => { app.health = health; renderHealth(); });
+  on(source, "alarm", (alarm) => { app.alarms.unshift(alarm); renderHealth(); });
+}
+
+function on(source, event, handler) {
+  source.addEventListener(event, (e) => {
+    try { handler(JSON.parse(e.data)); } catch (err) { console.error(event, err); }
+  });
+}
+
+function setLive(live) {
+  const node = $("live");
+  node.className = `live ${live ? "on" : "off"}`;
+  node.textContent = live ? "live" : "reconnecting…";
+}
+
+// ---- banner ------------------------------------------------------------------------------
+function openAlerts() {
+  return [...app.alerts.values()].filter((a) => !a.acknowledged).sort((a, b) =>
+    (SEVERITY_RANK[b.severity] || 0) - (SEVERITY_RANK[a.severity] || 0) || String(b.raised_at).localeCompare(String(a.raised_at)));
+}
+
+function alertDetail(alert) {
+  const parts = [];
+  if (alert.accession_number) parts.push(`Acc ${alert.accession_number}`);
+  if (alert.exam) parts.push(alert.exam);
+  if (alert.level) parts.push(alert.level);
+  if (alert.raised_at) parts.push(localTime(alert.raised_at));
+  if (alert.source) parts.push(alert.source);
+  return parts.join(" · ");
+}
+
+function renderBanner() {
+  const banner = $("banner");
+  const alerts = openAlerts();
+  banner.replaceChildren();
+  if (!alerts.length) { banner.hidden = true; return; }
+  const top = alerts[0].severity || "warning";
+  banner.className = `banner ${top}`;
+  const shown = window.innerHeight < 600 ? 2 : 3; // keep the kiosk's panels on screen
+  for (const alert of alerts.slice(0, shown)) {
+    banner.append(el("div", { class: "item", dataset: { alertId: alert.id }, role: "alert" },
+      el("div", { class: "text" },
+        el("div", { class: "headline" }, el("span", { class: "sev" }, alert.severity || "alert"), alert.message || alert.kind),
+        el("div", { class: "detail" }, alertDetail(alert))),
+      el("button", { type: "button", class: "ack", onclick: () => openAck(alert) }, "Acknowledge")));
+  }
+  if (alerts.length > shown) banner.append(el("div", { class: "more" }, `+ ${alerts.length - shown} more open alerts`));
+  banner.hidden = false;
+}
+
+// ---- acknowledgement -----------------------------------------------------------------------
+function openAck(alert) {
+  app.ackFor = alert;
+  const critical = alert.severity === "critical";
+  $("ack-alert").textContent = `${alert.message || alert.kind} — ${alertDetail(alert)}`;
+  $("ack-required").textContent = critical ? "(required for a critical alert)" : "(optional)";
+  const reasons = $("ack-reasons");
+  reasons.querySelectorAll("label").forEach((n) => n.remove());
+  for (const reason of app.reasons) {
+    reasons.append(el("label", {}, el("input", { type: "radio", name: "reason", value: reason, required: critical }), reason));
+  }
+  $("ack-by").value = ""; $("ack-note").value = ""; $("ack-error").textContent = "";
+  $("ack-submit").disabled = false;
+  $("ack-dialog").showModal();
+  $("ack-by").focus();
+}
+
+function closeAck() {
+  app.ackFor = null;
+  if ($("ack-dialog").open) $("ack-dialog").close();
+}
+
+async function submitAck(event) {
+  event.preventDefault();
+  const alert = app.ackFor;
+  if (!alert) return;
+  const by = $("ack-by").value.trim();
+  const chosen = document.querySelector("#ack-reasons input:checked");
+  const reason = chosen ? chosen.value : "";
+  const note = $("ack-note").value.trim();
+  const error = $("ack-error");
+  if (!by) { error.textContent = "Enter your operator id."; return; }
+  if (alert.severity === "critical" && !reason) { error.textContent = "A reason is required for a critical alert."; return; }
+  if (reason === "other" && !note) { error.textContent = "Describe the reason in the note."; return; }
+  $("ack-submit").disabled = true;
+  try {
+    const response = await post(`/api/alerts/${encodeURIComponent(alert.id)}/ack`, { by, reason, note });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
+    app.alerts.delete(alert.id);
+    closeAck();
+    renderBanner();
+  } catch (err) {
+    error.textContent = `Not recorded: ${err.message}`;
+    $("ack-submit").disabled = false;
+  }
+}
+
+function post(url, body) {
+  return fetch(url, { method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": app.csrf }, body: JSON.stringify(body) });
+}
+
+// ---- fluoroscopy procedure ------------------------------------------------------------------
+function renderProcedure() {
+  const box = $("gauges");
+  box.replaceChildren();
+  const gauges = app.procedure ? Object.entries(app.procedure.gauges || {}) : [];
+  if (!gauges.length) { box.append(el("p", { class: "muted" }, "No DAP meter reading in this procedure.")); return; }
+  for (const [quantity, g] of gauges) {
+    const bar = el("div", { class: "bar" }, el("div", { class: "fill", style: { width: `${Math.round((g.fraction ?? 0) * 100)}%` } }));
+    for (const mark of g.marks) if (mark.position !== null) bar.append(el("div", { class: "mark", style: { left: `calc(${(mark.position * 100).toFixed(1)}% - 1px)` }, title: mark.label }));
+    box.append(el("div", { class: `gauge ${g.level}`, dataset: { quantity } },
+      el("div", { class: "head" }, el("span", {}, g.label), el("span", { class: "value" }, `${g.display} ${g.unit}`)),
+      bar,
+      g.marks.length ? el("div", { class: "marks" }, g.marks.map((m) => `${m.label} ${m.display}`).join(" · ")) : null));
+  }
+}
+
+async function newPatient() {
+  const message = $("procedure-message");
+  $("new-patient").disabled = true;
+  try {
+    const response = await post("/api/procedure/new", {});
+    const body = await response.json().catch(() => ({}));
+    message.textContent = response.ok ? "New procedure started." : (body.error || `HTTP ${response.status}`);
+  } catch (err) {
+    message.textContent = err.message;
+  } finally {
+    $("new-patient").disabled = false;
+  }
+}
+
+// ---- studies -------------------------------------------------------------------------------
+function renderStudies() {
+  const body = $("studies").tBodies[0];
+  body.replaceChildren();
+  if (!app.studies.length) {
+    body.append(el("tr", {}, el("td", { colspan: 4, class: "muted" }, "No study received yet.")));
+    return;
+  }
+  for (const study of app.studies) {
+    body.append(el("tr", { class: `level-${study.level}`, dataset: { study: study.study_instance_uid } },
+      el("td", { class: "time" }, localTime(study.received_at)),
+      el("td", {}, study.accession_number || "–"),
+      el("td", {}, study.exam || study.modality || "–", study.patient_name ? el("div", { class: "muted small" }, study.patient_name) : null),
+      el("td", {}, study.doses.map((d) => el("span", { class: `dose level-${d.level}`, title: d.reference || "" }, `${d.label} ${d.display} ${d.unit}`)))));
+  }
+}
+
+// ---- health --------------------------------------------------------------------------------
+function chip(name, ok, text) {
+  const cls = ok === true ? "ok" : ok === false ? "bad" : "unknown";
+  return el("li", { class: cls, dataset: { part: name } }, text);
+}
+
+function renderHealth() {
+  const list = $("health");
+  list.replaceChildren();
+  const h = app.health;
+  if (!h) return;
+  const p = h.parts;
+  list.append(chip("dicom", p.dicom.ok, p.dicom.ok === null ? "DICOM off" : p.dicom.ok ? `DICOM :${p.dicom.port}` : "DICOM down"));
+  list.append(chip("broker", p.broker.ok, p.broker.ok === null ? "Uplink off" : p.broker.ok ? "Central ✓" : "Central offline"));
+  const backlog = p.backlog.pending + p.backlog.inflight;
+  list.append(chip("backlog", p.backlog.ok && backlog < 1000 ? true : p.backlog.ok ? null : false,
+    `Backlog ${backlog}${p.backlog.dead ? ` · ${p.backlog.dead} failed` : ""}`));
+  const devices = p.serial.devices || [];
+  if (devices.length) {
+    const up = devices.filter((d) => d.connected).length;
+    list.append(chip("serial", up === devices.length, `Meters ${up}/${devices.length}`));
+  }
+  if (!p.store.ok) list.append(chip("store", false, "Store not writable"));
+  // alarms the uplink keeps (e.g. store quota reached), and those heard on the bus since the agent started
+  const alarms = new Map();
+  for (const alarm of [...(p.broker.alarms || []), ...app.alarms]) if (alarm && alarm.kind && !alarms.has(alarm.kind)) alarms.set(alarm.kind, alarm);
+  for (const alarm of alarms.values()) list.append(el("li", { class: "warn", dataset: { part: "alarm" }, title: alarm.at || "" },
+    `${alarm.kind.replaceAll("_", " ")} ${localTime(alarm.at)}`.trim()));
+}
+
+// ---- sound (WebAudio, no file) ----------------------------------------------------------------
+function enableSound(fromClick) {
+  try {
+    app.audio = app.audio || new AudioContext();
+    if (app.audio.state === "suspended") app.audio.resume();
+    app.soundWanted = true;
+  } catch (err) { app.soundWanted = false; }
+  updateSoundButton(fromClick);
+}
+
+function updateSoundButton() {
+  const on = app.soundWanted && app.audio && app.audio.state === "running";
+  const button = $("sound");
+  button.setAttribute("aria-pressed", on ? "true" : "false");
+  button.textContent = on ? "Sound on" : app.soundWanted ? "Tap for sound" : "Sound off";
+}
+
+function beep(severity) {
+  const ctx = app.audio;
+  if (!app.soundWanted || !ctx || ctx.state !== "running") return;
+  const tones = severity === "critical" ? [880, 660, 880, 660] : [880, 660];
+  tones.forEach((freq, i) => {
+    const osc = ctx.createOscillator(), gain = ctx.createGain();
+    const t = ctx.currentTime + i * 0.22;
+    osc.frequency.value = freq; osc.type = "square";
+    gain.gain.setValueAtTime(0.0001, t);
+    gain.gain.exponentialRampToValueAtTime(0.25, t + 0.02);
+    gain.gain.exponentialRampToValueAtTime(0.0001, t + 0.2);
+    osc.connect(gain).connect(ctx.destination);
+    osc.start(t); osc.stop(t + 0.21);
+  });
+}
+
+// ---- start ---------------------------------------------------------------------------------
+function tick() { $("clock").textContent = new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }); }
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("ack-form").addEventListener("submit", submitAck);
+  $("ack-cancel").addEventListener("click", closeAck);
+  $("new-patient").addEventListener("click", newPatient);
+  $("sound").addEventListener("click", () => {
+    if (app.soundWanted && app.audio && app.audio.state === "running") { app.soundWanted = false; updateSoundButton(); }
+    else enableSound(true);
+  });
+  tick(); setInterval(tick, 10000);
+  renderProcedure(); renderStudies();
+  connect();
+});

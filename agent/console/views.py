@@ -1,0 +1,175 @@
+"""What the console shows, read from the store (read-only connections) and shaped for the page.
+
+Nothing here writes.  Values stay in the store's canonical units; each shown value also carries
+a ``display`` string converted exactly (the checks' decimal unit table: 0.0312 Gy·m² shows as
+312 Gy·cm², not 312.00000000000006) into the unit technologists read on the modality.
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Optional
+
+import sqlite_utils
+
+from agent.checks import Rules, units
+from agent.checks.study import study_records, view
+from agent.checks.tables import DRL_KINDS, LevelRow
+from agent.store.reports import list_studies
+
+# key dose → (label, checks quantity, unit shown); values are stored in the quantity's canonical unit
+DISPLAY = {
+    "ctdivol_max_mGy": ("CTDIvol max", "CTDIvol", "mGy"),
+    "ct_dlp_total_mGycm": ("DLP", "DLP", "mGy·cm"),
+    "dap_total_Gym2": ("DAP", "KAP", "Gy·cm²"),
+    "dose_rp_total_Gy": ("Ka,r", "Ka_r", "mGy"),
+    "fluoro_time_total_s": ("Fluoro time", "fluoro_time", "min"),
+    "agd_total_mGy": ("AGD", "AGD", "mGy"),
+    "administered_activity_MBq": ("Activity", None, "MBq"),
+}
+CHECKS_QUANTITY = {key: quantity for key, (_, quantity, _) in DISPLAY.items() if quantity}
+SEVERITY_RANK = {"info": 1, "warning": 2, "critical": 3}
+
+
+def display(key: str, value: Optional[float]) -> str:
+    """A stored value of ``key`` in the unit shown, exact (fluoroscopy time to 0.1 min)."""
+    if value is None:
+        return "–"
+    _, quantity, unit = DISPLAY[key]
+    exact = units.exact(value)
+    shown = units.from_canonical(units.QUANTITIES[quantity], exact, unit) if quantity else exact
+    return format(shown.quantize(Decimal("0.1")), "f") if unit == "min" else units.text(shown)
+
+
+def dose(key: str, value: Optional[float]) -> dict[str, Any]:
+    label, _, unit = DISPLAY[key]
+    return {"quantity": key, "label": label, "value": value, "unit": unit, "display": display(key, value),
+            "level": "none", "reference": None}
+
+
+def key_doses(db: sqlite_utils.Database, study: dict[str, Any]) -> list[dict[str, Any]]:
+    """The doses a technologist checks for this kind of study (CT: CTDIvol, DLP; projection: DAP, Ka,r, time)."""
+    totals = study["totals"]
+    out: list[dict[str, Any]] = []
+    if study.get("kind") == "ct":
+        (ctdi,) = db.execute(
+            "SELECT MAX(e.ctdivol_mGy) FROM events e JOIN reports r ON r.sop_instance_uid = e.sop_instance_uid "
+            "WHERE e.study_instance_uid = ? AND r.superseded_by IS NULL", [study["study_instance_uid"]]).fetchone()
+        out.append(dose("ctdivol_max_mGy", ctdi))
+        out.append(dose("ct_dlp_total_mGycm", totals.get("ct_dlp_total_mGycm")))
+    elif totals.get("agd_total_mGy"):
+        out.append(dose("agd_total_mGy", max(totals["agd_total_mGy"].values())))
+    elif study.get("kind") == "radiopharmaceutical":
+        out.append(dose("administered_activity_MBq", totals.get("administered_activity_MBq")))
+    else:
+        for quantity in ("dap_total_Gym2", "dose_rp_total_Gy", "fluoro_time_total_s"):
+            if totals.get(quantity) is not None:
+                out.append(dose(quantity, totals[quantity]))
+    return out
+
+
+def recent_studies(db: sqlite_utils.Database, limit: int = 8, show_patient_names: bool = False) -> list[dict[str, Any]]:
+    """The last studies, newest first: accession number, exam, time and key doses (no patient name
+    unless ``show_patient_names``)."""
+    out = []
+    for row in list_studies(db, limit=limit):
+        item = {
+            "study_instance_uid": row["study_instance_uid"], "accession_number": row["accession_number"],
+            "exam": row["description"], "modality": row["modality"], "kind": row["kind"],
+            "study_datetime": row["study_datetime"], "received_at": row["last_received"],
+            "doses": key_doses(db, row), "level": "none", "alerts": 0,
+        }
+        if show_patient_names:
+            (name,) = db.execute("SELECT MIN(patient_name) FROM reports WHERE study_instance_uid = ?",
+                                 [row["study_instance_uid"]]).fetchone()
+            item["patient_name"] = (name or "").replace("^", " ").strip() or None
+        out.append(item)
+    return out
+
+
+DOSE_LEVEL = {"info": "above", "warning": "warning", "critical": "critical"}
+
+
+def references(db: sqlite_utils.Database, rules: Rules, station: str, study_uid: str) -> dict[str, LevelRow]:
+    """The reference level (DRL or local DRL) that applies to each quantity of the stored study, as the
+    checks match it (exam, patient group, phantom)."""
+    records = study_records(db, study_uid)
+    if not records:
+        return {}
+    study = view(records, rules, station)
+    out: dict[str, LevelRow] = {}
+    for quantity in set(CHECKS_QUANTITY.values()):
+        rows = rules.select(DRL_KINDS, modality=study.modality, quantity=quantity, exam=study.exam.name,
+                            region=study.exam.region, age=study.age, weight=study.weight)
+        if rows:
+            out[quantity] = min(rows, key=lambda r: r.threshold)
+    return out
+
+
+def colour(study: dict[str, Any], alerts: list[dict[str, Any]], refs: dict[str, LevelRow]) -> None:
+    """Colour each key dose against its reference level, and the study by its alerts.
+
+    A dose is ``critical``/``warning``/``above`` when an alert on its quantity was raised for the study
+    (``above``: at or above a DRL, an info alert), else ``ok`` below the applicable reference level,
+    ``above`` at or above it, and ``none`` when no reference level applies.
+    """
+    study["alerts"] = len(alerts)
+    study["level"] = max((a.get("severity") or "info" for a in alerts), key=lambda s: SEVERITY_RANK.get(s, 0),
+                         default="none")
+    for d in study["doses"]:
+        quantity = CHECKS_QUANTITY.get(d["quantity"])
+        raised = [a for a in alerts if a.get("quantity") == quantity]
+        ref = refs.get(quantity) if quantity else None
+        if ref is not None:
+            d["reference"] = f"{ref.kind.replace('_', ' ')} {units.text(ref.value)} {ref.unit} ({ref.exam}; {ref.source_text})"
+        if raised:
+            worst = max(raised, key=lambda a: SEVERITY_RANK.get(a.get("severity") or "info", 0))
+            d["level"] = DOSE_LEVEL.get(worst.get("severity") or "info", "above")
+            d["reference"] = worst.get("message")
+        elif ref is not None and d["value"] is not None:
+            d["level"] = "above" if Decimal(repr(d["value"])) >= ref.threshold else "ok"
+
+
+def with_accession(db: sqlite_utils.Database, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add each alert's study accession number (the technologist's handle on the exam)."""
+    uids = {a["study_instance_uid"] for a in alerts if a.get("study_instance_uid")}
+    found: dict[str, str] = {}
+    if uids:
+        found = dict(db.execute(
+            f"SELECT study_instance_uid, MIN(accession_number) FROM reports WHERE study_instance_uid IN "
+            f"({','.join('?' * len(uids))}) GROUP BY study_instance_uid", list(uids)).fetchall())
+    return [dict(a, accession_number=found.get(a.get("study_instance_uid") or "")) for a in alerts]
+
+
+# DAP meter procedure totals on the bus → (checks quantity for the threshold marks, how it is shown)
+PROCEDURE_GAUGES = {"dap_Gym2": ("KAP", "dap_total_Gym2"), "air_kerma_Gy": ("Ka_r", "dose_rp_total_Gy"),
+                    "fluoro_time_s": ("fluoro_time", "fluoro_time_total_s")}
+
+
+def procedure(reading: dict[str, Any], marks: dict[str, list[tuple[str, float]]]) -> Optional[dict[str, Any]]:
+    """The gauges of a DAP meter's current procedure from its bus ``reading``, or None for other readings.
+
+    ``reading`` is what the serial source publishes after each committed batch: ``station``, ``device``,
+    ``role``, ``procedure_id``, ``started_at`` and the procedure's cumulative ``dap_Gym2``,
+    ``air_kerma_Gy`` (and ``fluoro_time_s`` when the meter gives it), in canonical units.  ``marks``
+    maps a checks quantity (KAP, Ka_r, fluoro_time) to its ``(label, value)`` levels in the same units.
+    """
+    if reading.get("role", "dap_meter") != "dap_meter" or not reading.get("procedure_id"):
+        return None
+    gauges = {key: gauge(shown, reading[key], marks.get(quantity, []))
+              for key, (quantity, shown) in PROCEDURE_GAUGES.items() if reading.get(key) is not None}
+    return {"procedure_id": reading["procedure_id"], "device": reading.get("device"),
+            "started_at": reading.get("started_at"), "gauges": gauges}
+
+
+def gauge(total: str, value: Optional[float], marks: list[tuple[str, float]]) -> dict[str, Any]:
+    """One bar: the value, its marks, how far along the highest mark it is, and its colour level."""
+    label, _, unit = DISPLAY[total]
+    passed = [m for m in marks if value is not None and value >= m[1]]
+    top = max((m[1] for m in marks), default=None)
+    return {
+        "label": label, "unit": unit, "value": value, "display": display(total, value),
+        "marks": [{"label": name, "value": v, "display": display(total, v),
+                   "position": v / top if top else None} for name, v in marks],
+        "fraction": min(value / top, 1.0) if top and value is not None else None,
+        "level": "critical" if top is not None and passed and passed[-1][1] >= top else ("warning" if passed else "ok"),
+    }

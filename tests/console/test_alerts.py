@@ -1,0 +1,124 @@
+"""The JSON API the page uses for alerts and acknowledgements (no browser)."""
+import itertools
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from decimal import Decimal
+
+from agent.checks.alerts import Alert, record
+
+_ids = itertools.count(1)
+
+
+def raise_alert(station, severity="critical", study_uid="1.2.826.0.1.3680043.10.99.1", publish=True) -> Alert:
+    """Store an alert as the checks stage does (same transaction as its outbox row) and announce it."""
+    n = next(_ids)
+    alert = Alert(id=f"alert-test-{n}", kind="ct_notification_value", severity=severity, station="ct-1",
+                  rule="aapm-ct-nv-adult-head", source="AAPM 2011 (test)", raised_at=f"2026-11-02T09:30:{n:02d}.000Z",
+                  message="CTDIvol 120 mGy is above the notification value 80 mGy for an adult head.",
+                  quantity="ctdivol", value=Decimal("120"), threshold=Decimal("80"), unit="mGy",
+                  study_instance_uid=study_uid, exam="CT head")
+    with station.store.transaction() as tx:
+        record(tx, alert)
+    if publish:
+        station.bus.publish("alert", alert)
+        station.bus.publish("outbox", None)
+    return alert
+
+
+def ack(station, alert_id, **body):
+    csrf = station.request("/api/state")[2]["csrf"]
+    return station.request(f"/api/alerts/{alert_id}/ack", "POST", body, {"X-CSRF-Token": csrf})
+
+
+def test_state_lists_open_alerts_with_their_accession_number(station):
+    s = station()
+    first, second = raise_alert(s), raise_alert(s, severity="warning")
+    status, _, state = s.request("/api/state")
+    assert status == 200
+    assert [a["id"] for a in state["alerts"]] == [second.id, first.id]
+    assert state["alerts"][0]["value"] == 120.0 and state["alerts"][0]["unit"] == "mGy"
+    assert state["reasons"] == ["clinically justified", "large patient", "repeat for motion", "protocol error", "other"]
+    assert "patient_name" not in json.dumps(state)
+
+
+def test_critical_alert_needs_a_reason_and_the_ack_reaches_the_outbox(station):
+    s = station()
+    alert = raise_alert(s)
+    status, _, answer = ack(s, alert.id, by="RT42")
+    assert status == 400 and "reason is required" in answer["error"]
+    assert ack(s, alert.id, by="", reason="large patient")[0] == 400
+    status, _, answer = ack(s, alert.id, by="RT42", reason="other")
+    assert status == 400 and "note" in answer["error"]
+    status, _, answer = ack(s, alert.id, by="RT42", reason="large patient", note="BMI 41")
+    assert status == 200
+    assert answer["alert"]["ack"]["by"] == "RT42" and answer["alert"]["ack"]["reason"] == "large patient"
+    (sent,) = s.outbox("ack")
+    assert (sent["alert_id"], sent["by"], sent["reason"], sent["note"]) == (alert.id, "RT42", "large patient", "BMI 41")
+    assert ack(s, alert.id, by="RT43", reason="large patient")[0] == 409
+    assert ack(s, "alert-none", by="RT43", reason="large patient")[0] == 404
+    assert s.request("/api/state")[2]["alerts"] == []
+    status, _, listed = s.request("/api/alerts?limit=10")
+    assert [a["id"] for a in listed["alerts"]] == [alert.id] and listed["alerts"][0]["acknowledged"] is True
+
+
+def test_event_stream_pushes_alert_and_ack(station):
+    """What a browser's EventSource receives, read off the raw socket."""
+    s = station()
+    events: list[tuple[str, dict]] = []
+    ready = threading.Event()
+
+    def listen():
+        with socket.create_connection(("127.0.0.1", s.console.port), timeout=10) as sock:
+            sock.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{s.console.port}\r\n\r\n".encode())
+            buf = b""
+            while len([e for e in events if e[0] in ("alert", "ack")]) < 2:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+                if b": connected" in buf:
+                    ready.set()
+                while b"\n\n" in buf:
+                    block, buf = buf.split(b"\n\n", 1)
+                    fields = dict(line.split(": ", 1) for line in block.decode().splitlines()
+                                  if ": " in line and not line.startswith(":"))
+                    if "event" in fields:
+                        events.append((fields["event"], json.loads(fields["data"])))
+
+    t = threading.Thread(target=listen)
+    t.start()
+    assert ready.wait(10)
+    alert = raise_alert(s)
+    time.sleep(0.2)
+    assert ack(s, alert.id, by="RT42", reason="repeat for motion")[0] == 200
+    t.join(10)
+    kinds = [e for e in events if e[0] in ("alert", "ack")]
+    assert [k for k, _ in kinds] == ["alert", "ack"]
+    assert kinds[0][1]["id"] == alert.id and kinds[0][1]["severity"] == "critical"
+    assert kinds[1][1]["ack"]["reason"] == "repeat for motion"
+
+
+def test_malformed_requests_are_answered_not_crashed_on(station):
+    s = station()
+    alert = raise_alert(s)
+    csrf = {"X-CSRF-Token": s.request("/api/state")[2]["csrf"]}
+    def raw(body: bytes, content_type: str):
+        req = urllib.request.Request(f"{s.url}/api/alerts/{alert.id}/ack", data=body, method="POST",
+                                     headers=dict(csrf, **{"Content-Type": content_type}))
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    assert raw(b"by=RT42", "application/x-www-form-urlencoded") == 415
+    assert raw(b"{not json", "application/json") == 400
+    assert raw(b"[1, 2]", "application/json") == 400
+    assert raw(json.dumps({"by": "x" * 100_000}).encode(), "application/json") == 413
+    assert ack(s, alert.id, by="RT\x0742", reason="large patient")[0] == 400
+    assert s.request("/api/alerts?limit=abc")[0] == 400
+    assert s.request("/healthz")[0] == 200 and s.outbox("ack") == []

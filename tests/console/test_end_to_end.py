@@ -1,0 +1,80 @@
+"""Real DICOM on loopback → checks → console, in Chromium: what the technologist sees."""
+import threading
+import time
+
+from playwright.sync_api import expect
+
+from agent.sources.dicom.scu import send
+from simulator import rdsr
+from tests.conftest import REPO
+from tests.console.conftest import screenshot
+
+
+def head_ct(accession: str, ctdivol: str = "120.0") -> object:
+    """A CT head report whose CTDIvol is above the AAPM notification value for an adult head (80 mGy)."""
+    return rdsr.ct_report([rdsr.CTSeries("Head routine", "Head", ctdivol=ctdivol, dlp="1900.0")],
+                          accession=accession, description="CT Head",
+                          patient=rdsr.Patient(name="Testperson^Erika", id="PID-E2E"))
+
+
+def test_cstore_of_a_high_dose_report_raises_the_banner_and_the_ack_goes_out(station, page):
+    s = station(dicom=True)
+    page.goto(s.url + "/")
+    page.wait_for_selector("#live.on")
+
+    sender = threading.Thread(target=send, args=([head_ct("E2E0001")], "127.0.0.1", s.agent.dicom.port))
+    t0 = time.perf_counter()
+    sender.start()
+    page.wait_for_selector("#banner [data-alert-id]", state="visible", timeout=5000)
+    delay = time.perf_counter() - t0
+    sender.join()
+    print(f"C-STORE started → banner visible: {delay * 1000:.0f} ms")
+    assert delay <= 3.0
+    banner = page.inner_text("#banner")
+    assert "E2E0001" in banner and "120 mGy" in banner and "80 mGy" in banner
+    row = page.locator("#studies tbody tr", has_text="E2E0001")
+    expect(row.locator(".dose", has_text="CTDIvol max 120 mGy")).to_have_class("dose level-warning")
+    expect(row.locator(".dose", has_text="DLP 1900 mGy·cm")).to_be_visible()
+    assert "Testperson" not in page.content()  # accession number and exam, never the patient's name
+    screenshot(page, "cstore-alert-800x480")
+
+    page.click("#banner button.ack")
+    page.fill("#ack-by", "RT42")
+    page.check("#ack-reasons input[value='large patient']")
+    page.click("#ack-submit")
+    page.wait_for_selector("#banner", state="hidden", timeout=20_000)
+    (alert_body,) = s.outbox("alert")
+    (ack_body,) = s.outbox("ack")
+    assert ack_body["alert_id"] == alert_body["id"] and (ack_body["by"], ack_body["reason"]) == ("RT42", "large patient")
+
+
+def test_patient_names_only_when_configured(station):
+    s = station(dicom=True, show_patient_names=True)
+    assert send([head_ct("E2E0002", ctdivol="40.0")], "127.0.0.1", s.agent.dicom.port) == [0]
+    (study,) = s.request("/api/state")[2]["studies"]
+    assert study["patient_name"] == "Testperson Erika" and study["accession_number"] == "E2E0002"
+    assert [d["level"] for d in study["doses"]] == ["none", "none"]  # no alert, no DRL table configured
+
+
+def test_key_doses_are_coloured_against_the_configured_drl(station):
+    """UK NDRL 2024 adult CT head: CTDIvol 47 mGy, DLP 790 mGy·cm (shipped example table)."""
+    table = str(REPO / "config" / "reference-levels" / "uk-ukhsa-2024-adult-ct.toml")
+    s = station(dicom=True, checks={"tables": [table]})
+    below = rdsr.ct_report([rdsr.CTSeries("Head routine", "Head", ctdivol="46.99", dlp="790.0")], accession="DRL1",
+                           description="CT Head")
+    assert send([below], "127.0.0.1", s.agent.dicom.port) == [0]
+    (study,) = s.request("/api/state")[2]["studies"]
+    ctdi, dlp = study["doses"]
+    assert (ctdi["display"], ctdi["level"]) == ("46.99", "ok") and "DRL 47 mGy" in ctdi["reference"]
+    assert (dlp["display"], dlp["level"]) == ("790", "above")  # at the DRL: an info alert for review
+    assert study["level"] == "info"
+
+
+def test_healthz_is_503_when_dicom_stops_listening(station):
+    s = station(dicom=True)
+    status, _, health = s.request("/healthz")
+    assert status == 200 and health["parts"]["dicom"]["ok"] is True
+    assert health["parts"]["dicom"]["port"] == s.agent.dicom.port
+    s.agent.dicom.stop()
+    status, _, health = s.request("/healthz")
+    assert status == 503 and health["parts"]["dicom"]["ok"] is False

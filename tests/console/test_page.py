@@ -1,0 +1,121 @@
+"""The page in a real headless Chromium, at the 800x480 kiosk size and on a desktop."""
+import time
+from urllib.parse import urlsplit
+
+from playwright.sync_api import expect
+
+from tests.console.conftest import screenshot
+from tests.console.test_alerts import raise_alert
+
+
+def open_console(page, station):
+    page.goto(station.url + "/")
+    page.wait_for_selector("#live.on", timeout=20_000)
+
+
+def test_alert_banner_appears_without_reload_and_ack_clears_it_everywhere(station, browser, page):
+    s = station()
+    open_console(page, s)
+    desktop = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+    open_console(desktop, s)
+    assert page.is_hidden("#banner")
+
+    t0 = time.perf_counter()
+    alert = raise_alert(s)
+    page.wait_for_selector(f'#banner [data-alert-id="{alert.id}"]', state="visible", timeout=20_000)
+    delay = time.perf_counter() - t0
+    print(f"alert committed → banner visible: {delay * 1000:.0f} ms")
+    assert delay <= 3.0
+    assert "120 mGy" in page.inner_text("#banner") and "CRITICAL" in page.inner_text("#banner").upper()
+    desktop.wait_for_selector(f'#banner [data-alert-id="{alert.id}"]', state="visible", timeout=20_000)
+    screenshot(page, "alert-800x480")
+
+    page.click("#banner button.ack")
+    page.fill("#ack-by", "RT42")
+    page.click("#ack-submit")  # no reason: a critical alert needs one
+    assert page.is_visible("#ack-dialog") and not s.outbox("ack")
+    page.check("#ack-reasons input[value='clinically justified']")
+    page.click("#ack-submit")
+    page.wait_for_selector("#banner", state="hidden", timeout=20_000)
+    desktop.wait_for_selector("#banner", state="hidden", timeout=20_000)  # the other console hears the ack
+    (sent,) = s.outbox("ack")
+    assert (sent["alert_id"], sent["by"], sent["reason"]) == (alert.id, "RT42", "clinically justified")
+    assert not page.errors
+    desktop.context.close()
+
+
+def test_gauge_moves_with_live_dap_readings(station, page):
+    """Readings as the serial source publishes them; marks are the NCRP 168 levels of the rules in force."""
+    s = station()
+    open_console(page, s)
+    gauge = page.locator(".gauge[data-quantity=dap_Gym2]")
+    for value, shown, level in (("0.0125", "125", "ok"), ("0.03", "300", "warning"), ("0.0512", "512", "critical")):
+        s.bus.publish("reading", {"station": "ct-1", "device": "dap-1", "role": "dap_meter", "procedure_id": "proc-1",
+                                  "started_at": "2026-11-02T10:00:00.000Z", "dap_Gym2": float(value),
+                                  "air_kerma_Gy": 0.2})
+        expect(gauge.locator(".value")).to_have_text(f"{shown} Gy·cm²", timeout=20_000)
+        expect(gauge).to_have_class(f"gauge {level}")
+    expect(gauge.locator(".marks")).to_have_text("1st notification 300 · SRDL 500")
+    expect(page.locator(".gauge[data-quantity=air_kerma_Gy] .value")).to_have_text("200 mGy")
+    screenshot(page, "gauge-800x480")
+
+
+def test_usable_at_800x480_and_loads_nothing_external(station, page):
+    s = station()
+    for _ in range(4):
+        raise_alert(s)
+    open_console(page, s)
+    page.wait_for_selector("#banner .item")
+    # nothing is cut off sideways, the first alert's button and the new-patient button are on screen
+    assert page.evaluate("document.documentElement.scrollWidth") <= 800
+    for selector in ("#banner .item button.ack", "#new-patient"):
+        box = page.locator(selector).first.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 800 and box["y"] + box["height"] <= 480, selector
+        assert box["height"] >= 40, f"{selector} too small to touch"
+    page.locator("#banner .item button.ack").first.click()
+    submit = page.locator("#ack-submit").bounding_box()
+    assert submit and submit["y"] + submit["height"] <= 480
+    screenshot(page, "ack-dialog-800x480")
+    hosts = {urlsplit(u).netloc for u in page.requests if not u.startswith("data:")}
+    assert hosts == {f"127.0.0.1:{s.console.port}"}
+    assert not page.errors
+
+
+def test_page_reconnects_by_itself_after_the_agent_restarts(station, page):
+    s = station()
+    open_console(page, s)
+    port = s.console.port
+    s.console.stop()
+    page.wait_for_selector("#live.off", timeout=5000)
+    alert = raise_alert(s, publish=False)  # raised while the page was disconnected
+    s.replace_console()
+    page.wait_for_selector(f'#banner [data-alert-id="{alert.id}"]', state="visible", timeout=20_000)
+    assert page.is_visible("#live.on")
+
+
+def test_an_alarm_shows_in_the_health_bar(station, page):
+    s = station()
+    open_console(page, s)
+    s.bus.publish("alarm", {"kind": "store_quota_reached"})
+    expect(page.locator('#health [data-part="alarm"]')).to_contain_text("store quota reached", timeout=20_000)
+    page.reload()
+    page.wait_for_selector("#live.on")
+    expect(page.locator('#health [data-part="alarm"]')).to_contain_text("store quota reached", timeout=20_000)
+
+
+def test_pin_login_in_the_browser_then_live_alerts_and_ack(station, page):
+    s = station(bind="0.0.0.0", token="4711")
+    page.goto(s.url + "/")
+    page.fill("#token", "1234")
+    page.click("button[type=submit]")
+    expect(page.locator(".login-error")).to_have_text("Wrong token or PIN.")
+    page.fill("#token", "4711")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#live.on", timeout=20_000)
+    alert = raise_alert(s, severity="warning")
+    page.wait_for_selector(f'#banner [data-alert-id="{alert.id}"]', state="visible", timeout=20_000)
+    page.click("#banner button.ack")
+    page.fill("#ack-by", "RT9")
+    page.click("#ack-submit")  # a warning needs no reason
+    page.wait_for_selector("#banner", state="hidden", timeout=20_000)
+    assert [a["by"] for a in s.outbox("ack")] == ["RT9"]
