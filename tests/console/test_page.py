@@ -103,6 +103,26 @@ def test_an_alarm_shows_in_the_health_bar(station, page):
     expect(page.locator('#health [data-part="alarm"]')).to_contain_text("store quota reached", timeout=20_000)
 
 
+def test_what_happens_while_the_page_loads_its_state_is_not_lost(station, page):
+    """The page opens its event stream, then fetches a snapshot: an alert or alarm that comes in
+    after the snapshot was taken but before it arrived must still show."""
+    s = station()
+    raised = {}
+
+    def late_snapshot(route):
+        response = route.fetch()  # the snapshot, taken now
+        raised["alert"] = raise_alert(s)  # then something happens...
+        s.bus.publish("alarm", {"kind": "store_quota_reached"})
+        time.sleep(1.0)  # ...and reaches the page by its stream before the snapshot does
+        route.fulfill(response=response)
+
+    page.route("**/api/state", late_snapshot)
+    page.goto(s.url + "/")
+    page.wait_for_selector("#live.on", timeout=20_000)
+    expect(page.locator(f'#banner [data-alert-id="{raised["alert"].id}"]')).to_be_visible(timeout=20_000)
+    expect(page.locator('#health [data-part="alarm"]')).to_contain_text("store quota reached", timeout=20_000)
+
+
 def test_pin_login_in_the_browser_then_live_alerts_and_ack(station, page):
     s = station(bind="0.0.0.0", token="4711")
     page.goto(s.url + "/")

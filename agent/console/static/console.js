@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const SEVERITY_RANK = { info: 1, warning: 2, critical: 3 };
-const app = { csrf: "", reasons: [], alerts: new Map(), studies: [], procedure: null, health: null, alarms: [],
+const app = { held: null, csrf: "", reasons: [], alerts: new Map(), studies: [], procedure: null, health: null, alarms: [],
               audio: null, soundWanted: false, ackFor: null, source: null };
 
 function el(tag, attrs, ...children) {
@@ -32,6 +32,21 @@ function localTime(iso) {
 
 // ---- state -----------------------------------------------------------------------------
 async function loadState() {
+  // Events that arrive while the snapshot is on its way are held and replayed on top of it:
+  // the snapshot may have been taken before them, and must not overwrite them.
+  app.held = [];
+  try {
+    await applyState();
+  } finally {
+    const held = app.held;
+    app.held = null;
+    for (const [handler, data] of held) {
+      try { handler(data); } catch (err) { console.error(err); }
+    }
+  }
+}
+
+async function applyState() {
   const response = await fetch("/api/state", { cache: "no-store", credentials: "same-origin" });
   if (response.status === 401) { location.reload(); return; }
   if (!response.ok) throw new Error(`state: HTTP ${response.status}`);
@@ -75,7 +90,10 @@ function connect() {
 
 function on(source, event, handler) {
   source.addEventListener(event, (e) => {
-    try { handler(JSON.parse(e.data)); } catch (err) { console.error(event, err); }
+    try {
+      const data = JSON.parse(e.data);
+      if (app.held) app.held.push([handler, data]); else handler(data);
+    } catch (err) { console.error(event, err); }
   });
 }
 
