@@ -145,6 +145,8 @@ class Console:
     def _push_alert(self, topic: str, alert: dict[str, Any]) -> None:
         """On the loop: add the accession number (a quick read) and push; the study list follows."""
         async def push() -> None:
+            if not (self.hub and self.hub.clients):
+                return  # the open alerts are in the snapshot a page fetches when it connects
             try:
                 alerts = await asyncio.get_running_loop().run_in_executor(None, self._with_accession, [alert])
             except Exception:
@@ -161,8 +163,8 @@ class Console:
             return views.with_accession(db, alerts)
 
     def _schedule(self, what: str) -> None:
-        if what in self._pending:
-            return
+        if what in self._pending or not (self.hub and self.hub.clients):
+            return  # nobody is looking: a page that connects gets a fresh snapshot
         self._pending.add(what)
         asyncio.get_running_loop().call_later(0.05 if what == "studies" else 0.5,
                                               lambda: asyncio.ensure_future(self._refresh(what)))

@@ -50,6 +50,7 @@ class SaveResult:
     new_event_uids: list[str] = field(default_factory=list)  # events never seen before
     superseded: list[str] = field(default_factory=list)  # reports this one supersedes
     superseded_by: Optional[str] = None  # set if an already stored report contains all our events
+    record_json: Optional[str] = None  # the extract contract as stored (no PHI); ``json.loads`` gives a fresh copy
 
 
 def record_receipt(tx: sqlite_utils.Database, receipt: Receipt, status: str, reason: str | None = None) -> int:
@@ -81,6 +82,7 @@ def save_report(tx: sqlite_utils.Database, report: Report, receipt: Receipt, sta
                 result.superseded_by = other_uid
 
     record = report.to_dict()
+    result.record_json = json.dumps(record, separators=(",", ":"))
     tx["reports"].insert({
         "sop_instance_uid": report.sop_instance_uid,
         "receipt_id": rid,
@@ -100,7 +102,7 @@ def save_report(tx: sqlite_utils.Database, report: Report, receipt: Receipt, sta
         "age_years": report.patient.age_years, "sex": report.patient.sex, "weight_kg": report.patient.weight_kg,
         "event_count": len(report.events),
         "superseded_by": result.superseded_by,
-        "record": json.dumps(record, separators=(",", ":")),
+        "record": result.record_json,
     })
     for old in result.superseded:
         tx.execute("UPDATE reports SET superseded_by = ? WHERE sop_instance_uid = ?", [report.sop_instance_uid, old])

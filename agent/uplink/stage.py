@@ -6,6 +6,8 @@ are on disk.
 """
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +41,7 @@ def report_body(tx: sqlite_utils.Database, ingest: Ingest, privacy: Privacy) -> 
     """The report as the central site sees it: the extract contract without PHI, the patient's
     pseudonym (or id, or nothing), when it arrived, what it supersedes and the study's totals so far."""
     report = ingest.report
-    body = report.to_dict()
+    body = json.loads(ingest.saved.record_json) if ingest.saved.record_json else report.to_dict()
     patient = dict(body.get("patient", {}))
     patient.update(privacy.identity(report.phi))
     if patient:

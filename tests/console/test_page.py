@@ -118,7 +118,10 @@ def test_what_happens_while_the_page_loads_its_state_is_not_lost(station, page):
 
     page.route("**/api/state", late_snapshot)
     page.goto(s.url + "/")
-    page.wait_for_selector("#live.on", timeout=20_000)
+    deadline = time.monotonic() + 20
+    while "alert" not in raised and time.monotonic() < deadline:
+        page.wait_for_timeout(50)  # lets Playwright run the route handler
+    assert "alert" in raised, "the page never asked for its state"
     expect(page.locator(f'#banner [data-alert-id="{raised["alert"].id}"]')).to_be_visible(timeout=20_000)
     expect(page.locator('#health [data-part="alarm"]')).to_contain_text("store quota reached", timeout=20_000)
 
