@@ -21,6 +21,18 @@ def test_new_patient_without_a_dap_meter_says_so(station, page):
     expect(page.locator("#procedure-message")).to_contain_text("no DAP meter", timeout=20_000)
 
 
+def test_a_click_before_the_state_has_arrived_waits_for_it(station, page):
+    """The page's CSRF token comes with its state: a button pressed before then must not fail."""
+    s = station()
+    page.add_init_script("""{ const fetch = window.fetch;  // the state arrives a second late
+      window.fetch = (url, options) => String(url).includes("/api/state")
+        ? new Promise((done) => setTimeout(done, 1000)).then(() => fetch(url, options)) : fetch(url, options); }""")
+    page.goto(s.url + "/")
+    page.click("#new-patient")  # at once, while the state is still on its way
+    expect(page.locator("#procedure-message")).to_contain_text("no DAP meter", timeout=20_000)
+    assert page.is_visible("#live.on")
+
+
 FAST_PROCEDURE = """
 driver = "diamentor"
 description = "fluoroscopy passing 300 and 400 Gy·cm² within 3 s"

@@ -52,6 +52,7 @@ async function applyState() {
   if (!response.ok) throw new Error(`state: HTTP ${response.status}`);
   const state = await response.json();
   app.csrf = state.csrf;
+  tokenArrived();
   app.reasons = state.reasons;
   $("station").textContent = `${state.site} · ${state.station}`;
   if (state.sound && !app.audio) enableSound(false);
@@ -66,7 +67,13 @@ async function applyState() {
 function connect() {
   const source = new EventSource("/api/events");
   app.source = source;
-  source.onopen = () => { setLive(true); loadState().catch(() => setLive(false)); };
+  // "live" only once the state is loaded: until then the page has no CSRF token to act with
+  source.onopen = () => {
+    loadState().then(() => setLive(true), () => {
+      setLive(false);
+      setTimeout(() => { if (app.source === source && source.readyState === EventSource.OPEN) source.onopen(); }, 2000);
+    });
+  };
   source.onerror = () => {
     setLive(false);
     if (source.readyState === EventSource.CLOSED) setTimeout(connect, 2000); // e.g. refused: try again
@@ -186,7 +193,11 @@ async function submitAck(event) {
   }
 }
 
-function post(url, body) {
+let tokenArrived;
+const tokenReady = new Promise((resolve) => { tokenArrived = resolve; });
+
+async function post(url, body) {
+  await tokenReady; // a click before the first state has arrived waits for its CSRF token
   return fetch(url, { method: "POST", credentials: "same-origin",
     headers: { "Content-Type": "application/json", "X-CSRF-Token": app.csrf }, body: JSON.stringify(body) });
 }
