@@ -6,7 +6,7 @@ the same N payloads:
 1. ``mosquitto_pub -l`` (C, QoS 1, MQTT 5, content type + payload format + a user property)
    publishes the N envelopes the uplink would send, one per line (in runs of 50,000 lines:
    mosquitto_pub 2.0.11 silently stops after 65,535 packet ids in one run);
-2. the uplink drains N buffered outbox rows (unpaced; window 10, the default, and 20) to the
+2. the uplink drains N buffered outbox rows (unpaced; window 10, and 20, the default) to the
    same broker: SQLite reads, envelope building, PUBACK bookkeeping and the delivered marks
    (fsync'd) included.
 
