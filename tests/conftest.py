@@ -69,7 +69,8 @@ def corpus() -> Path:
 class AgentProcess:
     """``alara-edge run`` as a real subprocess on free ports, with its JSON log captured."""
 
-    def __init__(self, workdir: Path, config_text: str = "", extra_args: tuple[str, ...] = (), preexec_fn=None):
+    def __init__(self, workdir: Path, config_text: str = "", extra_args: tuple[str, ...] = (), preexec_fn=None,
+                 env: dict[str, str] | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.dicom_port = free_port()
@@ -85,6 +86,7 @@ class AgentProcess:
         self.log_path = self.workdir / "agent.log"
         self.extra_args = extra_args
         self.preexec_fn = preexec_fn
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -96,7 +98,7 @@ class AgentProcess:
 
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(agent_cmd("run", "-c", str(self.config_path), *self.extra_args),
-                                     cwd=self.workdir, env=agent_env(), stdout=self._log, stderr=subprocess.STDOUT,
+                                     cwd=self.workdir, env=agent_env(**self.env), stdout=self._log, stderr=subprocess.STDOUT,
                                      preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
