@@ -25,7 +25,7 @@ from agent.readings.hooks import checks_hooks
 from agent.readings.reconcile import Reconcile
 from agent.sources.dicom.scp import DicomSource
 from agent.sources.serial import SerialSource
-from agent.store import Store
+from agent.store import Store, StoreError
 from agent.uplink import ReportOutboxStage, Uplink
 
 HELP = "run the agent in the foreground (Ctrl-C or SIGTERM stops it cleanly)"
@@ -85,15 +85,19 @@ class Agent:
         return self.store_writable() and (self.dicom is None or self.dicom.server is not None)
 
     def start(self) -> None:
+        """Start the sinks, then the sources. Raises ``OSError`` if a port cannot be bound; what had
+        started by then is left for :meth:`stop`."""
+        self._started: list[Any] = []
         if self.dicom:
             self.dicom.start()
         for component in self.components:
             component.start()
+            self._started.append(component)
 
     def stop(self) -> None:
         if self.dicom:
             self.dicom.stop()  # finish in-flight associations before the sinks go
-        for component in reversed(self.components):
+        for component in reversed(getattr(self, "_started", [])):
             try:
                 component.stop()
             except Exception:
@@ -109,14 +113,24 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     logs.configure(cfg.logging.level, fmt=cfg.logging.format)
     notifier = sdnotify.SystemdNotifier()
-    agent = Agent(cfg)
+    try:
+        agent = Agent(cfg)
+    except StoreError as exc:  # e.g. another agent holds the store: one clear line, no traceback
+        log.error("agent_start_failed", error=str(exc), store=str(cfg.store.path))
+        return 1
     stop = threading.Event()
     reload_requested = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
 
-    agent.start()
+    try:
+        agent.start()
+    except OSError as exc:
+        log.error("agent_start_failed", error=f"cannot listen: {exc.strerror or exc}",
+                  hint="is another agent or DICOM receiver running? set [dicom] port or [console] port")
+        agent.stop()
+        return 1
     demo = None
     if args.demo:
         from simulator.modality import DemoModality

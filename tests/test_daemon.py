@@ -8,7 +8,7 @@ import time
 
 from agent.sources.dicom.scu import send
 from simulator import rdsr
-from tests.conftest import REPO, agent_env
+from tests.conftest import REPO, agent_env, run_agent
 
 
 def alerts(agent):
@@ -80,3 +80,31 @@ def test_dap_meter_on_a_serial_line_raises_fluoro_alerts_in_the_running_agent(ag
     finally:
         sim.terminate()
         sim.wait(10)
+
+
+def _start_failure(result) -> dict:
+    """The one error event of an agent that could not start (and no traceback)."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    failed = [e for e in events if e["event"] == "agent_start_failed"]
+    assert len(failed) == 1, events
+    return failed[0]
+
+
+def test_a_second_agent_on_the_same_store_says_so_and_exits(agent_process):
+    first = agent_process()
+    config = first.workdir / "second.toml"
+    config.write_text(first.config_path.read_text().replace(str(first.dicom_port), str(first.dicom_port + 1))
+                      .replace(f"port = {first.console_port}", "enabled = false"))
+    failed = _start_failure(run_agent("run", "-c", str(config), timeout=60))
+    assert "open for writing by another process" in failed["error"]
+
+
+def test_a_taken_dicom_port_says_which_and_exits(agent_process, tmp_path):
+    first = agent_process()
+    config = tmp_path / "other.toml"
+    config.write_text(first.config_path.read_text().replace(str(first.workdir / "var"), str(tmp_path / "var"))
+                      .replace(f"port = {first.console_port}", "enabled = false"))
+    failed = _start_failure(run_agent("run", "-c", str(config), timeout=60))
+    assert f"DICOM port 127.0.0.1:{first.dicom_port}" in failed["error"] and "in use" in failed["error"]

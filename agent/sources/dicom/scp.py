@@ -67,7 +67,11 @@ class DicomSource:
         self.port: int | None = None
 
     def start(self) -> None:
-        self.server = self.ae.start_server((self.cfg.bind, self.cfg.port), block=False, evt_handlers=self._handlers)
+        try:
+            self.server = self.ae.start_server((self.cfg.bind, self.cfg.port), block=False,
+                                               evt_handlers=self._handlers)
+        except OSError as exc:
+            raise OSError(exc.errno, f"DICOM port {self.cfg.bind}:{self.cfg.port}: {exc.strerror or exc}") from exc
         self.port = self.server.server_address[1]
         log.info("dicom_listening", ae_title=self.cfg.ae_title, bind=self.cfg.bind, port=self.port,
                  allowed_calling_aes=self.cfg.allowed_calling_aes or "any")
