@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sqlite3
 import threading
 from typing import Any, Callable
 
@@ -115,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
     notifier = sdnotify.SystemdNotifier()
     try:
         agent = Agent(cfg)
-    except StoreError as exc:  # e.g. another agent holds the store: one clear line, no traceback
-        log.error("agent_start_failed", error=str(exc), store=str(cfg.store.path))
+    except (StoreError, OSError, sqlite3.Error) as exc:  # another agent holds the store, a path not writable…
+        error = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
+        log.error("agent_start_failed", error=error, store=str(cfg.store.path))  # one clear line, no traceback
         return 1
     stop = threading.Event()
     reload_requested = threading.Event()

@@ -108,3 +108,13 @@ def test_a_taken_dicom_port_says_which_and_exits(agent_process, tmp_path):
                       .replace(f"port = {first.console_port}", "enabled = false"))
     failed = _start_failure(run_agent("run", "-c", str(config), timeout=60))
     assert f"DICOM port 127.0.0.1:{first.dicom_port}" in failed["error"] and "in use" in failed["error"]
+
+
+def test_a_store_path_that_cannot_be_created_says_so_and_exits(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store's folder should be")
+    config = tmp_path / "alara-edge.toml"
+    config.write_text(f'[store]\npath = "{blocker / "agent.sqlite"}"\n[dicom]\nenabled = false\n'
+                      f'[mqtt]\nenabled = false\n[console]\nenabled = false\n')
+    failed = _start_failure(run_agent("run", "-c", str(config), timeout=60))
+    assert str(blocker) in failed["error"]  # "File exists: …/not-a-folder": the path to look at
