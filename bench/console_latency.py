@@ -50,10 +50,7 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=50, help="alerts to raise (default 50)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        agent = AgentProcess(Path(tmp))
-        agent.config_path.write_text(agent.config_path.read_text()
-                                     + f'[console]\nbind = "127.0.0.1"\nport = {agent.console_port}\n')
-        agent.start()
+        agent = AgentProcess(Path(tmp), '[console]\nbind = "127.0.0.1"\n').start()
         base = f"http://127.0.0.1:{agent.console_port}"
         try:
             with urllib.request.urlopen(base + "/api/state", timeout=5) as r:
