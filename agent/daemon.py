@@ -57,7 +57,7 @@ class Agent:
             self.pipeline.stages.append(ReportOutboxStage(cfg))
         self.dicom = (DicomSource(cfg.dicom, self.pipeline, healthy=self.store_writable)
                       if cfg.dicom.enabled and with_sources else None)
-        self.components: list[Any] = []  # started in order, stopped in reverse
+        self.components: list[Any] = []  # started in order, stopped in reverse (stop() is safe unstarted)
         self.uplink: Uplink | None = None
         if cfg.mqtt.enabled and with_sources:
             self.uplink = Uplink(cfg, self.store, self.bus)
@@ -86,19 +86,17 @@ class Agent:
         return self.store_writable() and (self.dicom is None or self.dicom.server is not None)
 
     def start(self) -> None:
-        """Start the sinks, then the sources. Raises ``OSError`` if a port cannot be bound; what had
-        started by then is left for :meth:`stop`."""
-        self._started: list[Any] = []
+        """Start the DICOM source, then the components in order. Raises ``OSError`` if a port cannot
+        be bound; :meth:`stop` then stops what had started."""
         if self.dicom:
             self.dicom.start()
         for component in self.components:
             component.start()
-            self._started.append(component)
 
     def stop(self) -> None:
         if self.dicom:
             self.dicom.stop()  # finish in-flight associations before the sinks go
-        for component in reversed(getattr(self, "_started", [])):
+        for component in reversed(self.components):
             try:
                 component.stop()
             except Exception:
