@@ -134,6 +134,11 @@ class Console:
         elif topic == "outbox":
             self._refresh_soon("health")
 
+    @property
+    def _watched(self) -> bool:
+        """A page is connected: only then is pushing anything worth the work."""
+        return bool(self.hub and self.hub.clients)
+
     def _loop_call(self, fn: Any, *args: Any) -> None:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(fn, *args)
@@ -145,7 +150,7 @@ class Console:
     def _push_alert(self, topic: str, alert: dict[str, Any]) -> None:
         """On the loop: add the accession number (a quick read) and push; the study list follows."""
         async def push() -> None:
-            if not (self.hub and self.hub.clients):
+            if not self._watched:
                 return  # the open alerts are in the snapshot a page fetches when it connects
             try:
                 alerts = await asyncio.get_running_loop().run_in_executor(None, self._with_accession, [alert])
@@ -163,7 +168,7 @@ class Console:
             return views.with_accession(db, alerts)
 
     def _schedule(self, what: str) -> None:
-        if what in self._pending or not (self.hub and self.hub.clients):
+        if what in self._pending or not self._watched:
             return  # nobody is looking: a page that connects gets a fresh snapshot
         self._pending.add(what)
         asyncio.get_running_loop().call_later(0.05 if what == "studies" else 0.5,
@@ -183,7 +188,7 @@ class Console:
     async def _push_health(self) -> None:
         while True:
             await asyncio.sleep(HEALTH_PUSH_S)
-            if self.hub and self.hub.clients:
+            if self._watched:
                 await self._refresh("health")
 
     def _rules(self) -> Optional[Rules]:

@@ -50,7 +50,7 @@ class SaveResult:
     new_event_uids: list[str] = field(default_factory=list)  # events never seen before
     superseded: list[str] = field(default_factory=list)  # reports this one supersedes
     superseded_by: Optional[str] = None  # set if an already stored report contains all our events
-    record_json: Optional[str] = None  # the extract contract as stored (no PHI); ``json.loads`` gives a fresh copy
+    record_json: Optional[str] = None  # a stored report's extract contract as written (no PHI); None for a duplicate
 
 
 def record_receipt(tx: sqlite_utils.Database, receipt: Receipt, status: str, reason: str | None = None) -> int:

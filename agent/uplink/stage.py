@@ -40,7 +40,7 @@ def report_body(tx: sqlite_utils.Database, ingest: Ingest, privacy: Privacy) -> 
     """The report as the central site sees it: the extract contract without PHI, the patient's
     pseudonym (or id, or nothing), when it arrived, what it supersedes and the study's totals so far."""
     report = ingest.report
-    body = json.loads(ingest.saved.record_json) if ingest.saved.record_json else report.to_dict()
+    body = json.loads(ingest.saved.record_json)  # a fresh copy of the record just stored
     patient = dict(body.get("patient", {}))
     patient.update(privacy.identity(report.phi))
     if patient:
