@@ -1,0 +1,111 @@
+"""The inbox: received objects made durable with one commit, before anything else is done to them.
+
+A C-STORE may be answered *Success* once its object is durable.  Writing the object to the
+spool durably takes three flushes (the file, its directory, the receipt row); putting it as
+one row in this small SQLite file takes one (the WAL), so the modality waits for the least
+possible.  The pipeline's worker then takes the rows in order, spools, extracts, checks and
+stores each one, and removes the row only after the report's transaction has committed.  A
+row still here at start-up (the agent was stopped or killed in between) is processed then.
+
+The inbox is its own file (``<store>-inbox.sqlite``) with its own connection, so that taking
+a receipt never waits for the store's writer.  Its rows are ordered by ``id``.
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,   -- Unix time the object was complete
+    origin TEXT NOT NULL,        -- dicom | import
+    calling_ae TEXT, called_ae TEXT, peer TEXT,
+    data BLOB NOT NULL           -- the object as a DICOM file (preamble, meta, dataset)
+)
+"""
+
+
+@dataclass
+class Item:
+    """One received object waiting to be processed."""
+
+    id: int
+    received_at: float
+    origin: str
+    calling_ae: Optional[str]
+    called_ae: Optional[str]
+    peer: Optional[str]
+    data: bytes
+
+
+def path_for(store_path: Path) -> Path:
+    """``var/agent.sqlite`` → ``var/agent-inbox.sqlite``."""
+    store_path = Path(store_path)
+    return store_path.with_name(f"{store_path.stem}-inbox{store_path.suffix or '.sqlite'}")
+
+
+class Inbox:
+    """A durable FIFO of received objects. Thread-safe; one per store (the store's writer lock covers it)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")  # put() returns only once the row is on disk
+        (version,) = self._conn.execute("PRAGMA user_version").fetchone()
+        if version < SCHEMA_VERSION:
+            self._conn.execute(SCHEMA)
+            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def put(self, data: bytes, received_at: float, origin: str, calling_ae: str | None = None,
+            called_ae: str | None = None, peer: str | None = None) -> Item:
+        """Store one object durably; raises ``sqlite3.Error`` (disk full, read-only) if it cannot."""
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT INTO inbox (received_at, origin, calling_ae, called_ae, peer, data) VALUES (?, ?, ?, ?, ?, ?)",
+                (received_at, origin, calling_ae, called_ae, peer, data))
+        return Item(cur.lastrowid, received_at, origin, calling_ae, called_ae, peer, data)
+
+    def pending(self) -> list[Item]:
+        """Every row, oldest first (at start-up: what an earlier run received but did not finish)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, received_at, origin, calling_ae, called_ae, peer, data FROM inbox ORDER BY id").fetchall()
+        return [Item(*row) for row in rows]
+
+    def remove(self, item_id: int) -> None:
+        """The object's report (or failure receipt) has committed: the row is no longer needed."""
+        with self._lock:
+            self._conn.execute("DELETE FROM inbox WHERE id = ?", (item_id,))
+
+    def count(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
+
+    def size_bytes(self) -> int:
+        """The inbox's files on disk (counted against the store quota)."""
+        return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def count_pending(store_path: Path) -> int:
+    """Objects received but not yet processed, read without opening the inbox for writing (CLI)."""
+    path = path_for(store_path)
+    if not path.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+    finally:
+        conn.close()
