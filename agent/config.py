@@ -69,7 +69,7 @@ class DicomConfig(Section):
 class StoreConfig(Section):
     path: Path = Path("var/alara-edge.sqlite")
     spool_dir: Path = Path("var/spool")
-    """Received objects, fsync'd before the C-STORE is answered; failed ones move to ``failed/`` beside it."""
+    """Received objects, fsync'd before their report is committed; failed ones move to ``failed/`` beside it."""
     quota_mb: Optional[float] = Field(default=None, gt=0)
     """Database plus spool; when reached, new C-STOREs get 0xA700 (nothing stored is dropped)."""
 

@@ -1,18 +1,31 @@
-"""The one-way flow of a received object: spool → extraction → store (+ stages) → bus.
+"""The one-way flow of a received object: inbox → spool → extraction → store (+ stages) → bus.
 
-A source (the DICOM SCP, ``alara-edge import``) hands :meth:`Pipeline.ingest` the encoded
-object.  The object is written to the spool and fsync'd, extracted, and stored in *one*
+A source hands the encoded object to the pipeline in one of two ways:
+
+- :meth:`Pipeline.receive` (the DICOM SCP) makes the object durable as one row of the
+  :mod:`inbox <agent.store.inbox>` and returns ``accepted``; the source may then answer the
+  sender.  The pipeline's worker thread takes the inbox in order and processes each object
+  (below), removing its row only once the result has committed; what an earlier run left in
+  the inbox is processed at start-up.  :meth:`Pipeline.wait_processed` lets a source wait for
+  the objects it handed over (the SCP does before it confirms an association's release).
+- :meth:`Pipeline.ingest` (``alara-edge import``, tests) processes the object at once and
+  returns the result.
+
+Processing writes the object to the spool and fsyncs it, extracts it, and stores it in *one*
 SQLite transaction together with whatever the registered stages add (the dose checks'
-alerts, the outbox rows for the central site).  Only when that transaction has committed
-does ``ingest`` return ``stored``, and only then may a source acknowledge the sender.
-
-A stage is any callable ``stage(tx, ingest)``; it runs inside the transaction and may raise
-to abort it (the sender then gets a failure and retries).
+alerts, the outbox rows for the central site).  A stage is any callable ``stage(tx, ingest)``;
+it runs inside the transaction and may raise to abort it.  A processed object is
+``stored``, ``duplicate``, ``rejected`` (not a dose object: kept for inspection) or ``error``
+(a dose object that cannot be read: kept for inspection); if the spool or the store cannot
+take it (``refused``), the worker keeps its inbox row and tries again later.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
+import sqlite3
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +38,7 @@ from agent.bus import Bus
 from agent.extract import extract_dataset, read_dataset
 from agent.extract.record import ExtractionError, Rejected, Report
 from agent.store import Store, StoreError
+from agent.store.inbox import Inbox, Item, path_for as inbox_path
 from agent.store.reports import Receipt, SaveResult, record_receipt, save_report
 from agent.store.spool import usage_bytes
 
@@ -47,10 +61,11 @@ Stage = Callable[[sqlite_utils.Database, Ingest], None]
 
 @dataclass
 class Outcome:
-    status: str  # stored | duplicate | rejected | error | refused
+    status: str  # accepted (in the inbox) | stored | duplicate | rejected | error | refused
     reason: Optional[str] = None
     ingest: Optional[Ingest] = None
     path: Optional[str] = None
+    item_id: Optional[int] = None  # the inbox row of an accepted object
 
 
 def utc_iso(t: float | None = None) -> str:
@@ -60,24 +75,174 @@ def utc_iso(t: float | None = None) -> str:
 
 class Pipeline:
     def __init__(self, store: Store, spool_dir: Path, station: str, bus: Bus | None = None,
-                 stages: list[Stage] | None = None):
+                 stages: list[Stage] | None = None, inbox: Inbox | None = None):
         self.store = store
         self.spool_dir = Path(spool_dir)
         self.failed_dir = self.spool_dir.parent / "failed"
         self.station = station
         self.bus = bus or Bus()
         self.stages: list[Stage] = list(stages or [])
+        self.inbox = inbox  # opened by start() if not given
+        self._queue: collections.deque[Item] = collections.deque()  # accepted, not yet processed, in order
+        self._queued_bytes = 0
+        self._recovered: set[int] = set()  # inbox rows found at start: an earlier run may have stored them
+        self._cv = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._stopping = False
+        self._failing = False  # the object in hand was refused; the worker is waiting to try again
+        self._used: int | None = None  # store usage as of the last processed object (quota check)
 
-    # -- the one entry point for every source ------------------------------------------
+    # -- the entry points ---------------------------------------------------------------
+    def receive(self, encoded: bytes, origin: str, *, calling_ae: str | None = None,
+                called_ae: str | None = None, peer: str | None = None) -> Outcome:
+        """Make ``encoded`` durable in the inbox and queue it for the worker: ``accepted`` or ``refused``."""
+        received = time.time()
+        if self._worker is None:
+            raise RuntimeError("Pipeline.receive() before Pipeline.start()")
+        refused = self._over_quota(len(encoded), origin, calling_ae)
+        if refused:
+            return refused
+        try:
+            item = self.inbox.put(encoded, received, origin, calling_ae, called_ae, peer)
+        except sqlite3.Error as exc:  # disk full, read-only: nothing was kept, the sender must retry
+            log.error("inbox_write_failed", error=str(exc), origin=origin, calling_ae=calling_ae)
+            return Outcome("refused", f"inbox: {exc}")
+        with self._cv:
+            self._queue.append(item)
+            self._queued_bytes += len(encoded)
+            self._cv.notify_all()
+        return Outcome("accepted", item_id=item.id)
+
     def ingest(self, encoded: bytes, origin: str, *, calling_ae: str | None = None,
                called_ae: str | None = None, peer: str | None = None, name_hint: str | None = None) -> Outcome:
-        """Spool, extract, store. ``encoded`` is a complete DICOM file (preamble + meta + dataset)."""
+        """Spool, extract, store at once. ``encoded`` is a complete DICOM file (preamble + meta + dataset)."""
         received = time.time()
-        if self.store.quota_bytes is not None and self._used_bytes() + len(encoded) > self.store.quota_bytes:
-            log.error("store_quota_reached", quota_bytes=self.store.quota_bytes, origin=origin, calling_ae=calling_ae)
-            self.bus.publish("alarm", {"kind": "store_quota_reached"})
-            return Outcome("refused", "store quota reached")
-        digest = hashlib.sha256(encoded).hexdigest()
+        refused = self._over_quota(len(encoded), origin, calling_ae)
+        if refused:
+            return refused
+        return self._process(encoded, received, origin, calling_ae=calling_ae, called_ae=called_ae, peer=peer,
+                             name_hint=name_hint)
+
+    # -- the worker ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the worker; it first processes what an earlier run left in the inbox."""
+        if self._worker is not None:
+            return
+        if self.inbox is None:  # beside the store, whose writer lock covers it
+            self.inbox = Inbox(inbox_path(self.store.path))
+        left = self.inbox.pending()
+        if left:
+            log.info("inbox_recovered", objects=len(left))
+        with self._cv:
+            self._stopping = self._failing = False
+            self._recovered = {item.id for item in left}
+            self._queue.extendleft(reversed(left))
+            self._queued_bytes += sum(len(item.data) for item in left)
+        self._worker = threading.Thread(target=self._run, name="pipeline", daemon=True)
+        self._worker.start()
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        """Process what was received (for up to ``grace_s``), then stop; the rest stays in the inbox."""
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+            self._cv.wait_for(lambda: not self._queue or self._failing, timeout=grace_s)
+            left = len(self._queue)
+            self._queue.clear()  # the worker finishes the object in hand and ends
+            self._queued_bytes = 0
+            self._cv.notify_all()
+        worker.join()
+        self.inbox.close()
+        self.inbox = None
+        if left:
+            log.warning("inbox_left_for_next_start", objects=left)
+
+    def wait_processed(self, item_id: int, timeout: float) -> bool:
+        """Wait until inbox row ``item_id`` has been processed (or the worker stopped); False on timeout."""
+        with self._cv:
+            return self._cv.wait_for(lambda: self._worker is None or all(i.id != item_id for i in self._queue),
+                                     timeout=timeout)
+
+    def pending(self) -> int:
+        with self._cv:
+            return len(self._queue)
+
+    @property
+    def running(self) -> bool:
+        """The worker is alive (False before start() and after stop())."""
+        return self._worker is not None and self._worker.is_alive()
+
+    def _run(self) -> None:
+        backoff = 1.0
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._queue or self._stopping)
+                if not self._queue:
+                    return
+                item = self._queue[0]
+            outcome = self._process_item(item)
+            if outcome.status == "refused":  # the spool or the store cannot take it now: keep it, try again
+                with self._cv:
+                    self._failing = True
+                    self._cv.notify_all()
+                    if self._cv.wait_for(lambda: not self._queue, timeout=backoff):
+                        return  # stopping: the row stays in the inbox
+                    self._failing = False
+                backoff = min(backoff * 2, 60.0)
+                continue
+            backoff = 1.0
+            try:
+                self.inbox.remove(item.id)
+            except sqlite3.Error as exc:  # processed and committed; at the next start it is recognised
+                log.error("inbox_remove_failed", error=str(exc))
+            with self._cv:
+                if self._queue and self._queue[0] is item:
+                    self._queue.popleft()
+                    self._queued_bytes -= len(item.data)
+                self._recovered.discard(item.id)
+                self._cv.notify_all()
+
+    def _process_item(self, item: Item) -> Outcome:
+        digest = hashlib.sha256(item.data).hexdigest()
+        if item.id in self._recovered and self._already_processed(digest, item.received_at):
+            return Outcome("duplicate", reason="processed before the restart")
+        try:
+            return self._process(item.data, item.received_at, item.origin, calling_ae=item.calling_ae,
+                                 called_ae=item.called_ae, peer=item.peer, digest=digest)
+        except Exception as exc:  # never let one object stop the worker; it stays in the inbox
+            log.exception("processing_failed", error=f"{type(exc).__name__}: {exc}", origin=item.origin)
+            return Outcome("refused", str(exc))
+
+    def _already_processed(self, digest: str, received: float) -> bool:
+        try:
+            with self.store.transaction() as tx:
+                return tx.execute("SELECT 1 FROM receipts WHERE sha256 = ? AND received_at = ?",
+                                  [digest, utc_iso(received)]).fetchone() is not None
+        except StoreError:
+            return False
+
+    # -- processing ------------------------------------------------------------------------
+    def _over_quota(self, size: int, origin: str, calling_ae: str | None) -> Outcome | None:
+        quota = self.store.quota_bytes
+        if quota is None:
+            return None
+        with self._cv:
+            queued = self._queued_bytes
+        if self._used is None or self._used + queued + size > quota:
+            self._used = self._used_bytes()  # exact before refusing (pruning may have freed room)
+            if self._used + queued + size > quota:
+                log.error("store_quota_reached", quota_bytes=quota, origin=origin, calling_ae=calling_ae)
+                self.bus.publish("alarm", {"kind": "store_quota_reached"})
+                return Outcome("refused", "store quota reached")
+        return None
+
+    def _process(self, encoded: bytes, received: float, origin: str, *, calling_ae: str | None = None,
+                 called_ae: str | None = None, peer: str | None = None, name_hint: str | None = None,
+                 digest: str | None = None) -> Outcome:
+        digest = digest or hashlib.sha256(encoded).hexdigest()
         try:
             path = self._spool(encoded, received, digest)
         except OSError as exc:
@@ -98,6 +263,7 @@ class Pipeline:
             reason = str(exc) if isinstance(exc, ExtractionError) else f"{type(exc).__name__}: {exc}"
             return self._keep_failed(receipt, "error", reason, name_hint)
 
+        keep_file = False
         try:
             with self.store.transaction() as tx:
                 saved = save_report(tx, report, receipt, self.station)
@@ -105,13 +271,21 @@ class Pipeline:
                 if not saved.duplicate:
                     for stage in self.stages:
                         stage(tx, ingest)
+                else:  # the same bytes in the same second have the first copy's spool name: keep that
+                    keep_file = tx.execute("SELECT 1 FROM receipts WHERE path = ? AND status = 'stored'",
+                                           [str(path)]).fetchone() is not None
         except StoreError as exc:
             log.error("store_write_failed", error=str(exc), origin=origin, calling_ae=calling_ae)
             _unlink_quietly(path)
             return Outcome("refused", f"store: {exc}")
 
+        if self.store.quota_bytes is not None:
+            try:
+                self._used = self._used_bytes()
+            except StoreError:
+                self._used = None  # counted again at the next receipt
         status = "duplicate" if saved.duplicate else "stored"
-        if saved.duplicate:
+        if saved.duplicate and not keep_file:
             _unlink_quietly(path)  # the first copy is the record
         log.info("report_" + status, origin=origin, calling_ae=calling_ae, sop_instance_uid=report.sop_instance_uid,
                  kind=report.kind, modality=report.modality, source=report.source, events=len(report.events),

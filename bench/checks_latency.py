@@ -85,6 +85,7 @@ def run(datasets: list, stages: list, folder: Path) -> tuple[list[float], list[f
     bus.subscribe(on_report, {"report"})
     pipeline = Pipeline(store, folder / "spool", "bench-room", bus, stages=stages)
     source = DicomSource(DicomConfig(bind="127.0.0.1", port=0), pipeline)
+    pipeline.start()
     source.start()
     ae = AE(ae_title="BENCH")
     for uid in sorted({str(d.SOPClassUID) for d in datasets}):
@@ -101,6 +102,7 @@ def run(datasets: list, stages: list, folder: Path) -> tuple[list[float], list[f
     finally:
         assoc.release()
         source.stop()
+        pipeline.stop()
     return latencies, committed, store
 
 

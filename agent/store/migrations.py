@@ -75,6 +75,10 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO counters (name, value) VALUES ('outbox_seq', 0);
     """),
+    (2, "receipts_by_content", """
+    -- at start-up the inbox's leftover rows are matched against receipts by content and time
+    CREATE INDEX receipts_sha256 ON receipts(sha256);
+    """),
     (10, "alerts", """
     CREATE TABLE alerts (
         id TEXT PRIMARY KEY,             -- deterministic from rule + subject: raising twice is a no-op

@@ -1,8 +1,7 @@
 """The pipeline stage that queues each stored dose report for the central site, privacy applied.
 
 It runs inside the transaction that stores the report (register it after the checks stage), so
-the report and its outbox row commit together: a modality's C-STORE is answered only when both
-are on disk.
+the report and its outbox row commit together: one is never on disk without the other.
 """
 from __future__ import annotations
 

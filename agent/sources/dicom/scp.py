@@ -56,9 +56,11 @@ class DicomSource:
         self.ae.add_supported_context(Verification)
         for uid in STORAGE_SOP_CLASSES:
             self.ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
+        storage = store.StoreService(pipeline, release_wait_s=cfg.acse_timeout_s / 2)
         self._handlers = [
             (evt.EVT_C_ECHO, echo.make_handler(healthy)),
-            (evt.EVT_C_STORE, store.make_handler(pipeline)),
+            (evt.EVT_C_STORE, storage.on_c_store),
+            (evt.EVT_ACSE_RECV, storage.on_acse_recv),
             (evt.EVT_CONN_OPEN, no_delay),
             (evt.EVT_REJECTED, _log_rejected),
             (evt.EVT_ABORTED, _log_aborted),

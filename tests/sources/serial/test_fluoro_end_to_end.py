@@ -57,11 +57,13 @@ def test_live_thresholds_then_rdsr_reconciliation(rig, tmp_path):
     pipeline = Pipeline(r.store, tmp_path / "spool", "room-3", r.source.bus,
                         stages=[ChecksStage(rules), Reconcile.from_config(cfg)])
     scp = DicomSource(cfg.dicom, pipeline)
+    pipeline.start()
     scp.start()
     try:
         assert send([report], "127.0.0.1", scp.port, called_ae=cfg.dicom.ae_title) == [0]
     finally:
         scp.stop()
+        pipeline.stop()
     (row,) = r.rows("SELECT procedure_id, meter_dap_Gym2, rdsr_dap_Gym2, round(difference_rel, 3), finding"
                     " FROM serial_reconciliations")
     assert row == (1, meter_total, float(rdsr_total), round(meter_total / float(rdsr_total) - 1, 3), 1)

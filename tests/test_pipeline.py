@@ -1,0 +1,111 @@
+"""The pipeline's inbox and worker: accepted objects are processed in order, once, whatever stops the agent."""
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.bus import Bus
+from agent.pipeline import Pipeline
+from agent.store.inbox import Inbox, path_for
+from simulator import rdsr
+
+
+def encoded(n: int) -> bytes:
+    return rdsr.encode(rdsr.ct_report([rdsr.CTSeries("Head", ctdivol=f"{40 + n}.5")]))
+
+
+def rows(store, sql):
+    return store.db.execute(sql).fetchall()
+
+
+@pytest.fixture
+def pipeline(store, tmp_path):
+    p = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    yield p
+    p.stop()
+
+
+def test_accepted_objects_are_processed_in_order_and_leave_the_inbox(pipeline, store):
+    pipeline.start()
+    accepted = [pipeline.receive(encoded(n), "dicom", calling_ae="CT1") for n in range(5)]
+    assert [o.status for o in accepted] == ["accepted"] * 5
+    assert pipeline.wait_processed(accepted[-1].item_id, timeout=30)
+    ctdivols = [r[0] for r in rows(store, "SELECT json_extract(record, '$.events[0].ctdivol_mGy') FROM reports ORDER BY rowid")]
+    assert ctdivols == [40.5, 41.5, 42.5, 43.5, 44.5]
+    assert rows(store, "SELECT DISTINCT calling_ae FROM receipts") == [("CT1",)]
+    assert pipeline.inbox.pending() == []
+
+
+def test_what_an_earlier_run_left_in_the_inbox_is_processed_at_start(store, tmp_path):
+    left = Inbox(path_for(store.path))  # an earlier run answered Success for these, then died
+    for n in range(3):
+        left.put(encoded(n), time.time(), "dicom", "CT1")
+    left.close()
+    pipeline = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    pipeline.start()
+    pipeline.stop()  # stop() first finishes what is queued
+    assert rows(store, "SELECT COUNT(*) FROM reports") == [(3,)]
+    assert Inbox(path_for(store.path)).pending() == []
+
+
+def test_a_row_whose_report_committed_before_a_crash_is_not_processed_twice(store, tmp_path):
+    data, received = encoded(1), time.time()
+    inbox = Inbox(path_for(store.path))
+    inbox.put(data, received, "dicom")  # put directly, to know the row's content
+    inbox.close()
+    first = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    first.start()
+    first.stop()
+    assert rows(store, "SELECT status FROM receipts") == [("stored",)]
+    (path,) = rows(store, "SELECT path FROM receipts")[0]
+    inbox = Inbox(path_for(store.path))  # the crash came between the commit and the row's removal
+    inbox.put(data, received, "dicom")
+    inbox.close()
+
+    again = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    again.start()
+    again.stop()
+    assert rows(store, "SELECT status FROM receipts") == [("stored",)]  # no second receipt, not even a duplicate
+    assert Path(path).exists()
+    assert Inbox(path_for(store.path)).pending() == []
+
+
+def test_an_object_the_store_cannot_take_stays_in_the_inbox_and_is_retried(store, tmp_path):
+    failures = []
+
+    def flaky(tx, ingest):  # the first attempt fails inside the transaction, as a full disk would
+        if not failures:
+            failures.append(1)
+            raise sqlite3.OperationalError("database or disk is full")
+
+    pipeline = Pipeline(store, tmp_path / "spool", "CT1", Bus(), stages=[flaky])
+    pipeline.start()
+    outcome = pipeline.receive(encoded(1), "dicom")
+    assert outcome.status == "accepted"
+    assert pipeline.wait_processed(outcome.item_id, timeout=30)  # retried after a second
+    assert failures == [1]
+    assert rows(store, "SELECT COUNT(*) FROM reports") == [(1,)]
+    pipeline.stop()
+
+
+def test_stop_leaves_unprocessed_rows_for_the_next_start(store, tmp_path):
+    pipeline = Pipeline(store, tmp_path / "spool", "CT1", Bus(), stages=[lambda tx, ingest: time.sleep(0.3)])
+    pipeline.start()
+    for n in range(5):
+        pipeline.receive(encoded(n), "dicom")
+    pipeline.stop(grace_s=0.1)  # the object in hand is finished, the others wait in the inbox
+    stored = rows(store, "SELECT COUNT(*) FROM reports")[0][0]
+    assert 1 <= stored < 5
+    assert len(Inbox(path_for(store.path)).pending()) == 5 - stored
+
+    pipeline = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    pipeline.start()
+    pipeline.stop()
+    assert rows(store, "SELECT COUNT(*) FROM reports") == [(5,)]
+
+
+def test_receive_needs_a_started_worker(pipeline):
+    with pytest.raises(RuntimeError):
+        pipeline.receive(encoded(1), "dicom")
+
