@@ -6,6 +6,7 @@ import json
 
 from agent.commands.common import add_config_argument, load_config
 from agent.store import connect
+from agent.store.inbox import count_pending
 from agent.store.reports import failed_receipts, list_studies
 
 HELP = "list stored studies with their dose totals (and received objects that could not be read)"
@@ -27,8 +28,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         db = connect(cfg.store.path)
         studies, failed = list_studies(db, args.limit), failed_receipts(db)
+    waiting = count_pending(cfg.store.path)  # received and durable, not yet processed
     if args.json:
-        print(json.dumps({"studies": studies, "failed": failed}, indent=2, ensure_ascii=False))
+        print(json.dumps({"studies": studies, "failed": failed, "waiting": waiting}, indent=2, ensure_ascii=False))
         return 0
     if not studies:
         print("no studies stored")
@@ -41,4 +43,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{len(failed)} received object(s) could not be stored as reports (kept for inspection):")
         for f in failed:
             print(f"{f['received_at'][:19]}  {f['status']:8} {f['path']}\n    {f['reason']}")
+    if waiting:
+        print(f"\n{waiting} received object(s) waiting to be processed (the agent processes them when it runs)")
     return 0

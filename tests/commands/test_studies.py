@@ -1,0 +1,30 @@
+"""`alara-edge studies` tells what was received but is not yet processed."""
+import json
+
+from agent.store.inbox import Inbox, path_for
+from simulator import rdsr
+from tests.conftest import AgentProcess
+
+
+def test_objects_waiting_in_the_inbox_are_listed_then_processed_at_start(tmp_path):
+    agent = AgentProcess(tmp_path / "a")  # configured; an earlier run accepted two reports and died
+    agent.db_path.parent.mkdir(parents=True)
+    inbox = Inbox(path_for(agent.db_path))
+    for n in range(2):
+        inbox.put(rdsr.encode(rdsr.ct_report([rdsr.CTSeries("Head", ctdivol=f"{40 + n}.5")])), 1.0e9 + n, "dicom")
+    inbox.close()
+    listing = json.loads(agent.cli("studies", "--json").stdout)
+    assert (listing["studies"], listing["waiting"]) == ([], 2)
+    assert "2 received object(s) waiting to be processed" in agent.cli("studies").stdout
+
+    agent.start()
+    try:
+        for _ in range(100):
+            listing = json.loads(agent.cli("studies", "--json").stdout)
+            if listing["waiting"] == 0:
+                break
+        assert listing["waiting"] == 0
+        assert sum(s["report_count"] for s in listing["studies"]) == 2
+        assert '"inbox_recovered"' in agent.log_text()
+    finally:
+        agent.stop()
