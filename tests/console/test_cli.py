@@ -26,7 +26,10 @@ def test_alerts_follow_on_a_terminal_rings_and_colours(station):
     s = station()
     master, slave = pty.openpty()
     proc = subprocess.Popen(agent_cmd("alerts", "--follow", "-c", str(s.config_file())), stdin=slave, stdout=slave,
-                            stderr=slave, env=agent_env(TERM="xterm"), close_fds=True)
+                            stderr=slave, env=agent_env(TERM="xterm"), close_fds=True,
+                            # Ctrl-C as on a terminal, even when the suite itself runs as a background job
+                            # (a shell without job control starts those with SIGINT ignored, inherited here)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(slave)
     output = b""
 
