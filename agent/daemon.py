@@ -88,8 +88,8 @@ class Agent:
                 and self.pipeline.running)
 
     def start(self) -> None:
-        """Start the pipeline's worker, the DICOM source, then the components in order. Raises ``OSError`` if a port cannot
-        be bound; :meth:`stop` then stops what had started."""
+        """Start the pipeline's worker, the DICOM source, then the components in order. Raises
+        ``OSError`` if a port cannot be bound; :meth:`stop` then stops what had started."""
         self.pipeline.start()  # first what an earlier run received and did not process
         if self.dicom:
             self.dicom.start()
