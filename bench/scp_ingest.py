@@ -1,12 +1,14 @@
 """C-STORE → stored: latency and throughput of the agent's SCP against a bare pynetdicom SCP.
 
 All run on this machine on loopback, fed by the same pynetdicom SCU (in this process) with the
-same reports in the same run.  The bare SCP runs in this process and writes each received
-object to a file: without fsync (the issue's reference), with fsync, and "durable" (fsync'd
-file, renamed, directory fsync'd, and a row committed to SQLite in WAL mode with
-synchronous=FULL: the least any receiver must do to answer Success only once the object is
-durable).  The agent, in its own process, spools with fsync, extracts, and commits to SQLite
-with every configured stage before it answers.
+same reports in the same run.  The bare SCP runs in a process of its own, as the agent does
+(this script with ``--serve-bare``), and writes each received object to a file: without fsync
+(the issue's reference), with fsync, and "durable" (fsync'd file, renamed, directory fsync'd,
+and a row committed to SQLite in WAL mode with synchronous=FULL).  The agent, in its own process, answers once the object is one committed
+row of its inbox, and its worker spools with fsync, extracts, and commits to SQLite with every
+configured stage; the agent confirms the association's release only once all of that is
+done.  Rates are reports / (first C-STORE → release confirmed), so the agent's rate is that
+of *full ingest*, not of answers.
 
 The receivers are measured in rounds, one after the other in each round, and the median of
 the rounds is reported: a shared virtual machine's speed drifts by tens of percent within
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -75,6 +78,29 @@ def bare_scp(folder: Path, mode: str):
     return server, ae, port
 
 
+class BareProcess:
+    """A bare SCP in its own process (like the agent: the SCU's interpreter lock is not shared)."""
+
+    def __init__(self, folder: Path, mode: str):
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve-bare", mode, str(folder)],
+                                     stdout=subprocess.PIPE, text=True)
+        self.port = int(self.proc.stdout.readline())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def serve_bare(mode: str, folder: Path) -> int:
+    server, ae, port = bare_scp(folder, mode)
+    print(port, flush=True)
+    try:
+        signal.sigwait({signal.SIGTERM})
+    finally:
+        ae.shutdown()
+    return 0
+
+
 def measure(port: int, called: str, files: list[Path]) -> dict:
     """Send pre-encoded files (pynetdicom then sends their bytes as they are: no client-side encoding)."""
     ae = AE(ae_title="BENCH")
@@ -90,8 +116,8 @@ def measure(port: int, called: str, files: list[Path]) -> dict:
         status = assoc.send_c_store(path)
         lat.append((time.perf_counter() - t) * 1000)
         assert status.Status == 0, hex(status.Status)
+    assoc.release()  # the agent confirms a release once all it received is processed: count that time too
     elapsed = time.perf_counter() - t0
-    assoc.release()
     lat.sort()
     return {"n": len(files), "rate": len(files) / elapsed, "p50": statistics.median(lat),
             "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))], "max": lat[-1]}
@@ -106,7 +132,11 @@ def main() -> int:
     ap.add_argument("--reports", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "rdsr-corpus" / "openrem")
+    ap.add_argument("--serve-bare", nargs=2, metavar=("MODE", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.serve_bare:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        return serve_bare(args.serve_bare[0], Path(args.serve_bare[1]))
 
     corpus = sorted(args.corpus.glob("*RDSR*.dcm")) if args.corpus.is_dir() else []
     rounds: dict[str, list[dict]] = {}
@@ -123,9 +153,11 @@ def main() -> int:
                 for mode, name in BARE_MODES.items():
                     folder = tmp / f"bare-{mode}-{n}"
                     folder.mkdir()
-                    server, ae, port = bare_scp(folder, mode)
-                    rounds.setdefault(name, []).append(measure(port, "BARE", synthetic))
-                    ae.shutdown()
+                    bare = BareProcess(folder, mode)
+                    try:
+                        rounds.setdefault(name, []).append(measure(bare.port, "BARE", synthetic))
+                    finally:
+                        bare.stop()
                 # the agent keeps its store between rounds: every round's reports are new SOP instances
                 fresh = [_renamed(path, tmp / f"round-{n}") for path in synthetic] if n else synthetic
                 rounds.setdefault("alara-edge, full ingest", []).append(measure(agent.dicom_port, "ALARA_EDGE", fresh))
