@@ -109,3 +109,27 @@ def test_receive_needs_a_started_worker(pipeline):
     with pytest.raises(RuntimeError):
         pipeline.receive(encoded(1), "dicom")
 
+
+
+def test_a_sender_faster_than_processing_is_held_back_so_alerts_do_not_lag(store, tmp_path):
+    pipeline = Pipeline(store, tmp_path / "spool", "CT1", Bus(), stages=[lambda tx, ingest: time.sleep(0.1)])
+    pipeline.start()
+    for n in range(5):
+        assert pipeline.receive(encoded(n), "dicom").status == "accepted"
+        assert pipeline.pending() <= 2  # the object in hand and at most one waiting behind it
+    pipeline.stop()
+    assert rows(store, "SELECT COUNT(*) FROM reports") == [(5,)]
+
+
+def test_a_store_that_keeps_failing_does_not_hold_senders(store, tmp_path):
+    def broken(tx, ingest):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    pipeline = Pipeline(store, tmp_path / "spool", "CT1", Bus(), stages=[broken])
+    pipeline.start()
+    t = time.monotonic()
+    assert [pipeline.receive(encoded(n), "dicom").status for n in range(4)] == ["accepted"] * 4
+    assert time.monotonic() - t < 5  # answered (each one durable), not held for the back-pressure limit
+    pipeline.stop()
+    assert rows(store, "SELECT COUNT(*) FROM reports") == [(0,)]
+    assert len(Inbox(path_for(store.path)).pending()) == 4  # all kept for the next start
