@@ -5,9 +5,9 @@ A source hands the encoded object to the pipeline in one of two ways:
 - :meth:`Pipeline.receive` (the DICOM SCP) makes the object durable as one row of the
   :mod:`inbox <agent.store.inbox>` and returns ``accepted``; the source may then answer the
   sender.  The pipeline's worker thread takes the inbox in order and processes each object
-  (below), removing its row only once the result has committed.  ``receive`` returns once at
-  most one object waits behind the one being processed (back-pressure: a fast sender cannot
-  make alerts lag), unless the worker is retrying a failed store; what an earlier run left in
+  (below), removing its row only once the result has committed.  ``receive`` returns once no
+  other object waits behind the one being processed (back-pressure: a fast sender cannot make
+  alerts lag), unless the worker is retrying a failed store; what an earlier run left in
   the inbox is processed at start-up.  :meth:`Pipeline.wait_processed` lets a source wait for
   the objects it handed over (the SCP does before it confirms an association's release).
 - :meth:`Pipeline.ingest` (``alara-edge import``, tests) processes the object at once and
@@ -60,7 +60,7 @@ class Ingest:
 
 Stage = Callable[[sqlite_utils.Database, Ingest], None]
 
-MAX_WAITING = 1  # accepted objects that may wait behind the one being processed before receive() returns
+MAX_WAITING = 0  # accepted objects that may wait behind the one being processed before receive() returns
 BACKPRESSURE_MAX_S = 10.0  # receive() never holds a sender longer than this
 
 
@@ -116,9 +116,10 @@ class Pipeline:
             self._queue.append(item)
             self._queued_bytes += len(encoded)
             self._cv.notify_all()
-            # Back-pressure: answer once at most one object waits behind the one in hand, so that a
+            # Back-pressure: answer once no other object waits behind the one in hand, so that a
             # sender faster than the checks cannot make alerts lag (an object is durable already;
-            # a worker retrying a failed store does not hold senders up).
+            # a worker retrying a failed store does not hold senders up). Receiving the next
+            # object still overlaps with processing this one.
             self._cv.wait_for(lambda: len(self._queue) <= 1 + MAX_WAITING or self._failing or self._stopping,
                               timeout=BACKPRESSURE_MAX_S)
         return Outcome("accepted", item_id=item.id)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from agent.bus import Bus
-from agent.pipeline import Pipeline
+from agent.pipeline import MAX_WAITING, Pipeline
 from agent.store.inbox import Inbox, path_for
 from simulator import rdsr
 
@@ -116,7 +116,7 @@ def test_a_sender_faster_than_processing_is_held_back_so_alerts_do_not_lag(store
     pipeline.start()
     for n in range(5):
         assert pipeline.receive(encoded(n), "dicom").status == "accepted"
-        assert pipeline.pending() <= 2  # the object in hand and at most one waiting behind it
+        assert pipeline.pending() <= 1 + MAX_WAITING  # the object in hand, and no more waiting than allowed
     pipeline.stop()
     assert rows(store, "SELECT COUNT(*) FROM reports") == [(5,)]
 
