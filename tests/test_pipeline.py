@@ -90,10 +90,12 @@ def test_an_object_the_store_cannot_take_stays_in_the_inbox_and_is_retried(store
 
 
 def test_stop_leaves_unprocessed_rows_for_the_next_start(store, tmp_path):
+    inbox = Inbox(path_for(store.path))  # five accepted objects (put directly: receive() would wait)
+    for n in range(5):
+        inbox.put(encoded(n), time.time(), "dicom")
+    inbox.close()
     pipeline = Pipeline(store, tmp_path / "spool", "CT1", Bus(), stages=[lambda tx, ingest: time.sleep(0.3)])
     pipeline.start()
-    for n in range(5):
-        pipeline.receive(encoded(n), "dicom")
     pipeline.stop(grace_s=0.1)  # the object in hand is finished, the others wait in the inbox
     stored = rows(store, "SELECT COUNT(*) FROM reports")[0][0]
     assert 1 <= stored < 5
