@@ -205,16 +205,16 @@ class Pipeline:
                 backoff = min(backoff * 2, 60.0)
                 continue
             backoff = 1.0
-            try:
-                self.inbox.remove(item.id)
-            except sqlite3.Error as exc:  # processed and committed; at the next start it is recognised
-                log.error("inbox_remove_failed", error=str(exc))
-            with self._cv:
+            with self._cv:  # processed and committed: senders and releases waiting for it may go on
                 if self._queue and self._queue[0] is item:
                     self._queue.popleft()
                     self._queued_bytes -= len(item.data)
                 self._recovered.discard(item.id)
                 self._cv.notify_all()
+            try:
+                self.inbox.remove(item.id)
+            except sqlite3.Error as exc:  # at the next start the row is recognised as processed
+                log.error("inbox_remove_failed", error=str(exc))
 
     def _process_item(self, item: Item) -> Outcome:
         digest = hashlib.sha256(item.data).hexdigest()
