@@ -18,8 +18,9 @@ SQLite transaction together with whatever the registered stages add (the dose ch
 alerts, the outbox rows for the central site).  A stage is any callable ``stage(tx, ingest)``;
 it runs inside the transaction and may raise to abort it.  A processed object is
 ``stored``, ``duplicate``, ``rejected`` (not a dose object: kept for inspection) or ``error``
-(a dose object that cannot be read: kept for inspection); if the spool or the store cannot
-take it (``refused``), the worker keeps its inbox row and tries again later.
+(a dose object that cannot be read, or whose processing fails: kept for inspection, and the
+others go on); if the spool or the store cannot take it (disk full, I/O error: ``refused``),
+the worker keeps its inbox row and tries again later.
 """
 from __future__ import annotations
 
@@ -286,9 +287,14 @@ class Pipeline:
                     keep_file = tx.execute("SELECT 1 FROM receipts WHERE path = ? AND status = 'stored'",
                                            [str(path)]).fetchone() is not None
         except StoreError as exc:
+            if not isinstance(exc.__cause__, sqlite3.OperationalError):  # this object's data, not the disk
+                return self._keep_failed(receipt, "error", f"cannot be stored: {exc}", name_hint)
             log.error("store_write_failed", error=str(exc), origin=origin, calling_ae=calling_ae)
             _unlink_quietly(path)
             return Outcome("refused", f"store: {exc}")
+        except Exception as exc:  # a fault this object triggers: keep it for inspection, go on with the others
+            log.exception("processing_failed", error=f"{type(exc).__name__}: {exc}", origin=origin)
+            return self._keep_failed(receipt, "error", f"processing failed: {type(exc).__name__}: {exc}", name_hint)
 
         if self.store.quota_bytes is not None:
             try:

@@ -135,3 +135,19 @@ def test_a_store_that_keeps_failing_does_not_hold_senders(store, tmp_path):
     pipeline.stop()
     assert rows(store, "SELECT COUNT(*) FROM reports") == [(0,)]
     assert len(Inbox(path_for(store.path)).pending()) == 4  # all kept for the next start
+
+
+def test_an_object_whose_processing_fails_is_kept_as_an_error_and_the_others_go_on(store, tmp_path):
+    def fragile(tx, ingest):  # a fault that this one report triggers (not the disk)
+        if ingest.report.events[0].ctdivol_mGy == 41.5:
+            raise ValueError("unexpected value")
+
+    pipeline = Pipeline(store, tmp_path / "spool", "CT1", Bus(), stages=[fragile])
+    pipeline.start()
+    outcomes = [pipeline.receive(encoded(n), "dicom") for n in range(3)]
+    assert pipeline.wait_processed(outcomes[-1].item_id, timeout=30)
+    pipeline.stop()
+    assert rows(store, "SELECT status FROM receipts ORDER BY id") == [("stored",), ("error",), ("stored",)]
+    (reason, path) = rows(store, "SELECT reason, path FROM receipts WHERE status = 'error'")[0]
+    assert "ValueError: unexpected value" in reason and "/failed/" in path and Path(path).exists()
+    assert Inbox(path_for(store.path)).pending() == []
