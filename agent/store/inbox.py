@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Optional
 
 SCHEMA_VERSION = 1
+FREE_PAGES_KEPT = 1024  # pages (4 MiB) of free space the file may keep for the next objects
+WAL_LIMIT_BYTES = 4 * 1024 * 1024  # the WAL is cut back to this after a checkpoint
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
     id INTEGER PRIMARY KEY,
@@ -56,8 +58,10 @@ class Inbox:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # (takes effect on a new file) see remove()
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")  # put() returns only once the row is on disk
+        self._conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         (version,) = self._conn.execute("PRAGMA user_version").fetchone()
         if version < SCHEMA_VERSION:
             self._conn.execute(SCHEMA)
@@ -83,6 +87,9 @@ class Inbox:
         """The object's report (or failure receipt) has committed: the row is no longer needed."""
         with self._lock:
             self._conn.execute("DELETE FROM inbox WHERE id = ?", (item_id,))
+            # after a burst of large objects, give the space back instead of keeping the high-water mark
+            if self._conn.execute("PRAGMA freelist_count").fetchone()[0] > FREE_PAGES_KEPT:
+                self._conn.executescript("PRAGMA incremental_vacuum;")  # (execute() would free one page)
 
     def count(self) -> int:
         with self._lock:

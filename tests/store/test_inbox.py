@@ -31,3 +31,12 @@ def test_every_put_is_committed_in_full_sync_wal(tmp_path):
 
 def test_no_inbox_file_means_nothing_pending(tmp_path):
     assert count_pending(tmp_path / "agent.sqlite") == 0
+
+
+def test_the_space_of_a_burst_of_large_objects_is_given_back(tmp_path):
+    inbox = Inbox(tmp_path / "x-inbox.sqlite")
+    items = [inbox.put(b"x" * 1_000_000, float(n), "dicom") for n in range(30)]  # 30 MB waiting
+    for item in items:
+        inbox.remove(item.id)
+    inbox.close()  # the last connection checkpoints
+    assert (tmp_path / "x-inbox.sqlite").stat().st_size < 8_000_000
