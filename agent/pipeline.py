@@ -63,6 +63,7 @@ Stage = Callable[[sqlite_utils.Database, Ingest], None]
 
 MAX_WAITING = 0  # accepted objects that may wait behind the one being processed before receive() returns
 BACKPRESSURE_MAX_S = 10.0  # receive() never holds a sender longer than this
+PROCESSING_STALLED = "processing_stalled"  # the alarm while accepted objects cannot be stored
 
 
 @dataclass
@@ -197,16 +198,22 @@ class Pipeline:
                 item = self._queue[0]
             outcome = self._process_item(item)
             if outcome.status == "refused":  # the spool or the store cannot take it now: keep it, try again
+                if not self._failing:  # the modality was told Success: a person must hear of it elsewhere
+                    self.bus.publish("alarm", {"kind": PROCESSING_STALLED, "reason": outcome.reason,
+                                               "waiting": self.pending()})
                 with self._cv:
                     self._failing = True
                     self._cv.notify_all()
                     if self._cv.wait_for(lambda: not self._queue, timeout=backoff):
                         return  # stopping: the row stays in the inbox
-                    self._failing = False
                 backoff = min(backoff * 2, 60.0)
                 continue
+            if backoff > 1.0:  # it had failed: processing goes on again
+                self.bus.publish("alarm", {"kind": PROCESSING_STALLED, "cleared": True})
+                log.info("processing_resumed", waiting=self.pending())
             backoff = 1.0
             with self._cv:  # processed and committed: senders and releases waiting for it may go on
+                self._failing = False
                 if self._queue and self._queue[0] is item:
                     self._queue.popleft()
                     self._queued_bytes -= len(item.data)

@@ -79,7 +79,9 @@ def test_an_object_the_store_cannot_take_stays_in_the_inbox_and_is_retried(store
             failures.append(1)
             raise sqlite3.OperationalError("database or disk is full")
 
-    pipeline = Pipeline(store, tmp_path / "spool", "CT1", Bus(), stages=[flaky])
+    bus, alarms = Bus(), []
+    bus.subscribe(lambda topic, alarm: alarms.append(alarm), {"alarm"})
+    pipeline = Pipeline(store, tmp_path / "spool", "CT1", bus, stages=[flaky])
     pipeline.start()
     outcome = pipeline.receive(encoded(1), "dicom")
     assert outcome.status == "accepted"
@@ -87,6 +89,10 @@ def test_an_object_the_store_cannot_take_stays_in_the_inbox_and_is_retried(store
     assert failures == [1]
     assert rows(store, "SELECT COUNT(*) FROM reports") == [(1,)]
     pipeline.stop()
+    # the modality was told Success: the stall is an alarm (status message, console) until it is over
+    assert [(a["kind"], a.get("cleared", False)) for a in alarms] == [("processing_stalled", False),
+                                                                     ("processing_stalled", True)]
+    assert "database or disk is full" in alarms[0]["reason"]
 
 
 def test_stop_leaves_unprocessed_rows_for_the_next_start(store, tmp_path):

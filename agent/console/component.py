@@ -128,7 +128,11 @@ class Console:
                 self.hub.publish_threadsafe("procedure", view)
         elif topic == "alarm":
             alarm = dict(_as_dict(payload) or {}, at=_utcnow())
-            self.alarms.appendleft(alarm)
+            if alarm.get("cleared"):  # the condition is over: forget what was heard of it
+                for old in [a for a in self.alarms if a.get("kind") == alarm.get("kind")]:
+                    self.alarms.remove(old)
+            else:
+                self.alarms.appendleft(alarm)
             self.hub.publish_threadsafe("alarm", alarm)
             self._refresh_soon("health")
         elif topic == "outbox":

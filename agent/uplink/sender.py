@@ -149,7 +149,10 @@ class Uplink:
     # -- bus ----------------------------------------------------------------------------------
     def _on_bus(self, topic_name: str, payload: Any) -> None:
         if topic_name == "alarm" and isinstance(payload, dict) and payload.get("kind"):
-            self.alarms.raise_(str(payload["kind"]), {k: v for k, v in payload.items() if k != "kind"})
+            if payload.get("cleared"):
+                self.alarms.clear(str(payload["kind"]))
+            else:
+                self.alarms.raise_(str(payload["kind"]), {k: v for k, v in payload.items() if k != "kind"})
         self._wakeup()
 
     def _wakeup(self) -> None:

@@ -101,6 +101,11 @@ def test_an_alarm_shows_in_the_health_bar(station, page):
     page.reload()
     page.wait_for_selector("#live.on")
     expect(page.locator('#health [data-part="alarm"]')).to_contain_text("store quota reached", timeout=20_000)
+    s.bus.publish("alarm", {"kind": "store_quota_reached", "cleared": True})  # the condition is over
+    expect(page.locator('#health [data-part="alarm"]')).to_have_count(0, timeout=20_000)
+    page.reload()
+    page.wait_for_selector("#live.on")
+    expect(page.locator('#health [data-part="alarm"]')).to_have_count(0)
 
 
 def test_what_happens_while_the_page_loads_its_state_is_not_lost(station, page):

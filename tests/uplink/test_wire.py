@@ -97,6 +97,9 @@ def test_alarm_on_the_bus_shows_in_health_and_status(broker, store, tmp_path, ru
                  what="the alarm in the status")
         assert [a["kind"] for a in uplink.health()["alarms"]] == ["store_quota_reached"]
         assert errors(tap.messages[-1].json) == []
+        bus.publish("alarm", {"kind": "store_quota_reached", "cleared": True})  # the condition is over
+        wait_for(lambda: tap.messages[-1].json["body"]["alarms"] == [], what="the status without the alarm")
+        assert uplink.health()["alarms"] == []
     finally:
         tap.close()
     assert json.loads(json.dumps(uplink.health()))  # health is plain JSON for /healthz

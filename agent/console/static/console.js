@@ -92,7 +92,11 @@ function connect() {
   on(source, "studies", (studies) => { app.studies = studies; renderStudies(); });
   on(source, "procedure", (procedure) => { app.procedure = procedure; renderProcedure(); });
   on(source, "health", (health) => { app.health = health; renderHealth(); });
-  on(source, "alarm", (alarm) => { app.alarms.unshift(alarm); renderHealth(); });
+  on(source, "alarm", (alarm) => {
+    if (alarm.cleared) app.alarms = app.alarms.filter((a) => a.kind !== alarm.kind);
+    else app.alarms.unshift(alarm);
+    renderHealth();
+  });
 }
 
 function on(source, event, handler) {
