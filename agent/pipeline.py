@@ -82,16 +82,15 @@ def utc_iso(t: float | None = None) -> str:
 
 class Pipeline:
     def __init__(self, store: Store, spool_dir: Path, station: str, bus: Bus | None = None,
-                 stages: list[Stage] | None = None, inbox: Inbox | None = None):
+                 stages: list[Stage] | None = None):
         self.store = store
         self.spool_dir = Path(spool_dir)
         self.failed_dir = self.spool_dir.parent / "failed"
         self.station = station
         self.bus = bus or Bus()
         self.stages: list[Stage] = list(stages or [])
-        self.inbox = inbox  # opened by start() if not given
+        self.inbox: Inbox | None = None  # opened by start(), closed by stop()
         self._queue: collections.deque[Item] = collections.deque()  # accepted, not yet processed, in order
-        self._queued_bytes = 0
         self._recovered: set[int] = set()  # inbox rows found at start: an earlier run may have stored them
         self._cv = threading.Condition()
         self._worker: threading.Thread | None = None
@@ -116,7 +115,6 @@ class Pipeline:
             return Outcome("refused", f"inbox: {exc}")
         with self._cv:
             self._queue.append(item)
-            self._queued_bytes += len(encoded)
             self._cv.notify_all()
             # Back-pressure: answer once no other object waits behind the one in hand, so that a
             # sender faster than the checks cannot make alerts lag (an object is durable already;
@@ -141,8 +139,7 @@ class Pipeline:
         """Start the worker; it first processes what an earlier run left in the inbox."""
         if self._worker is not None:
             return
-        if self.inbox is None:  # beside the store, whose writer lock covers it
-            self.inbox = Inbox(inbox_path(self.store.path))
+        self.inbox = Inbox(inbox_path(self.store.path))  # beside the store, whose writer lock covers it
         left = self.inbox.pending()
         if left:
             log.info("inbox_recovered", objects=len(left))
@@ -150,7 +147,6 @@ class Pipeline:
             self._stopping = self._failing = False
             self._recovered = {item.id for item in left}
             self._queue.extendleft(reversed(left))
-            self._queued_bytes += sum(len(item.data) for item in left)
         self._worker = threading.Thread(target=self._run, name="pipeline", daemon=True)
         self._worker.start()
 
@@ -165,7 +161,6 @@ class Pipeline:
             self._cv.wait_for(lambda: not self._queue or self._failing, timeout=grace_s)
             left = len(self._queue)
             self._queue.clear()  # the worker finishes the object in hand and ends
-            self._queued_bytes = 0
             self._cv.notify_all()
         worker.join()
         self.inbox.close()
@@ -208,7 +203,7 @@ class Pipeline:
                         return  # stopping: the row stays in the inbox
                 backoff = min(backoff * 2, 60.0)
                 continue
-            if backoff > 1.0:  # it had failed: processing goes on again
+            if self._failing:  # processing goes on again
                 self.bus.publish("alarm", {"kind": PROCESSING_STALLED, "cleared": True})
                 log.info("processing_resumed", waiting=self.pending())
             backoff = 1.0
@@ -216,7 +211,6 @@ class Pipeline:
                 self._failing = False
                 if self._queue and self._queue[0] is item:
                     self._queue.popleft()
-                    self._queued_bytes -= len(item.data)
                 self._recovered.discard(item.id)
                 self._cv.notify_all()
             try:
@@ -248,8 +242,8 @@ class Pipeline:
         quota = self.store.quota_bytes
         if quota is None:
             return None
-        with self._cv:
-            queued = self._queued_bytes
+        with self._cv:  # accepted, not yet spooled
+            queued = sum(len(item.data) for item in self._queue)
         if self._used is None or self._used + queued + size > quota:
             self._used = self._used_bytes()  # exact before refusing (pruning may have freed room)
             if self._used + queued + size > quota:

@@ -4,10 +4,10 @@ All run on this machine on loopback, fed by the same pynetdicom SCU (in this pro
 same reports in the same run.  The bare SCP runs in a process of its own, as the agent does
 (this script with ``--serve-bare``), and writes each received object to a file: without fsync
 (the issue's reference), with fsync, and "durable" (fsync'd file, renamed, directory fsync'd,
-and a row committed to SQLite in WAL mode with synchronous=FULL).  The agent, in its own process, answers once the object is one committed
-row of its inbox, and its worker spools with fsync, extracts, and commits to SQLite with every
-configured stage; the agent confirms the association's release only once all of that is
-done.  Rates are reports / (first C-STORE → release confirmed), so the agent's rate is that
+and a row committed to SQLite in WAL mode with synchronous=FULL).  The agent, in its own
+process, answers once the object is one committed row of its inbox, and its worker spools
+with fsync, extracts, and commits to SQLite with every configured stage; the agent confirms
+the association's release only once all of that is done.  Rates are reports / (first C-STORE → release confirmed), so the agent's rate is that
 of *full ingest*, not of answers.
 
 The receivers are measured in rounds, one after the other in each round, and the median of

@@ -91,14 +91,6 @@ class Inbox:
             if self._conn.execute("PRAGMA freelist_count").fetchone()[0] > FREE_PAGES_KEPT:
                 self._conn.executescript("PRAGMA incremental_vacuum;")  # (execute() would free one page)
 
-    def count(self) -> int:
-        with self._lock:
-            return self._conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
-
-    def size_bytes(self) -> int:
-        """The inbox's files on disk (counted against the store quota)."""
-        return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
-
     def close(self) -> None:
         with self._lock:
             self._conn.close()

@@ -14,6 +14,7 @@ way), so a finished association means reports stored and alerts raised.
 from __future__ import annotations
 
 import weakref
+
 import structlog
 from pynetdicom import events
 from pynetdicom.pdu_primitives import A_RELEASE
@@ -61,4 +62,3 @@ class StoreService:
         if last is not None and not self.pipeline.wait_processed(last, self.release_wait_s):
             log.warning("release_before_processed", calling_ae=event.assoc.requestor.ae_title.strip(),
                         waiting=self.pipeline.pending())
-
