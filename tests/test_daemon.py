@@ -4,26 +4,16 @@ import sqlite3
 import subprocess
 import sys
 import signal
-import time
 
 from agent.sources.dicom.scu import send
 from simulator import rdsr
-from tests.conftest import REPO, agent_env, run_agent
+from tests.conftest import REPO, agent_env, run_agent, wait_for
 
 
 def alerts(agent):
     r = agent.cli("alerts", "--json")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_high_ct_head_dose_by_dicom_raises_the_notification_value_alert(agent_process):
@@ -47,7 +37,7 @@ def test_sighup_with_a_bad_table_keeps_the_rules_and_a_good_one_applies(agent_pr
     good = (REPO / "config" / "local-drl.example.toml").read_text()
     table.write_text(good.replace('unit = "mGy"', 'unit = "furlongs"', 1))
     agent.proc.send_signal(signal.SIGHUP)
-    assert wait_for(lambda: '"reload_failed"' in agent.log_text())
+    wait_for(lambda: '"reload_failed"' in agent.log_text(), 10)
     assert agent.proc.poll() is None
     head = rdsr.CTSeries("Routine Head", target_region="Head", ctdivol="85", dlp="1700")
     send([rdsr.ct_report([head])], "127.0.0.1", agent.dicom_port)
@@ -56,7 +46,7 @@ def test_sighup_with_a_bad_table_keeps_the_rules_and_a_good_one_applies(agent_pr
 
     table.write_text(good)
     agent.proc.send_signal(signal.SIGHUP)
-    assert wait_for(lambda: '"rules_reloaded"' in agent.log_text())
+    wait_for(lambda: '"rules_reloaded"' in agent.log_text(), 10)
     send([rdsr.ct_report([rdsr.CTSeries("Routine Head", target_region="Head", ctdivol="60", dlp="1700")])],
          "127.0.0.1", agent.dicom_port)
     assert {"kind": "exam_above_drl", "rule": "local-ct-head-dlp"} in stored_alerts(agent)
@@ -70,10 +60,10 @@ def test_dap_meter_on_a_serial_line_raises_fluoro_alerts_in_the_running_agent(ag
     sim = subprocess.Popen([sys.executable, "-m", "simulator.serial", "diamentor", "--link", str(link),
                             "--scenario", str(scenario)], cwd=REPO, env=agent_env())
     try:
-        assert wait_for(link.exists, 15)
+        wait_for(link.exists, 15)
         agent = agent_process(f'[[serial]]\ndriver = "diamentor"\nport = "{link}"\ndevice = "dap-1"\n'
                               'poll_interval_s = 0.1\n')
-        assert wait_for(lambda: {"fluoro_threshold"} <= {a["kind"] for a in stored_alerts(agent)}, 30)
+        wait_for(lambda: {"fluoro_threshold"} <= {a["kind"] for a in stored_alerts(agent)}, 30)
         with sqlite3.connect(agent.db_path) as db:
             levels = [r[0] for r in db.execute("SELECT level FROM alerts WHERE kind = 'fluoro_threshold' ORDER BY rowid")]
         assert levels[0] == "first notification"

@@ -3,7 +3,7 @@ import json
 
 from agent.store.inbox import Inbox, path_for
 from simulator import rdsr
-from tests.conftest import AgentProcess
+from tests.conftest import AgentProcess, wait_for
 
 
 def test_objects_waiting_in_the_inbox_are_listed_then_processed_at_start(tmp_path):
@@ -19,11 +19,11 @@ def test_objects_waiting_in_the_inbox_are_listed_then_processed_at_start(tmp_pat
 
     agent.start()
     try:
-        for _ in range(100):
+        def processed():
             listing = json.loads(agent.cli("studies", "--json").stdout)
-            if listing["waiting"] == 0:
-                break
-        assert listing["waiting"] == 0
+            return listing if listing["waiting"] == 0 else None
+
+        listing = wait_for(processed, what="the inbox processed")
         assert sum(s["report_count"] for s in listing["studies"]) == 2
         assert '"inbox_recovered"' in agent.log_text()
     finally:

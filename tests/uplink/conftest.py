@@ -1,14 +1,13 @@
 """Fixtures for the uplink tests: a throwaway broker, an agent config, a store, a central receiver."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from agent.config import Config
 from agent.store import Store
+from tests.conftest import wait_for  # also imported from here by the uplink and central tests
 from tests.uplink.broker import Mosquitto
 
 
@@ -37,17 +36,6 @@ def store(tmp_path: Path):
     s = Store.open(tmp_path / "agent" / "store.sqlite")
     yield s
     s.close()
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> object:
-    """Poll until ``predicate()`` is truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what or predicate}")
 
 
 def enqueue(store, n: int, kind: str = "reading", tag: str = "t", start: int = 0, bus=None) -> list[str]:

@@ -5,14 +5,13 @@ import signal
 import sqlite3
 import subprocess
 import threading
-import time
 
 import pydicom
 import pytest
 
 from agent.sources.dicom.scu import echo, send
 from simulator import rdsr
-from tests.conftest import CORPUS, dcmtk
+from tests.conftest import CORPUS, dcmtk, wait_for
 
 DOSE_FILES = sorted(p.name for p in CORPUS.glob("*RDSR*.dcm")) + ["CT-ESR-GE_Optima.dcm", "CT-ESR-GE_VCT.dcm"]
 
@@ -102,9 +101,7 @@ def test_sigkill_after_success_before_processing_loses_nothing(agent_process):
     agent.proc.wait()
     assoc.abort()
     agent.start()
-    deadline = time.monotonic() + 30
-    while stored_count(agent) < 30 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: stored_count(agent) == 30, 30, what="the 30 reports after the restart")
     with sqlite3.connect(agent.db_path) as db:
         uids = [r[0] for r in db.execute("SELECT sop_instance_uid FROM reports")]
         receipts = db.execute("SELECT status, COUNT(*) FROM receipts GROUP BY status").fetchall()
