@@ -39,6 +39,7 @@ import structlog
 
 from agent.bus import Bus
 from agent.extract import extract_dataset, read_dataset
+from agent.extract.common import hstr
 from agent.extract.record import ExtractionError, Rejected, Report
 from agent.store import Store, StoreError
 from agent.store.inbox import Inbox, Item, path_for as inbox_path
@@ -266,9 +267,9 @@ class Pipeline:
                           size_bytes=len(encoded), calling_ae=calling_ae, called_ae=called_ae, peer=peer)
         try:
             ds = read_dataset(encoded)
-            receipt.sop_instance_uid = _str(ds, "SOPInstanceUID")
-            receipt.sop_class_uid = _str(ds, "SOPClassUID")
-            receipt.transfer_syntax = _str(ds.file_meta, "TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+            receipt.sop_instance_uid = hstr(ds, "SOPInstanceUID")
+            receipt.sop_class_uid = hstr(ds, "SOPClassUID")
+            receipt.transfer_syntax = hstr(ds.file_meta, "TransferSyntaxUID") if hasattr(ds, "file_meta") else None
             report = extract_dataset(ds)
         except Rejected as exc:
             return self._keep_failed(receipt, "rejected", str(exc), name_hint)
@@ -349,11 +350,6 @@ class Pipeline:
                     sop_class_uid=receipt.sop_class_uid, kept_at=receipt.path, file=name_hint)
         self.bus.publish("receipt_failed", {"status": status, "reason": reason, "path": receipt.path})
         return Outcome(status, reason=reason, path=receipt.path)
-
-
-def _str(ds: Any, keyword: str) -> Optional[str]:
-    value = getattr(ds, keyword, None)
-    return str(value) if value not in (None, "") else None
 
 
 def _write_durably(path: Path, data: bytes) -> None:

@@ -12,8 +12,11 @@ import re
 from collections import OrderedDict
 from datetime import date
 from decimal import Decimal
+from functools import lru_cache
 from typing import Iterable, Optional
 
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from agent.extract import codes as C
@@ -191,6 +194,16 @@ def da_tm_iso(da: Optional[str], tm: Optional[str], notes: Optional[Notes] = Non
 # -- the DICOM header -----------------------------------------------------------------------
 def hstr(ds: Dataset, keyword: str) -> Optional[str]:
     """A header attribute as text (multi-values joined with '\\'); empty or unreadable → None."""
+    tag = _TAGS.get(keyword) or _tag_of(keyword)
+    elem = ds._dict.get(tag) if tag else None
+    if elem is None and tag:
+        return None  # absent
+    if type(elem) is RawDataElement and elem.value is not None:  # still encoded: the common case
+        raw = elem.value
+        if (elem.VR or _dictionary_vr(tag)) in _PLAIN_VRS and raw.isascii() and b"\\" not in raw and b"\x1b" not in raw:
+            # one value of a string VR in plain ASCII reads the same in every character set:
+            # the bytes are the text, which spares pydicom's conversion (most of a header read)
+            return raw.decode("ascii").strip(" \x00") or None
     try:
         value = ds.get(keyword)
     except Exception:
@@ -199,6 +212,25 @@ def hstr(ds: Dataset, keyword: str) -> Optional[str]:
         return None
     text = value_text(value).strip(" \x00")
     return text or None
+
+
+_PLAIN_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
+_TAGS: dict[str, int] = {}
+
+
+def _tag_of(keyword: str) -> Optional[int]:
+    tag = tag_for_keyword(keyword)
+    if tag is not None:
+        _TAGS[keyword] = tag
+    return tag
+
+
+@lru_cache(maxsize=None)
+def _dictionary_vr(tag: int) -> Optional[str]:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
 
 
 def hdecimals(ds: Dataset, keyword: str) -> list[Decimal]:
