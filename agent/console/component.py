@@ -149,7 +149,8 @@ class Console:
 
     def _refresh_soon(self, what: str) -> None:
         """Recompute ``studies`` or ``health`` once shortly (bursts of messages coalesce) and push it."""
-        self._loop_call(self._schedule, what)
+        if self._watched:  # else waking the loop for every report would only cost the pipeline time
+            self._loop_call(self._schedule, what)
 
     def _push_alert(self, topic: str, alert: dict[str, Any]) -> None:
         """On the loop: add the accession number (a quick read) and push; the study list follows."""
