@@ -195,7 +195,7 @@ def da_tm_iso(da: Optional[str], tm: Optional[str], notes: Optional[Notes] = Non
 def hstr(ds: Dataset, keyword: str) -> Optional[str]:
     """A header attribute as text (multi-values joined with '\\'); empty or unreadable → None."""
     tag = _TAGS.get(keyword) or _tag_of(keyword)
-    elem = ds._dict.get(tag) if tag else None
+    elem = ds.get_item(tag) if tag else None  # the element as read: still encoded unless something used it
     if elem is None and tag:
         return None  # absent
     if type(elem) is RawDataElement and elem.value is not None:  # still encoded: the common case
