@@ -104,6 +104,7 @@ def serve_bare(mode: str, folder: Path) -> int:
 def measure(port: int, called: str, files: list[Path]) -> dict:
     """Send pre-encoded files (pynetdicom then sends their bytes as they are: no client-side encoding)."""
     ae = AE(ae_title="BENCH")
+    ae.dimse_timeout = ae.acse_timeout = 60  # a receiver that stops answering fails the run instead of hanging it
     metas = {(str(m.MediaStorageSOPClassUID), str(m.TransferSyntaxUID)) for m in map(pydicom.filereader.read_file_meta_info, files)}
     for uid, ts in sorted(metas):
         ae.add_requested_context(uid, ts)  # one context per transfer syntax: the acceptor picks one per context
