@@ -194,7 +194,7 @@ def da_tm_iso(da: Optional[str], tm: Optional[str], notes: Optional[Notes] = Non
 # -- the DICOM header -----------------------------------------------------------------------
 def hstr(ds: Dataset, keyword: str) -> Optional[str]:
     """A header attribute as text (multi-values joined with '\\'); empty or unreadable → None."""
-    tag = _TAGS.get(keyword) or _tag_of(keyword)
+    tag = tag_for_keyword(keyword)
     elem = ds.get_item(tag) if tag else None  # the element as read: still encoded unless something used it
     if elem is None and tag:
         return None  # absent
@@ -215,14 +215,6 @@ def hstr(ds: Dataset, keyword: str) -> Optional[str]:
 
 
 _PLAIN_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
-_TAGS: dict[str, int] = {}
-
-
-def _tag_of(keyword: str) -> Optional[int]:
-    tag = tag_for_keyword(keyword)
-    if tag is not None:
-        _TAGS[keyword] = tag
-    return tag
 
 
 @lru_cache(maxsize=None)
