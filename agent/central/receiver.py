@@ -22,7 +22,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from agent.config import Config
 from agent.uplink.connection import Backoff, CredentialsError, connect, is_v5, new_client, reason_text, reason_value
 
-from .store import KINDS, CentralStore, CentralStoreError, Message
+from .store import KINDS, CentralStore, CentralStoreError, Message, safe_database
 
 log = structlog.get_logger("agent.central")
 
@@ -107,7 +107,7 @@ class Receiver:
     def run(self, stop: threading.Event) -> None:
         backoff = Backoff(self.mqtt.reconnect_min_s, self.mqtt.reconnect_max_s)
         log.info("central_started", broker=f"{self.mqtt.host}:{self.mqtt.port}", subscription=self.filter,
-                 client_id=self.central.client_id, database=_safe_db(self.central.database))
+                 client_id=self.central.client_id, database=safe_database(self.central.database))
         while not stop.is_set():
             if self._store_broken and not self._reopen_store():
                 stop.wait(backoff.next())
@@ -234,10 +234,3 @@ class Receiver:
         if last is None or m.seq > last:
             self._max_seq[key] = m.seq
 
-
-def _safe_db(database: str) -> str:
-    """The database for logs, without a password."""
-    if "://" in database and "@" in database:
-        scheme, rest = database.split("://", 1)
-        return f"{scheme}://…@{rest.split('@', 1)[1]}"
-    return database

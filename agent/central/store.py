@@ -10,12 +10,43 @@ import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from agent.uplink.payloads import now_iso as _now
 
 KINDS = ("report", "alert", "ack", "reading", "status")
 MISSING_RANGES_SHOWN = 20
+MIGRATION_LOCK = 0x616C617261  # PostgreSQL advisory lock key held while the schema is brought up to date
+
+
+def _v1(postgres: bool) -> list[str]:
+    json_type = "JSONB" if postgres else "TEXT"
+    serial = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY" if postgres else "INTEGER PRIMARY KEY"
+    # IF NOT EXISTS: databases created before the schema was versioned already hold these tables
+    return [
+        f"""CREATE TABLE IF NOT EXISTS central_events (
+            event_id TEXT PRIMARY KEY,
+            site TEXT NOT NULL, station TEXT NOT NULL, kind TEXT NOT NULL, seq BIGINT NOT NULL,
+            schema_name TEXT NOT NULL, schema_version INTEGER NOT NULL,
+            created TEXT NOT NULL, sent TEXT NOT NULL, received_at TEXT NOT NULL,
+            envelope {json_type} NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS central_events_station ON central_events (site, station, seq)",
+        f"""CREATE TABLE IF NOT EXISTS central_stations (
+            site TEXT NOT NULL, station TEXT NOT NULL,
+            duplicates_dropped BIGINT NOT NULL DEFAULT 0,
+            status_received BIGINT NOT NULL DEFAULT 0,
+            last_status {json_type}, last_status_at TEXT, last_received_at TEXT,
+            PRIMARY KEY (site, station))""",
+        f"""CREATE TABLE IF NOT EXISTS central_rejects (
+            id {serial}, received_at TEXT NOT NULL, topic TEXT NOT NULL, reason TEXT NOT NULL, payload TEXT)""",
+    ]
+
+
+# Versioned schema steps (version, name, statements for SQLite or PostgreSQL); versions only grow
+# and a released step is never edited: a change is a new step that migrates what is there.
+SCHEMA: list[tuple[int, str, Callable[[bool], list[str]]]] = [
+    (1, "events, stations, rejects", _v1),
+]
 
 
 @dataclass
@@ -47,7 +78,11 @@ class CentralStore:
         self.p = "%s" if self.postgres else "?"
         self.j = "%s::jsonb" if self.postgres else "?"
         self.conn: Any = self._connect()
-        self._create()
+        try:
+            self._create()
+        except CentralStoreError:
+            self.conn.close()
+            raise
 
     @classmethod
     def open(cls, database: str) -> "CentralStore":
@@ -84,27 +119,42 @@ class CentralStore:
         self.conn.close()
 
     def _create(self) -> None:
-        json_type = "JSONB" if self.postgres else "TEXT"
-        serial = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY" if self.postgres else "INTEGER PRIMARY KEY"
-        for sql in (
-            f"""CREATE TABLE IF NOT EXISTS central_events (
-                event_id TEXT PRIMARY KEY,
-                site TEXT NOT NULL, station TEXT NOT NULL, kind TEXT NOT NULL, seq BIGINT NOT NULL,
-                schema_name TEXT NOT NULL, schema_version INTEGER NOT NULL,
-                created TEXT NOT NULL, sent TEXT NOT NULL, received_at TEXT NOT NULL,
-                envelope {json_type} NOT NULL)""",
-            "CREATE INDEX IF NOT EXISTS central_events_station ON central_events (site, station, seq)",
-            f"""CREATE TABLE IF NOT EXISTS central_stations (
-                site TEXT NOT NULL, station TEXT NOT NULL,
-                duplicates_dropped BIGINT NOT NULL DEFAULT 0,
-                status_received BIGINT NOT NULL DEFAULT 0,
-                last_status {json_type}, last_status_at TEXT, last_received_at TEXT,
-                PRIMARY KEY (site, station))""",
-            f"""CREATE TABLE IF NOT EXISTS central_rejects (
-                id {serial}, received_at TEXT NOT NULL, topic TEXT NOT NULL, reason TEXT NOT NULL, payload TEXT)""",
-        ):
-            self.conn.execute(sql)
-        self.conn.commit()
+        """Bring the schema to :data:`SCHEMA` in order, each step recorded in ``central_schema``.
+
+        Receivers started together (shared subscriptions) on one database take turns: PostgreSQL
+        by an advisory lock, SQLite by ``BEGIN IMMEDIATE``.  A database that a newer alara-edge has
+        migrated further is refused rather than written with an outdated idea of its tables.
+        """
+        try:
+            if self.postgres:
+                self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            else:
+                self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("CREATE TABLE IF NOT EXISTS central_schema (version INTEGER PRIMARY KEY, "
+                              "name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+            (applied,) = self.conn.execute("SELECT COALESCE(MAX(version), 0) FROM central_schema").fetchone()
+            latest = SCHEMA[-1][0]
+            if applied > latest:
+                raise CentralStoreError(
+                    f"{safe_database(self.database)} has central schema version {applied}, newer than this alara-edge "
+                    f"knows ({latest}): run the newer alara-edge, or point [central] database elsewhere")
+            for version, name, statements in SCHEMA:
+                if version > applied:
+                    for sql in statements(self.postgres):
+                        self.conn.execute(sql)
+                    self.conn.execute(f"INSERT INTO central_schema (version, name, applied_at) "
+                                      f"VALUES ({self.p}, {self.p}, {self.p})", (version, name, _now()))
+            self.conn.commit()
+        except CentralStoreError:
+            self.conn.rollback()
+            raise
+        except Exception as exc:  # psycopg.Error, sqlite3.Error
+            self.conn.rollback()
+            raise CentralStoreError(f"cannot prepare {safe_database(self.database)}: {exc}") from exc
+
+    def schema_version(self) -> int:
+        (version,) = self.conn.execute("SELECT MAX(version) FROM central_schema").fetchone()
+        return int(version)
 
     # -- writes ---------------------------------------------------------------------------------
     def record(self, messages: list[Message]) -> list[bool]:
@@ -196,3 +246,11 @@ def _json(value: Any) -> Optional[dict[str, Any]]:
     if value is None:
         return None
     return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+def safe_database(database: str) -> str:
+    """The database as it may be logged or shown: a URL without its credentials."""
+    if "://" in database and "@" in database:
+        scheme, rest = database.split("://", 1)
+        return f"{scheme}://…@{rest.split('@', 1)[1]}"
+    return database

@@ -1,0 +1,91 @@
+"""The central database's versioned schema: upgrades keep what is stored, a newer schema is refused,
+receivers started together (shared subscriptions) agree on it. On SQLite and the real PostgreSQL."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent.central.store import SCHEMA, CentralStore, CentralStoreError
+from tests.central.conftest import message
+from tests.central.test_postgres import pg_url  # noqa: F401  (fixture)
+from tests.conftest import run_agent
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "central.sqlite")
+    return request.getfixturevalue("pg_url")
+
+
+def _config(tmp_path: Path, database: str) -> Path:
+    path = tmp_path / "central.toml"
+    path.write_text(f'[station]\nsite = "central"\nid = "rx"\n\n[central]\ndatabase = "{database}"\n')
+    return path
+
+
+def test_database_of_a_newer_version_is_refused_with_a_clear_error(database, tmp_path):
+    store = CentralStore.open(database)
+    newer = SCHEMA[-1][0] + 1
+    store.conn.execute(f"INSERT INTO central_schema (version, name, applied_at) VALUES ({store.p}, {store.p}, {store.p})",
+                       (newer, "from the future", "2030-01-01T00:00:00Z"))
+    store.conn.commit()
+    store.close()
+
+    result = run_agent("central-report", "-c", str(_config(tmp_path, database)), "--json")
+    assert result.returncode == 1
+    assert f"central schema version {newer}, newer than this alara-edge knows" in result.stderr
+    assert "Traceback" not in result.stderr
+    with pytest.raises(CentralStoreError, match="newer than this alara-edge"):
+        CentralStore.open(database)
+
+
+def test_database_from_before_versioning_is_adopted_with_its_events(tmp_path):
+    path = tmp_path / "central.sqlite"
+    old = sqlite3.connect(path)  # the tables as the first release created them, without central_schema
+    for sql in SCHEMA[0][2](False):
+        old.execute(sql)
+    old.execute("INSERT INTO central_stations (site, station) VALUES ('st-test', 'ct-01')")
+    old.execute("INSERT INTO central_events VALUES ('alert-1', 'st-test', 'ct-01', 'alert', 1, 'alara-edge/alert', 1, "
+                "'2025-03-01T10:20:00Z', '2025-03-01T10:20:01Z', '2025-03-01T10:20:02Z', ?)",
+                (message(1).decode(),))
+    old.commit()
+    old.close()
+
+    store = CentralStore.open(str(path))
+    try:
+        assert store.schema_version() == SCHEMA[-1][0]
+        (station,) = store.stations()
+        assert station["received"]["alert"] == 1 and station["seq_gaps"] == 0
+    finally:
+        store.close()
+
+
+def test_receivers_starting_together_create_the_schema_once(database):
+    opened: list[CentralStore] = []
+    errors: list[Exception] = []
+    start = threading.Barrier(6)
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            opened.append(CentralStore.open(database))
+        except Exception as exc:  # the assertion below shows which
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert not errors, errors
+        assert len(opened) == 6
+        rows = opened[0].conn.execute("SELECT version FROM central_schema ORDER BY version").fetchall()
+        assert [r[0] for r in rows] == [v for v, _, _ in SCHEMA]
+    finally:
+        for store in opened:
+            store.close()
