@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install or upgrade alara-edge as a systemd service (run as root from a checkout):
-#   sudo sh systemd/install.sh
+#   sudo sh systemd/install.sh             # a station: the agent beside a modality (alara-edge.service)
+#   sudo sh systemd/install.sh --central   # the central site: the receiver (alara-edge-central.service)
 # - a system user `alara-edge` (in group dialout for serial dosimeters)
 # - the package in a new venv under /opt/alara-edge, linked as /opt/alara-edge/venv (an upgrade is a
 #   re-run from the new checkout: data and configuration stay, the previous venv is kept for rollback)
@@ -8,6 +9,11 @@
 # - data in /var/lib/alara-edge (StateDirectory), logs in the journal: journalctl -u alara-edge
 set -eu
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+    "") unit=alara-edge.service; edit="set [station] site and id" ;;
+    --central) unit=alara-edge-central.service; edit="set [mqtt] (the broker) and [central] database" ;;
+    *) echo "usage: sh systemd/install.sh [--central]" >&2; exit 2 ;;
+esac
 [ "$(id -u)" = 0 ] || { echo "run as root (sudo sh systemd/install.sh)" >&2; exit 1; }
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ required" >&2; exit 1; }
 python3 -m venv --help >/dev/null 2>&1 || ./tools/system-packages.sh python3-venv
@@ -32,7 +38,7 @@ ln -sfn "$release" /opt/alara-edge/venv
 install -d -m 0750 -o root -g alara-edge /etc/alara-edge
 if [ ! -f /etc/alara-edge/alara-edge.toml ]; then
     install -m 0640 -o root -g alara-edge config/alara-edge.example.toml /etc/alara-edge/alara-edge.toml
-    echo "wrote /etc/alara-edge/alara-edge.toml: set [station] site and id, then: systemctl restart alara-edge"
+    echo "wrote /etc/alara-edge/alara-edge.toml: $edit, then: systemctl restart ${unit%.service}"
 fi
 # reference tables and serial profiles: examples a physicist activates in [checks] tables / [[serial]] profile
 install -d -m 0750 -o root -g alara-edge /etc/alara-edge/reference-levels /etc/alara-edge/serial-profiles
@@ -41,8 +47,8 @@ install -m 0640 -o root -g alara-edge config/serial-profiles/*.toml /etc/alara-e
 [ -f /etc/alara-edge/local-drl.toml ] || install -m 0640 -o root -g alara-edge config/local-drl.example.toml /etc/alara-edge/local-drl.toml
 /opt/alara-edge/venv/bin/alara-edge check-config /etc/alara-edge/alara-edge.toml
 
-install -m 0644 systemd/alara-edge.service /etc/systemd/system/alara-edge.service
+install -m 0644 "systemd/$unit" "/etc/systemd/system/$unit"
 systemctl daemon-reload
-systemctl enable alara-edge.service
-systemctl restart alara-edge.service
-echo "alara-edge is running: systemctl status alara-edge; journalctl -u alara-edge -f"
+systemctl enable "$unit"
+systemctl restart "$unit"
+echo "${unit%.service} is running: systemctl status ${unit%.service}; journalctl -u ${unit%.service} -f"

@@ -1,13 +1,15 @@
-"""The systemd unit hospital IT installs: hardened, notify-type, watchdog on."""
+"""The systemd units hospital IT installs: the station's agent (hardened, notify-type, watchdog on)
+and the central site's receiver."""
 import re
 import shutil
 import subprocess
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_agent
 
 UNIT = REPO / "systemd" / "alara-edge.service"
+UNITS = [UNIT, REPO / "systemd" / "alara-edge-central.service"]
 
 
 def test_unit_runs_as_notify_service_with_watchdog_and_reload():
@@ -18,8 +20,9 @@ def test_unit_runs_as_notify_service_with_watchdog_and_reload():
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
-def test_unit_exposure_score_is_at_most_2():
-    r = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(UNIT)], capture_output=True, text=True)
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+def test_unit_exposure_score_is_at_most_2(unit):
+    r = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit)], capture_output=True, text=True)
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout)
     assert m, r.stdout + r.stderr
     assert float(m.group(1)) <= 2.0
@@ -27,3 +30,15 @@ def test_unit_exposure_score_is_at_most_2():
 
 def test_install_script_is_valid_shell():
     assert subprocess.run(["sh", "-n", str(REPO / "systemd" / "install.sh")]).returncode == 0
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+def test_unit_runs_a_command_of_the_installed_package_with_the_installed_config(unit):
+    (exec_start,) = [line.split("=", 1)[1] for line in unit.read_text().splitlines() if line.startswith("ExecStart=")]
+    program, command, *rest = exec_start.split()
+    assert program == "/opt/alara-edge/venv/bin/alara-edge"  # where install.sh links the venv
+    assert rest == ["-c", "/etc/alara-edge/alara-edge.toml"]  # where install.sh writes the configuration
+    assert "/etc/alara-edge/alara-edge.toml" in (REPO / "systemd" / "install.sh").read_text()
+    assert unit.name in (REPO / "systemd" / "install.sh").read_text()
+    r = run_agent(command, "--help")
+    assert r.returncode == 0 and "-c" in r.stdout, r.stderr
