@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -72,9 +73,12 @@ class CentralStoreError(Exception):
 class CentralStore:
     """Open with :meth:`open`; ``record`` a batch, ``reject`` what cannot be read, ``stations`` for reports."""
 
-    def __init__(self, database: str):
+    def __init__(self, database: str, must_exist: bool = False):
         self.database = database
         self.postgres = database.startswith(("postgresql://", "postgres://"))
+        if must_exist and not self.postgres and not Path(database).is_file():
+            raise CentralStoreError(f"no central database at {database}: the receiver (alara-edge central) "
+                                    "creates it when it first starts; check [central] database")
         self.p = "%s" if self.postgres else "?"
         self.j = "%s::jsonb" if self.postgres else "?"
         self.conn: Any = self._connect()
@@ -85,8 +89,9 @@ class CentralStore:
             raise
 
     @classmethod
-    def open(cls, database: str) -> "CentralStore":
-        return cls(database)
+    def open(cls, database: str, must_exist: bool = False) -> "CentralStore":
+        """``must_exist``: a SQLite file that is not there is an error instead of a new, empty database."""
+        return cls(database, must_exist)
 
     def _connect(self) -> Any:
         if self.postgres:
@@ -100,9 +105,9 @@ class CentralStore:
             path = Path(self.database)
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(path), check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=10000")
+            _wal(conn)
+            conn.execute("PRAGMA synchronous=FULL")
             return conn
         except (OSError, sqlite3.Error) as exc:
             raise CentralStoreError(f"cannot open {self.database}: {exc}") from exc
@@ -246,6 +251,19 @@ def _json(value: Any) -> Optional[dict[str, Any]]:
     if value is None:
         return None
     return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+def _wal(conn: sqlite3.Connection, attempts: int = 100) -> None:
+    """Switch to WAL. Connections converting a new file at once get "database is locked" without
+    the busy handler being called, so this one waits its turn (receivers starting together)."""
+    for attempt in range(attempts):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
 
 
 def safe_database(database: str) -> str:

@@ -89,3 +89,11 @@ def test_receivers_starting_together_create_the_schema_once(database):
     finally:
         for store in opened:
             store.close()
+
+
+def test_report_on_a_database_that_is_not_there_says_so_and_creates_nothing(tmp_path):
+    missing = tmp_path / "typo" / "central.sqlite"
+    result = run_agent("central-report", "-c", str(_config(tmp_path, str(missing))))
+    assert result.returncode == 1
+    assert f"no central database at {missing}" in result.stderr
+    assert not missing.exists() and not missing.parent.exists()
