@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from agent.commands.common import add_config_argument, load_config
+from agent.commands.common import add_config_argument, load_config, note_missing_store
 from agent.store import connect
 from agent.store.inbox import count_pending
 from agent.store.reports import failed_receipts, list_studies
@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
+    note_missing_store(cfg.store.path)
     if not cfg.store.path.exists():
         studies, failed = [], []
     else:

@@ -1,9 +1,12 @@
 """`alara-edge studies` tells what was received but is not yet processed."""
 import json
+from pathlib import Path
+
+import pytest
 
 from agent.store.inbox import Inbox, path_for
 from simulator import rdsr
-from tests.conftest import AgentProcess, wait_for
+from tests.conftest import AgentProcess, run_agent, wait_for
 
 
 def test_objects_waiting_in_the_inbox_are_listed_then_processed_at_start(tmp_path):
@@ -28,3 +31,13 @@ def test_objects_waiting_in_the_inbox_are_listed_then_processed_at_start(tmp_pat
         assert '"inbox_recovered"' in agent.log_text()
     finally:
         agent.stop()
+
+
+@pytest.mark.parametrize("command", ["studies", "alerts", "stats", "staff"])
+def test_reading_commands_say_when_there_is_no_store_at_all(tmp_path, command):
+    """Run from another directory (default store ./var/...), a command must not just say 'nothing stored'."""
+    result = run_agent(command, cwd=tmp_path)
+    assert result.returncode == 0
+    assert f"no store at {tmp_path.resolve() / 'var' / 'alara-edge.sqlite'}" in result.stderr
+    assert "-c CONFIG" in result.stderr
+    assert not (tmp_path / "var").exists()  # nothing created
