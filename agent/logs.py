@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from typing import Any
 
 import structlog
@@ -67,3 +68,7 @@ def configure(level: str = "info", stream: Any = None, fmt: str = "json") -> Non
     # pynetdicom's DEBUG/INFO output includes dataset dumps (patient names): never below WARNING.
     logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("pydicom").setLevel(max(logging.WARNING, root.level))
+    # Python warnings (pydicom's about malformed values, for one) become JSON log events instead of
+    # raw lines on stderr; pydicom logs each of its warnings itself too, so that second copy is dropped.
+    logging.captureWarnings(True)
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")

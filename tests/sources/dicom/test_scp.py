@@ -184,3 +184,22 @@ def test_sigterm_stops_cleanly_and_logs_hold_no_patient_identity(agent_process):
         assert secret not in text
     for event in agent.log_events():
         assert {"event", "level", "timestamp"} <= set(event)
+
+
+def test_malformed_patient_attributes_are_not_quoted_into_the_logs(agent_process):
+    """pydicom's validation warnings quote the offending value; a patient's must never reach the log."""
+    agent = agent_process()
+    with pytest.warns(UserWarning):  # pydicom itself warns about the values while the test builds them
+        patient = rdsr.Patient(name="Ñoño^Malformed^Q^R^S^T", id="MRN-ÄÖ-" + "7" * 70, birth_date="1961ä345")
+        ds = rdsr.ct_report([rdsr.CTSeries("Head")], patient=patient)
+        ds.OtherPatientIDs = ["OTHER-ÄÖ-" + "8" * 70, "OTHER-2"]
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    assert send([ds], "127.0.0.1", agent.dicom_port) == [0]
+    wait_for(lambda: '"report_stored"' in agent.log_text(), 20)
+    assert agent.stop(signal.SIGTERM) == 0
+    text = agent.log_text()  # stdout and stderr of the agent: what the journal would hold
+    for secret in ("Malformed", "Ñoño", "MRN-", "1961", "OTHER-"):
+        assert secret not in text
+    for line in text.splitlines():  # pydicom's warnings too are JSON events, not raw lines on stderr
+        assert json.loads(line)["level"]
+    assert any(e["logger"] == "pydicom" and "exceeds the maximum length" in e["event"] for e in agent.log_events())
