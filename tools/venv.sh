@@ -14,4 +14,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ "${TEST_EXTRAS:-}" = 1 ]; then spec='.[test]'; else spec='.'; fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
+# -qq: errors only (setuptools prints an "Editable installation" notice block for every editable install)
+.venv/bin/python -m pip install --quiet --quiet --disable-pip-version-check -e "$spec"
