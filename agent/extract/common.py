@@ -217,12 +217,8 @@ def hstr(ds: Dataset, keyword: str) -> Optional[str]:
 _PLAIN_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
 
 
-@lru_cache(maxsize=None)
-def _dictionary_vr(tag: int) -> Optional[str]:
-    try:
-        return dictionary_VR(tag)
-    except KeyError:
-        return None
+# the VR of a keyword's tag (always in pydicom's dictionary: the tag came from tag_for_keyword)
+_dictionary_vr = lru_cache(maxsize=None)(dictionary_VR)
 
 
 def hdecimals(ds: Dataset, keyword: str) -> list[Decimal]:
