@@ -6,7 +6,7 @@ import time
 from typing import Callable
 
 import structlog
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import Verification
 
 from agent.config import DicomConfig
@@ -45,11 +45,6 @@ class DicomSource:
     def __init__(self, cfg: DicomConfig, pipeline: Pipeline, healthy: Callable[[], bool] = lambda: True):
         self.cfg = cfg
         self.pipeline = pipeline
-        # pynetdicom's standard handlers format a description of every PDU and DIMSE message for
-        # its INFO/DEBUG log, which the agent never emits (agent/logs.py keeps pynetdicom at WARNING
-        # and above: its debug output holds patient names). Not binding them saves the CPU time
-        # (bench/scp_ingest.py: about 8 % of the agent's CPU per report); warnings and errors stay.
-        _config.LOG_HANDLER_LEVEL = "none"
         self.ae = AE(ae_title=cfg.ae_title)
         self.ae.maximum_associations = cfg.max_associations
         self.ae.acse_timeout = cfg.acse_timeout_s
