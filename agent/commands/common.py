@@ -25,12 +25,14 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
         raise SystemExit(2)
 
 
-def note_missing_store(path: Path) -> None:
-    """Say on stderr that there is no store at ``path``, so that "nothing stored" is not mistaken
+def store_present(path: Path) -> bool:
+    """Whether the store exists; if not, say so on stderr, so that "nothing stored" is not mistaken
     for an empty store (a command run from another directory, or with another configuration)."""
-    if not path.exists():
-        print(f"(no store at {path.absolute()}: the agent creates it when it first runs; "
-              "for another installation give -c CONFIG)", file=sys.stderr)
+    if path.exists():
+        return True
+    print(f"(no store at {path.absolute()}: the agent creates it when it first runs; "
+          "for another installation give -c CONFIG)", file=sys.stderr)
+    return False
 
 
 def iter_files(paths: list[str]) -> Iterator[Path]:

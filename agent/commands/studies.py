@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from agent.commands.common import add_config_argument, load_config, note_missing_store
+from agent.commands.common import add_config_argument, load_config, store_present
 from agent.store import connect
 from agent.store.inbox import count_pending
 from agent.store.reports import failed_receipts, list_studies
@@ -23,8 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
-    note_missing_store(cfg.store.path)
-    if not cfg.store.path.exists():
+    if not store_present(cfg.store.path):
         studies, failed = [], []
     else:
         db = connect(cfg.store.path)

@@ -19,7 +19,7 @@ from typing import Any, Optional
 from zoneinfo import ZoneInfo
 
 from agent.checks import load_rules
-from agent.commands.common import add_config_argument, load_config, note_missing_store
+from agent.commands.common import add_config_argument, load_config, store_present
 from agent.store import connect
 
 from .ledger import quarter_of
@@ -88,8 +88,7 @@ def run(args: argparse.Namespace) -> int:
     tz = ZoneInfo(cfg.station.timezone) if cfg.station.timezone else None
     quarter = args.quarter or quarter_of(time.time(), tz)
     start, end = quarter_bounds(quarter, tz)
-    note_missing_store(cfg.store.path)
-    rows = staff_quarter(connect(cfg.store.path), quarter) if cfg.store.path.exists() else []
+    rows = staff_quarter(connect(cfg.store.path), quarter) if store_present(cfg.store.path) else []
     rows = with_levels(rows, load_rules(cfg.checks))
     if args.json:
         print(json.dumps({"quarter": quarter, "timezone": cfg.station.timezone or "system",

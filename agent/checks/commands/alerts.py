@@ -6,7 +6,7 @@ import json
 
 from agent.checks.alerts import KINDS, list_alerts
 from agent.checks.units import short
-from agent.commands.common import add_config_argument, load_config, note_missing_store
+from agent.commands.common import add_config_argument, load_config, store_present
 from agent.store import connect
 
 HELP = "list dose alerts, newest first (--json: a list of alert objects)"
@@ -33,8 +33,7 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             return 0
     alerts = []
-    note_missing_store(cfg.store.path)
-    if cfg.store.path.exists():
+    if store_present(cfg.store.path):
         alerts = list_alerts(connect(cfg.store.path), acknowledged=False if args.open else None, kind=args.kind,
                              limit=args.limit)
     if args.json:

@@ -7,7 +7,7 @@ import sys
 
 from agent.checks.rules import RulesError, load_rules
 from agent.checks.stats import compute
-from agent.commands.common import add_config_argument, load_config, note_missing_store
+from agent.commands.common import add_config_argument, load_config, store_present
 from agent.store import connect
 
 HELP = "local dose statistics per station, exam and patient group: n, median, 75th percentile, proposed local DRL"
@@ -25,8 +25,7 @@ def run(args: argparse.Namespace) -> int:
     except RulesError as exc:
         print(f"stats: {exc}", file=sys.stderr)
         return 2
-    note_missing_store(cfg.store.path)
-    rows = compute(connect(cfg.store.path), rules) if cfg.store.path.exists() else []
+    rows = compute(connect(cfg.store.path), rules) if store_present(cfg.store.path) else []
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0
