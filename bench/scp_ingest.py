@@ -7,8 +7,8 @@ same reports in the same run.  The bare SCP runs in a process of its own, as the
 and a row committed to SQLite in WAL mode with synchronous=FULL).  The agent, in its own
 process, answers once the object is one committed row of its inbox, and its worker spools
 with fsync, extracts, and commits to SQLite with every configured stage; the agent confirms
-the association's release only once all of that is done.  Rates are reports / (first C-STORE → release confirmed), so the agent's rate is that
-of *full ingest*, not of answers.
+the association's release only once all of that is done.  Rates are reports / (first
+C-STORE → release confirmed), so the agent's rate is that of *full ingest*, not of answers.
 
 The receivers are measured in rounds, one after the other in each round, and the median of
 the rounds is reported: a shared virtual machine's speed drifts by tens of percent within
