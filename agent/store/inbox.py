@@ -86,7 +86,13 @@ class Inbox:
     def remove(self, item_id: int) -> None:
         """The object's report (or failure receipt) has committed: the row is no longer needed."""
         with self._lock:
-            self._conn.execute("DELETE FROM inbox WHERE id = ?", (item_id,))
+            # Not flushed on its own: a delete lost to a crash only means the row is recognised as
+            # processed at the next start; the next put()'s flush of the log carries it to disk.
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._conn.execute("DELETE FROM inbox WHERE id = ?", (item_id,))
+            finally:
+                self._conn.execute("PRAGMA synchronous=FULL")
             # after a burst of large objects, give the space back instead of keeping the high-water mark
             if self._conn.execute("PRAGMA freelist_count").fetchone()[0] > FREE_PAGES_KEPT:
                 self._conn.executescript("PRAGMA incremental_vacuum;")  # (execute() would free one page)

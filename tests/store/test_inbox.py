@@ -29,6 +29,16 @@ def test_every_put_is_committed_in_full_sync_wal(tmp_path):
     inbox.close()
 
 
+def test_a_removal_is_not_flushed_on_its_own_but_every_put_still_is(tmp_path):
+    # A lost removal only makes the next start recognise the row as processed (tests/test_pipeline.py);
+    # a put must never lose its flush because a removal came first.
+    inbox = Inbox(tmp_path / "x-inbox.sqlite")
+    first = inbox.put(b"x", 1.0, "dicom")
+    inbox.remove(first.id)
+    assert inbox._conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL again for the next put
+    inbox.close()
+
+
 def test_no_inbox_file_means_nothing_pending(tmp_path):
     assert count_pending(tmp_path / "agent.sqlite") == 0
 
