@@ -14,7 +14,13 @@ The receivers are measured in rounds, one after the other in each round, and the
 the rounds is reported: a shared virtual machine's speed drifts by tens of percent within
 minutes, and alternating keeps the comparison fair.
 
+``--beside-load F`` adds a receiver: the bare SCP that writes, measured while another process,
+at the lowest CPU priority (nice 19), keeps a fraction F of one core busy.  It shows how much
+the C-STORE round trip, and so the ratio, depends on other work on the machine: the agent's
+worker extracts and stores one report while the next one arrives.
+
     python bench/scp_ingest.py [--reports 300] [--rounds 5] [--corpus ../shared/rdsr-corpus/openrem]
+                               [--beside-load 0.5]
 """
 from __future__ import annotations
 
@@ -91,6 +97,27 @@ class BareProcess:
         self.proc.wait(30)
 
 
+class CpuLoad:
+    """A process at nice 19 that keeps ``duty`` of one core busy (hashing, in 10 ms periods)."""
+
+    def __init__(self, duty: float):
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve-load", str(duty)])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def serve_load(duty: float) -> int:
+    os.nice(19)
+    block = b"x" * 200_000
+    while True:
+        start = time.perf_counter()
+        while time.perf_counter() - start < 0.01 * duty:
+            hashlib.sha256(block).digest()
+        time.sleep(0.01 * (1 - duty))
+
+
 def serve_bare(mode: str, folder: Path) -> int:
     server, ae, port = bare_scp(folder, mode)
     print(port, flush=True)
@@ -133,11 +160,16 @@ def main() -> int:
     ap.add_argument("--reports", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "rdsr-corpus" / "openrem")
+    ap.add_argument("--beside-load", type=float, metavar="FRACTION",
+                    help="also measure the bare SCP (write) beside a nice-19 process using this fraction of a core")
     ap.add_argument("--serve-bare", nargs=2, metavar=("MODE", "FOLDER"), help=argparse.SUPPRESS)
+    ap.add_argument("--serve-load", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_bare:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         return serve_bare(args.serve_bare[0], Path(args.serve_bare[1]))
+    if args.serve_load is not None:
+        return serve_load(args.serve_load)
 
     corpus = sorted(args.corpus.glob("*RDSR*.dcm")) if args.corpus.is_dir() else []
     rounds: dict[str, list[dict]] = {}
@@ -159,6 +191,16 @@ def main() -> int:
                         rounds.setdefault(name, []).append(measure(bare.port, "BARE", synthetic))
                     finally:
                         bare.stop()
+                if args.beside_load:
+                    folder = tmp / f"bare-loaded-{n}"
+                    folder.mkdir()
+                    load, bare = CpuLoad(args.beside_load), BareProcess(folder, "write")
+                    try:
+                        name = f"bare SCP, write, beside a {args.beside_load:g}-core load"
+                        rounds.setdefault(name, []).append(measure(bare.port, "BARE", synthetic))
+                    finally:
+                        bare.stop()
+                        load.stop()
                 # the agent keeps its store between rounds: every round's reports are new SOP instances
                 fresh = [_renamed(path, tmp / f"round-{n}") for path in synthetic] if n else synthetic
                 rounds.setdefault("alara-edge, full ingest", []).append(measure(agent.dicom_port, "ALARA_EDGE", fresh))
@@ -176,10 +218,16 @@ def main() -> int:
     ours = results["alara-edge, full ingest"]["rate"]
     print("full ingest / receiver: ratio of the medians; median of the paired rounds' ratios (each round's "
           "receivers run back to back, so pairing cancels most of the machine's drift)")
-    for mode, name in BARE_MODES.items():
+    for name in [n for n in rounds if n.startswith("bare SCP")]:
+        mode = next((m for m, label in BARE_MODES.items() if label == name), None)
         ratios = [a["rate"] / b["rate"] for a, b in zip(rounds["alara-edge, full ingest"], rounds[name])]
         print(f"full ingest / {name:34} = {ours / results[name]['rate']:.2f}; paired {statistics.median(ratios):.2f}  "
               f"(per round: {', '.join(f'{r:.2f}' for r in ratios)})" + ("  target >= 0.8" if mode == "write" else ""))
+    loaded = next((n for n in rounds if "beside" in n), None)
+    if loaded:
+        ratios = [a["rate"] / b["rate"] for a, b in zip(rounds[loaded], rounds[BARE_MODES["write"]])]
+        print(f"{loaded} / bare SCP, write: paired {statistics.median(ratios):.2f}  "
+              f"(per round: {', '.join(f'{r:.2f}' for r in ratios)})")
     return 0
 
 
