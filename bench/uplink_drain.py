@@ -10,17 +10,22 @@ the same N payloads:
    same broker: SQLite reads, envelope building, PUBACK bookkeeping and the delivered marks
    (fsync'd) included.
 
+With ``--paho-alone``, also the ceiling of any uplink built on paho-mqtt: the same N envelopes
+published by paho alone (external loop API, the default window, QoS 1, MQTT 5, the same
+properties packed once; no SQLite, no envelope building, no bookkeeping).
+
 Rates are N / (first publish → consumer has all N).  Then the steady-state disk cost: events
 committed one at a time (one transaction each, as producers do) and each delivered before the
 next, with the process's ``write_bytes`` from /proc/self/io (file-system level, page
 granularity, not counting the ext4 journal) divided by the number of events.
 
-    python bench/uplink_drain.py [--events 100000] [--steady 1000] [--windows 10,20]
+    python bench/uplink_drain.py [--events 100000] [--steady 1000] [--windows 10,20] [--paho-alone]
 """
 from __future__ import annotations
 
 import argparse
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
@@ -104,6 +109,47 @@ def run_mosquitto_pub(port: int, files: list[Path], n: int) -> float:
     return time.monotonic() - started
 
 
+def run_paho_alone(port: int, files: list[Path], n: int, window: int) -> float:
+    """The same payloads through paho alone: publish into free window slots, read PUBACKs, nothing else."""
+    import select
+
+    import paho.mqtt.client as mqtt
+
+    from agent.uplink.payloads import PackedProperties, user_schema
+
+    payloads = [line.rstrip(b"\n") for path in files for line in open(path, "rb")]
+    sub = consumer(port, n)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-paho-{time.monotonic_ns()}",
+                         protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(window)
+    acked = [0]
+    client.on_publish = lambda *_args: acked.__setitem__(0, acked[0] + 1)
+    client.connect("127.0.0.1", port)
+    sock = client.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while not client.is_connected():
+        select.select([sock], [], [], 1.0)
+        client.loop_read()
+        client.loop_misc()
+    props = PackedProperties("reading-bench", user_schema("reading"), 1)
+    started = time.monotonic()
+    sent = 0
+    while acked[0] < n:
+        while sent < n and sent - acked[0] < window:
+            client.publish(TOPIC, payloads[sent], qos=1, properties=props)  # type: ignore[arg-type]
+            sent += 1
+        readable, writable, _ = select.select([sock], [sock] if client.want_write() else [], [], 1.0)
+        if readable:
+            client.loop_read()
+        if writable:
+            client.loop_write()
+    if sub.wait(300) != 0:
+        raise RuntimeError("the consumer did not receive every paho message")
+    elapsed = time.monotonic() - started
+    client.disconnect()
+    return elapsed
+
+
 def run_uplink(cfg: Config, store: Store, n: int) -> tuple[float, float, float]:
     sub = consumer(cfg.mqtt.port, n)
     cpu0 = time.process_time()
@@ -157,6 +203,8 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--steady", type=int, default=1000)
     parser.add_argument("--windows", default="10,20", help="in-flight windows to drain with (comma-separated)")
+    parser.add_argument("--paho-alone", action="store_true",
+                        help="also publish the same payloads with paho alone (the ceiling of a paho-based uplink)")
     args = parser.parse_args()
     windows = [int(w) for w in args.windows.split(",")]
     drains = []
@@ -173,6 +221,8 @@ def main() -> int:
                 if i == 0:
                     files, total = payload_files(store, tmp)
                     ref = run_mosquitto_pub(broker.port, files, args.events)
+                    if args.paho_alone:
+                        paho_alone = run_paho_alone(broker.port, files, args.events, Config().mqtt.window)
                 drained, settled, cpu = run_uplink(cfg, store, args.events)
                 drains.append((window, drained, settled, cpu, outbox.counts(store.db)))
                 if i == len(windows) - 1:
@@ -183,6 +233,10 @@ def main() -> int:
     ref_rate = args.events / ref
     print(f"events {args.events}, mean payload {total / args.events:.0f} B, backlog built in {fill_s:.1f} s")
     print(f"mosquitto_pub -l QoS 1: {ref:.2f} s, {ref_rate:,.0f} msg/s")
+    if args.paho_alone:
+        rate = args.events / paho_alone
+        print(f"paho alone, window {Config().mqtt.window}: {paho_alone:.2f} s, {rate:,.0f} msg/s "
+              f"({rate / ref_rate:.2f}x mosquitto_pub)")
     for window, drained, settled, cpu, counts in drains:
         rate = args.events / drained
         print(f"uplink drain, window {window}, unpaced: {drained:.2f} s, {rate:,.0f} msg/s "
