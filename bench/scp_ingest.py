@@ -128,10 +128,10 @@ def serve_bare(mode: str, folder: Path) -> int:
     return 0
 
 
-def measure(port: int, called: str, files: list[Path]) -> dict:
+def measure(port: int, called: str, files: list[Path], timeout: float = 60) -> dict:
     """Send pre-encoded files (pynetdicom then sends their bytes as they are: no client-side encoding)."""
     ae = AE(ae_title="BENCH")
-    ae.dimse_timeout = ae.acse_timeout = 60  # a receiver that stops answering fails the run instead of hanging it
+    ae.dimse_timeout = ae.acse_timeout = timeout  # a receiver that stops answering fails the run instead of hanging it
     metas = {(str(m.MediaStorageSOPClassUID), str(m.TransferSyntaxUID)) for m in map(pydicom.filereader.read_file_meta_info, files)}
     for uid, ts in sorted(metas):
         ae.add_requested_context(uid, ts)  # one context per transfer syntax: the acceptor picks one per context
@@ -143,7 +143,8 @@ def measure(port: int, called: str, files: list[Path]) -> dict:
         t = time.perf_counter()
         status = assoc.send_c_store(path)
         lat.append((time.perf_counter() - t) * 1000)
-        assert status.get("Status") == 0, f"C-STORE to port {port}: {status.get('Status', 'no response')}"
+        assert status.get("Status") == 0, \
+            f"C-STORE {len(lat) + 1} of {len(files)} to port {port}: {status.get('Status', 'no response')}"
     assoc.release()  # the agent confirms a release once all it received is processed: count that time too
     elapsed = time.perf_counter() - t0
     lat.sort()
@@ -192,15 +193,21 @@ def main() -> int:
                     finally:
                         bare.stop()
                 if args.beside_load:
-                    folder = tmp / f"bare-loaded-{n}"
-                    folder.mkdir()
-                    load, bare = CpuLoad(args.beside_load), BareProcess(folder, "write")
-                    try:
-                        name = f"bare SCP, write, beside a {args.beside_load:g}-core load"
-                        rounds.setdefault(name, []).append(measure(bare.port, "BARE", synthetic))
-                    finally:
-                        bare.stop()
-                        load.stop()
+                    name = f"bare SCP, write, beside a {args.beside_load:g}-core load"
+                    for attempt in (1, 2):
+                        folder = tmp / f"bare-loaded-{n}-{attempt}"
+                        folder.mkdir()
+                        load, bare = CpuLoad(args.beside_load), BareProcess(folder, "write")
+                        try:
+                            rounds.setdefault(name, []).append(measure(bare.port, "BARE", synthetic, timeout=10))
+                            break
+                        except AssertionError as exc:
+                            # Beside the load, pynetdicom's SCU (this process) now and then never sends a
+                            # request (seen in 1 of 10-25 such rounds; the receiver has all the others)
+                            print(f"round {n + 1}, {name}: {exc}; measured again", file=sys.stderr)
+                        finally:
+                            bare.stop()
+                            load.stop()
                 # the agent keeps its store between rounds: every round's reports are new SOP instances
                 fresh = [_renamed(path, tmp / f"round-{n}") for path in synthetic] if n else synthetic
                 rounds.setdefault("alara-edge, full ingest", []).append(measure(agent.dicom_port, "ALARA_EDGE", fresh))
