@@ -89,5 +89,6 @@ def _send_to_running_agent(cfg, files, as_json: bool) -> int:
     for path, ds in zip(names, datasets):
         status = send([ds], "127.0.0.1", cfg.dicom.port, cfg.dicom.ae_title, "ALARA_IMPORT")[0]
         failures += status != 0
-        _print(as_json, path, "sent" if status == 0 else "failed", f"status 0x{status:04X}")
+        reason = f"status 0x{status:04X}" if status >= 0 else "no answer from the agent (send the file again)"
+        _print(as_json, path, "sent" if status == 0 else "failed", reason)
     return 1 if failures else 0
