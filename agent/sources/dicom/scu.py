@@ -1,20 +1,52 @@
 """C-STORE and C-ECHO as a requestor (SCU): used by ``alara-edge import`` to hand files to a
-running agent, and by the simulated modality."""
+running agent, and by the simulated modality.
+
+A C-STORE that gets no response is sent once more, on a new association. pynetdicom 3.0.4's
+requestor can lose a response to a race of its own: ``send_c_store`` pauses the association's
+reactor by a flag the reactor may not have updated yet, and the reactor then takes the response
+off the queue ("Received unexpected C-STORE service message"), so the sender waits out its
+timeout (seen about once in 3,000-7,500 C-STOREs beside a CPU load, bench/scp_ingest.py). An
+object the agent has already stored is a no-op when it comes again.
+"""
 from __future__ import annotations
 
 from typing import Iterable
 
+import structlog
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import Verification
 
 from agent.sources.dicom.scp import no_delay
 
+log = structlog.get_logger("agent.dicom.scu")
+
+NO_RESPONSE = -1
+
 
 def send(datasets: Iterable[Dataset], host: str, port: int, called_ae: str = "ALARA_EDGE",
          calling_ae: str = "SIM_MODALITY", timeout_s: float = 30) -> list[int]:
-    """C-STORE each dataset over one association; returns the status of each (or -1 when none came back)."""
+    """C-STORE each dataset, over one association while they are answered; returns the status of
+    each (or -1 when none came back, twice: see the module's note)."""
     datasets = list(datasets)
+    statuses: list[int] = []
+    retried: set[int] = set()
+    while len(statuses) < len(datasets):
+        start = len(statuses)
+        got = _send_until_unanswered(datasets[start:], host, port, called_ae, calling_ae, timeout_s)
+        unanswered = start + len(got) - 1
+        if got[-1] == NO_RESPONSE and unanswered not in retried:
+            retried.add(unanswered)
+            log.warning("cstore_no_response", called_ae=called_ae, peer=f"{host}:{port}", timeout_s=timeout_s,
+                        sop_instance_uid=str(datasets[unanswered].get("SOPInstanceUID", "")), action="sent again")
+            got = got[:-1]
+        statuses.extend(got)
+    return statuses
+
+
+def _send_until_unanswered(datasets: list[Dataset], host: str, port: int, called_ae: str, calling_ae: str,
+                           timeout_s: float) -> list[int]:
+    """One association: C-STORE each dataset until one gets no response (pynetdicom aborts then)."""
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
     # one presentation context per (SOP class, transfer syntax): an acceptor picks one syntax per context
@@ -27,9 +59,12 @@ def send(datasets: Iterable[Dataset], host: str, port: int, called_ae: str = "AL
     try:
         for ds in datasets:
             status = assoc.send_c_store(ds)
-            statuses.append(int(status.Status) if status and "Status" in status else -1)
+            statuses.append(int(status.Status) if status and "Status" in status else NO_RESPONSE)
+            if statuses[-1] == NO_RESPONSE:
+                break
     finally:
-        assoc.release()
+        if assoc.is_established:
+            assoc.release()
     return statuses
 
 
