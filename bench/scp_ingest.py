@@ -202,8 +202,9 @@ def main() -> int:
                             rounds.setdefault(name, []).append(measure(bare.port, "BARE", synthetic, timeout=10))
                             break
                         except AssertionError as exc:
-                            # Beside the load, pynetdicom's SCU (this process) now and then never sends a
-                            # request (seen in 1 of 10-25 such rounds; the receiver has all the others)
+                            # Beside the load, pynetdicom's SCU (this process) now and then loses a response:
+                            # its association reactor takes it (see agent/sources/dicom/scu.py); about one
+                            # round in 10-25
                             print(f"round {n + 1}, {name}: {exc}; measured again", file=sys.stderr)
                         finally:
                             bare.stop()
