@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     try:
-        store = CentralStore.open(cfg.central.database, must_exist=True)
+        store = CentralStore.open(cfg.central.database, must_exist=True, migrate=False)  # a report writes nothing
     except CentralStoreError as exc:
         print(f"central-report: {exc}", file=sys.stderr)
         return 1

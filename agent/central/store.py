@@ -73,25 +73,28 @@ class CentralStoreError(Exception):
 class CentralStore:
     """Open with :meth:`open`; ``record`` a batch, ``reject`` what cannot be read, ``stations`` for reports."""
 
-    def __init__(self, database: str, must_exist: bool = False):
+    def __init__(self, database: str, must_exist: bool = False, migrate: bool = True):
         self.database = database
         self.postgres = database.startswith(("postgresql://", "postgres://"))
         if must_exist and not self.postgres and not Path(database).is_file():
             raise CentralStoreError(f"no central database at {database}: the receiver (alara-edge central) "
                                     "creates it when it first starts; check [central] database")
+        self.migrate = migrate  # False: only read (no schema step, no switch to WAL)
         self.p = "%s" if self.postgres else "?"
         self.j = "%s::jsonb" if self.postgres else "?"
         self.conn: Any = self._connect()
         try:
-            self._create()
+            self._create() if migrate else self._check_schema()
         except CentralStoreError:
             self.conn.close()
             raise
 
     @classmethod
-    def open(cls, database: str, must_exist: bool = False) -> "CentralStore":
-        """``must_exist``: a SQLite file that is not there is an error instead of a new, empty database."""
-        return cls(database, must_exist)
+    def open(cls, database: str, must_exist: bool = False, migrate: bool = True) -> "CentralStore":
+        """``must_exist``: a SQLite file that is not there is an error instead of a new, empty database.
+        ``migrate=False`` (for reading, ``central-report``): a schema that is not this version's is an
+        error instead of being brought up to date; nothing is written."""
+        return cls(database, must_exist, migrate)
 
     def _connect(self) -> Any:
         if self.postgres:
@@ -106,7 +109,8 @@ class CentralStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(path), check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=10000")
-            _wal(conn)
+            if self.migrate:
+                _wal(conn)
             conn.execute("PRAGMA synchronous=FULL")
             return conn
         except (OSError, sqlite3.Error) as exc:
@@ -157,8 +161,30 @@ class CentralStore:
             self.conn.rollback()
             raise CentralStoreError(f"cannot prepare {safe_database(self.database)}: {exc}") from exc
 
+    def _check_schema(self) -> None:
+        latest = SCHEMA[-1][0]
+        try:
+            if self.postgres:
+                (exists,) = self.conn.execute("SELECT to_regclass('central_schema') IS NOT NULL").fetchone()
+            else:
+                exists = self.conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'central_schema'").fetchone()
+            applied = self.schema_version() if exists else 0
+            self.conn.rollback()
+        except Exception as exc:  # psycopg.Error, sqlite3.Error
+            raise CentralStoreError(f"cannot read {safe_database(self.database)}: {exc}") from exc
+        if applied > latest:
+            raise CentralStoreError(
+                f"{safe_database(self.database)} has central schema version {applied}, newer than this alara-edge "
+                f"knows ({latest}): run the newer alara-edge, or point [central] database elsewhere")
+        if applied < latest:
+            raise CentralStoreError(
+                f"{safe_database(self.database)} has central schema version {applied}; this alara-edge uses "
+                f"{latest}. Start the receiver (alara-edge central) once to bring it up to date; reading it "
+                "changes nothing")
+
     def schema_version(self) -> int:
-        (version,) = self.conn.execute("SELECT MAX(version) FROM central_schema").fetchone()
+        (version,) = self.conn.execute("SELECT COALESCE(MAX(version), 0) FROM central_schema").fetchone()
         return int(version)
 
     # -- writes ---------------------------------------------------------------------------------

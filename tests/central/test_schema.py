@@ -43,8 +43,7 @@ def test_database_of_a_newer_version_is_refused_with_a_clear_error(database, tmp
         CentralStore.open(database)
 
 
-def test_database_from_before_versioning_is_adopted_with_its_events(tmp_path):
-    path = tmp_path / "central.sqlite"
+def _database_from_before_versioning(path: Path) -> None:
     old = sqlite3.connect(path)  # the tables as the first release created them, without central_schema
     for sql in SCHEMA[0][2](False):
         old.execute(sql)
@@ -54,6 +53,11 @@ def test_database_from_before_versioning_is_adopted_with_its_events(tmp_path):
                 (message(1).decode(),))
     old.commit()
     old.close()
+
+
+def test_database_from_before_versioning_is_adopted_with_its_events(tmp_path):
+    path = tmp_path / "central.sqlite"
+    _database_from_before_versioning(path)
 
     store = CentralStore.open(str(path))
     try:
@@ -89,6 +93,26 @@ def test_receivers_starting_together_create_the_schema_once(database):
     finally:
         for store in opened:
             store.close()
+
+
+def test_report_on_a_database_not_yet_brought_up_to_date_says_so_and_changes_nothing(tmp_path):
+    # e.g. alara-edge upgraded on the central server, the receiver not restarted yet
+    path = tmp_path / "central.sqlite"
+    _database_from_before_versioning(path)
+    before = path.read_bytes()
+    result = run_agent("central-report", "-c", str(_config(tmp_path, str(path))), "--json")
+    assert result.returncode == 1
+    assert f"central schema version 0; this alara-edge uses {SCHEMA[-1][0]}" in result.stderr
+    assert "alara-edge central" in result.stderr and "Traceback" not in result.stderr
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'central_schema'").fetchone() is None
+    assert path.read_bytes() == before
+
+    store = CentralStore.open(str(path))  # the receiver brings it up to date; then the report reads it
+    store.close()
+    result = run_agent("central-report", "-c", str(_config(tmp_path, str(path))), "--json")
+    assert result.returncode == 0, result.stderr
+    assert '"alert": 1' in result.stdout
 
 
 def test_report_on_a_database_that_is_not_there_says_so_and_creates_nothing(tmp_path):
