@@ -121,3 +121,30 @@ def test_report_on_a_database_that_is_not_there_says_so_and_creates_nothing(tmp_
     assert result.returncode == 1
     assert f"no central database at {missing}" in result.stderr
     assert not missing.exists() and not missing.parent.exists()
+
+
+def test_report_needs_only_read_access_on_postgresql(pg_url, tmp_path):  # noqa: F811
+    import uuid
+
+    import psycopg
+
+    from agent.central.receiver import parse
+
+    store = CentralStore.open(pg_url)  # the receiver's role made the tables and holds one station
+    store.record([parse("alara", "alara/st-test/ct-01/alert", message(1))])
+    store.close()
+    role = f"alara_report_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
+    try:
+        reader = pg_url.replace("://", f"://{role}@", 1) if "@" not in pg_url else None
+        if reader is None:
+            pytest.skip("the test server's URL already names a user")
+        result = run_agent("central-report", "-c", str(_config(tmp_path, reader)), "--json")
+        assert result.returncode == 0, result.stderr
+        assert '"alert": 1' in result.stdout
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(f'REVOKE ALL ON ALL TABLES IN SCHEMA public FROM "{role}"')
+            admin.execute(f'DROP ROLE "{role}"')
