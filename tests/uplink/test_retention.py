@@ -77,6 +77,37 @@ def test_quota_alarm_follows_disk_usage_and_clears_after_pruning(store, tmp_path
         uplink.stop()
 
 
+def test_objects_kept_for_inspection_count_against_the_quota(tmp_path):
+    """Non-dose objects are kept (rejected) with their files: they fill the quota like reports do."""
+    from agent.pipeline import Pipeline
+    from agent.store import Store
+    from agent.store.spool import usage_bytes
+    from simulator import rdsr
+
+    cfg = make_config(tmp_path, 1)
+    store = Store.open(cfg.store.path)
+    try:
+        def not_a_dose_report(i: int) -> bytes:
+            ds = rdsr.ct_report([rdsr.CTSeries(protocol="Head")], accession=f"N{i}")
+            ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.22"  # Enhanced SR
+            ds.ConceptNameCodeSequence[0].CodeValue = "11528-7"  # a radiology report: rejected, kept in failed/
+            ds.ConceptNameCodeSequence[0].CodingSchemeDesignator = "LN"
+            ds.ConceptNameCodeSequence[0].CodeMeaning = "Radiology Report"
+            ds.ContentSequence = []
+            ds.add_new(0x00091010, "LO", "ALARA TEST")
+            ds.add_new(0x00091011, "OB", b"\0" * 2_000_000)
+            return rdsr.encode(ds)
+
+        store.quota_bytes = store.size_bytes() + 7_000_000
+        pipeline = Pipeline(store, cfg.store.spool_dir, cfg.station.id, Bus())
+        outcomes = [pipeline.ingest(not_a_dose_report(i), "import").status for i in range(5)]
+        assert outcomes == ["rejected", "rejected", "rejected", "refused", "refused"]
+        with store.transaction() as tx:
+            assert usage_bytes(store, tx) <= store.quota_bytes
+    finally:
+        store.close()
+
+
 def test_pruning_frees_quota_so_the_pipeline_accepts_again(tmp_path):
     """Quota reached → refused; the reports are delivered and pruned → the next object is stored."""
     from agent.pipeline import Pipeline
