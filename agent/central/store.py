@@ -141,12 +141,8 @@ class CentralStore:
                 self.conn.execute("BEGIN IMMEDIATE")
             self.conn.execute("CREATE TABLE IF NOT EXISTS central_schema (version INTEGER PRIMARY KEY, "
                               "name TEXT NOT NULL, applied_at TEXT NOT NULL)")
-            (applied,) = self.conn.execute("SELECT COALESCE(MAX(version), 0) FROM central_schema").fetchone()
-            latest = SCHEMA[-1][0]
-            if applied > latest:
-                raise CentralStoreError(
-                    f"{safe_database(self.database)} has central schema version {applied}, newer than this alara-edge "
-                    f"knows ({latest}): run the newer alara-edge, or point [central] database elsewhere")
+            applied = self.schema_version()
+            self._refuse_newer(applied)
             for version, name, statements in SCHEMA:
                 if version > applied:
                     for sql in statements(self.postgres):
@@ -162,7 +158,6 @@ class CentralStore:
             raise CentralStoreError(f"cannot prepare {safe_database(self.database)}: {exc}") from exc
 
     def _check_schema(self) -> None:
-        latest = SCHEMA[-1][0]
         try:
             if self.postgres:
                 (exists,) = self.conn.execute("SELECT to_regclass('central_schema') IS NOT NULL").fetchone()
@@ -173,15 +168,19 @@ class CentralStore:
             self.conn.rollback()
         except Exception as exc:  # psycopg.Error, sqlite3.Error
             raise CentralStoreError(f"cannot read {safe_database(self.database)}: {exc}") from exc
-        if applied > latest:
-            raise CentralStoreError(
-                f"{safe_database(self.database)} has central schema version {applied}, newer than this alara-edge "
-                f"knows ({latest}): run the newer alara-edge, or point [central] database elsewhere")
-        if applied < latest:
+        self._refuse_newer(applied)
+        if applied < SCHEMA[-1][0]:
             raise CentralStoreError(
                 f"{safe_database(self.database)} has central schema version {applied}; this alara-edge uses "
-                f"{latest}. Start the receiver (alara-edge central) once to bring it up to date; reading it "
+                f"{SCHEMA[-1][0]}. Start the receiver (alara-edge central) once to bring it up to date; reading it "
                 "changes nothing")
+
+    def _refuse_newer(self, applied: int) -> None:
+        """A database that a newer alara-edge has migrated further is neither written nor read."""
+        if applied > SCHEMA[-1][0]:
+            raise CentralStoreError(
+                f"{safe_database(self.database)} has central schema version {applied}, newer than this alara-edge "
+                f"knows ({SCHEMA[-1][0]}): run the newer alara-edge, or point [central] database elsewhere")
 
     def schema_version(self) -> int:
         (version,) = self.conn.execute("SELECT COALESCE(MAX(version), 0) FROM central_schema").fetchone()
