@@ -97,8 +97,7 @@ class Pipeline:
         self._worker: threading.Thread | None = None
         self._stopping = False
         self._failing = False  # the object in hand was refused; the worker is waiting to try again
-        self._used: int | None = None  # store usage as of the last processed object (quota check)
-        self._spool_used: int | None = None  # its spool part: the last exact count plus what was spooled since
+        self._spool_used: int | None = None  # quota check: the spool's last exact count plus what was spooled since
 
     # -- the entry points ---------------------------------------------------------------
     def receive(self, encoded: bytes, origin: str, *, calling_ae: str | None = None,
@@ -246,9 +245,9 @@ class Pipeline:
             return None
         with self._cv:  # accepted, not yet spooled
             queued = sum(len(item.data) for item in self._queue)
-        if self._used is None or self._used + queued + size > quota:
-            self._used = self._used_bytes()  # exact before refusing (pruning may have freed room)
-            if self._used + queued + size > quota:
+        if self._spool_used is None or self._usage() + queued + size > quota:
+            self._count_spool()  # exact before refusing (pruning may have freed room)
+            if self._usage() + queued + size > quota:
                 log.error("store_quota_reached", quota_bytes=quota, origin=origin, calling_ae=calling_ae)
                 self.bus.publish("alarm", {"kind": "store_quota_reached"})
                 return Outcome("refused", "store quota reached")
@@ -317,21 +316,23 @@ class Pipeline:
 
     # -- helpers -------------------------------------------------------------------------
     def _spooled(self, size: int) -> None:
-        """A receipt whose file stays has committed: update the usage estimate for the quota check.
+        """A receipt whose file stays has committed: add it to the spool estimate for the quota check.
 
         Counting the spool exactly sums every receipt (16 ms with 100,000 of them), so it is done
         only when the estimate nears the quota; the estimate errs high (files pruned since the
         count are still in it), never low.
         """
-        if self.store.quota_bytes is not None and self._spool_used is not None:
+        if self._spool_used is not None:  # counted once a quota is checked
             self._spool_used += size
-            self._used = self.store.size_bytes() + self._spool_used
 
-    def _used_bytes(self) -> int:
-        """The exact usage counted against the quota (and its spool part kept for the estimate)."""
+    def _count_spool(self) -> None:
         with self.store.transaction() as tx:
             self._spool_used = spool_bytes(tx)
-            return self.store.size_bytes() + self._spool_used
+
+    def _usage(self) -> int:
+        """What counts against the quota: the store's files (as they are now) and the spool estimate."""
+        assert self._spool_used is not None
+        return self.store.size_bytes() + self._spool_used
 
     def _spool(self, encoded: bytes, received: float, digest: str) -> Path:
         day = time.strftime("%Y/%m/%d", time.gmtime(received))
