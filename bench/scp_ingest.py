@@ -227,16 +227,19 @@ def main() -> int:
     print("full ingest / receiver: ratio of the medians; median of the paired rounds' ratios (each round's "
           "receivers run back to back, so pairing cancels most of the machine's drift)")
     for name in [n for n in rounds if n.startswith("bare SCP")]:
-        mode = next((m for m, label in BARE_MODES.items() if label == name), None)
-        ratios = [a["rate"] / b["rate"] for a, b in zip(rounds["alara-edge, full ingest"], rounds[name])]
-        print(f"full ingest / {name:34} = {ours / results[name]['rate']:.2f}; paired {statistics.median(ratios):.2f}  "
-              f"(per round: {', '.join(f'{r:.2f}' for r in ratios)})" + ("  target >= 0.8" if mode == "write" else ""))
+        print(f"full ingest / {name:34} = {ours / results[name]['rate']:.2f}; "
+              f"{_paired(rounds['alara-edge, full ingest'], rounds[name])}"
+              + ("  target >= 0.8" if name == BARE_MODES["write"] else ""))
     loaded = next((n for n in rounds if "beside" in n), None)
     if loaded:
-        ratios = [a["rate"] / b["rate"] for a, b in zip(rounds[loaded], rounds[BARE_MODES["write"]])]
-        print(f"{loaded} / bare SCP, write: paired {statistics.median(ratios):.2f}  "
-              f"(per round: {', '.join(f'{r:.2f}' for r in ratios)})")
+        print(f"{loaded} / bare SCP, write: {_paired(rounds[loaded], rounds[BARE_MODES['write']])}")
     return 0
+
+
+def _paired(runs: list[dict], reference: list[dict]) -> str:
+    """The median of the rounds' ratios, and each round's (rounds run back to back)."""
+    ratios = [a["rate"] / b["rate"] for a, b in zip(runs, reference)]
+    return f"paired {statistics.median(ratios):.2f}  (per round: {', '.join(f'{r:.2f}' for r in ratios)})"
 
 
 def _renamed(path: Path, folder: Path) -> Path:
