@@ -6,7 +6,7 @@ import subprocess
 from agent.bus import Bus
 from agent.uplink import Uplink
 from tests.uplink.broker import Mosquitto
-from tests.uplink.certs import make_pki
+from tests.certs import make_pki
 from tests.uplink.conftest import central_event_ids, enqueue, make_config, wait_for
 
 
