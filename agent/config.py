@@ -50,6 +50,27 @@ class DicomConfig(Section):
     acse_timeout_s: float = Field(default=30, gt=0)
     dimse_timeout_s: float = Field(default=60, gt=0)
     network_timeout_s: float = Field(default=60, gt=0)
+    tls_port: Optional[int] = Field(default=None, ge=0, le=65535)
+    """A second listener that speaks DICOM over TLS (1.2 or later), e.g. 2762; same AE title and rules."""
+    tls_bind: Optional[str] = None
+    """Address of the TLS listener; default: ``bind``."""
+    tls_cert_file: Optional[Path] = None
+    tls_key_file: Optional[Path] = None
+    """The agent's certificate (chain) and private key, PEM."""
+    tls_ca_file: Optional[Path] = None
+    """CA certificates (PEM) of the modalities: given, every sender must present a certificate they signed."""
+
+    @model_validator(mode="after")
+    def _tls(self) -> "DicomConfig":
+        if self.tls_port is None:
+            given = [k for k in ("tls_bind", "tls_cert_file", "tls_key_file", "tls_ca_file") if getattr(self, k)]
+            if given:
+                raise ValueError(f"{', '.join(given)} without tls_port: set tls_port to listen for DICOM over TLS")
+        elif self.tls_cert_file is None or self.tls_key_file is None:
+            raise ValueError("tls_port needs tls_cert_file and tls_key_file")
+        elif self.tls_port == self.port and self.tls_port != 0 and (self.tls_bind or self.bind) == self.bind:
+            raise ValueError("tls_port must differ from port")
+        return self
 
     @field_validator("ae_title")
     @classmethod

@@ -26,6 +26,7 @@ from agent.pipeline import Pipeline
 from agent.readings.hooks import checks_hooks
 from agent.readings.reconcile import Reconcile
 from agent.sources.dicom.scp import DicomSource
+from agent.sources.dicom.tls import TlsSetupError
 from agent.sources.serial import SerialSource
 from agent.store import Store, StoreError
 from agent.uplink import ReportOutboxStage, Uplink
@@ -134,6 +135,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         agent.start()
+    except TlsSetupError as exc:
+        log.error("agent_start_failed", error=str(exc), hint="the files must be PEM, readable by the agent's user")
+        agent.stop()
+        return 1
     except OSError as exc:
         log.error("agent_start_failed", error=f"cannot listen: {exc.strerror or exc}",
                   hint="is another agent or DICOM receiver running? set [dicom] port or [console] port")
@@ -147,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
                             cfg.dicom.ae_title, interval_s=args.demo_interval)
         demo.start()
     log.info("agent_started", station=cfg.station.id, site=cfg.station.site, store=str(cfg.store.path),
-             dicom_port=agent.dicom.port if agent.dicom else None, demo=bool(args.demo))
+             dicom_port=agent.dicom.port if agent.dicom else None,
+             dicom_tls_port=agent.dicom.tls_port if agent.dicom else None, demo=bool(args.demo))
     notifier.notify("READY=1")
     try:
         while not stop.wait(5.0):

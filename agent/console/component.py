@@ -268,8 +268,11 @@ class Console:
         if dicom is None:
             return {"ok": None, "detail": "not running"}
         listening = dicom.server is not None
-        return {"ok": listening, "port": dicom.port, "ae_title": dicom.cfg.ae_title,
-                "associations": dicom.active() if listening else 0}
+        health = {"ok": listening, "port": dicom.port, "ae_title": dicom.cfg.ae_title,
+                  "associations": dicom.active() if listening else 0}
+        if dicom.cfg.tls_port is not None:
+            health["tls_port"] = dicom.tls_port
+        return health
 
     def _broker_health(self) -> dict[str, Any]:
         uplink = getattr(self.agent, "uplink", None)

@@ -1,4 +1,8 @@
-"""The Storage SCP: accepted SOP classes, association policy, start and graceful stop."""
+"""The Storage SCP: accepted SOP classes, association policy, start and graceful stop.
+
+One AE listens on ``[dicom] port`` and, when ``tls_port`` is set, also on that port with TLS
+(:mod:`.tls`); both listeners share the handlers, the AE title rules and ``max_associations``.
+"""
 from __future__ import annotations
 
 import socket
@@ -12,7 +16,7 @@ from pynetdicom.sop_class import Verification
 from agent.config import DicomConfig
 from agent.pipeline import Pipeline
 
-from . import echo, store
+from . import echo, store, tls
 
 log = structlog.get_logger("agent.dicom")
 
@@ -66,17 +70,37 @@ class DicomSource:
             (evt.EVT_ABORTED, _log_aborted),
         ]
         self.server = None
+        self.tls_server = None
         self.port: int | None = None
+        self.tls_port: int | None = None
 
     def start(self) -> None:
-        try:
-            self.server = self.ae.start_server((self.cfg.bind, self.cfg.port), block=False,
-                                               evt_handlers=self._handlers)
-        except OSError as exc:
-            raise OSError(exc.errno, f"DICOM port {self.cfg.bind}:{self.cfg.port}: {exc.strerror or exc}") from exc
+        """Listen on the plain port, then on the TLS port if configured; raises ``OSError`` (a port
+        that cannot be bound, a certificate that cannot be used) with nothing left listening."""
+        context = tls.server_context(self.cfg) if self.cfg.tls_port is not None else None
+        self.server = self._listen(self.cfg.bind, self.cfg.port)
         self.port = self.server.server_address[1]
         log.info("dicom_listening", ae_title=self.cfg.ae_title, bind=self.cfg.bind, port=self.port,
                  allowed_calling_aes=self.cfg.allowed_calling_aes or "any")
+        if context is not None:
+            bind = self.cfg.tls_bind or self.cfg.bind
+            try:
+                self.tls_server = self._listen(bind, self.cfg.tls_port, context)
+            except OSError:
+                self.stop(grace_s=0)
+                raise
+            self.tls_port = self.tls_server.server_address[1]
+            log.info("dicom_listening", ae_title=self.cfg.ae_title, bind=bind, port=self.tls_port, tls=True,
+                     client_certificates="required" if self.cfg.tls_ca_file else "not asked for",
+                     allowed_calling_aes=self.cfg.allowed_calling_aes or "any")
+
+    def _listen(self, bind: str, port: int, context=None):
+        try:
+            return self.ae.start_server((bind, port), block=False, evt_handlers=self._handlers,
+                                        ssl_context=context)
+        except OSError as exc:
+            what = "DICOM TLS port" if context is not None else "DICOM port"
+            raise OSError(exc.errno, f"{what} {bind}:{port}: {exc.strerror or exc}") from exc
 
     def active(self) -> int:
         return len(self.ae.active_associations)
@@ -85,8 +109,10 @@ class DicomSource:
         """Stop listening, let in-flight associations finish (up to ``grace_s``), then abort the rest."""
         if self.server is None:
             return
-        server, self.server = self.server, None
-        server.shutdown()  # stop accepting new associations
+        servers = [s for s in (self.server, self.tls_server) if s is not None]
+        self.server = self.tls_server = None
+        for server in servers:
+            server.shutdown()  # stop accepting new associations
         deadline = time.monotonic() + grace_s
         while self.ae.active_associations and time.monotonic() < deadline:
             time.sleep(0.05)

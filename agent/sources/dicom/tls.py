@@ -1,0 +1,60 @@
+"""DICOM over TLS: the server side's TLS policy, for the SCP's second listener (``[dicom] tls_port``).
+
+TLS 1.2 or later with the ``ssl`` module's default ciphers (DICOM PS3.15's BCP 195 profiles ask
+for no less), the agent's certificate and key, and, when ``tls_ca_file`` is given, a certificate
+from every sender, verified against those CAs (mutual TLS, as IHE ATNA asks of a secure node).
+
+pynetdicom performs the handshake in its listener's thread, before any association exists, so a
+sender that connects and says nothing would hold up every other TLS sender; the handshake must
+therefore finish within :data:`HANDSHAKE_TIMEOUT_S`, after which the socket is as blocking as a
+plain DICOM one.
+"""
+from __future__ import annotations
+
+import socket
+import ssl
+from pathlib import Path
+
+from agent.config import DicomConfig
+
+HANDSHAKE_TIMEOUT_S = 10.0
+
+
+class TlsSetupError(OSError):
+    """The certificate, key or CA file cannot be used; the message names the file."""
+
+
+class _ServerContext(ssl.SSLContext):
+    handshake_timeout_s = HANDSHAKE_TIMEOUT_S
+
+    def wrap_socket(self, sock: socket.socket, *args, **kwargs) -> ssl.SSLSocket:  # type: ignore[override]
+        sock.settimeout(self.handshake_timeout_s)
+        try:
+            wrapped = super().wrap_socket(sock, *args, **kwargs)
+        except (OSError, ValueError):
+            sock.close()  # a failed or stalled handshake: the listener goes on with the next sender
+            raise
+        wrapped.settimeout(None)
+        return wrapped
+
+
+def server_context(cfg: DicomConfig) -> ssl.SSLContext:
+    """The context the TLS listener wraps each accepted connection in; raises :class:`TlsSetupError`."""
+    context = _ServerContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.handshake_timeout_s = min(HANDSHAKE_TIMEOUT_S, cfg.acse_timeout_s)
+    assert cfg.tls_cert_file is not None and cfg.tls_key_file is not None  # the config requires them
+    _load(cfg.tls_cert_file, "tls_cert_file/tls_key_file",
+          lambda: context.load_cert_chain(str(cfg.tls_cert_file), str(cfg.tls_key_file)))
+    if cfg.tls_ca_file is not None:
+        _load(cfg.tls_ca_file, "tls_ca_file", lambda: context.load_verify_locations(cafile=str(cfg.tls_ca_file)))
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _load(path: Path, key: str, load) -> None:
+    try:
+        load()
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsSetupError(f"[dicom] {key}: cannot use {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+
