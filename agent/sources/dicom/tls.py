@@ -15,7 +15,11 @@ import socket
 import ssl
 from pathlib import Path
 
+import structlog
+
 from agent.config import DicomConfig
+
+log = structlog.get_logger("agent.dicom")
 
 HANDSHAKE_TIMEOUT_S = 10.0
 
@@ -30,12 +34,29 @@ class _ServerContext(ssl.SSLContext):
     def wrap_socket(self, sock: socket.socket, *args, **kwargs) -> ssl.SSLSocket:  # type: ignore[override]
         sock.settimeout(self.handshake_timeout_s)
         try:
+            peer = "{}:{}".format(*sock.getpeername()[:2])
+        except OSError:
+            peer = None
+        try:
             wrapped = super().wrap_socket(sock, *args, **kwargs)
-        except (OSError, ValueError):
-            sock.close()  # a failed or stalled handshake: the listener goes on with the next sender
+        except (OSError, ValueError) as exc:
+            # a failed or stalled handshake: say so (the modality's side only sees a broken connection),
+            # and the listener goes on with the next sender
+            log.warning("dicom_tls_handshake_failed", peer=peer, error=_reason(exc))
+            sock.close()
             raise
         wrapped.settimeout(None)
         return wrapped
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason == "WRONG_VERSION_NUMBER":
+        return "WRONG_VERSION_NUMBER: not TLS (plain DICOM sent to the TLS port?)"
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return exc.reason  # e.g. "CERTIFICATE_VERIFY_FAILED", "PEER_DID_NOT_RETURN_A_CERTIFICATE"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "no handshake within the time allowed"
+    return str(exc) or type(exc).__name__
 
 
 def server_context(cfg: DicomConfig) -> ssl.SSLContext:

@@ -69,6 +69,9 @@ def test_a_report_sent_over_tls_is_stored_and_plain_dicom_is_refused_on_the_tls_
     assert wait_for(lambda: stored(agent, ds.SOPInstanceUID), timeout=15)
     # a sender speaking plain DICOM to the TLS port gets no association, and the listener goes on
     assert c_store(port, report(1), None, timeout=5) is None
+    assert wait_for(lambda: [e for e in agent.log_events() if e.get("event") == "dicom_tls_handshake_failed"])
+    failed = [e for e in agent.log_events() if e.get("event") == "dicom_tls_handshake_failed"][0]
+    assert failed["peer"].startswith("127.0.0.1:") and "not TLS" in failed["error"]
     assert c_store(port, report(2), client(pki)) == 0
     # a sender that does not trust the agent's certificate does not associate either
     other = make_pki(tmp_path / "other")
@@ -88,6 +91,11 @@ def test_with_a_ca_file_only_senders_with_a_certificate_it_signed_may_associate(
     agent = agent_process(tls_config(pki, port, ca=True))
     assert c_store(port, report(), client(pki), timeout=5) is None  # no certificate
     assert c_store(port, report(1), client(pki, pki.stranger_cert, pki.stranger_key), timeout=5) is None
+    def errors():
+        return [e["error"] for e in agent.log_events() if e.get("event") == "dicom_tls_handshake_failed"]
+
+    assert wait_for(lambda: len(errors()) == 2)
+    assert errors() == ["PEER_DID_NOT_RETURN_A_CERTIFICATE", "CERTIFICATE_VERIFY_FAILED"]
     ds = report(2)
     assert c_store(port, ds, client(pki, pki.client_cert, pki.client_key)) == 0
     assert wait_for(lambda: stored(agent, ds.SOPInstanceUID), timeout=15)
@@ -105,6 +113,8 @@ def test_a_connection_that_never_starts_its_handshake_does_not_hold_up_other_sen
         ds = report()
         assert c_store(port, ds, client(pki), timeout=20) == 0
         assert time.monotonic() - started < 10  # the handshake wait is bounded by acse_timeout_s
+        assert any(e.get("event") == "dicom_tls_handshake_failed" and e["error"].startswith("no handshake")
+                   for e in agent.log_events())
         assert wait_for(lambda: stored(agent, ds.SOPInstanceUID), timeout=15)
     finally:
         silent.close()
