@@ -35,6 +35,8 @@ HELP = "run the agent in the foreground (Ctrl-C or SIGTERM stops it cleanly)"
 
 log = structlog.get_logger("agent.daemon")
 
+RELOADABLE = {"checks"}  # configuration sections that SIGHUP applies to the running agent
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
@@ -185,3 +187,9 @@ def _reload(agent: Agent, args: argparse.Namespace) -> None:
         log.info("reloaded")
     except Exception as exc:
         log.error("reload_failed", reason=str(exc))
+        return
+    waiting = [name for name in type(cfg).model_fields
+               if name not in RELOADABLE and getattr(cfg, name) != getattr(agent.cfg, name)]
+    if waiting:  # the running agent keeps what it started with; say so rather than seem to apply it
+        log.warning("reload_restart_needed", sections=waiting,
+                    hint="only [checks] applies on reload; restart the agent for the rest (systemctl restart alara-edge)")

@@ -47,9 +47,20 @@ def test_sighup_with_a_bad_table_keeps_the_rules_and_a_good_one_applies(agent_pr
     table.write_text(good)
     agent.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: '"rules_reloaded"' in agent.log_text(), 10)
+    assert '"reload_restart_needed"' not in agent.log_text()  # only the rules changed
     send([rdsr.ct_report([rdsr.CTSeries("Routine Head", target_region="Head", ctdivol="60", dlp="1700")])],
          "127.0.0.1", agent.dicom_port)
     assert {"kind": "exam_above_drl", "rule": "local-ct-head-dlp"} in stored_alerts(agent)
+
+
+def test_sighup_says_which_changed_sections_wait_for_a_restart(agent_process):
+    agent = agent_process()
+    text = agent.config_path.read_text()
+    agent.config_path.write_text(text.replace("[dicom]\n", "[dicom]\nmax_associations = 3\n", 1))
+    agent.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: '"reload_restart_needed"' in agent.log_text(), 10)
+    (event,) = [e for e in agent.log_events() if e.get("event") == "reload_restart_needed"]
+    assert event["sections"] == ["dicom"] and agent.proc.poll() is None
 
 
 def test_dap_meter_on_a_serial_line_raises_fluoro_alerts_in_the_running_agent(agent_process, tmp_path):
