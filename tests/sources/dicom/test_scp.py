@@ -109,6 +109,22 @@ def test_sigkill_after_success_before_processing_loses_nothing(agent_process):
     assert receipts == [("stored", 30)]
 
 
+@pytest.mark.parametrize("sop_class", ["1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.34",
+                                       "1.2.840.10008.5.1.4.1.1.88.35"])
+def test_a_dose_report_in_a_general_sr_class_is_received_and_read(agent_process, sop_class):
+    """Vendors send the dose report's content in Comprehensive, Comprehensive 3D or Extensible SR too."""
+    agent = agent_process()
+    ds = rdsr.ct_report([rdsr.CTSeries("Chest", target_region="Chest", ctdivol="7.25", dlp="301.5")])
+    ds.SOPClassUID = sop_class
+    if getattr(ds, "file_meta", None) is not None:
+        ds.file_meta.MediaStorageSOPClassUID = sop_class
+    assert send([ds], "127.0.0.1", agent.dicom_port) == [0]
+    wait_for(lambda: stored_count(agent) == 1, 20, what="the report")
+    with sqlite3.connect(agent.db_path) as db:
+        row = db.execute("SELECT sop_class_uid, source, json_extract(record, '$.events[0].dlp_mGycm') FROM reports").fetchone()
+    assert row == (sop_class, "enhanced-sr", 301.5)
+
+
 def test_calling_ae_allow_list(agent_process):
     agent = agent_process('[dicom]\nallowed_calling_aes = ["CT_ROOM_1"]\n')
     with pytest.raises(ConnectionError):
