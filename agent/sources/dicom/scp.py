@@ -67,6 +67,7 @@ class DicomSource:
             (evt.EVT_C_STORE, storage.on_c_store),
             (evt.EVT_ACSE_RECV, storage.on_acse_recv),
             (evt.EVT_CONN_OPEN, no_delay),
+            (evt.EVT_ESTABLISHED, tls.log_association),
             (evt.EVT_REJECTED, _log_rejected),
             (evt.EVT_ABORTED, _log_aborted),
         ]

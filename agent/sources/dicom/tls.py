@@ -79,3 +79,15 @@ def _load(path: Path, key: str, load) -> None:
     except (OSError, ssl.SSLError) as exc:
         raise TlsSetupError(f"[dicom] {key}: cannot use {path}: {getattr(exc, 'strerror', None) or exc}") from exc
 
+
+
+def log_association(event) -> None:
+    """EVT_ESTABLISHED: for an association over TLS, log who it is (an audit trail of senders)."""
+    sock = getattr(getattr(getattr(event.assoc, "dul", None), "socket", None), "socket", None)
+    if not isinstance(sock, ssl.SSLSocket):
+        return
+    subject = dict(rdn[0] for rdn in (sock.getpeercert() or {}).get("subject", ()) if rdn)
+    cipher = sock.cipher()
+    log.info("dicom_tls_association", calling_ae=event.assoc.requestor.ae_title.strip(),
+             peer=f"{event.assoc.requestor.address}:{event.assoc.requestor.port}", tls_version=sock.version(),
+             cipher=cipher[0] if cipher else None, client_certificate=subject.get("commonName"))

@@ -55,6 +55,10 @@ def c_store(port: int, ds, context: ssl.SSLContext | None, timeout: float = 15) 
         assoc.release()
 
 
+def tls_associations(agent) -> list[dict]:
+    return [e for e in agent.log_events() if e.get("event") == "dicom_tls_association"]
+
+
 def stored(agent, sop_uid: str) -> bool:
     with sqlite3.connect(agent.db_path) as db:
         return db.execute("SELECT 1 FROM reports WHERE sop_instance_uid = ?", [sop_uid]).fetchone() is not None
@@ -78,6 +82,8 @@ def test_a_report_sent_over_tls_is_stored_and_plain_dicom_is_refused_on_the_tls_
     assert c_store(port, report(3), client(other), timeout=5) is None
     # the plain port is still there, for `alara-edge import` and for modalities without TLS
     assert c_store(agent.dicom_port, report(4), None) == 0
+    wait_for(lambda: len(tls_associations(agent)) == 2)  # over TLS only
+    assert tls_associations(agent)[0]["client_certificate"] is None  # none asked for
     with urllib.request.urlopen(f"http://127.0.0.1:{agent.console_port}/healthz", timeout=10) as r:
         assert json.load(r)["parts"]["dicom"]["tls_port"] == port
     listening = [e for e in agent.log_events() if e.get("event") == "dicom_listening"]
@@ -100,6 +106,9 @@ def test_with_a_ca_file_only_senders_with_a_certificate_it_signed_may_associate(
     assert c_store(port, ds, client(pki, pki.client_cert, pki.client_key)) == 0
     assert wait_for(lambda: stored(agent, ds.SOPInstanceUID), timeout=15)
     assert [e for e in agent.log_events() if e.get("tls")][0]["client_certificates"] == "required"
+    (accepted,) = wait_for(lambda: tls_associations(agent))
+    assert accepted["client_certificate"] == "ct-01" and accepted["calling_ae"] == "CT_TLS"
+    assert accepted["tls_version"] in ("TLSv1.2", "TLSv1.3")
 
 
 def test_a_connection_that_never_starts_its_handshake_does_not_hold_up_other_senders(agent_process, tmp_path):
