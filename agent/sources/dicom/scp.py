@@ -82,27 +82,27 @@ class DicomSource:
         context = tls.server_context(self.cfg) if self.cfg.tls_port is not None else None
         self.server = self._listen(self.cfg.bind, self.cfg.port)
         self.port = self.server.server_address[1]
-        log.info("dicom_listening", ae_title=self.cfg.ae_title, bind=self.cfg.bind, port=self.port,
-                 allowed_calling_aes=self.cfg.allowed_calling_aes or "any")
         if context is not None:
-            bind = self.cfg.tls_bind or self.cfg.bind
             try:
-                self.tls_server = self._listen(bind, self.cfg.tls_port, context)
+                self.tls_server = self._listen(self.cfg.tls_bind or self.cfg.bind, self.cfg.tls_port, context)
             except OSError:
                 self.stop(grace_s=0)
                 raise
             self.tls_port = self.tls_server.server_address[1]
-            log.info("dicom_listening", ae_title=self.cfg.ae_title, bind=bind, port=self.tls_port, tls=True,
-                     client_certificates="required" if self.cfg.tls_ca_file else "not asked for",
-                     allowed_calling_aes=self.cfg.allowed_calling_aes or "any")
 
     def _listen(self, bind: str, port: int, context=None):
+        """Start one listener (TLS with ``context``) and log it; the server, or ``OSError`` naming the port."""
         try:
-            return self.ae.start_server((bind, port), block=False, evt_handlers=self._handlers,
-                                        ssl_context=context)
+            server = self.ae.start_server((bind, port), block=False, evt_handlers=self._handlers,
+                                          ssl_context=context)
         except OSError as exc:
             what = "DICOM TLS port" if context is not None else "DICOM port"
             raise OSError(exc.errno, f"{what} {bind}:{port}: {exc.strerror or exc}") from exc
+        tls_fields = {} if context is None else {
+            "tls": True, "client_certificates": "required" if self.cfg.tls_ca_file else "not asked for"}
+        log.info("dicom_listening", ae_title=self.cfg.ae_title, bind=bind, port=server.server_address[1],
+                 allowed_calling_aes=self.cfg.allowed_calling_aes or "any", **tls_fields)
+        return server
 
     def active(self) -> int:
         return len(self.ae.active_associations)

@@ -80,7 +80,6 @@ def _load(path: Path, key: str, load) -> None:
         raise TlsSetupError(f"[dicom] {key}: cannot use {path}: {getattr(exc, 'strerror', None) or exc}") from exc
 
 
-
 def log_association(event) -> None:
     """EVT_ESTABLISHED: for an association over TLS, log who it is (an audit trail of senders)."""
     sock = getattr(getattr(getattr(event.assoc, "dul", None), "socket", None), "socket", None)
