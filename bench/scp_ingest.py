@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 import pydicom  # noqa: E402
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt  # noqa: E402
+from rounds import paired  # noqa: E402
 
 from agent.sources.dicom.scp import STORAGE_SOP_CLASSES, no_delay  # noqa: E402
 from simulator import rdsr  # noqa: E402
@@ -237,9 +238,7 @@ def main() -> int:
 
 
 def _paired(runs: list[dict], reference: list[dict]) -> str:
-    """The median of the rounds' ratios, and each round's (rounds run back to back)."""
-    ratios = [a["rate"] / b["rate"] for a, b in zip(runs, reference)]
-    return f"paired {statistics.median(ratios):.2f}  (per round: {', '.join(f'{r:.2f}' for r in ratios)})"
+    return "paired " + paired([r["rate"] for r in runs], [r["rate"] for r in reference])
 
 
 def _renamed(path: Path, folder: Path) -> Path:

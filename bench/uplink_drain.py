@@ -45,6 +45,7 @@ from agent.config import Config  # noqa: E402
 from agent.store import Store, outbox  # noqa: E402
 from agent.uplink import Uplink  # noqa: E402
 from agent.uplink.payloads import envelope  # noqa: E402
+from rounds import paired  # noqa: E402
 from tests.uplink.broker import Mosquitto  # noqa: E402
 
 TOPIC = "alara/bench-site/ct-01/reading"
@@ -251,9 +252,8 @@ def main() -> int:
         print(f"{name:34} {statistics.median(runs):9,.0f} msg/s  [{', '.join(f'{r:,.0f}' for r in runs)}]"
               f"  (100,000 in {100_000 / statistics.median(runs):.1f} s)")
     print("sender / mosquitto_pub: the median of the rounds' ratios (each round's senders run back to back)")
-    for name in [n for n in rates if n != reference]:
-        ratios = [a / b for a, b in zip(rates[name], rates[reference])]
-        print(f"{name:34} = {statistics.median(ratios):.2f}  (per round: {', '.join(f'{r:.2f}' for r in ratios)})"
+    for name in [sender for sender in rates if sender != reference]:
+        print(f"{name:34} = {paired(rates[name], rates[reference])}"
               + ("  target >= 0.5" if name.startswith("uplink") else ""))
     for name, lines in notes.items():
         for i, line in enumerate(lines, 1):
