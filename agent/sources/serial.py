@@ -220,11 +220,14 @@ class PortWorker:
             self.source.wait(backoff)
 
     def open(self) -> serial.Serial:
-        """Open the configured path (links resolved now), lines set before open, input flushed."""
+        """Open the configured path (links resolved now), lines set before open, input flushed.
+
+        The resolved path is the one opened, so that ``resolved`` names the device in use even when a
+        by-id link is being re-created (re-enumeration) between resolving and opening."""
         self.resolved = os.path.realpath(self.cfg.port)
         line = self.driver.line_settings()
         port = serial.Serial()
-        port.port = self.cfg.port
+        port.port = self.resolved
         port.baudrate = self.cfg.baudrate or line.baudrate
         port.bytesize, port.parity, port.stopbits = line.bytesize, line.parity, line.stopbits
         port.rtscts, port.xonxoff = line.rtscts, line.xonxoff
