@@ -206,7 +206,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3, help="times each sender runs, taking turns")
-    parser.add_argument("--steady", type=int, default=1000)
+    parser.add_argument("--steady", type=int, default=1000, help="events for the disk-write figure (0: skip it)")
     parser.add_argument("--windows", default="10,20", help="in-flight windows to drain with (comma-separated)")
     parser.add_argument("--paho-alone", action="store_true",
                         help="also publish the same payloads with paho alone (the ceiling of a paho-based uplink)")
@@ -239,7 +239,7 @@ def main() -> int:
                     rates.setdefault(name, []).append(args.events / drained)
                     notes.setdefault(name, []).append(f"delivered marks committed after {settled:.2f} s, CPU {cpu:.1f} s, "
                                                       f"outbox {outbox.counts(store.db)}")
-                    if n == args.rounds - 1 and window == windows[-1]:
+                    if n == args.rounds - 1 and window == windows[-1] and args.steady:
                         per_event = steady_state(cfg, store, args.steady)
                     store.close()
                     for path in cfg.store.path.parent.glob(cfg.store.path.name + "*"):
@@ -260,7 +260,8 @@ def main() -> int:
             print(f"{name}, round {i}: {line}")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (includes the payload files "
           "built for mosquitto_pub)")
-    print(f"steady state, {args.steady} events one at a time: {per_event / 1024:.1f} KiB written per event")
+    if args.steady:
+        print(f"steady state, {args.steady} events one at a time: {per_event / 1024:.1f} KiB written per event")
     return 0
 
 
