@@ -1,7 +1,7 @@
 """C-STORE and C-ECHO as a requestor (SCU): used by ``alara-edge import`` to hand files to a
 running agent, and by the simulated modality.
 
-A C-STORE that gets no response is sent once more, on a new association. pynetdicom 3.0.4's
+A C-STORE (or C-ECHO) that gets no response is sent once more, on a new association. pynetdicom 3.0.4's
 requestor can lose a response to a race of its own: ``send_c_store`` pauses the association's
 reactor by a flag the reactor may not have updated yet, and the reactor then takes the response
 off the queue ("Received unexpected C-STORE service message"), so the sender waits out its
@@ -68,19 +68,31 @@ def _send_until_unanswered(datasets: list[Dataset], host: str, port: int, called
     return statuses
 
 
-def echo(host: str, port: int, called_ae: str = "ALARA_EDGE", calling_ae: str = "SIM_MODALITY") -> int:
+def echo(host: str, port: int, called_ae: str = "ALARA_EDGE", calling_ae: str = "SIM_MODALITY",
+         timeout_s: float = 10) -> int:
+    """C-ECHO; returns its status, or -1 when none came back, twice (see the module's note)."""
+    for attempt in (1, 2):
+        status = _echo_once(host, port, called_ae, calling_ae, timeout_s)
+        if status != NO_RESPONSE:
+            return status
+        log.warning("cecho_no_response", called_ae=called_ae, peer=f"{host}:{port}", timeout_s=timeout_s,
+                    action="sent again" if attempt == 1 else "gave up")
+    return NO_RESPONSE
+
+
+def _echo_once(host: str, port: int, called_ae: str, calling_ae: str, timeout_s: float) -> int:
     ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
     ae.add_requested_context(Verification)
-    assoc = ae.associate(host, port, ae_title=called_ae)
+    assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=[(evt.EVT_CONN_OPEN, no_delay)])
     if not assoc.is_established:
-        raise ConnectionError("association not established")
+        raise ConnectionError(f"association with {called_ae}@{host}:{port} was not established")
     try:
         status = assoc.send_c_echo()
-        return int(status.Status) if status and "Status" in status else -1
+        return int(status.Status) if status and "Status" in status else NO_RESPONSE
     finally:
-        assoc.release()
-
-
+        if assoc.is_established:
+            assoc.release()
 
 
 def _transfer_syntax(ds: Dataset) -> str:

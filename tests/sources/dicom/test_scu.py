@@ -3,9 +3,10 @@ import threading
 import time
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.sop_class import Verification
 
 from agent.sources.dicom.scp import STORAGE_SOP_CLASSES
-from agent.sources.dicom.scu import NO_RESPONSE, send
+from agent.sources.dicom.scu import NO_RESPONSE, echo, send
 from simulator import rdsr
 from tests.conftest import free_port
 
@@ -68,3 +69,23 @@ def test_an_object_unanswered_twice_is_reported_and_the_others_still_go():
         assert scp.associations == 3
     finally:
         scp.stop()
+
+
+def test_an_unanswered_c_echo_is_sent_once_more():
+    calls = []
+
+    def on_echo(_event):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(2.5)  # the requestor has given up and aborted by now
+        return 0x0000
+
+    ae = AE(ae_title="SLOW_SCP")
+    ae.add_supported_context(Verification)
+    port = free_port()
+    ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_ECHO, on_echo)])
+    try:
+        assert echo("127.0.0.1", port, "SLOW_SCP", timeout_s=1) == 0x0000
+        assert len(calls) == 2
+    finally:
+        ae.shutdown()
