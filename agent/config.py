@@ -13,6 +13,7 @@ import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -36,6 +37,16 @@ class StationConfig(Section):
     def _topic_safe(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v):
             raise ValueError("use 1-64 letters, digits, '.', '_' or '-' (it becomes an MQTT topic level)")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {v!r}: use an IANA name such as 'Europe/Zurich'") from None
         return v
 
 
@@ -362,6 +373,15 @@ class Config(Section):
     console: ConsoleConfig = ConsoleConfig()
     central: CentralConfig = CentralConfig()
 
+    @field_validator("serial")
+    @classmethod
+    def _one_id_per_device(cls, ports: list[SerialPortConfig]) -> list[SerialPortConfig]:
+        ids = [p.device_id for p in ports]
+        shared = sorted({i for i in ids if ids.count(i) > 1})
+        if shared:  # readings, ledgers and alerts are kept per device id
+            raise ValueError(f"two [[serial]] entries share the device id(s) {shared}: give each its own device = ...")
+        return ports
+
 
 def load(path: str | Path | None) -> Config:
     """Load and validate; raises :class:`ConfigError` listing every problem."""
@@ -430,4 +450,7 @@ def locate(text: str, loc: tuple[Any, ...]) -> Optional[int]:
             break
         if re.match(rf"\s*{re.escape(key)}\s*=", lines[i]):
             return i + 1
-    return start + 1 if len(names) > 1 else None
+    if len(names) == 1:  # a whole section or array of tables: its (last) header
+        headers = [i for i, l in enumerate(lines) if re.match(rf"\s*\[\[?\s*{re.escape(key)}\s*\]\]?\s*(#.*)?$", l)]
+        return headers[-1] + 1 if headers else None
+    return start + 1

@@ -34,3 +34,17 @@ def test_check_config_command_exit_codes(tmp_path):
     assert r.returncode == 1 and "store.quota_mb (line 2)" in r.stderr
     r = run_agent("check-config", str(REPO / "config" / "alara-edge.example.toml"))
     assert r.returncode == 0, r.stderr
+
+
+def test_what_would_stop_the_agent_at_start_is_caught_by_check_config():
+    """An unknown time zone and two dosimeters under one device id once passed check-config and
+    then stopped `run` with a traceback."""
+    text = ('[station]\ntimezone = "Europe/Atlantis"\n\n'
+            '[[serial]]\ndriver = "diamentor"\nport = "/dev/ttyUSB0"\n\n'
+            '[[serial]]\ndriver = "diamentor"\nport = "/dev/serial/by-id/ttyUSB0"\n')
+    problems = check_text(text)
+    assert any(p.startswith("station.timezone (line 2)") and "Europe/Atlantis" in p for p in problems)
+    assert any(p.startswith("serial (line 8)") and "ttyUSB0" in p for p in problems)
+    assert len(problems) == 2
+    fixed = text.replace("Europe/Atlantis", "Europe/Zurich").replace('port = "/dev/serial', 'device = "dap-2"\nport = "/dev/serial')
+    assert check_text(fixed) == []
