@@ -129,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
         error = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
         log.error("agent_start_failed", error=error, store=str(cfg.store.path))  # one clear line, no traceback
         return 1
+    except Exception as exc:  # a fault of ours: still one JSON line, with the traceback in it
+        log.exception("agent_start_failed", error=f"{type(exc).__name__}: {exc}")
+        return 1
     stop = threading.Event()
     reload_requested = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
