@@ -121,19 +121,18 @@ def test_a_store_path_that_cannot_be_created_says_so_and_exits(tmp_path):
     assert str(blocker) in failed["error"]  # "File exists: …/not-a-folder": the path to look at
 
 
-def test_an_unexpected_fault_at_start_ends_in_one_json_line_and_exit_code_1(tmp_path, monkeypatch, capsys):
+def test_an_unexpected_fault_at_start_ends_in_one_json_line_and_exit_code_1(tmp_path):
     """Whatever fails while the agent is assembled, the journal gets one `agent_start_failed` JSON
     line (with the traceback inside it) and systemd an exit code, not a bare Python traceback."""
-    import argparse
-
-    from agent import daemon
-
-    def broken(_cfg):
-        raise RuntimeError("a fault of ours")
-
-    monkeypatch.setattr(daemon, "Agent", broken)
-    monkeypatch.chdir(tmp_path)
-    assert daemon.run(argparse.Namespace(config=None, demo=False, demo_interval=10.0)) == 1
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
-    (failed,) = [line for line in lines if line["event"] == "agent_start_failed"]
-    assert failed["error"] == "RuntimeError: a fault of ours" and "Traceback" in failed["exception"]
+    code = ("import argparse, sys\n"
+            "from agent import daemon\n"
+            "def broken(_cfg):\n"
+            "    raise RuntimeError('a fault of ours')\n"
+            "daemon.Agent = broken\n"
+            "sys.exit(daemon.run(argparse.Namespace(config=None, demo=False, demo_interval=10.0)))\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=agent_env(), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 1 and r.stderr == ""
+    (line,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert line["event"] == "agent_start_failed" and line["error"] == "RuntimeError: a fault of ours"
+    assert "Traceback" in line["exception"]
