@@ -5,13 +5,16 @@
 # - a system user `alara-edge` (in group dialout for serial dosimeters)
 # - the package in a new venv under /opt/alara-edge, linked as /opt/alara-edge/venv (an upgrade is a
 #   re-run from the new checkout: data and configuration stay, the previous venv is kept for rollback)
-# - /etc/alara-edge/alara-edge.toml from config/alara-edge.example.toml if there is none yet
+# - /etc/alara-edge/alara-edge.toml from config/alara-edge.example.toml if there is none yet, and the
+#   example reference tables and serial profiles (a file edited here is kept on upgrade)
+# - with --central, PostgreSQL support (psycopg) for a [central] database URL
 # - data in /var/lib/alara-edge (StateDirectory), logs in the journal: journalctl -u alara-edge
 set -eu
 cd "$(dirname "$0")/.."
 case "${1:-}" in
-    "") unit=alara-edge.service; edit="set [station] site and id" ;;
-    --central) unit=alara-edge-central.service; edit="set [mqtt] (the broker) and [central] database" ;;
+    "") unit=alara-edge.service; edit="set [station] site and id"; package=. ;;
+    --central) unit=alara-edge-central.service; edit="set [mqtt] (the broker) and [central] database"
+               package=".[postgres]" ;;  # psycopg, for a [central] database given as a postgresql:// URL
     *) echo "usage: sh systemd/install.sh [--central]" >&2; exit 2 ;;
 esac
 [ "$(id -u)" = 0 ] || { echo "run as root (sudo sh systemd/install.sh)" >&2; exit 1; }
@@ -27,7 +30,7 @@ getent passwd alara-edge >/dev/null || useradd --system --gid alara-edge --group
 install -d -m 0755 /opt/alara-edge
 release=/opt/alara-edge/venv-$(date +%Y%m%d%H%M%S)
 python3 -m venv "$release"
-"$release/bin/pip" install --quiet --disable-pip-version-check .
+"$release/bin/pip" install --quiet --disable-pip-version-check "$package"
 if [ -L /opt/alara-edge/venv ]; then
     old=$(readlink /opt/alara-edge/venv)
     [ -L /opt/alara-edge/venv.previous ] && prev=$(readlink /opt/alara-edge/venv.previous) && [ "$prev" != "$old" ] && rm -rf "$prev"
@@ -40,10 +43,13 @@ if [ ! -f /etc/alara-edge/alara-edge.toml ]; then
     install -m 0640 -o root -g alara-edge config/alara-edge.example.toml /etc/alara-edge/alara-edge.toml
     echo "wrote /etc/alara-edge/alara-edge.toml: $edit, then: systemctl restart ${unit%.service}"
 fi
-# reference tables and serial profiles: examples a physicist activates in [checks] tables / [[serial]] profile
+# reference tables and serial profiles: examples a physicist activates in [checks] tables / [[serial]] profile;
+# an upgrade brings new versions but keeps a file edited here (the new one goes beside it as .dist)
 install -d -m 0750 -o root -g alara-edge /etc/alara-edge/reference-levels /etc/alara-edge/serial-profiles
-install -m 0640 -o root -g alara-edge config/reference-levels/*.toml /etc/alara-edge/reference-levels/
-install -m 0640 -o root -g alara-edge config/serial-profiles/*.toml /etc/alara-edge/serial-profiles/
+OWNER=root GROUP=alara-edge
+. ./systemd/examples.sh
+for f in config/reference-levels/*.toml; do install_example "$f" /etc/alara-edge/reference-levels; done
+for f in config/serial-profiles/*.toml; do install_example "$f" /etc/alara-edge/serial-profiles; done
 [ -f /etc/alara-edge/local-drl.toml ] || install -m 0640 -o root -g alara-edge config/local-drl.example.toml /etc/alara-edge/local-drl.toml
 /opt/alara-edge/venv/bin/alara-edge check-config /etc/alara-edge/alara-edge.toml
 

@@ -3,6 +3,7 @@ and the central site's receiver."""
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +43,37 @@ def test_unit_runs_a_command_of_the_installed_package_with_the_installed_config(
     assert unit.name in (REPO / "systemd" / "install.sh").read_text()
     r = run_agent(command, "--help")
     assert r.returncode == 0 and "-c" in r.stdout, r.stderr
+
+
+def _install_example(source: Path, folder: Path) -> str:
+    """systemd/examples.sh's install_example, as install.sh runs it (without the owner, as we may not be root)."""
+    r = subprocess.run(["sh", "-c", f'. "{REPO}/systemd/examples.sh" && install_example "$0" "$1"', str(source), str(folder)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_an_upgrade_brings_new_reference_tables_but_keeps_a_table_edited_on_the_box(tmp_path):
+    etc, release = tmp_path / "etc", tmp_path / "release"
+    etc.mkdir()
+    release.mkdir()
+    table = release / "uk-ukhsa-2024-adult-ct.toml"
+    table.write_text("version 1\n")
+    assert _install_example(table, etc) == ""  # first install
+    assert (etc / table.name).read_text() == "version 1\n"
+
+    table.write_text("version 2\n")  # an upgrade, nothing edited here: the new version is installed
+    assert _install_example(table, etc) == ""
+    assert (etc / table.name).read_text() == "version 2\n" and not (etc / f"{table.name}.dist").exists()
+
+    (etc / table.name).write_text("version 2, local values\n")  # the physicist edits the table
+    table.write_text("version 3\n")
+    notice = _install_example(table, etc)
+    assert (etc / table.name).read_text() == "version 2, local values\n"  # the edit stays
+    assert (etc / f"{table.name}.dist").read_text() == "version 3\n" and "edited here" in notice
+
+    table.write_text("version 4\n")  # still edited: the edit stays, the .dist follows the release
+    _install_example(table, etc)
+    assert (etc / table.name).read_text() == "version 2, local values\n"
+    assert (etc / f"{table.name}.dist").read_text() == "version 4\n"
+
