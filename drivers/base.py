@@ -38,14 +38,15 @@ CANONICAL_UNIT: dict[tuple[str, str], str] = {
     ("count_rate", "rate"): "count/min",
 }
 
+#: DAP units → factor to Gy·m²; each is also a DAP rate unit with ``/s``
+_DAP = {"Gy.m2": Decimal(1), "mGy.m2": Decimal("1e-3"), "uGy.m2": Decimal("1e-6"), "Gy.cm2": Decimal("1e-4"),
+        "dGy.cm2": Decimal("1e-5"), "cGy.cm2": Decimal("1e-6"), "mGy.cm2": Decimal("1e-7"), "uGy.cm2": Decimal("1e-10")}
+
 #: native unit → (canonical unit, exact factor).  R·cm² is absent on purpose: the roentgen-to-kerma
 #: factor a given DAP meter uses is not documented, so such readings are refused, not guessed.
 NATIVE_UNITS: dict[str, tuple[str, Decimal]] = {
-    "Gy.m2": ("Gy.m2", Decimal(1)), "uGy.m2": ("Gy.m2", Decimal("1e-6")), "mGy.m2": ("Gy.m2", Decimal("1e-3")),
-    "Gy.cm2": ("Gy.m2", Decimal("1e-4")), "dGy.cm2": ("Gy.m2", Decimal("1e-5")),
-    "cGy.cm2": ("Gy.m2", Decimal("1e-6")), "mGy.cm2": ("Gy.m2", Decimal("1e-7")), "uGy.cm2": ("Gy.m2", Decimal("1e-10")),
-    "Gy.m2/s": ("Gy.m2/s", Decimal(1)), "Gy.cm2/s": ("Gy.m2/s", Decimal("1e-4")),
-    "cGy.cm2/s": ("Gy.m2/s", Decimal("1e-6")), "uGy.m2/s": ("Gy.m2/s", Decimal("1e-6")),
+    **{unit: ("Gy.m2", factor) for unit, factor in _DAP.items()},
+    **{f"{unit}/s": ("Gy.m2/s", factor) for unit, factor in _DAP.items()},
     "Gy": ("Gy", Decimal(1)), "mGy": ("Gy", Decimal("1e-3")), "uGy": ("Gy", Decimal("1e-6")),
     "Gy/s": ("Gy/s", Decimal(1)), "mGy/s": ("Gy/s", Decimal("1e-3")), "mGy/min": ("Gy/s", Decimal(1) / 60000),
     "Sv": ("Sv", Decimal(1)), "mSv": ("Sv", Decimal("1e-3")), "uSv": ("Sv", Decimal("1e-6")), "nSv": ("Sv", Decimal("1e-9")),

@@ -102,3 +102,13 @@ def test_check_config_validates_a_profile_on_its_own(tmp_path):
                    'unit = "uSv"\n')
     done = run_agent("check-config", str(bad))
     assert done.returncode == 1 and "quantity field 'w' is not a parsed or derived field" in done.stderr
+
+
+@pytest.mark.parametrize("unit, value, gym2_per_s", [
+    ("mGy.cm2/s", "250", 2.5e-5), ("uGy.m2/s", "12", 1.2e-5), ("dGy.cm2/s", "3", 3e-5), ("Gy.cm2/s", "0.5", 5e-5),
+])
+def test_a_dap_rate_profile_may_use_any_dap_unit_per_second(unit, value, gym2_per_s):
+    """docs/drivers.md: DAP rate takes every DAP unit with /s (a profile in mGy.cm2/s was refused)."""
+    spec = profile(quantity=[{"field": "v", "quantity": "dap", "kind": "rate", "unit": unit}])
+    reading = drivers.base.make_reading("d", "dap", "rate", value, spec.quantity[0].unit, 0.0, b"")
+    assert reading.unit == "Gy.m2/s" and reading.value == pytest.approx(gym2_per_s, rel=1e-12)
