@@ -73,10 +73,22 @@ def _print(as_json: bool, path, status: str, reason: str | None) -> None:
         print(f"{status:9} {path}" + (f"  ({reason})" if reason else ""))
 
 
+IMPORT_AE = "ALARA_IMPORT"  # the calling AE title of a backfill sent to the running agent (kept with each receipt)
+
+
 def _send_to_running_agent(cfg, files, as_json: bool) -> int:
     from agent.sources.dicom.scu import send
 
-    print(f"the agent is running: sending {len(files)} file(s) to it by C-STORE on port {cfg.dicom.port}",
+    if not cfg.dicom.enabled:
+        print("the agent is running without its DICOM port ([dicom] enabled = false): stop it, then import again",
+              file=sys.stderr)
+        return 1
+    if cfg.dicom.allowed_calling_aes and IMPORT_AE not in cfg.dicom.allowed_calling_aes:
+        print(f"the running agent takes reports only from {cfg.dicom.allowed_calling_aes}: add \"{IMPORT_AE}\" to "
+              "[dicom] allowed_calling_aes and restart it, or stop it and import again", file=sys.stderr)
+        return 1
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(cfg.dicom.bind, cfg.dicom.bind)
+    print(f"the agent is running: sending {len(files)} file(s) to it by C-STORE on {host} port {cfg.dicom.port}",
           file=sys.stderr)
     datasets, names = [], []
     for path in files:
@@ -87,7 +99,11 @@ def _send_to_running_agent(cfg, files, as_json: bool) -> int:
             _print(as_json, path, "error", f"not a DICOM file: {exc}")
     failures = 0
     for path, ds in zip(names, datasets):
-        status = send([ds], "127.0.0.1", cfg.dicom.port, cfg.dicom.ae_title, "ALARA_IMPORT")[0]
+        try:
+            status = send([ds], host, cfg.dicom.port, cfg.dicom.ae_title, IMPORT_AE)[0]
+        except (ConnectionError, OSError) as exc:
+            print(f"cannot reach the running agent at {host}:{cfg.dicom.port}: {exc}", file=sys.stderr)
+            return 1
         failures += status != 0
         reason = f"status 0x{status:04X}" if status >= 0 else "no answer from the agent (send the file again)"
         _print(as_json, path, "sent" if status == 0 else "failed", reason)

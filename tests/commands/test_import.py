@@ -43,3 +43,23 @@ def test_import_while_the_agent_runs_goes_through_its_scp(agent_process, tmp_pat
     assert '"calling_ae": "ALARA_IMPORT"' in agent.log_text()
     with sqlite3.connect(agent.db_path) as db:
         assert db.execute("SELECT COUNT(*) FROM reports").fetchone()[0] == 1
+
+
+def test_import_reaches_an_agent_bound_to_one_address(agent_process, tmp_path):
+    agent = agent_process('[dicom]\nbind = "127.0.0.2"\n')  # e.g. the modality network's interface only
+    src = copy_files(tmp_path / "export")
+    r = agent.cli("import", str(src / "RF-RDSR-Siemens-Zee.dcm"))
+    assert r.returncode == 0, r.stderr
+    assert "on 127.0.0.2 port" in r.stderr
+    with sqlite3.connect(agent.db_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM reports").fetchone()[0] == 1
+
+
+def test_import_says_what_to_do_when_the_agent_takes_only_its_modalities(agent_process, tmp_path):
+    agent = agent_process('[dicom]\nallowed_calling_aes = ["CT_ROOM_1"]\n')
+    src = copy_files(tmp_path / "export")
+    r = agent.cli("import", str(src / "RF-RDSR-Siemens-Zee.dcm"))
+    assert r.returncode == 1
+    assert 'add "ALARA_IMPORT" to [dicom] allowed_calling_aes' in r.stderr and "Traceback" not in r.stderr
+    with sqlite3.connect(agent.db_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM reports").fetchone()[0] == 0
