@@ -249,12 +249,13 @@ _AGE_UNIT = {"D": Decimal(1) / Decimal("365.25"), "W": Decimal(7) / Decimal("365
 
 
 def age_years(ds: Dataset, study_date: Optional[str], notes: Notes) -> Optional[float]:
-    """Patient's Age (AS, e.g. ``045Y``, ``006M``) in years, else from birth date and study date."""
+    """Patient's Age (AS, e.g. ``045Y``, ``006M``) in years, else from birth date and study date;
+    coarsened by :func:`coarse_age`."""
     text = hstr(ds, "PatientAge")
     if text:
         m = _AGE.match(text)
         if m:
-            return float(Decimal(m.group(1)) * _AGE_UNIT[m.group(2).upper()])
+            return coarse_age(Decimal(m.group(1)) * _AGE_UNIT[m.group(2).upper()])
         notes.add(f"PatientAge '{text}' is not a DICOM age; not used")
     birth = hstr(ds, "PatientBirthDate")
     if birth and study_date:
@@ -264,8 +265,21 @@ def age_years(ds: Dataset, study_date: Optional[str], notes: Notes) -> Optional[
         except (ValueError, IndexError):
             return None
         if s >= b:
-            return float(Decimal((s - b).days) / Decimal("365.25"))
+            return _from_months((s.year - b.year) * 12 + s.month - b.month - (s.day < b.day))
     return None
+
+
+def coarse_age(years: Optional[float | Decimal]) -> Optional[float]:
+    """An age as the record keeps it: whole years from 2 years on, whole months below (as Patient's
+    Age states it).  A finer age, with the study date beside it, would give away the birth date;
+    every age band (paediatric DRLs, statistics) has whole-year edges, which this keeps exact."""
+    if years is None:
+        return None
+    return _from_months(int(Decimal(str(years)) * 12 + Decimal("1e-9")))  # completed months
+
+
+def _from_months(months: int) -> float:
+    return float(months // 12) if months >= 24 else float(Decimal(months) / 12)
 
 
 def start_report(ds: Dataset, kind: str, modality: Optional[str], source: str, template: Optional[str],
@@ -390,7 +404,7 @@ def _patient_characteristics(report: Report, root: ContentItem, notes: Notes) ->
         return
     pt = report.patient
     if pt.age_years is None:
-        pt.age_years = num(chars.child(C.SUBJECT_AGE), U.AGE, notes)
+        pt.age_years = coarse_age(num(chars.child(C.SUBJECT_AGE), U.AGE, notes))
     if pt.sex is None:
         sex = chars.child(C.SUBJECT_SEX)
         if sex is not None and sex.code is not None:
