@@ -7,6 +7,8 @@ new alerts, queues them in the outbox and appends them to ``ingest.alerts`` — 
 transaction commits, so a stored report never misses its checks.  Per-series checks look at
 the series new to the store only; per-examination checks are raised once per study (the alert
 id is derived from rule and subject), so re-sent and cumulative reports raise nothing twice.
+An alert's message names the series by its protocol and may quote the scanner's reason: the
+patient's name, id or birth date copied there is removed (:mod:`agent.phi`) before it is stored.
 
 A check that fails on unexpected data is logged (``check_failed``) and its writes are rolled
 back; the report is still stored and the other checks still run.  Database errors abort the
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Callable
 import sqlite_utils
 import structlog
 
+from agent import phi
 from agent.checks import ct, drl, fluoro
 from agent.checks.alerts import Alert, record
 from agent.checks.rules import Rules, RulesError, load_rules
@@ -57,8 +60,10 @@ class ChecksStage:
             ("median_above_drl", lambda: drl.median_above_drl(tx, study, samples, rules)),
             ("fluoro_threshold", lambda: fluoro.from_study(study, rules)),
         ]
+        identity = phi.pattern(report.phi)  # a protocol or a scanner's reason may hold the patient's name
         for name, check in checks:
             for alert in _guarded(tx, name, study, check):
+                alert.message = phi.redact(alert.message, identity)
                 if record(tx, alert):
                     ingest.alerts.append(alert)
         if study.exam.name is None:

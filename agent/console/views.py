@@ -11,7 +11,9 @@ from typing import Any, Optional
 
 import sqlite_utils
 
+from agent import phi
 from agent.checks import Rules, units
+from agent.extract.record import PHI
 from agent.checks.study import study_records, view
 from agent.checks.tables import DRL_KINDS, LevelRow
 from agent.store.reports import list_studies
@@ -82,6 +84,11 @@ def recent_studies(db: sqlite_utils.Database, limit: int = 8, show_patient_names
             (name,) = db.execute("SELECT MIN(patient_name) FROM reports WHERE study_instance_uid = ?",
                                  [row["study_instance_uid"]]).fetchone()
             item["patient_name"] = (name or "").replace("^", " ").strip() or None
+        else:  # a modality may have written the patient's name or birth date into the description
+            identity = db.execute("SELECT patient_id, patient_name, patient_birth_date FROM reports "
+                                  "WHERE study_instance_uid = ? LIMIT 1", [row["study_instance_uid"]]).fetchone()
+            if identity:
+                item["exam"] = phi.redact(item["exam"], phi.pattern(PHI(*identity)))
         out.append(item)
     return out
 

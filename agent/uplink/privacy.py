@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import re
 import secrets
 from pathlib import Path
 from typing import Any, Optional
@@ -19,11 +18,11 @@ from typing import Any, Optional
 import structlog
 
 from agent.config import PrivacyConfig
+from agent.phi import pattern, scrub_tree
 from agent.extract.record import PHI
 
 log = structlog.get_logger("agent.uplink")
 
-REDACTED = "[removed]"
 _SECRET_BYTES = 32
 
 
@@ -87,51 +86,26 @@ class Privacy:
         assert self.secret is not None
         return {"pseudonym": self.secret.pseudonym(pid), "pseudonym_key": self.secret.key_id}
 
+    def accession(self, study: dict[str, Any]) -> None:
+        """The accession number finds the patient in the RIS, so it is treated like the id: as it is
+        only with ``include``; by default ``accession_pseudonym`` (the same keyed HMAC, in a domain of
+        its own); with ``omit``, nothing."""
+        number = str(study.pop("accession_number", None) or "").strip()
+        if not number or self.mode == "omit":
+            return
+        if self.mode == "include":
+            study["accession_number"] = number
+            return
+        assert self.secret is not None
+        study["accession_pseudonym"] = self.secret.pseudonym("accession\x00" + number)
+
     def scrub(self, body: dict[str, Any], phi: PHI) -> list[str]:
         """Replace free-text values that contain the patient's name, birth date or (unless sent on
-        purpose) id with ``[removed]``; returns the dotted keys changed (never the values)."""
-        needles = _needles(phi, include_id=self.mode == "include")
-        if not needles:
+        purpose) id with ``[removed]`` (:mod:`agent.phi`); returns the dotted keys changed (never the values)."""
+        found = pattern(phi, include_id=self.mode == "include")
+        if found is None:
             return []
-        changed: list[str] = []
-        _scrub(body, needles, "", changed)
+        changed = scrub_tree(body, found)
         if changed:
             log.warning("report_phi_redacted", keys=changed)
         return changed
-
-
-def _needles(phi: PHI, include_id: bool) -> Optional[re.Pattern[str]]:
-    words: set[str] = set()
-    if phi.patient_name:
-        name = phi.patient_name.strip()
-        words.add(re.sub(r"[\^=]+", " ", name).strip())
-        words.update(part for part in re.split(r"[\^ =,]+", name) if len(part) >= 3)
-    if phi.birth_date:
-        digits = re.sub(r"\D", "", phi.birth_date)
-        if len(digits) == 8:
-            words.update({digits, f"{digits[:4]}-{digits[4:6]}-{digits[6:]}"})
-    if phi.patient_id and not include_id and len(phi.patient_id.strip()) >= 4:
-        words.add(phi.patient_id.strip())
-    words.discard("")
-    if not words:
-        return None
-    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-    return re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", re.IGNORECASE)
-
-
-def _scrub(node: Any, needles: re.Pattern[str], path: str, changed: list[str]) -> Any:
-    """Walk dicts and lists; identifiers (``*_uid``) and our own pseudonym fields are left alone."""
-    if isinstance(node, dict):
-        entries = [(k, v) for k, v in node.items() if not (k.endswith("_uid") or k in ("pseudonym", "pseudonym_key"))]
-    elif isinstance(node, list):
-        entries = list(enumerate(node))
-    else:
-        return node
-    for key, value in entries:
-        if isinstance(value, str):
-            if needles.search(value):
-                node[key] = REDACTED
-                changed.append(f"{path}{key}")
-        else:
-            _scrub(value, needles, f"{path}{key}.", changed)
-    return node

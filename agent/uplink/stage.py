@@ -44,6 +44,8 @@ def report_body(tx: sqlite_utils.Database, ingest: Ingest, privacy: Privacy) -> 
     patient.update(privacy.identity(report.phi))
     if patient:
         body["patient"] = patient
+    if isinstance(body.get("study"), dict):
+        privacy.accession(body["study"])
     body["received_at"] = ingest.receipt.received_at
     if ingest.saved.superseded:
         body["supersedes"] = list(ingest.saved.superseded)

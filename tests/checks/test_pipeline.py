@@ -136,3 +136,18 @@ def test_every_corpus_object_is_checked_without_a_failing_check(store, tmp_path,
     kinds = {a.kind for a in agent.alerts()}
     assert {"modality_dose_check", "fluoro_threshold", "exam_above_drl"} <= kinds
     assert all(a.value is None or a.threshold is None or a.value >= a.threshold for a in agent.alerts())
+
+
+def test_an_alert_never_quotes_the_patients_identity(agent_for, store):
+    """A modality may put the patient's name or birth date into the protocol name, which the
+    alert's message quotes: it reached the console and the central site unscrubbed."""
+    agent = agent_for()
+    patient = rdsr.Patient(name="Smithson^Johanna", id="PID-4711", birth_date="19520314")
+    series = rdsr.CTSeries("Johanna Smithson head 14.03.1952", target_region="Head", ctdivol="200.5", dlp="3000")
+    outcome = agent.send(rdsr.encode(rdsr.ct_report([series], patient=patient)))
+    (alert,) = [a for a in outcome.ingest.alerts if a.kind == "ct_notification_value"]
+    assert "200.5" in alert.message and "[removed]" in alert.message  # still says which series and how much
+    sent = [row[0] for row in store.db.execute("SELECT body FROM outbox WHERE kind = 'alert'")]
+    shown = [a.message for a in agent.alerts()]
+    for text in [alert.message, *sent, *shown]:
+        assert not any(word in text for word in ("Smithson", "Johanna", "14.03.1952", "PID-4711"))

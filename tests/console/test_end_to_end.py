@@ -56,6 +56,16 @@ def test_patient_names_only_when_configured(station):
     assert [d["level"] for d in study["doses"]] == ["none", "none"]  # no alert, no DRL table configured
 
 
+def test_without_names_a_description_holding_the_name_is_shown_redacted(station):
+    s = station(dicom=True)
+    report = rdsr.ct_report([rdsr.CTSeries("Head routine", "Head", ctdivol="40.0", dlp="700.0")], accession="E2E0003",
+                            description="CT Head Testperson 01.01.1970",
+                            patient=rdsr.Patient(name="Testperson^Erika", id="PID-E2E", birth_date="19700101"))
+    assert send([report], "127.0.0.1", s.agent.dicom.port) == [0]
+    (study,) = s.request("/api/state")[2]["studies"]
+    assert study["exam"] == "CT Head [removed] [removed]" and "patient_name" not in study
+
+
 def test_key_doses_are_coloured_against_the_configured_drl(station):
     """UK NDRL 2024 adult CT head: CTDIvol 47 mGy, DLP 790 mGy·cm (shipped example table)."""
     table = str(REPO / "config" / "reference-levels" / "uk-ukhsa-2024-adult-ct.toml")

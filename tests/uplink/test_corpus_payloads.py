@@ -74,7 +74,7 @@ def test_no_patient_identity_leaves_in_any_message(queued):
         if len(who["PatientBirthDate"]) == 8:
             assert not any(who["PatientBirthDate"] in v for v in values if not v.startswith("1.")), body["study"]
         assert who["PatientID"].lower() not in values
-    alerts = " ".join(row.body for row in rows if row.kind != "report").lower()
+    alerts = " ".join(row.body for row in rows if row.kind != "report").lower().replace("[removed]", "")  # our marker
     for who in identities.values():
         assert not who["PatientName"] or who["PatientName"].lower() not in alerts
     with_id = [r for r in reports if "pseudonym" in r.get("patient", {})]

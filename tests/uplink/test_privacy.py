@@ -67,3 +67,19 @@ def test_scrub_removes_name_birth_date_and_id_copied_into_free_text(tmp_path):
     assert body["events"][0]["irradiation_event_uid"] == "1.2.19610417.3"  # identifiers are not free text
     assert body["device"] == {"station_name": "CT1", "institution_name": "General"}
     assert sorted(changed) == ["events.0.protocol", "study.description", "warnings.0"]
+
+
+def test_the_accession_number_is_treated_like_the_patient_id(tmp_path):
+    """It finds the patient in the RIS: pseudonymised by default, dropped with omit, as is with include."""
+    study = lambda: {"accession_number": "ACC-778899", "description": "CT Head"}  # noqa: E731
+    pseudonymised, omitted, included = study(), study(), study()
+    _privacy(tmp_path).accession(pseudonymised)
+    _privacy(tmp_path, "omit").accession(omitted)
+    _privacy(tmp_path, "include").accession(included)
+    assert "accession_number" not in pseudonymised and len(pseudonymised["accession_pseudonym"]) == 64
+    assert pseudonymised["accession_pseudonym"] != _privacy(tmp_path).identity(PHI(patient_id="ACC-778899"))["pseudonym"]
+    assert omitted == {"description": "CT Head"}
+    assert included == {"accession_number": "ACC-778899", "description": "CT Head"}
+    again = study()
+    _privacy(tmp_path).accession(again)
+    assert again == pseudonymised  # the same exam links across stations of the site

@@ -1,0 +1,112 @@
+"""Finding a patient's identity in free text, wherever text leaves the extraction.
+
+A modality may copy the patient's name, id or birth date into any free-text attribute (study
+description, protocol name, a dose-check reason).  :func:`pattern` turns a report's
+:class:`~agent.extract.record.PHI` into one regular expression that finds them in the forms
+people and machines write them: the name's parts, accents folded or transliterated
+(``Müller``: ``Muller``, ``Mueller``), with and without hyphens and apostrophes, in every
+component group of the DICOM name (``Yamada^Tarou=山田^太郎``); the birth date in year-first,
+day-first and month-first order with any usual separator, two- or four-digit years and English
+month names.  :func:`redact` replaces what it finds in a text; :func:`scrub_tree` replaces
+whole string values in a JSON-like tree.  Used by the uplink (report bodies), the checks
+(alert messages) and the console (study descriptions).
+
+Not found: a name inflected or run into another word (``Smithsons``), or written in another
+script than the report gives it.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any, Optional
+
+from agent.extract.record import PHI
+
+REDACTED = "[removed]"
+
+_MONTHS = ("jan(?:uary)?", "feb(?:ruary)?", "mar(?:ch)?", "apr(?:il)?", "may", "june?", "july?", "aug(?:ust)?",
+           "sep(?:t(?:ember)?)?", "oct(?:ober)?", "nov(?:ember)?", "dec(?:ember)?")
+_GERMAN = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss"})
+
+
+def pattern(phi: PHI, include_id: bool = False) -> Optional[re.Pattern[str]]:
+    """One case-insensitive pattern for the patient's name parts, birth date and (unless
+    ``include_id``: the id is sent on purpose) id; None when the report carries none of them."""
+    words: set[str] = set()
+    if phi.patient_name:
+        for group in phi.patient_name.split("="):  # alphabetic, ideographic, phonetic
+            whole = re.sub(r"\^+", " ", group).strip()
+            words |= _forms(whole)
+            for token in re.split(r"[\^ ,]+", group):
+                words |= _forms(token)
+                words |= _forms(re.sub(r"[-'’.]", "", token))  # O'Brien → OBrien
+                for part in re.split(r"[-'’.]+", token):
+                    if len(part) >= 2 or (part and not part.isascii()):  # a single CJK character is a name
+                        words |= _forms(part)
+    if phi.patient_id and not include_id and len(phi.patient_id.strip()) >= 4:
+        words.add(phi.patient_id.strip())
+    words = {w for w in words if len(w) >= 2 or (w and not w.isascii())}
+    alternatives = []
+    if words:
+        names = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+        alternatives.append(rf"(?<![A-Za-z0-9])(?:{names})(?![A-Za-z0-9])")
+    dates = _date_pattern(phi.birth_date)
+    if dates:
+        alternatives.append(rf"(?<![0-9])(?:{dates})(?![0-9])")
+    return re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
+
+
+def redact(text: Optional[str], found: Optional[re.Pattern[str]]) -> Optional[str]:
+    """``text`` with every match of ``found`` replaced by ``[removed]``."""
+    if not text or found is None:
+        return text
+    return found.sub(REDACTED, text)
+
+
+def scrub_tree(node: Any, found: re.Pattern[str], path: str = "", changed: Optional[list[str]] = None) -> list[str]:
+    """Replace every string value of ``node`` (dicts and lists) in which ``found`` finds something by
+    ``[removed]``; identifiers (``*_uid``) and pseudonym fields are left alone.  Returns the dotted
+    keys changed (never the values)."""
+    changed = [] if changed is None else changed
+    if isinstance(node, dict):
+        entries = [(k, v) for k, v in node.items() if not (k.endswith("_uid") or k in ("pseudonym", "pseudonym_key"))]
+    elif isinstance(node, list):
+        entries = list(enumerate(node))
+    else:
+        return changed
+    for key, value in entries:
+        if isinstance(value, str):
+            if found.search(value):
+                node[key] = REDACTED
+                changed.append(f"{path}{key}")
+        else:
+            scrub_tree(value, found, f"{path}{key}.", changed)
+    return changed
+
+
+def _forms(text: str) -> set[str]:
+    """``text`` as written, with its accents dropped, and transliterated the German way."""
+    text = text.strip()
+    if not text:
+        return set()
+    folded = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return {text, folded, text.translate(_GERMAN)}
+
+
+def _date_pattern(birth_date: Optional[str]) -> Optional[str]:
+    digits = re.sub(r"\D", "", birth_date or "")
+    if len(digits) != 8:
+        return None
+    y4, y2, m, d = digits[:4], digits[2:4], int(digits[4:6]), int(digits[6:8])
+    if not (1 <= m <= 12 and 1 <= d <= 31):
+        return None
+    mm, dd = f"0?{m}", f"0?{d}"
+    year = f"(?:{y4}|{y2})"
+    month_name = _MONTHS[m - 1]
+    return "|".join([
+        rf"{y4}(?P<s1>[./ -]?){mm}(?P=s1){dd}",                    # 1952-03-14, 19520314, 1952.3.14
+        rf"{dd}(?P<s2>[./ -]){mm}(?P=s2){year}", rf"{d:02d}{m:02d}{y4}",  # 14.03.1952, 14/3/52, 14031952
+        rf"{mm}(?P<s3>[./ -]){dd}(?P=s3){year}", rf"{m:02d}{d:02d}{y4}",  # 03/14/1952, 3-14-52, 03141952
+        rf"{dd}[ .-]?{month_name}[a-z]*\.?[ .,-]*{year}",         # 14-Mar-1952, 14 March 52
+        rf"{month_name}[a-z]*\.?[ .-]*{dd},?[ ]*{year}",           # Mar 14, 1952
+    ])

@@ -1,0 +1,50 @@
+"""agent/phi.py: a patient's name, id and birth date found in free text in the forms they are written."""
+import pytest
+
+from agent.extract.record import PHI
+from agent.phi import pattern, redact, scrub_tree
+
+
+@pytest.mark.parametrize("text, name, birth", [
+    ("CT head DOB 14.03.1952", "Smithson^Johanna", "19520314"),
+    ("born 14/03/1952", "Smithson^Johanna", "19520314"),
+    ("1952.03.14 follow-up", "Smithson^Johanna", "19520314"),
+    ("Thorax 14-Mar-1952", "Smithson^Johanna", "19520314"),
+    ("dob March 14, 1952", "Smithson^Johanna", "19520314"),
+    ("03/14/52 chest", "Smithson^Johanna", "19520314"),
+    ("pt 19520314", "Smithson^Johanna", "19520314"),
+    ("Schädel 山田 nativ", "Yamada^Tarou=山田^太郎", None),
+    ("abdomen Ng", "Ng^Bo", None),
+    ("Meyer knee", "Meyer-Lansky^Anna", None),
+    ("MUELLER Abdomen", "Müller^Jürgen", None),
+    ("Muller Abdomen", "Müller^Jürgen", None),
+    ("OBrien chest", "O'Brien^Sean", None),
+    ("O'Brien chest", "O'Brien^Sean", None),
+    ("Johanna Smithson head", "Smithson^Johanna", None),
+])
+def test_identity_is_found_in_the_forms_it_is_written(text, name, birth):
+    found = pattern(PHI(patient_name=name, birth_date=birth))
+    assert found.search(text), text
+    assert "[removed]" in redact(text, found)
+
+
+@pytest.mark.parametrize("text", ["CT Thorax 1.25 mm", "Head 120 kV 2024-03-14", "Routine Abdomen/Pelvis",
+                                  "Series 3 of 14", "Coronary angiography LAO 30"])
+def test_text_without_identity_is_left_alone(text):
+    found = pattern(PHI(patient_name="Smithson^Johanna", patient_id="PID-4711", birth_date="19520314"))
+    assert redact(text, found) == text
+
+
+def test_the_id_is_found_unless_it_is_sent_on_purpose():
+    phi = PHI(patient_id="PID-4711")
+    assert redact("re-scan PID-4711", pattern(phi)) == "re-scan [removed]"
+    assert pattern(phi, include_id=True) is None
+
+
+def test_scrub_tree_replaces_whole_values_and_spares_uids_and_pseudonyms():
+    body = {"study": {"description": "Smithson abdomen"}, "study_instance_uid": "1.2.3.19520314",
+            "events": [{"protocol": "Head"}, {"protocol": "14.03.1952 repeat"}], "pseudonym": "ab12"}
+    changed = scrub_tree(body, pattern(PHI(patient_name="Smithson^Johanna", birth_date="19520314")))
+    assert changed == ["study.description", "events.1.protocol"]
+    assert body["study"]["description"] == "[removed]" and body["events"][0]["protocol"] == "Head"
+    assert body["study_instance_uid"] == "1.2.3.19520314"
