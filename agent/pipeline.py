@@ -126,14 +126,13 @@ class Pipeline:
         return Outcome("accepted", item_id=item.id)
 
     def ingest(self, encoded: bytes, origin: str, *, calling_ae: str | None = None,
-               called_ae: str | None = None, peer: str | None = None, name_hint: str | None = None) -> Outcome:
+               called_ae: str | None = None, peer: str | None = None) -> Outcome:
         """Spool, extract, store at once. ``encoded`` is a complete DICOM file (preamble + meta + dataset)."""
         received = time.time()
         refused = self._over_quota(len(encoded), origin, calling_ae)
         if refused:
             return refused
-        return self._process(encoded, received, origin, calling_ae=calling_ae, called_ae=called_ae, peer=peer,
-                             name_hint=name_hint)
+        return self._process(encoded, received, origin, calling_ae=calling_ae, called_ae=called_ae, peer=peer)
 
     # -- the worker ------------------------------------------------------------------------
     def start(self) -> None:
@@ -254,7 +253,7 @@ class Pipeline:
         return None
 
     def _process(self, encoded: bytes, received: float, origin: str, *, calling_ae: str | None = None,
-                 called_ae: str | None = None, peer: str | None = None, name_hint: str | None = None,
+                 called_ae: str | None = None, peer: str | None = None,
                  digest: str | None = None) -> Outcome:
         digest = digest or hashlib.sha256(encoded).hexdigest()
         try:
@@ -272,10 +271,10 @@ class Pipeline:
             receipt.transfer_syntax = hstr(ds.file_meta, "TransferSyntaxUID") if hasattr(ds, "file_meta") else None
             report = extract_dataset(ds)
         except Rejected as exc:
-            return self._keep_failed(receipt, "rejected", str(exc), name_hint)
+            return self._keep_failed(receipt, "rejected", str(exc))
         except Exception as exc:  # any parse failure is kept for inspection; the source goes on
             reason = str(exc) if isinstance(exc, ExtractionError) else f"{type(exc).__name__}: {exc}"
-            return self._keep_failed(receipt, "error", reason, name_hint)
+            return self._keep_failed(receipt, "error", reason)
 
         keep_file = False
         try:
@@ -290,13 +289,13 @@ class Pipeline:
                                            [str(path)]).fetchone() is not None
         except StoreError as exc:
             if not isinstance(exc.__cause__, sqlite3.OperationalError):  # this object's data, not the disk
-                return self._keep_failed(receipt, "error", f"cannot be stored: {exc}", name_hint)
+                return self._keep_failed(receipt, "error", f"cannot be stored: {exc}")
             log.error("store_write_failed", error=str(exc), origin=origin, calling_ae=calling_ae)
             _unlink_quietly(path)
             return Outcome("refused", f"store: {exc}")
         except Exception as exc:  # a fault this object triggers: keep it for inspection, go on with the others
             log.exception("processing_failed", error=f"{type(exc).__name__}: {exc}", origin=origin)
-            return self._keep_failed(receipt, "error", f"processing failed: {type(exc).__name__}: {exc}", name_hint)
+            return self._keep_failed(receipt, "error", f"processing failed: {type(exc).__name__}: {exc}")
 
         if not saved.duplicate:
             self._spooled(len(encoded))
@@ -342,7 +341,7 @@ class Pipeline:
         _write_durably(path, encoded)
         return path
 
-    def _keep_failed(self, receipt: Receipt, status: str, reason: str, name_hint: str | None) -> Outcome:
+    def _keep_failed(self, receipt: Receipt, status: str, reason: str) -> Outcome:
         src = Path(receipt.path)
         self.failed_dir.mkdir(parents=True, exist_ok=True)
         dest = self.failed_dir / src.name
@@ -360,7 +359,7 @@ class Pipeline:
             return Outcome("refused", f"store: {exc}")
         self._spooled(receipt.size_bytes)  # kept for inspection: it counts against the quota too
         log.warning("report_" + status, origin=receipt.origin, calling_ae=receipt.calling_ae, reason=reason,
-                    sop_class_uid=receipt.sop_class_uid, kept_at=receipt.path, file=name_hint)
+                    sop_class_uid=receipt.sop_class_uid, kept_at=receipt.path)  # not the file's name: exports are often named after the patient
         self.bus.publish("receipt_failed", {"status": status, "reason": reason, "path": receipt.path})
         return Outcome(status, reason=reason, path=receipt.path)
 

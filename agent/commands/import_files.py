@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                 counts["error"] += 1
                 _print(args.json, path, "error", f"not a DICOM file: {exc}")
                 continue
-            outcome = agent.pipeline.ingest(encoded, "import", name_hint=path.name)
+            outcome = agent.pipeline.ingest(encoded, "import")
             counts[outcome.status] += 1
             _print(args.json, path, outcome.status, outcome.reason)
     finally:

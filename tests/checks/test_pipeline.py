@@ -129,7 +129,7 @@ def test_every_corpus_object_is_checked_without_a_failing_check(store, tmp_path,
     agent = Agent(store, tmp_path, rules_from(f'[checks]\ntables = ["{REPO_CONFIG}/reference-levels/uk-ukhsa-2024-adult-ct.toml"]\n'))
     stored = 0
     for path in sorted(corpus.glob("*.dcm")):
-        outcome = agent.pipeline.ingest(path.read_bytes(), "import", name_hint=path.name)
+        outcome = agent.pipeline.ingest(path.read_bytes(), "import")
         stored += outcome.status == "stored"
     out = capsys.readouterr().out
     assert stored >= 50 and "check_failed" not in out

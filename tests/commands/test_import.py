@@ -63,3 +63,14 @@ def test_import_says_what_to_do_when_the_agent_takes_only_its_modalities(agent_p
     assert 'add "ALARA_IMPORT" to [dicom] allowed_calling_aes' in r.stderr and "Traceback" not in r.stderr
     with sqlite3.connect(agent.db_path) as db:
         assert db.execute("SELECT COUNT(*) FROM reports").fetchone()[0] == 0
+
+
+def test_the_log_never_names_an_imported_file(tmp_path):
+    """PACS exports are often named after the patient: the file name is printed for the user, not logged."""
+    agent = AgentProcess(tmp_path / "a")
+    (tmp_path / "export").mkdir()
+    named = tmp_path / "export" / "SMITHSON_JOHANNA_19520314.dcm"
+    shutil.copy(CORPUS / "ESR_non-dose.dcm", named)  # rejected: logged as report_rejected
+    r = agent.cli("import", str(named), "--json")
+    assert json.loads(r.stdout)["status"] == "rejected"
+    assert '"report_rejected"' in r.stderr and "SMITHSON" not in r.stderr

@@ -34,7 +34,7 @@ def queued(corpus, tmp_path_factory):
         ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
         identities[str(ds.get("SOPInstanceUID"))] = {
             k: str(ds.get(k) or "") for k in ("PatientName", "PatientBirthDate", "PatientID")}
-        outcome = pipeline.ingest(path.read_bytes(), "import", name_hint=path.name)
+        outcome = pipeline.ingest(path.read_bytes(), "import")
         stored += outcome.status == "stored"
     rows = outbox.next_pending(store.db, 0, 100_000)
     store.close()
