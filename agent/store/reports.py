@@ -8,6 +8,7 @@ study's totals are taken from the reports that are not superseded.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
@@ -22,8 +23,19 @@ SUMMED_TOTALS = [
     "radiographic_frames_total", "administered_activity_MBq",
 ]
 # When active reports of one study overlap without one containing the other, totals are
-# recomputed from distinct events for these (event field → total field).
-EVENT_SUMS = {"dlp_mGycm": "ct_dlp_total_mGycm", "dap_Gym2": "dap_total_Gym2"}
+# recomputed from the distinct events: (event field, which events, total field).  A total no
+# event field gives is then the largest one a report states (a lower bound, never a double count).
+EVENT_SUMS = [
+    ("dlp_mGycm", "all", "ct_dlp_total_mGycm"),
+    ("dap_Gym2", "all", "dap_total_Gym2"),
+    ("dose_rp_Gy", "all", "dose_rp_total_Gy"),
+    ("dap_Gym2", "fluoro", "fluoro_dap_total_Gym2"),
+    ("dose_rp_Gy", "fluoro", "fluoro_dose_rp_total_Gy"),
+    ("irradiation_duration_s", "fluoro", "fluoro_time_total_s"),
+    ("dap_Gym2", "acquisition", "acquisition_dap_total_Gym2"),
+    ("dose_rp_Gy", "acquisition", "acquisition_dose_rp_total_Gy"),
+    ("irradiation_duration_s", "acquisition", "acquisition_time_total_s"),
+]
 
 
 @dataclass
@@ -180,15 +192,26 @@ def combine_totals(records: list[dict[str, Any]]) -> dict[str, Any]:
         for rec in records:
             for e in rec.get("events", []):
                 events[e.get("irradiation_event_uid") or id(e)] = e
-        for event_key, total_key in EVENT_SUMS.items():
-            values = [e[event_key] for e in events.values() if e.get(event_key) is not None]
-            if values:
-                out[total_key] = sum(values)
+        for key in [k for k in SUMMED_TOTALS if k in out]:  # stated by some report: at most the largest
+            out[key] = max(r["totals"][key] for r in records if r.get("totals", {}).get(key) is not None)
+        for side in list(out.get("agd_total_mGy", {})):
+            out["agd_total_mGy"][side] = max((r.get("totals", {}).get("agd_total_mGy") or {}).get(side) or 0
+                                             for r in records)
+        for event_key, which, total_key in EVENT_SUMS:
+            values = [Decimal(str(e[event_key])) for e in events.values()
+                      if e.get(event_key) is not None and which in ("all", _category(e))]
+            if values and total_key in out:
+                out[total_key] = float(sum(values))
         if "ct_event_count" in out:
             out["ct_event_count"] = sum(1 for e in events.values() if e.get("ctdivol_mGy") is not None or e.get("dlp_mGycm") is not None)
     out["reports"] = len(records)
     out["events"] = len(seen)
     return out
+
+
+def _category(event: dict[str, Any]) -> str:
+    """``fluoro`` for a fluoroscopy event (TID 10003 Irradiation Event Type), else ``acquisition``."""
+    return "fluoro" if "fluoro" in (event.get("event_type") or "").lower() else "acquisition"
 
 
 def list_studies(db: sqlite_utils.Database, limit: int | None = None) -> list[dict[str, Any]]:

@@ -66,3 +66,25 @@ def test_studies_listing_has_no_patient_identity(store):
     save(store, r)
     listing = repr(list_studies(store.db))
     assert "Secret" not in listing and "PID-4711" not in listing
+
+
+def test_overlapping_fluoroscopy_reports_count_no_dose_or_time_twice(store, corpus):
+    """Two reports of one RF study sharing an event (a real Siemens report split 0-4 and 4-7, each
+    keeping its stated totals): every total is at most what the eight distinct events hold."""
+    import copy
+
+    from agent.extract import extract_file
+
+    whole = extract_file(corpus / "RF-RDSR-Siemens-Zee.dcm")
+    first, second = copy.deepcopy(whole), copy.deepcopy(whole)
+    first.sop_instance_uid, first.events = whole.sop_instance_uid + ".1", whole.events[:5]
+    second.sop_instance_uid, second.events = whole.sop_instance_uid + ".2", whole.events[4:]
+    save(store, first)
+    save(store, second)
+    totals = study_totals(store.db, whole.study_instance_uid)
+    assert totals["events"] == 8 and totals["reports"] == 2
+    # the events' own values (1.0 + 1.2 + 1.0 + 2.5 + 3.8 + 2.3 + 3.8 + 0.4 µGy·m²; 0.14 + ... + 0.06 mGy)
+    assert totals["dap_total_Gym2"] == totals["fluoro_dap_total_Gym2"] == 1.6e-05
+    assert totals["dose_rp_total_Gy"] == totals["fluoro_dose_rp_total_Gy"] == 0.00249
+    assert totals["fluoro_time_total_s"] == 28.0  # no event states its duration: the largest stated total
+    assert totals["acquisition_dap_total_Gym2"] == 0.0
