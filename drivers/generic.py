@@ -17,7 +17,7 @@ import struct
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -104,6 +104,9 @@ class QuantityModel(_Model):
     """Largest plausible increase per second (canonical unit): a drop that would need more is a reset, not a wrap."""
     overload_field: Optional[str] = None
     """A field that, when non-empty and not "0", marks the value as overloaded."""
+    when: dict[str, list[Union[int, str]]] = {}
+    """Read this quantity only from frames/lines whose fields have one of these values, e.g.
+    ``{detector = [20, 21]}`` (numbers for struct fields, text for regex groups)."""
 
     @model_validator(mode="after")
     def _semantics(self) -> "QuantityModel":
@@ -160,6 +163,9 @@ class Profile(_Model):
         for q in self.quantity:
             if q.field not in groups:
                 raise ValueError(f"quantity field {q.field!r} is not a parsed or derived field")
+            unknown = set(q.when) - groups
+            if unknown:
+                raise ValueError(f"quantity {q.field!r}: when names unknown field(s) {sorted(unknown)}")
         if self.mode.kind == "poll" and (not self.mode.request or f.kind != "line"):
             raise ValueError("poll mode needs mode.request and line framing")
         if f.kind == "fixed" and f.length < len(bytes.fromhex(f.sync)) + 1:
@@ -356,6 +362,8 @@ class Generic(LinePollDriver):
         for q in self.profile.quantity:
             if q.field not in fields:
                 continue  # an optional group that did not match
+            if any(fields.get(name) not in allowed for name, allowed in q.when.items()):
+                continue  # e.g. another kind of probe on the same line
             value = fields[q.field]
             digits = repr(value) if isinstance(value, float) else str(value)
             overload = q.overload_field and str(fields.get(q.overload_field, "") or "").strip() not in ("", "0")

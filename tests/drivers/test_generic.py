@@ -61,6 +61,19 @@ def test_the_6150ad_profile_reads_what_the_builtin_driver_reads():
     assert [r.value for r in generic.readings] == [r.value for r in builtin.readings] == [9.999847412109375e-08, 1.233984375e-05, 1e-6]
 
 
+def test_the_6150ad_profile_reads_a_pulse_probe_as_counts_as_the_builtin_driver_does():
+    """Probes 17 and 19 count pulses: 500 of them per second is not 500 µSv/h."""
+    stream = encode(17, 500.0) + encode(19 | 0x80, 250.0) + encode(20 | 0x80, 2.0)
+    builtin = Harness(drivers.create("automess", "a"))
+    generic = Harness(drivers.create("generic", "a", {"profile": PROFILES / "automess-6150ad.toml"}))
+    for h in (builtin, generic):
+        h.driver.framer.reset(drop_first=False)
+        h.feed(stream)
+    seen = [[(r.quantity, r.unit, r.value) for r in h.readings] for h in (builtin, generic)]
+    assert seen[0] == seen[1] == [("count_rate", "count/min", 30000.0), ("count_rate", "count/min", 15000.0),
+                                  ("dose_rate", "Sv/h", 2e-6)]
+
+
 def test_bgeigie_checksum_and_cumulative_semantics():
     h = Harness(drivers.create("generic", "nano", {"profile": PROFILES / "bgeigie-nano.toml"}))
     h.driver.framer.reset(drop_first=False)
