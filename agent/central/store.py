@@ -260,6 +260,8 @@ class CentralStore:
             entry["seq_gaps"] = max_seq - distinct
             if max_seq > distinct:
                 entry["missing_seq"] = self._missing(site, station)
+        for entry in out.values():
+            _missing_tail(entry)
         return list(out.values())
 
     def _missing(self, site: str, station: str) -> list[list[int]]:
@@ -270,6 +272,19 @@ class CentralStore:
             f"FROM (SELECT DISTINCT seq FROM central_events WHERE site = {p} AND station = {p}) s) t "
             f"WHERE seq - prev > 1 ORDER BY seq LIMIT {MISSING_RANGES_SHOWN}", (site, station)).fetchall()
         return [[int(a), int(b)] for a, b in rows]
+
+
+def _missing_tail(entry: dict[str, Any]) -> None:
+    """Count as missing what the station's last status says the broker acknowledged but never came:
+    with nothing pending or in flight at the station, every seq up to the status's was PUBACKed, so
+    a broker that dropped messages (a subscriber queue limit, a lost session) leaves a tail here."""
+    status = entry["last_status"] or {}
+    body = status.get("body") or {}
+    announced, received = status.get("seq"), entry["max_seq"] or 0
+    if (isinstance(announced, int) and announced > received and body.get("state") == "online"
+            and body.get("pending") == 0 and body.get("inflight") == 0):
+        entry["seq_gaps"] += announced - received
+        entry["missing_seq"] = (entry["missing_seq"] + [[received + 1, announced]])[:MISSING_RANGES_SHOWN]
 
 
 def _json(value: Any) -> Optional[dict[str, Any]]:

@@ -138,3 +138,27 @@ def test_central_report_json_and_table(broker, station, tmp_path, central):
     assert "last_status" in s
     table = run_agent("central-report", "-c", str(config))
     assert "st-test" in table.stdout and "missing seq 3" in table.stdout
+
+
+def test_a_tail_the_broker_dropped_is_reported_missing(broker, station, tmp_path, central):
+    """A broker may drop queued messages while the receiver is away (Mosquitto's max_queued_messages):
+    the station saw them acknowledged, so only its status can tell that seq 10-50 never came."""
+    from agent.uplink.status import status_message
+
+    def status(seq: int, pending: int) -> bytes:
+        return status_message(state="online", site="st-test", station="ct-01", seq=seq, health={
+            "connected_since": None, "pending": pending, "inflight": 0, "dead": 0, "last_delivered_at": None,
+            "oldest_pending_created": None, "alarms": []})[1]
+
+    cfg = make_config(tmp_path, broker.port)
+    central(cfg)
+    for seq in range(1, 10):
+        station.publish(message(seq))
+    station.publish(status(50, pending=41))  # still sending: nothing can be said of 10-50 yet
+    pending = lambda: ((central_view(cfg).get("last_status") or {}).get("body") or {}).get("pending")  # noqa: E731
+    wait_for(lambda: _stored(cfg) == 9 and pending() == 41, what="9 messages and a status")
+    assert (central_view(cfg)["seq_gaps"], central_view(cfg)["missing_seq"]) == (0, [])
+    station.publish(status(50, pending=0))  # all 50 acknowledged by the broker, 9 arrived
+    wait_for(lambda: pending() == 0, what="the second status")
+    view = central_view(cfg)
+    assert (view["seq_gaps"], view["missing_seq"]) == (41, [[10, 50]])
