@@ -22,7 +22,7 @@ from agent.checks import ChecksStage, load_rules
 from agent.console import Console
 from agent.commands.common import add_config_argument, load_config
 from agent.config import Config
-from agent.pipeline import Pipeline
+from agent.pipeline import WORKER_STALL_S, Pipeline
 from agent.readings.hooks import checks_hooks
 from agent.readings.reconcile import Reconcile
 from agent.sources.dicom.scp import DicomSource
@@ -86,9 +86,21 @@ class Agent:
         except Exception:
             return False
 
+    def problems(self) -> list[str]:
+        """Why the agent is not healthy (empty when it is): what the systemd watchdog depends on."""
+        out = []
+        if not self.pipeline.running:
+            out.append("pipeline worker not running")
+        elif self.pipeline.busy_for() > WORKER_STALL_S:
+            out.append(f"pipeline worker stuck on one object for {self.pipeline.busy_for():.0f} s")
+        if not out and not self.store_writable():  # (not behind a stuck worker: it may hold the store)
+            out.append("store not writable")
+        if self.dicom is not None and self.dicom.server is None:
+            out.append("DICOM not listening")
+        return out
+
     def healthy(self) -> bool:
-        return (self.store_writable() and (self.dicom is None or self.dicom.server is not None)
-                and self.pipeline.running)
+        return not self.problems()
 
     def start(self) -> None:
         """Start the pipeline's worker, the DICOM source, then the components in order. Raises
@@ -165,10 +177,11 @@ def run(args: argparse.Namespace) -> int:
             if reload_requested.is_set():
                 reload_requested.clear()
                 _reload(agent, args)
-            if agent.healthy():
+            problems = agent.problems()
+            if not problems:
                 notifier.notify("WATCHDOG=1")
-            else:
-                log.error("agent_unhealthy")
+            else:  # no watchdog ping: systemd restarts the agent after WatchdogSec
+                log.error("agent_unhealthy", problems=problems)
     finally:
         notifier.notify("STOPPING=1")
         log.info("agent_stopping")

@@ -65,6 +65,8 @@ Stage = Callable[[sqlite_utils.Database, Ingest], None]
 MAX_WAITING = 0  # accepted objects that may wait behind the one being processed before receive() returns
 BACKPRESSURE_MAX_S = 10.0  # receive() never holds a sender longer than this
 PROCESSING_STALLED = "processing_stalled"  # the alarm while accepted objects cannot be stored
+FINISH_S = 30.0  # on stop, the object in hand gets this long to finish
+WORKER_STALL_S = 120.0  # one object held longer than this: the worker is stuck (a hung disk), the agent unhealthy
 
 
 @dataclass
@@ -98,6 +100,7 @@ class Pipeline:
         self._stopping = False
         self._failing = False  # the object in hand was refused; the worker is waiting to try again
         self._spool_used: int | None = None  # quota check: the spool's last exact count plus what was spooled since
+        self._busy_since: float | None = None  # monotonic time the worker took the object in hand
 
     # -- the entry points ---------------------------------------------------------------
     def receive(self, encoded: bytes, origin: str, *, calling_ae: str | None = None,
@@ -162,7 +165,10 @@ class Pipeline:
             left = len(self._queue)
             self._queue.clear()  # the worker finishes the object in hand and ends
             self._cv.notify_all()
-        worker.join()
+        worker.join(timeout=FINISH_S)
+        if worker.is_alive():  # stuck (a disk that does not answer): its row stays in the inbox for the next start
+            log.error("pipeline_worker_stuck", busy_s=round(self.busy_for(), 1))
+            return
         self.inbox.close()
         self.inbox = None
         if left:
@@ -183,6 +189,12 @@ class Pipeline:
         """The worker is alive (False before start() and after stop())."""
         return self._worker is not None and self._worker.is_alive()
 
+    def busy_for(self) -> float:
+        """Seconds the worker has held the object in hand (0 when idle); above :data:`WORKER_STALL_S`
+        it is stuck, e.g. in an fsync on a disk that no longer answers."""
+        since = self._busy_since
+        return 0.0 if since is None else time.monotonic() - since
+
     def _run(self) -> None:
         backoff = 1.0
         while True:
@@ -191,7 +203,11 @@ class Pipeline:
                 if not self._queue:
                     return
                 item = self._queue[0]
-            outcome = self._process_item(item)
+            self._busy_since = time.monotonic()
+            try:
+                outcome = self._process_item(item)
+            finally:
+                self._busy_since = None
             if outcome.status == "refused":  # the spool or the store cannot take it now: keep it, try again
                 if not self._failing:  # the modality was told Success: a person must hear of it elsewhere
                     self.bus.publish("alarm", {"kind": PROCESSING_STALLED, "reason": outcome.reason,

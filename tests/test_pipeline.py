@@ -157,3 +157,34 @@ def test_an_object_whose_processing_fails_is_kept_as_an_error_and_the_others_go_
     (reason, path) = rows(store, "SELECT reason, path FROM receipts WHERE status = 'error'")[0]
     assert "ValueError: unexpected value" in reason and "/failed/" in path and Path(path).exists()
     assert Inbox(path_for(store.path)).pending() == []
+
+
+def test_a_worker_stuck_on_one_object_makes_the_agent_unhealthy(store, tmp_path, monkeypatch):
+    """A disk that stops answering (an fsync that never returns) held the worker while the agent kept
+    pinging the systemd watchdog: now the watchdog pings stop, /healthz fails, and stop() returns."""
+    import threading
+
+    from agent import daemon, pipeline as pipeline_module
+    from agent.config import Config
+
+    release = threading.Event()
+    monkeypatch.setattr(daemon, "WORKER_STALL_S", 0.5)
+    monkeypatch.setattr(pipeline_module, "FINISH_S", 0.5)
+    cfg = Config.model_validate({"store": {"path": str(tmp_path / "a.sqlite"), "spool_dir": str(tmp_path / "spool")},
+                                 "mqtt": {"enabled": False}, "console": {"enabled": False}})
+    agent = daemon.Agent(cfg, with_sources=False)
+    agent.pipeline.stages.append(lambda tx, ingest: release.wait(30))
+    agent.start()
+    try:
+        assert agent.problems() == []
+        threading.Thread(target=agent.pipeline.receive, args=(encoded(1), "dicom"), daemon=True).start()
+        time.sleep(1.0)
+        (problem,) = agent.problems()
+        assert "stuck on one object" in problem and not agent.healthy()
+        t = time.monotonic()
+        agent.pipeline.stop(grace_s=0.5)
+        assert time.monotonic() - t < 5  # does not wait for the stuck worker forever
+    finally:
+        release.set()
+        time.sleep(0.5)  # the worker finishes its object before the store closes
+        agent.store.close()

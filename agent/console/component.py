@@ -22,6 +22,7 @@ from aiohttp import web
 from agent.checks import ChecksStage, Rules
 from agent.checks.alerts import acknowledge, list_alerts
 from agent.config import ConsoleConfig
+from agent.pipeline import WORKER_STALL_S
 from agent.store import outbox
 
 from . import views
@@ -247,21 +248,30 @@ class Console:
         }
 
     def health(self) -> dict[str, Any]:
-        """Each part's state; ``ok`` (and /healthz 200) needs the store writable and DICOM listening.
+        """Each part's state; ``ok`` (and /healthz 200) needs the store writable, the pipeline's worker
+        not stuck on one object and DICOM listening.
 
         A broker that cannot be reached or a meter unplugged makes the agent ``degraded``, not unhealthy:
         it goes on receiving and buffering.  A part whose health cannot be read counts as not ok.
         """
         parts = {name: _guarded(fn) for name, fn in (
-            ("store", self._store_health), ("dicom", self._dicom_health), ("broker", self._broker_health),
+            ("pipeline", self._pipeline_health), ("store", self._store_health), ("dicom", self._dicom_health),
+            ("broker", self._broker_health),
             ("backlog", self._backlog_health), ("serial", self._serial_health))}
-        ok = parts["store"]["ok"] is True and parts["dicom"]["ok"] is not False
+        ok = parts["store"]["ok"] is True and parts["pipeline"]["ok"] is True and parts["dicom"]["ok"] is not False
         degraded = any(p["ok"] is False for p in parts.values())
         return {"ok": ok, "status": "ok" if ok and not degraded else ("degraded" if ok else "failing"),
                 "station": self.agent.cfg.station.id, "checked_at": _utcnow(), "parts": parts}
 
     def _store_health(self) -> dict[str, Any]:
+        if self.agent.pipeline.busy_for() > WORKER_STALL_S:  # it may hold the store: do not wait behind it
+            return {"ok": False, "detail": "not checked: the pipeline's worker is stuck"}
         return {"ok": self.agent.store_writable()}
+
+    def _pipeline_health(self) -> dict[str, Any]:
+        pipeline = self.agent.pipeline
+        busy = pipeline.busy_for()
+        return {"ok": pipeline.running and busy <= WORKER_STALL_S, "waiting": pipeline.pending(), "busy_s": round(busy, 1)}
 
     def _dicom_health(self) -> dict[str, Any]:
         dicom = self.agent.dicom
