@@ -196,18 +196,23 @@ class Receiver:
             return
         batch, self._batch = self._batch, []
         accepted: list[Message] = []
+        raws: list[mqtt.MQTTMessage] = []
         for message in batch:
             try:
                 accepted.append(parse(self.mqtt.topic_prefix, message.topic, message.payload))
+                raws.append(message)
             except Invalid as exc:
                 self._reject(message, str(exc))
         try:
             fresh = self.store.record(accepted)
         except CentralStoreError as exc:
-            log.error("central_store_failed", error=str(exc), messages=len(batch))
-            self._lost = "store error"  # reconnect later: the broker sends the unacknowledged messages again
-            self._store_broken = True
-            return
+            stored = self._one_by_one(raws, accepted) if exc.data else None
+            if stored is None:
+                log.error("central_store_failed", error=str(exc), messages=len(batch))
+                self._lost = "store error"  # reconnect later: the broker sends the unacknowledged messages again
+                self._store_broken = True
+                return
+            accepted, fresh = stored
         for m, new in zip(accepted, fresh):
             if m.kind == "status":
                 continue
@@ -217,6 +222,23 @@ class Receiver:
         for message in batch:
             if message.qos > 0:
                 client.ack(message.mid, message.qos)
+
+    def _one_by_one(self, raws: list[mqtt.MQTTMessage], accepted: list[Message]
+                    ) -> Optional[tuple[list[Message], list[bool]]]:
+        """The database refused a value in the batch: store its messages one at a time, and keep the
+        one(s) it refuses aside (acknowledged, like unreadable input) so that they cannot block the
+        others forever. None if the database itself fails meanwhile."""
+        kept: list[Message] = []
+        fresh: list[bool] = []
+        for raw, m in zip(raws, accepted):
+            try:
+                fresh += self.store.record([m])
+                kept.append(m)
+            except CentralStoreError as exc:
+                if not exc.data:
+                    return None
+                self._reject(raw, f"the database refused it: {exc}")
+        return kept, fresh
 
     def _reject(self, message: mqtt.MQTTMessage, reason: str) -> None:
         self.counts["rejected"] += 1

@@ -67,7 +67,10 @@ class Message:
 
 
 class CentralStoreError(Exception):
-    pass
+    def __init__(self, message: str, data: bool = False):
+        super().__init__(message)
+        self.data = data
+        """The database refused a value (not the connection): the same message would fail again."""
 
 
 class CentralStore:
@@ -223,7 +226,7 @@ class CentralStore:
                 self.conn.rollback()
             except Exception:  # the connection itself is gone; reopen() follows
                 pass
-            raise CentralStoreError(str(exc)) from exc
+            raise CentralStoreError(str(exc), data=_refused_value(exc)) from exc
         return fresh
 
     def reject(self, topic: str, reason: str, payload: bytes) -> None:
@@ -285,6 +288,18 @@ def _missing_tail(entry: dict[str, Any]) -> None:
             and body.get("pending") == 0 and body.get("inflight") == 0):
         entry["seq_gaps"] += announced - received
         entry["missing_seq"] = (entry["missing_seq"] + [[received + 1, announced]])[:MISSING_RANGES_SHOWN]
+
+
+def _refused_value(exc: Exception) -> bool:
+    """A value the database cannot hold (e.g. a NUL character in PostgreSQL's jsonb), as opposed to a
+    connection or disk failure."""
+    if isinstance(exc, sqlite3.DataError):
+        return True
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(exc, psycopg.DataError)
 
 
 def _json(value: Any) -> Optional[dict[str, Any]]:

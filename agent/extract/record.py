@@ -15,7 +15,8 @@ Source = Literal["rdsr", "enhanced-sr", "secondary-capture", "image-header"]
 
 
 def _clean(value: Any) -> Any:
-    """Dataclasses → dicts without ``None`` values (recursively)."""
+    """Dataclasses → dicts without ``None`` values (recursively); NUL characters dropped from text
+    (they are padding, and a PostgreSQL JSON column cannot hold them)."""
     if is_dataclass(value):
         out = {}
         for f in fields(value):
@@ -30,6 +31,8 @@ def _clean(value: Any) -> Any:
         return {k: _clean(v) for k, v in value.items() if v is not None}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
+    if isinstance(value, str) and "\x00" in value:  # NUL padding some modalities leave in a value
+        return value.replace("\x00", "") or None
     return value
 
 

@@ -80,3 +80,24 @@ def test_lost_database_connection_loses_nothing(pg_url, broker, station, tmp_pat
     finally:
         db.close()
     assert s["received"]["alert"] == 30 and s["seq_gaps"] == 0
+
+
+def test_a_message_postgresql_cannot_hold_is_kept_aside_and_the_others_are_stored(pg_url, broker, station, tmp_path,
+                                                                                  central):
+    """jsonb has no room for a NUL character: that one message went round the batch, the rollback and
+    the broker's re-delivery for ever, and nothing after it was stored."""
+    from agent.store import outbox
+    from agent.uplink.payloads import envelope
+
+    cfg = make_config(tmp_path, broker.port)
+    cfg.central.database = pg_url
+    rx = central(cfg)
+    poison = envelope(kind="alert", event_id=outbox.event_id("alert", "nul"), seq=2, site="st-test", station="ct-01",
+                      created="2025-03-01T10:20:00Z", body_json=json.dumps({"text": "A\u0000B"}))
+    for payload in (message(1), poison, *(message(seq) for seq in range(3, 8))):
+        station.publish(payload)
+    wait_for(lambda: rx.counts["stored"] == 6 and rx.counts["rejected"] == 1, timeout=30,
+             what="6 messages stored and the one PostgreSQL refuses kept aside")
+    with psycopg.connect(pg_url) as db:
+        (reason,) = db.execute("SELECT reason FROM central_rejects").fetchone()
+    assert "refused" in reason

@@ -147,3 +147,17 @@ def test_ct_image_is_rejected():
     ds = _modified("DX-Im-GE_XR220-1.dcm", SOPClassUID="1.2.840.10008.5.1.4.1.1.2", Modality="CT")
     with pytest.raises(Rejected, match=r"CT Image Storage \(modality CT\): not a dose object"):
         extract_dataset(ds)
+
+
+def test_nul_padding_in_a_header_value_is_not_in_the_record(corpus):
+    """A Manufacturer of 'SIEM\\x00ENS' went into the record (and to a PostgreSQL central, which refused it)."""
+    import json
+
+    from agent.extract import extract_dataset
+
+    ds = pydicom.dcmread(corpus / "CT-RDSR-Siemens-Multi-1.dcm")
+    ds.Manufacturer = "SIEM\x00ENS"
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    record = extract_dataset(pydicom.dcmread(io.BytesIO(buffer.getvalue()))).to_dict()
+    assert record["device"]["manufacturer"] == "SIEMENS" and "\x00" not in json.dumps(record)
