@@ -67,6 +67,10 @@ class Ledger:
         """Window slots taken: published and not yet durably settled."""
         return len(self._out)
 
+    def unsettled_head(self) -> Optional[tuple[int, str, str]]:
+        """(seq, event_id, kind) of the lowest-seq message published and not settled, if any."""
+        return min(((e[0], e[1], e[2]) for e in self._out.values()), default=None)
+
     def oldest_unacked(self) -> Optional[float]:
         acked = {mid for mid, _ in self._acks} | set(self._committing[1] if self._committing else ())
         return min((e[3] for mid, e in self._out.items() if mid not in acked), default=None)

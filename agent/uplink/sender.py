@@ -41,6 +41,9 @@ from .status import Alarms, status_message, will_properties
 log = structlog.get_logger("agent.uplink")
 
 HOUSEKEEPING_S = 30.0
+POISON_DROPS = 3  # connections lost in a row while one row was sent alone: that row is dead-lettered
+OUR_OWN_DROPS = ("no PUBACK", "no CONNACK", "store:", "stopping")  # a slow broker is no reason to blame a row
+STABLE_S = 60.0  # a connection that lived this long resets the reconnect back-off even without a PUBACK
 PREFETCH = 256
 
 
@@ -82,6 +85,10 @@ class Uplink:
         self._connack_deadline = 0.0
         self._lost: Optional[str] = None
         self._backoff = Backoff(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
+        self._connected_at = 0.0
+        self._progressed = False  # a row delivered on the current connection
+        self._suspect: Optional[tuple[tuple[int, str, str], int]] = None  # (the row sent alone, losses)
+        self._probing = False  # after a connection lost with nothing delivered: one row at a time
         self._pause = Backoff(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
         self._paused_until = 0.0
         self._next_connect = 0.0
@@ -239,13 +246,17 @@ class Uplink:
         due = self.ledger.commit_due_in()
         if due is not None:
             limit = min(limit, due)
-        if self._connected and self.ledger.in_use() < self._window and self._has_work():
+        if self._connected and self.ledger.in_use() < self._limit() and self._has_work():
             if now < self._paused_until:
                 return min(limit, self._paused_until - now)
             if self.cfg.rate_per_s and self._tokens < 1:
                 return min(limit, (1 - self._tokens) / self.cfg.rate_per_s)
             return 0.0
         return limit
+
+    def _limit(self) -> int:
+        """Messages that may be out unsettled: the window, or one while a lost connection is explained."""
+        return 1 if self._probing else self._window
 
     def _has_work(self) -> bool:
         if not self._buffer:
@@ -312,7 +323,9 @@ class Uplink:
             return
         self._connected = True
         self._connected_since = now_iso()
-        self._backoff.reset()
+        self._connected_at = time.monotonic()
+        self._progressed = False  # the back-off is reset by a PUBACK, not by a CONNACK (a broker that
+        # drops the connection at every publish must not be hammered)
         self._last_error = None
         self._tokens = float(self._window)
         self._next_status = 0.0
@@ -344,6 +357,10 @@ class Uplink:
                 sock.close()
         was_connected, self._connected = self._connected, False
         self._connected_since = None
+        if was_connected and not reason.startswith(OUR_OWN_DROPS):  # the broker closed it, not our timeouts
+            self._suspect_of(self.ledger.unsettled_head(), reason)
+            if time.monotonic() - self._connected_at >= STABLE_S:
+                self._backoff.reset()
         unacked = self.ledger.forget()
         delay = self._backoff.next()
         self._next_connect = time.monotonic() + delay
@@ -363,7 +380,7 @@ class Uplink:
         assert client is not None
         v5 = is_v5(self.cfg)
         sent = now_iso()
-        while self.ledger.in_use() < self._window and (not self.cfg.rate_per_s or self._tokens >= 1) \
+        while self.ledger.in_use() < self._limit() and (not self.cfg.rate_per_s or self._tokens >= 1) \
                 and self._has_work():
             row = self._buffer.popleft()
             payload = envelope(kind=row.kind, event_id=row.event_id, seq=row.seq, site=self.site,
@@ -389,6 +406,8 @@ class Uplink:
             self._lost = f"store: {outcome.error}"
             return
         if outcome.delivered:
+            self._progressed, self._probing = True, False
+            self._backoff.reset()
             self._last_delivered_at = outcome.at
             self._pause.reset()
             self.alarms.clear("no_subscriber")
@@ -407,6 +426,28 @@ class Uplink:
             log.error("uplink_no_subscriber", topic=self._topic("#"), held=held, retry_in_s=round(delay, 2),
                       hint="the central receiver's session is missing at the broker; nothing is dropped")
         self.alarms.raise_("no_subscriber")
+
+    def _suspect_of(self, head: Optional[tuple[int, str, str]], reason: str) -> None:
+        """A connection was lost with no row delivered on it while ``head`` (seq, event_id, kind) was
+        unacknowledged.  The next connections send one row at a time; if one of them is lost
+        :data:`POISON_DROPS` times in a row while that row alone was out, it is what the broker will not
+        take (too large for an MQTT 3.1.1 broker, say) and it is dead-lettered with an alarm, so that it
+        cannot hold every later message back for ever."""
+        if self._progressed or head is None:
+            self._suspect, self._probing = None, False
+            return
+        if not self._probing:
+            self._probing = True
+            return
+        count = self._suspect[1] + 1 if self._suspect and self._suspect[0] == head else 1
+        self._suspect = (head, count)
+        if count >= POISON_DROPS:
+            self._suspect, self._probing = None, False
+            seq, event_id, kind = head
+            why = f"the broker closed the connection each of the {count} times it was sent ({reason})"
+            with self.store.transaction() as tx:
+                outbox.settle(tx, dead=[(seq, why)])
+            self._announce_dead(seq, event_id, kind, why)
 
     def _dead_letter(self, row: outbox.Row, reason: str) -> None:
         with self.store.transaction() as tx:

@@ -145,3 +145,30 @@ def test_new_rows_are_sent_at_once_after_commit(broker, store, tmp_path, running
     assert time.monotonic() - started < 0.5
     with store.transaction() as tx:
         assert outbox.counts(tx) == {"delivered": 1}
+
+
+def test_a_message_the_broker_drops_the_connection_for_is_dead_lettered_not_retried_for_ever(tmp_path, store, running,
+                                                                                             central):
+    """MQTT 3.1.1 has no maximum packet size in CONNACK: a broker that closes the connection at a too
+    large message made the uplink reconnect and send it again, ten times a second, and nothing after
+    it went out. Now, after three such losses in a row, that row is a dead letter with an alarm."""
+    broker = Mosquitto(tmp_path / "broker", extra="max_packet_size 2000").start()
+    try:
+        cfg = make_config(tmp_path, broker.port, protocol="3.1.1")
+        central(cfg)
+        bus = Bus()
+        alarms = []
+        bus.subscribe(lambda _t, a: alarms.append(a), {"alarm"})
+        before = enqueue(store, 1)
+        with store.transaction() as tx:
+            outbox.enqueue(tx, "reading", outbox.event_id("reading", "large"), {"blob": "x" * 5000})
+        after = enqueue(store, 4, start=10)
+        uplink = running(Uplink(cfg, store, bus))
+        wait_for(lambda: uplink.health()["dead"] == 1 and uplink.health()["delivered"] == 5, timeout=30,
+                 what="the large row dead-lettered and the others delivered")
+        (state, attempts, error) = store.db.execute("SELECT state, attempts, last_error FROM outbox WHERE seq = 2").fetchone()
+        assert state == "dead" and attempts >= 3 and "closed the connection" in error
+        assert [a["seq"] for a in alarms if a["kind"] == "outbox_dead_letter"] == [2]
+        wait_for(lambda: sorted(central_event_ids(cfg)) == sorted(before + after), what="the others at the central site")
+    finally:
+        broker.stop()
