@@ -51,6 +51,7 @@ READ_TIMEOUT_S = 0.02
 HOUSEKEEPING_S = 5.0
 PRUNE_EVERY_S = 3600.0
 SUMMARY_EVERY_S = 60.0
+UNSAVED_MAX = 10_000  # readings kept in memory while the store refuses writes (hours at one a second)
 
 
 class SerialSource:
@@ -177,6 +178,8 @@ class PortWorker:
         self.readings = 0
         self.reconnects = 0
         self.errors: Counter[str] = Counter()
+        self._unsaved: list[Reading] = []  # readings the store refused, retried first (at most UNSAVED_MAX)
+        self._retry_at = 0.0
         self._logged_at: dict[str, float] = {}
 
     def health(self) -> dict[str, Any]:
@@ -261,15 +264,23 @@ class PortWorker:
         readings = [i for i in items if isinstance(i, Reading)]
         for problem in (i for i in items if isinstance(i, Problem)):
             self._problem(problem)
-        if not readings:
+        if not readings and not (self._unsaved and time.monotonic() >= self._retry_at):
             return
+        batch = self._unsaved + readings  # in order: what the store refused before, then what is new
         try:
-            self.source.commit(self.ctx, readings)
-        except StoreError as exc:
-            self._problem(Problem("store_error", str(exc)))
+            self.source.commit(self.ctx, batch)
+        except StoreError as exc:  # disk full, I/O: keep them (bounded) and try again with the next ones
+            dropped = max(0, len(batch) - UNSAVED_MAX)
+            self._unsaved = batch[dropped:]
+            self._retry_at = time.monotonic() + 1.0
+            detail = f"{exc}; {len(self._unsaved)} reading(s) kept to store later"
+            self._problem(Problem("store_error", detail + (f", the {dropped} oldest dropped" if dropped else "")))
+            if dropped:
+                self.errors["unsaved_dropped"] += dropped
             return
-        self.readings += len(readings)
-        self.last_reading_at = readings[-1].time
+        self._unsaved = []
+        self.readings += len(batch)
+        self.last_reading_at = batch[-1].time
 
     def _problem(self, problem: Problem) -> None:
         """Count it; log the first of its kind, then at most one summary a minute."""

@@ -112,3 +112,25 @@ def test_a_device_plugged_in_after_start_is_found_and_two_devices_run_side_by_si
     times = [t for (t,) in store.db.execute("SELECT t FROM serial_samples WHERE device = 'B-17' ORDER BY t")]
     assert dose == derived == pytest.approx(36e-6 / 3600 * (times[-1] - times[0]), rel=1e-9)
     store.close()
+
+
+def test_readings_the_store_refuses_are_kept_and_stored_once_it_takes_them_again(rig, monkeypatch):
+    """A full or failing disk for a second: the readings of that second used to be dropped (and with
+    them the dose a rate meter integrates); now they wait in memory and are stored, in order, after."""
+    from agent.store import Store, StoreError
+
+    r = rig({"driver": "automess", "seed": 3, "after": "hold", "device": {"interval_s": 0.1},
+             "phase": [{"duration_s": 3.0, "rate": 5.0}]}, location="room-3")
+    r.wait_for(lambda: r.health["readings"] >= 5)
+    working = Store.transaction
+
+    def refusing(self):
+        raise StoreError("database or disk is full")
+
+    monkeypatch.setattr(Store, "transaction", refusing)
+    time.sleep(1.0)
+    monkeypatch.setattr(Store, "transaction", working)
+    r.wait_until_sim(3.5)
+    assert "store_error" in r.health["errors"]
+    times = [t for (t,) in r.rows("SELECT t FROM serial_samples ORDER BY t")]
+    assert len(times) >= 25 and max(b - a for a, b in zip(times, times[1:])) < 0.5  # no second missing
