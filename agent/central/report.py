@@ -50,6 +50,9 @@ def _table(stations: list[dict]) -> str:
         if s["missing_seq"]:
             ranges = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in s["missing_seq"])
             lines.append(f"{s['site']}/{s['station']}: missing seq {ranges}")
+        if s.get("seq_reused"):
+            lines.append(f"{s['site']}/{s['station']}: {s['seq_reused']} seq number(s) came with two different "
+                         "events: the station started again with a new store, and gaps before that may be hidden")
     if not stations:
         lines.append("(nothing received yet)")
     return "\n".join(lines)

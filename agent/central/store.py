@@ -250,7 +250,7 @@ class CentralStore:
             out[(site, station)] = {
                 "site": site, "station": station,
                 "received": {k: 0 for k in KINDS} | {"status": statuses},
-                "duplicates_dropped": dups, "seq_gaps": 0, "max_seq": 0, "missing_seq": [],
+                "duplicates_dropped": dups, "seq_gaps": 0, "max_seq": 0, "missing_seq": [], "seq_reused": 0,
                 "last_received_at": last_received_at, "last_status": status,
             }
         for site, station, kind, n in self.conn.execute(
@@ -263,6 +263,10 @@ class CentralStore:
             entry["seq_gaps"] = max_seq - distinct
             if max_seq > distinct:
                 entry["missing_seq"] = self._missing(site, station)
+        for site, station, reused in self.conn.execute(  # a station whose store was replaced starts at seq 1 again
+                "SELECT site, station, COUNT(*) FROM (SELECT site, station, seq FROM central_events "
+                "GROUP BY site, station, seq HAVING COUNT(*) > 1) r GROUP BY site, station").fetchall():
+            out[(site, station)]["seq_reused"] = reused
         for entry in out.values():
             _missing_tail(entry)
         return list(out.values())

@@ -162,3 +162,21 @@ def test_a_tail_the_broker_dropped_is_reported_missing(broker, station, tmp_path
     wait_for(lambda: pending() == 0, what="the second status")
     view = central_view(cfg)
     assert (view["seq_gaps"], view["missing_seq"]) == (41, [[10, 50]])
+
+
+def test_a_station_that_starts_again_with_a_new_store_is_reported(broker, station, tmp_path, central):
+    """A replaced store starts its seq at 1 again: the receiver stores the new events, and the report
+    says that seq numbers were reused (so that a gap hidden behind the old ones is not taken for none)."""
+    cfg = make_config(tmp_path, broker.port)
+    central(cfg)
+    for seq in range(1, 6):
+        station.publish(message(seq, tag="old-store"))
+    for seq in (1, 2, 4):  # the new store's 3 was lost: hidden by the old store's 3
+        station.publish(message(seq, tag="new-store"))
+    wait_for(lambda: _stored(cfg) == 8, what="8 messages")
+    view = central_view(cfg)
+    assert view["seq_reused"] == 3 and view["received"]["alert"] == 8
+    config = tmp_path / "central.toml"
+    config.write_text(f'[central]\ndatabase = "{cfg.central.database}"\n')
+    table = run_agent("central-report", "-c", str(config)).stdout
+    assert "3 seq number(s) came with two different events" in table
