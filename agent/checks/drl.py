@@ -53,10 +53,12 @@ def median_above_drl(tx: sqlite_utils.Database, study: StudyView, samples: list[
     now = utcnow()
     for s in samples:
         tx.execute(
-            "INSERT INTO check_samples (station, quantity, scope, subject, exam, value, age_years, weight_kg, recorded_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (station, quantity, scope, subject) DO UPDATE SET "
-            "exam = excluded.exam, value = excluded.value, age_years = excluded.age_years, weight_kg = excluded.weight_kg",
-            [study.station, s.quantity, s.scope, s.subject, s.exam.label, text(s.value), study.age, study.weight, now])
+            "INSERT INTO check_samples (station, quantity, scope, subject, exam, value, age_years, weight_kg, phantom, "
+            "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (station, quantity, scope, subject) DO UPDATE "
+            "SET exam = excluded.exam, value = excluded.value, age_years = excluded.age_years, "
+            "weight_kg = excluded.weight_kg, phantom = excluded.phantom",
+            [study.station, s.quantity, s.scope, s.subject, s.exam.label, text(s.value), study.age, study.weight,
+             s.phantom, now])
     out = []
     seen: set[str] = set()
     for s in samples:
@@ -81,14 +83,15 @@ def median_above_drl(tx: sqlite_utils.Database, study: StudyView, samples: list[
 
 
 def rolling_median(db: sqlite_utils.Database, row: LevelRow, station: str, exam: str, rules: Rules) -> Decimal | None:
-    """The median of the last ``median_window`` values of ``row``'s exam, quantity and patient group
-    at ``station``; None while there are fewer than that."""
+    """The median of the last ``median_window`` values of ``row``'s exam, quantity, patient group and
+    (for a row on one CTDI phantom) phantom at ``station``; None while there are fewer than that.
+    A value whose phantom is not stated counts for either."""
     window: list[Decimal] = []
     cursor = db.execute(
-        "SELECT value, age_years, weight_kg FROM check_samples WHERE station = ? AND exam = ? AND quantity = ? "
+        "SELECT value, age_years, weight_kg, phantom FROM check_samples WHERE station = ? AND exam = ? AND quantity = ? "
         "AND scope = ? ORDER BY rowid DESC", [station, exam, row.quantity, row.scope])
-    for value, age, weight in cursor:
-        if row.applies_to_patient(age, weight, rules.adult_age):
+    for value, age, weight, phantom in cursor:
+        if row.applies_to_patient(age, weight, rules.adult_age) and row.applies_to_phantom(phantom):
             window.append(Decimal(value))
             if len(window) == rules.median_window:
                 return statistics.median(window)
@@ -97,7 +100,7 @@ def rolling_median(db: sqlite_utils.Database, row: LevelRow, station: str, exam:
 
 def _rows(rules: Rules, study: StudyView, sample: Sample) -> list[LevelRow]:
     rows = rules.select(DRL_KINDS, modality=study.modality, quantity=sample.quantity, exam=sample.exam.name,
-                        region=sample.exam.region, age=study.age, weight=study.weight)
+                        region=sample.exam.region, age=study.age, weight=study.weight, phantom=sample.phantom)
     return [r for r in rows if r.scope == sample.scope]
 
 

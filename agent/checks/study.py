@@ -82,6 +82,7 @@ class Sample:
     subject: str  # event subject (per_event) or the study's subject (per_examination)
     exam: Exam
     value: Decimal
+    phantom: Optional[str] = None  # "head" (16 cm) or "body" (32 cm) for CT dose indices; None: not stated
 
 
 @dataclass
@@ -127,13 +128,23 @@ class StudyView:
             if scope == "per_examination":
                 v = self.value(quantity)
                 if v is not None:
-                    out.append(Sample(quantity, scope, self.subject, self.exam, v))
+                    phantoms = {phantom_of(e.data.get("phantom")) for e in self.events if not e.localizer}
+                    out.append(Sample(quantity, scope, self.subject, self.exam, v,
+                                      phantoms.pop() if len(phantoms) == 1 else None))
                 continue
             for e in self.events:
                 v = e.value(quantity)
                 if v is not None and not e.localizer:
-                    out.append(Sample(quantity, scope, e.subject, e.exam, v))
+                    out.append(Sample(quantity, scope, e.subject, e.exam, v, phantom_of(e.data.get("phantom"))))
         return out
+
+
+def phantom_of(stated: Optional[str]) -> Optional[str]:
+    """"head" for the 16-cm CTDI phantom, "body" for the 32-cm one, as a report names them; None if not stated."""
+    if not stated:
+        return None
+    p = stated.lower()
+    return "head" if "head" in p or "16" in p else "body"
 
 
 def view(records: list[dict[str, Any]], rules: Rules, station: str) -> StudyView:

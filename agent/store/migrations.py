@@ -115,6 +115,9 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         PRIMARY KEY (rule, station)
     );
     """),
+    (12, "check_samples_phantom", """
+    ALTER TABLE check_samples ADD COLUMN phantom TEXT;   -- CTDI phantom of the value: head, body, or NULL (not stated)
+    """),
     (20, "uplink_retention", """
     CREATE TABLE spool_pruned (          -- spooled files deleted after their report was delivered
         receipt_id INTEGER PRIMARY KEY REFERENCES receipts(id),

@@ -151,3 +151,18 @@ def test_an_alert_never_quotes_the_patients_identity(agent_for, store):
     shown = [a.message for a in agent.alerts()]
     for text in [alert.message, *sent, *shown]:
         assert not any(word in text for word in ("Smithson", "Johanna", "14.03.1952", "PID-4711"))
+
+
+@pytest.mark.parametrize("phantom, raised", [("body", True), ("head", False)])
+def test_a_paediatric_ctdivol_drl_on_the_body_phantom_is_not_compared_with_a_head_phantom_value(
+        agent_for, phantom, raised):
+    """EU RP 185, chest, 15-30 kg: CTDIvol 2.7 mGy on the 32-cm phantom. A series stated on the 16-cm
+    phantom reads about twice as high for the same exposure: it was compared all the same."""
+    table = REPO_CONFIG / "reference-levels" / "eu-rp185-2018-paediatric-ct.toml"
+    agent = agent_for(f'[checks]\ntables = ["{table}"]\n')
+    series = rdsr.CTSeries("Thorax", target_region="Chest", ctdivol="4.0", dlp="80.0", phantom=phantom)
+    report = rdsr.ct_report([series], description="CT Chest",
+                            patient=rdsr.Patient(age="008Y", weight="20"))
+    outcome = agent.send(rdsr.encode(report))
+    rules = {a.rule for a in outcome.ingest.alerts if a.kind == "exam_above_drl"}
+    assert ("eu-rp185-chest-weight15-30kg-ctdivol" in rules) == raised
