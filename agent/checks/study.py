@@ -20,6 +20,7 @@ from typing import Any, Optional
 import sqlite_utils
 
 from agent.checks.rules import Rules
+from agent.checks.tables import phantom_of
 from agent.checks.units import exact, total_of
 
 UNMATCHED_LABEL = "unmatched"
@@ -137,14 +138,6 @@ class StudyView:
                 if v is not None and not e.localizer:
                     out.append(Sample(quantity, scope, e.subject, e.exam, v, phantom_of(e.data.get("phantom"))))
         return out
-
-
-def phantom_of(stated: Optional[str]) -> Optional[str]:
-    """"head" for the 16-cm CTDI phantom, "body" for the 32-cm one, as a report names them; None if not stated."""
-    if not stated:
-        return None
-    p = stated.lower()
-    return "head" if "head" in p or "16" in p else "body"
 
 
 def view(records: list[dict[str, Any]], rules: Rules, station: str) -> StudyView:

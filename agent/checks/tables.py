@@ -94,6 +94,14 @@ def _codes(value: Union[str, list[str]], allowed: tuple[str, ...], what: str) ->
     return tuple(out)
 
 
+def phantom_of(stated: Optional[str]) -> Optional[str]:
+    """"head" for the 16-cm CTDI phantom, "body" for the 32-cm one, as a report names them; None if not stated."""
+    if not stated:
+        return None
+    p = stated.lower()
+    return "head" if "head" in p or "16" in p else "body"
+
+
 class LevelRow(BaseModel):
     """One reference value with its source. ``value`` in ``unit``; compared in canonical units."""
 
@@ -210,11 +218,8 @@ class LevelRow(BaseModel):
 
     def applies_to_phantom(self, phantom: Optional[str]) -> bool:
         """A row for the 16-cm (head) or 32-cm (body) CTDI phantom; an unstated phantom matches both."""
-        if self.phantom is None or not phantom:
-            return True
-        p = phantom.lower()
-        is_head = "head" in p or "16" in p
-        return is_head if self.phantom == "head" else not is_head
+        stated = phantom_of(phantom)
+        return self.phantom is None or stated is None or stated == self.phantom
 
     def group_label(self) -> str:
         """The patient group in words, e.g. "paediatric, age 2-6 y"."""
