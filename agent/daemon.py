@@ -22,7 +22,7 @@ from agent.checks import ChecksStage, load_rules
 from agent.console import Console
 from agent.commands.common import add_config_argument, load_config
 from agent.config import Config
-from agent.pipeline import WORKER_STALL_S, Pipeline
+from agent.pipeline import Pipeline
 from agent.readings.hooks import checks_hooks
 from agent.readings.reconcile import Reconcile
 from agent.sources.dicom.scp import DicomSource
@@ -91,7 +91,7 @@ class Agent:
         out = []
         if not self.pipeline.running:
             out.append("pipeline worker not running")
-        elif self.pipeline.busy_for() > WORKER_STALL_S:
+        elif self.pipeline.stuck():
             out.append(f"pipeline worker stuck on one object for {self.pipeline.busy_for():.0f} s")
         if not out and not self.store_writable():  # (not behind a stuck worker: it may hold the store)
             out.append("store not writable")

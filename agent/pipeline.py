@@ -190,10 +190,14 @@ class Pipeline:
         return self._worker is not None and self._worker.is_alive()
 
     def busy_for(self) -> float:
-        """Seconds the worker has held the object in hand (0 when idle); above :data:`WORKER_STALL_S`
-        it is stuck, e.g. in an fsync on a disk that no longer answers."""
+        """Seconds the worker has held the object in hand (0 when idle)."""
         since = self._busy_since
         return 0.0 if since is None else time.monotonic() - since
+
+    def stuck(self) -> bool:
+        """The worker has held one object longer than :data:`WORKER_STALL_S`, e.g. in an fsync on a
+        disk that no longer answers (it may hold the store's writer lock meanwhile)."""
+        return self.busy_for() > WORKER_STALL_S
 
     def _run(self) -> None:
         backoff = 1.0

@@ -168,7 +168,7 @@ def test_a_worker_stuck_on_one_object_makes_the_agent_unhealthy(store, tmp_path,
     from agent.config import Config
 
     release = threading.Event()
-    monkeypatch.setattr(daemon, "WORKER_STALL_S", 0.5)
+    monkeypatch.setattr(pipeline_module, "WORKER_STALL_S", 0.5)
     monkeypatch.setattr(pipeline_module, "FINISH_S", 0.5)
     cfg = Config.model_validate({"store": {"path": str(tmp_path / "a.sqlite"), "spool_dir": str(tmp_path / "spool")},
                                  "mqtt": {"enabled": False}, "console": {"enabled": False}})

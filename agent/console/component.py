@@ -22,7 +22,6 @@ from aiohttp import web
 from agent.checks import ChecksStage, Rules
 from agent.checks.alerts import acknowledge, list_alerts
 from agent.config import ConsoleConfig
-from agent.pipeline import WORKER_STALL_S
 from agent.store import outbox
 
 from . import views
@@ -264,14 +263,14 @@ class Console:
                 "station": self.agent.cfg.station.id, "checked_at": _utcnow(), "parts": parts}
 
     def _store_health(self) -> dict[str, Any]:
-        if self.agent.pipeline.busy_for() > WORKER_STALL_S:  # it may hold the store: do not wait behind it
+        if self.agent.pipeline.stuck():  # it may hold the store: do not wait behind it
             return {"ok": False, "detail": "not checked: the pipeline's worker is stuck"}
         return {"ok": self.agent.store_writable()}
 
     def _pipeline_health(self) -> dict[str, Any]:
         pipeline = self.agent.pipeline
-        busy = pipeline.busy_for()
-        return {"ok": pipeline.running and busy <= WORKER_STALL_S, "waiting": pipeline.pending(), "busy_s": round(busy, 1)}
+        return {"ok": pipeline.running and not pipeline.stuck(), "waiting": pipeline.pending(),
+                "busy_s": round(pipeline.busy_for(), 1)}
 
     def _dicom_health(self) -> dict[str, Any]:
         dicom = self.agent.dicom
