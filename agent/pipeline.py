@@ -378,8 +378,9 @@ class Pipeline:
             log.error("store_write_failed", error=str(exc), origin=receipt.origin)
             return Outcome("refused", f"store: {exc}")
         self._spooled(receipt.size_bytes)  # kept for inspection: it counts against the quota too
+        # not the file's name: exports are often named after the patient
         log.warning("report_" + status, origin=receipt.origin, calling_ae=receipt.calling_ae, reason=reason,
-                    sop_class_uid=receipt.sop_class_uid, kept_at=receipt.path)  # not the file's name: exports are often named after the patient
+                    sop_class_uid=receipt.sop_class_uid, kept_at=receipt.path)
         self.bus.publish("receipt_failed", {"status": status, "reason": reason, "path": receipt.path})
         return Outcome(status, reason=reason, path=receipt.path)
 

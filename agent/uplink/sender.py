@@ -386,8 +386,8 @@ class Uplink:
             payload = envelope(kind=row.kind, event_id=row.event_id, seq=row.seq, site=self.site,
                                station=self.station, created=row.created_at, body_json=row.body, sent=sent)
             if self._max_packet and len(payload) + 512 > self._max_packet:
-                self._dead_letter(row, f"payload of {len(payload)} bytes exceeds the broker's maximum packet "
-                                       f"size {self._max_packet}")
+                self._dead_letter(row.seq, row.event_id, row.kind, f"payload of {len(payload)} bytes exceeds the "
+                                                                   f"broker's maximum packet size {self._max_packet}")
                 continue
             props = PackedProperties(row.event_id, user_schema(row.kind), row.seq) if v5 else None
             info = client.publish(self._topic(row.kind), payload, qos=1, properties=props)  # type: ignore[arg-type]
@@ -443,16 +443,13 @@ class Uplink:
         self._suspect = (head, count)
         if count >= POISON_DROPS:
             self._suspect, self._probing = None, False
-            seq, event_id, kind = head
             why = f"the broker closed the connection each of the {count} times it was sent ({reason})"
-            with self.store.transaction() as tx:
-                outbox.settle(tx, dead=[(seq, why)])
-            self._announce_dead(seq, event_id, kind, why)
+            self._dead_letter(*head, why)
 
-    def _dead_letter(self, row: outbox.Row, reason: str) -> None:
+    def _dead_letter(self, seq: int, event_id: str, kind: str, reason: str) -> None:
         with self.store.transaction() as tx:
-            outbox.settle(tx, dead=[(row.seq, reason)])
-        self._announce_dead(row.seq, row.event_id, row.kind, reason)
+            outbox.settle(tx, dead=[(seq, reason)])
+        self._announce_dead(seq, event_id, kind, reason)
 
     def _announce_dead(self, seq: int, event_id: str, kind: str, reason: str) -> None:
         log.error("outbox_dead_letter", seq=seq, event_id=event_id, kind=kind, reason=reason,
