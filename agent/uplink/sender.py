@@ -359,8 +359,8 @@ class Uplink:
         self._connected_since = None
         if was_connected and not reason.startswith(OUR_OWN_DROPS):  # the broker closed it, not our timeouts
             self._suspect_of(self.ledger.unsettled_head(), reason)
-            if time.monotonic() - self._connected_at >= STABLE_S:
-                self._backoff.reset()
+        if was_connected and time.monotonic() - self._connected_at >= STABLE_S:
+            self._backoff.reset()
         unacked = self.ledger.forget()
         delay = self._backoff.next()
         self._next_connect = time.monotonic() + delay
