@@ -13,9 +13,9 @@ import sqlite_utils
 
 from agent import phi
 from agent.checks import Rules, units
-from agent.extract.record import PHI
 from agent.checks.study import study_records, view
 from agent.checks.tables import DRL_KINDS, LevelRow
+from agent.extract.record import PHI
 from agent.store.reports import list_studies
 
 # key dose → (label, checks quantity, unit shown); values are stored in the quantity's canonical unit

@@ -18,8 +18,8 @@ from typing import Any, Optional
 import structlog
 
 from agent.config import PrivacyConfig
-from agent.phi import pattern, scrub_tree
 from agent.extract.record import PHI
+from agent.phi import pattern, scrub_tree
 
 log = structlog.get_logger("agent.uplink")
 
