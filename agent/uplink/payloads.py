@@ -11,11 +11,13 @@ of each kind is in ``docs/schemas/``.
 """
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
+from json.encoder import encode_basestring
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties, VariableByteIntegers, writeUTF
+
+_string = encode_basestring  # a str as a JSON string, as json.dumps(..., ensure_ascii=False) writes it
 
 SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/json"
@@ -36,13 +38,18 @@ def topic(prefix: str, site: str, station: str, kind: str) -> str:
 
 def envelope(*, kind: str, event_id: str, seq: int, site: str, station: str, created: str, body_json: str,
              sent: str | None = None) -> bytes:
-    """The payload bytes; ``body_json`` is spliced in unchanged."""
-    head = json.dumps({
-        "schema": {"name": schema_name(kind), "version": SCHEMA_VERSION},
-        "event_id": event_id, "seq": seq, "site": site, "station": station, "kind": kind,
-        "created": created, "sent": sent or now_iso(),
-    }, separators=(",", ":"), ensure_ascii=False)
-    return (head[:-1] + ',"body":' + body_json + "}").encode("utf-8")
+    """The payload bytes; ``body_json`` is spliced in unchanged.
+
+    The same bytes as ``json.dumps`` of the envelope with ``separators=(",", ":")`` and
+    ``ensure_ascii=False``, put together from json's own string encoder: this runs for every message
+    of a drain, where building and dumping a dict each time was a tenth of the uplink's time.
+    """
+    return "".join((
+        '{"schema":{"name":', _string(schema_name(kind)), ',"version":', str(SCHEMA_VERSION),
+        '},"event_id":', _string(event_id), ',"seq":', str(int(seq)), ',"site":', _string(site),
+        ',"station":', _string(station), ',"kind":', _string(kind), ',"created":', _string(created),
+        ',"sent":', _string(sent or now_iso()), ',"body":', body_json, "}",
+    )).encode("utf-8")
 
 
 class PackedProperties:

@@ -64,6 +64,18 @@ def test_envelope_splices_the_body_verbatim_and_validates(store):
     assert errors(message)  # the schemas reject a name at any depth
 
 
+def test_envelope_is_what_json_dumps_writes_for_any_text():
+    for site, station, event_id in (("st-test", "ct-01", "reading-" + "f" * 32),
+                                    ('St "Mary\'s"', "Röntgen\\2\n", "alert-\u2028\x00é中")):
+        raw = envelope(kind="alert", event_id=event_id, seq=12, site=site, station=station,
+                       created="2025-03-01T10:20:00Z", body_json='{"a":1}', sent="2025-03-01T10:20:00.5Z")
+        expected = json.dumps({"schema": {"name": "alara-edge/alert", "version": 1}, "event_id": event_id, "seq": 12,
+                               "site": site, "station": station, "kind": "alert", "created": "2025-03-01T10:20:00Z",
+                               "sent": "2025-03-01T10:20:00.5Z", "body": {"a": 1}},
+                              separators=(",", ":"), ensure_ascii=False)
+        assert raw == expected.encode("utf-8")
+
+
 def test_packed_properties_are_byte_identical_to_paho_properties():
     for event_id, seq in (("report-" + "a" * 32, 1), ("alert-" + "0" * 32, 123456789), ("é-x", 0)):
         packed = PackedProperties(event_id, user_schema("report"), seq).pack()
