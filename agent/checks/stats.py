@@ -5,7 +5,10 @@ change to the exam-matching rules applies to the past as well.
 Each examination contributes its values as the checks see them (:meth:`StudyView.samples`):
 DLP, KAP, Ka,r and fluoroscopy time per examination; CTDIvol per sequence (localizers left
 out); KAP per view for radiography; AGD per view for mammography.  Exams no rule matches are
-in the ``unmatched`` bucket, so nothing escapes unseen.
+in the ``unmatched`` bucket, so nothing escapes unseen.  CT values stated on the 16-cm (head) and
+the 32-cm (body) CTDI phantom are kept apart (the same exposure reads about twice as high on the
+16-cm one, as paediatric body scans are often stated), and a DRL row for one phantom is shown
+only beside the values on that phantom.
 
 The proposed local DRL is the 75th percentile of the values, offered once there are at least
 ``stats_min_n`` of them.  ICRP 135 sets a local DRL from the 75th percentile of the *median*
@@ -35,6 +38,7 @@ class Bucket:
     patient_group: str
     quantity: str
     scope: str
+    phantom: Optional[str]  # CT dose indices: "head" (16 cm), "body" (32 cm) or None (not stated); else None
     values: list[Decimal] = field(default_factory=list)  # canonical units
     patients: list[tuple[Optional[float], Optional[float]]] = field(default_factory=list)
 
@@ -51,13 +55,13 @@ def patient_group(age: Optional[float], rules: Rules) -> str:
 
 def compute(db: sqlite_utils.Database, rules: Rules) -> list[dict[str, Any]]:
     """One row per station × exam × patient group × quantity, sorted; values in display units."""
-    buckets: dict[tuple[str, str, str, str, str], Bucket] = {}
+    buckets: dict[tuple[str, str, str, str, str, str], Bucket] = {}
     for station, records in _studies(db):
         study = view(records, rules, station)
         group = patient_group(study.age, rules)
         for s in study.samples(rules):
-            key = (station, s.exam.label, group, s.quantity, s.scope)
-            bucket = buckets.setdefault(key, Bucket(*key))
+            key = (station, s.exam.label, group, s.quantity, s.scope, s.phantom or "")
+            bucket = buckets.setdefault(key, Bucket(*key[:5], s.phantom))
             bucket.values.append(s.value)
             bucket.patients.append((study.age, study.weight))
     return [_row(b, rules) for _, b in sorted(buckets.items())]
@@ -69,7 +73,7 @@ def _row(b: Bucket, rules: Rules) -> dict[str, Any]:
     median = statistics.median(values)
     p75 = statistics.quantiles(values, n=4, method="inclusive")[2] if len(values) > 1 else values[0]
     drls = [r for r in rules.levels if r.kind in DRL_KINDS and r.quantity == b.quantity and r.scope == b.scope
-            and r.exam and r.exam.lower() == b.exam.lower()
+            and r.exam and r.exam.lower() == b.exam.lower() and (r.phantom is None or r.phantom == b.phantom)
             and any(r.applies_to_patient(age, weight, rules.adult_age) for age, weight in b.patients)]
 
     def shown(v: Decimal) -> float:
@@ -77,7 +81,7 @@ def _row(b: Bucket, rules: Rules) -> dict[str, Any]:
 
     return {
         "station": b.station, "exam": b.exam, "patient_group": b.patient_group, "quantity": b.quantity,
-        "scope": b.scope, "unit": q.display, "n": len(values), "median": shown(median), "p75": shown(p75),
+        "scope": b.scope, "phantom": b.phantom, "unit": q.display, "n": len(values), "median": shown(median), "p75": shown(p75),
         "proposed_local_drl": shown(p75) if len(values) >= rules.stats_min_n else None,
         "drls": [{"rule": r.id, "value": shown(r.threshold), "source": r.source_text} for r in drls],
     }

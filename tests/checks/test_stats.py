@@ -51,3 +51,19 @@ def test_patient_groups_follow_the_configured_bands():
     assert [patient_group(a, rules) for a in (None, 0.5, 1, 4.99, 15, 17.9, 18, 80)] == [
         "adult", "paediatric 0-1 y", "paediatric 1-5 y", "paediatric 1-5 y", "paediatric 15-18 y",
         "paediatric 15-18 y", "adult", "adult"]
+
+
+def test_ct_values_on_the_16_and_32_cm_phantoms_are_kept_apart(store):
+    """A child's chest scan reads about twice as high on the 16-cm phantom: mixing both in one median
+    would mislead, and the RP 185 body rows (32 cm) apply only beside values on that phantom."""
+    rules = rules_from(f'[checks]\ntables = ["{REPO_CONFIG}/reference-levels/eu-rp185-2018-paediatric-ct.toml"]\n')
+    c = Checked(store, rules)
+    for ctdivol, phantom in ((2.0, "IEC Body Dosimetry Phantom"), (3.0, "IEC Body Dosimetry Phantom"),
+                             (4.0, "IEC Head Dosimetry Phantom"), (6.0, "IEC Head Dosimetry Phantom")):
+        c.ingest(ct_report([ct_event("Chest", ctdivol, 50.0, phantom=phantom)], age=8, weight=20.0))
+    ctdi = {r["phantom"]: r for r in compute(store.db, rules) if r["quantity"] == "CTDIvol"}
+    assert set(ctdi) == {"body", "head"}
+    assert (ctdi["body"]["n"], ctdi["body"]["median"]) == (2, 2.5)
+    assert (ctdi["head"]["n"], ctdi["head"]["median"]) == (2, 5.0)
+    assert [d["rule"] for d in ctdi["body"]["drls"]] == ["eu-rp185-chest-weight15-30kg-ctdivol"]
+    assert ctdi["head"]["drls"] == []

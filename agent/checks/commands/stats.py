@@ -10,6 +10,7 @@ from agent.checks.stats import compute
 from agent.commands.common import add_config_argument, load_config, store_present
 from agent.store import connect
 
+PHANTOMS = {"head": "16-cm phantom", "body": "32-cm phantom"}
 HELP = "local dose statistics per station, exam and patient group: n, median, 75th percentile, proposed local DRL"
 
 
@@ -32,13 +33,15 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         print("no examinations stored")
         return 0
-    print(f"{'station':12} {'exam':30} {'patient group':22} {'quantity':28} {'n':>5} {'median':>10} {'p75':>10} "
+    print(f"{'station':12} {'exam':30} {'patient group':22} {'quantity':36} {'n':>5} {'median':>10} {'p75':>10} "
           f"{'proposed':>10}  unit     DRLs")
     for r in rows:
         proposed = f"{r['proposed_local_drl']:.4g}" if r["proposed_local_drl"] is not None else "-"
         drls = ", ".join(f"{d['value']:.4g} ({d['rule']})" for d in r["drls"]) or "-"
         quantity = f"{r['quantity']} {r['scope'].replace('per_', 'per ')}"
-        print(f"{r['station'][:12]:12} {r['exam'][:30]:30} {r['patient_group'][:22]:22} {quantity:28} {r['n']:>5} "
+        if r["phantom"]:
+            quantity += f", {PHANTOMS[r['phantom']]}"
+        print(f"{r['station'][:12]:12} {r['exam'][:30]:30} {r['patient_group'][:22]:22} {quantity:36} {r['n']:>5} "
               f"{r['median']:>10.4g} {r['p75']:>10.4g} {proposed:>10}  {r['unit']:8} {drls}")
     print(f"\nproposed = 75th percentile, shown from n >= {rules.stats_min_n}; for the medical physicist to review "
           "(docs/dose-checks.md, 'Setting local DRLs').")
