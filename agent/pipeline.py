@@ -20,7 +20,9 @@ it runs inside the transaction and may raise to abort it.  A processed object is
 ``stored``, ``duplicate``, ``rejected`` (not a dose object: kept for inspection) or ``error``
 (a dose object that cannot be read, or whose processing fails: kept for inspection, and the
 others go on); if the spool or the store cannot take it (disk full, I/O error: ``refused``),
-the worker keeps its inbox row and tries again later.
+the worker keeps its inbox row and tries again later.  An object in whose processing the agent
+died :data:`MAX_ATTEMPTS` times (killed, crashed, hung until the watchdog ended it) is set aside
+at the next start, as an ``error`` kept for inspection, so that what came after it is processed.
 """
 from __future__ import annotations
 
@@ -66,6 +68,7 @@ MAX_WAITING = 0  # accepted objects that may wait behind the one being processed
 BACKPRESSURE_MAX_S = 10.0  # receive() never holds a sender longer than this
 PROCESSING_STALLED = "processing_stalled"  # the alarm while accepted objects cannot be stored
 FINISH_S = 30.0  # on stop, the object in hand gets this long to finish
+MAX_ATTEMPTS = 3  # runs that died with one object in hand: the next start sets it aside
 WORKER_STALL_S = 120.0  # one object held longer than this: the worker is stuck (a hung disk), the agent unhealthy
 
 
@@ -143,7 +146,12 @@ class Pipeline:
         if self._worker is not None:
             return
         self.inbox = Inbox(inbox_path(self.store.path))  # beside the store, whose writer lock covers it
-        left = self.inbox.pending()
+        left = []
+        for item in self.inbox.pending():
+            if item.attempts < MAX_ATTEMPTS:
+                left.append(item)
+            else:  # not processed again, whether or not it could be set aside: it would end this run too
+                self._set_aside(item)
         if left:
             log.info("inbox_recovered", objects=len(left))
         with self._cv:
@@ -208,11 +216,13 @@ class Pipeline:
                     return
                 item = self._queue[0]
             self._busy_since = time.monotonic()
+            self._count_try(item, 1)  # if this run dies before the try ends, the next start knows
             try:
                 outcome = self._process_item(item)
             finally:
                 self._busy_since = None
             if outcome.status == "refused":  # the spool or the store cannot take it now: keep it, try again
+                self._count_try(item, -1)  # the try ended (without a result): not the object's fault
                 if not self._failing:  # the modality was told Success: a person must hear of it elsewhere
                     self.bus.publish("alarm", {"kind": PROCESSING_STALLED, "reason": outcome.reason,
                                                "waiting": self.pending()})
@@ -248,6 +258,38 @@ class Pipeline:
         except Exception as exc:  # never let one object stop the worker; it stays in the inbox
             log.exception("processing_failed", error=f"{type(exc).__name__}: {exc}", origin=item.origin)
             return Outcome("refused", str(exc))
+
+    def _count_try(self, item: Item, delta: int) -> None:
+        try:
+            self.inbox.taken(item.id, delta)
+        except sqlite3.Error as exc:  # the disk is failing: processing goes on, only the count is off
+            log.warning("inbox_attempt_not_counted", error=str(exc))
+
+    def _set_aside(self, item: Item) -> None:
+        """An object the agent died processing :data:`MAX_ATTEMPTS` times: keep it as an ``error`` in
+        the failed folder, with a receipt, and take it out of the inbox.  If that cannot be done now,
+        it stays in the inbox, unprocessed, and the next start tries again."""
+        digest = hashlib.sha256(item.data).hexdigest()
+        reason = (f"processing did not finish in {item.attempts} attempts: the agent stopped (killed, crashed or "
+                  "hung) each time it had this object in hand")
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(item.received_at))
+        path = self.failed_dir / f"{stamp}-{digest[:16]}.dcm"
+        receipt = Receipt(received_at=utc_iso(item.received_at), origin=item.origin, path=str(path), sha256=digest,
+                          size_bytes=len(item.data), calling_ae=item.calling_ae, called_ae=item.called_ae,
+                          peer=item.peer)
+        try:
+            self.failed_dir.mkdir(parents=True, exist_ok=True)
+            _write_durably(path, item.data)
+            with self.store.transaction() as tx:
+                record_receipt(tx, receipt, "error", reason)
+            self.inbox.remove(item.id)
+        except (OSError, StoreError, sqlite3.Error) as exc:
+            log.error("inbox_set_aside_failed", error=str(exc), attempts=item.attempts, origin=item.origin)
+            return
+        self._spooled(len(item.data))
+        log.error("report_error", origin=item.origin, calling_ae=item.calling_ae, reason=reason, kept_at=str(path),
+                  hint="not processed again; inspect it (alara-edge extract FILE) and report it if it is a dose object")
+        self.bus.publish("receipt_failed", {"status": "error", "reason": reason, "path": str(path)})
 
     def _already_processed(self, digest: str, received: float) -> bool:
         try:

@@ -188,3 +188,71 @@ def test_a_worker_stuck_on_one_object_makes_the_agent_unhealthy(store, tmp_path,
         release.set()
         time.sleep(0.5)  # the worker finishes its object before the store closes
         agent.store.close()
+
+
+CRASHING_RUN = """
+import os, signal, sys
+from pathlib import Path
+from agent.bus import Bus
+from agent.pipeline import Pipeline
+from agent.store import Store
+
+def crash(tx, ingest):  # a fault that ends the process (a crash in a library, memory exhausted, the watchdog)
+    if ingest.report.events[0].ctdivol_mGy == 41.5:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+store = Store.open(Path(sys.argv[1]))
+pipeline = Pipeline(store, Path(sys.argv[2]), "CT1", Bus(), stages=[crash])
+pipeline.start()
+pipeline.stop()
+store.close()
+"""
+
+
+def test_an_object_that_kills_the_agent_each_time_is_set_aside_after_three_runs(store, tmp_path):
+    import subprocess
+    import sys
+
+    data = [encoded(n) for n in range(3)]  # the second one kills the process that processes it
+    inbox = Inbox(path_for(store.path))
+    for d in data:
+        inbox.put(d, time.time(), "dicom", "CT1")
+    inbox.close()
+    store.close()
+    repo = Path(__file__).resolve().parents[1]
+
+    def run() -> int:
+        return subprocess.run([sys.executable, "-c", CRASHING_RUN, str(store.path), str(tmp_path / "spool")],
+                              cwd=repo, timeout=120).returncode
+
+    assert [run() for _ in range(3)] == [-9, -9, -9]  # each start takes the same object first, and dies
+    assert run() == 0  # the fourth sets it aside and goes on
+    db = sqlite3.connect(store.path)
+    assert db.execute("SELECT COUNT(*) FROM reports").fetchone() == (2,)  # the first and the third, once each
+    (status, reason, path, origin, ae), = db.execute(
+        "SELECT status, reason, path, origin, calling_ae FROM receipts WHERE status != 'stored'").fetchall()
+    assert (status, origin, ae) == ("error", "dicom", "CT1")
+    assert "did not finish in 3 attempts" in reason
+    assert Path(path).read_bytes() == data[1]  # kept, byte for byte, for inspection
+    assert Inbox(path_for(store.path)).pending() == []
+
+
+def test_an_object_the_store_refused_through_several_restarts_is_not_set_aside(store, tmp_path):
+    """A full disk refuses the report at every try, and the agent is restarted three times meanwhile:
+    the object is not to blame, and is stored once the disk has room again."""
+    def disk_full(tx, ingest):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    inbox = Inbox(path_for(store.path))
+    inbox.put(encoded(1), time.time(), "dicom")
+    inbox.close()
+    for _ in range(4):
+        pipeline = Pipeline(store, tmp_path / "spool", "CT1", Bus(), stages=[disk_full])
+        pipeline.start()
+        time.sleep(0.3)  # tried, refused, waiting to try again
+        pipeline.stop(grace_s=0.1)
+    assert rows(store, "SELECT COUNT(*) FROM receipts") == [(0,)]
+    pipeline = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    pipeline.start()
+    pipeline.stop()
+    assert rows(store, "SELECT status FROM receipts") == [("stored",)]

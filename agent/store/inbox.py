@@ -7,6 +7,11 @@ possible.  The pipeline's worker then takes the rows in order, spools, extracts,
 stores each one, and removes the row only after the report's transaction has committed.  A
 row still here at start-up (the agent was stopped or killed in between) is processed then.
 
+A row also counts the runs that took it in hand and never finished it (``attempts``): an object
+that kills or hangs the agent each time (a crash in a library, memory exhausted, a stall the
+watchdog ends) would otherwise be taken first again at every start, and nothing behind it would
+ever be processed.  The pipeline sets such a row aside at start-up (see ``Pipeline.start``).
+
 The inbox is its own file (``<store>-inbox.sqlite``) with its own connection, so that taking
 a receipt never waits for the store's writer.  Its rows are ordered by ``id``.
 """
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FREE_PAGES_KEPT = 1024  # pages (4 MiB) of free space the file may keep for the next objects
 WAL_LIMIT_BYTES = 4 * 1024 * 1024  # the WAL is cut back to this after a checkpoint
 SCHEMA = """
@@ -27,9 +32,11 @@ CREATE TABLE IF NOT EXISTS inbox (
     received_at REAL NOT NULL,   -- Unix time the object was complete
     origin TEXT NOT NULL,        -- dicom | import
     calling_ae TEXT, called_ae TEXT, peer TEXT,
-    data BLOB NOT NULL           -- the object as a DICOM file (preamble, meta, dataset)
+    data BLOB NOT NULL,          -- the object as a DICOM file (preamble, meta, dataset)
+    attempts INTEGER NOT NULL DEFAULT 0  -- runs that took it in hand and did not finish it
 )
 """
+ADD_ATTEMPTS = "ALTER TABLE inbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"  # schema 1 → 2
 
 
 @dataclass
@@ -43,6 +50,7 @@ class Item:
     called_ae: Optional[str]
     peer: Optional[str]
     data: bytes
+    attempts: int = 0  # earlier runs that took it in hand and did not finish it
 
 
 def path_for(store_path: Path) -> Path:
@@ -64,7 +72,8 @@ class Inbox:
         self._conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         (version,) = self._conn.execute("PRAGMA user_version").fetchone()
         if version < SCHEMA_VERSION:
-            self._conn.execute(SCHEMA)
+            exists = self._conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'inbox'").fetchone()
+            self._conn.execute(ADD_ATTEMPTS if exists else SCHEMA)
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def put(self, data: bytes, received_at: float, origin: str, calling_ae: str | None = None,
@@ -80,22 +89,34 @@ class Inbox:
         """Every row, oldest first (at start-up: what an earlier run received but did not finish)."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT id, received_at, origin, calling_ae, called_ae, peer, data FROM inbox ORDER BY id").fetchall()
+                "SELECT id, received_at, origin, calling_ae, called_ae, peer, data, attempts FROM inbox ORDER BY id"
+            ).fetchall()
         return [Item(*row) for row in rows]
+
+    def taken(self, item_id: int, delta: int = 1) -> None:
+        """Count (``delta`` 1) a run taking the row in hand, or (-1) that run having finished its try
+        without a result (the store refused the report: it is tried again).  Not flushed on its own,
+        as for a removal: the count matters when the process dies, and a dead process's writes are
+        in the operating system already."""
+        self._unflushed("UPDATE inbox SET attempts = max(0, attempts + ?) WHERE id = ?", (delta, item_id))
 
     def remove(self, item_id: int) -> None:
         """The object's report (or failure receipt) has committed: the row is no longer needed."""
+        # a delete lost to a crash only means the row is recognised as processed at the next start;
+        # the next put()'s flush of the log carries it to disk
+        self._unflushed("DELETE FROM inbox WHERE id = ?", (item_id,))
         with self._lock:
-            # Not flushed on its own: a delete lost to a crash only means the row is recognised as
-            # processed at the next start; the next put()'s flush of the log carries it to disk.
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            try:
-                self._conn.execute("DELETE FROM inbox WHERE id = ?", (item_id,))
-            finally:
-                self._conn.execute("PRAGMA synchronous=FULL")
             # after a burst of large objects, give the space back instead of keeping the high-water mark
             if self._conn.execute("PRAGMA freelist_count").fetchone()[0] > FREE_PAGES_KEPT:
                 self._conn.executescript("PRAGMA incremental_vacuum;")  # (execute() would free one page)
+
+    def _unflushed(self, sql: str, params: tuple) -> None:
+        with self._lock:
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._conn.execute(sql, params)
+            finally:
+                self._conn.execute("PRAGMA synchronous=FULL")  # every put() is flushed
 
     def close(self) -> None:
         with self._lock:

@@ -50,3 +50,22 @@ def test_the_space_of_a_burst_of_large_objects_is_given_back(tmp_path):
         inbox.remove(item.id)
     inbox.close()  # the last connection checkpoints
     assert (tmp_path / "x-inbox.sqlite").stat().st_size < 8_000_000
+
+
+def test_an_inbox_from_before_attempts_were_counted_keeps_its_rows(tmp_path):
+    path = tmp_path / "x-inbox.sqlite"
+    old = sqlite3.connect(path)  # schema 1, as an agent before this version left it, with one row waiting
+    old.execute("CREATE TABLE inbox (id INTEGER PRIMARY KEY, received_at REAL NOT NULL, origin TEXT NOT NULL, "
+                "calling_ae TEXT, called_ae TEXT, peer TEXT, data BLOB NOT NULL)")
+    old.execute("INSERT INTO inbox (received_at, origin, data) VALUES (1.0, 'dicom', x'00')")
+    old.execute("PRAGMA user_version=1")
+    old.commit()
+    old.close()
+    inbox = Inbox(path)
+    (item,) = inbox.pending()
+    assert (item.data, item.attempts) == (b"\0", 0)
+    inbox.taken(item.id)
+    inbox.taken(item.id)
+    inbox.taken(item.id, -1)
+    assert inbox.pending()[0].attempts == 1
+    inbox.close()
