@@ -64,7 +64,10 @@ def parse(prefix: str, topic: str, payload: bytes) -> Message:
     schema = doc["schema"]
     if not isinstance(schema.get("name"), str) or not isinstance(schema.get("version"), int):
         raise Invalid("schema needs a name and a version")
-    return Message(site=site, station=station, kind=kind, event_id=doc["event_id"], seq=doc["seq"],
+    store = doc.get("store")
+    if store is not None and not (isinstance(store, str) and 0 < len(store) <= 64):
+        raise Invalid("store is not an id")
+    return Message(site=site, station=station, kind=kind, event_id=doc["event_id"], seq=doc["seq"], store=store,
                    schema_name=schema["name"], schema_version=schema["version"], created=doc["created"],
                    sent=doc["sent"], envelope=text)
 
@@ -85,7 +88,7 @@ class Receiver:
         self.connected = threading.Event()
         self.counts = {"stored": 0, "duplicates": 0, "rejected": 0}
         self._batch: list[mqtt.MQTTMessage] = []
-        self._max_seq: dict[tuple[str, str], int] = {}
+        self._max_seq: dict[tuple[str, str, str], int] = {}  # per site, station and store
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._lost: Optional[str] = None
@@ -249,10 +252,10 @@ class Receiver:
             log.error("central_reject_store_failed", error=str(exc))
 
     def _track_seq(self, m: Message) -> None:
-        key = (m.site, m.station)
+        key = (m.site, m.station, m.store or "")
         last = self._max_seq.get(key)
         if last is not None and m.seq > last + 1:
-            log.warning("seq_gap", site=m.site, station=m.station, missing_from=last + 1, missing_to=m.seq - 1)
+            log.warning("seq_gap", site=m.site, station=m.station, store=m.store, missing_from=last + 1,
+                        missing_to=m.seq - 1)
         if last is None or m.seq > last:
             self._max_seq[key] = m.seq
-

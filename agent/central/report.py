@@ -47,12 +47,22 @@ def _table(stations: list[dict]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     for s in stations:
-        if s["missing_seq"]:
-            ranges = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in s["missing_seq"])
-            lines.append(f"{s['site']}/{s['station']}: missing seq {ranges}")
-        if s.get("seq_reused"):
-            lines.append(f"{s['site']}/{s['station']}: {s['seq_reused']} seq number(s) came with two different "
-                         "events: the station started again with a new store, and gaps before that may be hidden")
+        name = f"{s['site']}/{s['station']}"
+        stores = s["stores"]
+        for n, store in enumerate(stores):
+            label = name if len(stores) == 1 else f"{name}, store {n + 1} of {len(stores)} ({_short(store)})"
+            if store["missing_seq"]:
+                ranges = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in store["missing_seq"])
+                lines.append(f"{label}: missing seq {ranges}")
+            if store["seq_reused"]:
+                lines.append(f"{label}: {store['seq_reused']} seq number(s) came with two different events")
+        if len(stores) > 1:
+            lines.append(f"{name}: started again with a new store (seq from 1) {len(stores) - 1} time(s), last on "
+                         f"{stores[-1]['since'] or '-'}; each store's gaps are counted on their own")
     if not stations:
         lines.append("(nothing received yet)")
     return "\n".join(lines)
+
+
+def _short(store: dict) -> str:
+    return f"since {store['since'] or '-'}" if store["store"] is None else f"id {store['store'][:8]}…, since {store['since']}"

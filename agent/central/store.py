@@ -43,11 +43,33 @@ def _v1(postgres: bool) -> list[str]:
     ]
 
 
+def _v2(postgres: bool) -> list[str]:
+    return [
+        "ALTER TABLE central_events ADD COLUMN store TEXT",  # the station's store that numbered seq (NULL: older agents)
+        "CREATE INDEX central_events_series ON central_events (site, station, store, seq)",
+    ]
+
+
 # Versioned schema steps (version, name, statements for SQLite or PostgreSQL); versions only grow
 # and a released step is never edited: a change is a new step that migrates what is there.
 SCHEMA: list[tuple[int, str, Callable[[bool], list[str]]]] = [
     (1, "events, stations, rejects", _v1),
+    (2, "store of each event", _v2),
 ]
+
+# Every event with the seq series it belongs to: its store, or for messages of agents that did not
+# send one (before the field existed), the station's first store, which an upgraded station continues.
+_SERIES = """WITH stores AS (
+    SELECT site, station, store, MIN(received_at) AS since FROM central_events WHERE store IS NOT NULL
+    GROUP BY site, station, store),
+  first_store AS (
+    SELECT site, station, MIN(store) AS store FROM stores s
+    WHERE since = (SELECT MIN(since) FROM stores o WHERE o.site = s.site AND o.station = s.station)
+    GROUP BY site, station),
+  e AS (
+    SELECT c.site, c.station, c.seq, c.received_at, COALESCE(c.store, f.store, '') AS series
+    FROM central_events c LEFT JOIN first_store f ON f.site = c.site AND f.station = c.station)
+"""
 
 
 @dataclass
@@ -59,6 +81,7 @@ class Message:
     kind: str
     event_id: str
     seq: int
+    store: Optional[str]  # the station's store that numbered seq; None from agents before the field existed
     schema_name: str
     schema_version: int
     created: str
@@ -208,11 +231,11 @@ class CentralStore:
                     fresh.append(True)
                     continue
                 cur = self.conn.execute(
-                    f"INSERT INTO central_events (event_id, site, station, kind, seq, schema_name, schema_version, "
-                    f"created, sent, received_at, envelope) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {j}) "
-                    f"ON CONFLICT (event_id) DO NOTHING",
-                    (m.event_id, m.site, m.station, m.kind, m.seq, m.schema_name, m.schema_version, m.created,
-                     m.sent, now, m.envelope))
+                    f"INSERT INTO central_events (event_id, site, station, kind, seq, store, schema_name, "
+                    f"schema_version, created, sent, received_at, envelope) "
+                    f"VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {j}) ON CONFLICT (event_id) DO NOTHING",
+                    (m.event_id, m.site, m.station, m.kind, m.seq, m.store, m.schema_name, m.schema_version,
+                     m.created, m.sent, now, m.envelope))
                 new = cur.rowcount == 1
                 fresh.append(new)
                 column = "last_received_at" if new else "duplicates_dropped"
@@ -239,7 +262,12 @@ class CentralStore:
     # -- reads -------------------------------------------------------------------------------------
     def stations(self) -> list[dict[str, Any]]:
         """Per station: counts per kind, duplicates dropped, seq gaps (with the first missing ranges),
-        latest status. Stations are sorted by site and id."""
+        latest status. Stations are sorted by site and id.
+
+        A station's seq numbers are counted per store (``stores``, oldest first): a station given a new
+        store numbers from 1 again, and its gaps are its own. ``max_seq``, ``missing_seq`` are those of
+        the station's current store (the one its latest status names, else the one started last);
+        ``seq_gaps`` and ``seq_reused`` add up every store's."""
         out: dict[tuple[str, str], dict[str, Any]] = {}
         for site, station, dups, statuses, last_status, last_status_at, last_received_at in self.conn.execute(
                 "SELECT site, station, duplicates_dropped, status_received, last_status, last_status_at, "
@@ -251,47 +279,67 @@ class CentralStore:
                 "site": site, "station": station,
                 "received": {k: 0 for k in KINDS} | {"status": statuses},
                 "duplicates_dropped": dups, "seq_gaps": 0, "max_seq": 0, "missing_seq": [], "seq_reused": 0,
-                "last_received_at": last_received_at, "last_status": status,
+                "stores": [], "last_received_at": last_received_at, "last_status": status,
             }
         for site, station, kind, n in self.conn.execute(
                 "SELECT site, station, kind, COUNT(*) FROM central_events GROUP BY site, station, kind").fetchall():
             out[(site, station)]["received"][kind] = n
-        for site, station, max_seq, distinct in self.conn.execute(
-                "SELECT site, station, MAX(seq), COUNT(DISTINCT seq) FROM central_events GROUP BY site, station").fetchall():
-            entry = out[(site, station)]
-            entry["max_seq"] = max_seq
-            entry["seq_gaps"] = max_seq - distinct
-            if max_seq > distinct:
-                entry["missing_seq"] = self._missing(site, station)
-        for site, station, reused in self.conn.execute(  # a station whose store was replaced starts at seq 1 again
-                "SELECT site, station, COUNT(*) FROM (SELECT site, station, seq FROM central_events "
-                "GROUP BY site, station, seq HAVING COUNT(*) > 1) r GROUP BY site, station").fetchall():
-            out[(site, station)]["seq_reused"] = reused
+        series: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for site, station, store, max_seq, distinct, since, last in self.conn.execute(
+                _SERIES + "SELECT site, station, series, MAX(seq), COUNT(DISTINCT seq), MIN(received_at), "
+                "MAX(received_at) FROM e GROUP BY site, station, series ORDER BY MIN(received_at)").fetchall():
+            entry = {"store": store or None, "since": since, "last_received_at": last, "max_seq": int(max_seq),
+                     "seq_gaps": int(max_seq) - int(distinct), "missing_seq": [], "seq_reused": 0}
+            if entry["seq_gaps"]:
+                entry["missing_seq"] = self._missing(site, station, store)
+            series[(site, station, store)] = entry
+            out[(site, station)]["stores"].append(entry)
+        for site, station, store, reused in self.conn.execute(  # one store numbering two events alike
+                _SERIES + "SELECT site, station, series, COUNT(*) FROM (SELECT site, station, series, seq FROM e "
+                "GROUP BY site, station, series, seq HAVING COUNT(*) > 1) r GROUP BY site, station, series").fetchall():
+            series[(site, station, store)]["seq_reused"] = int(reused)
         for entry in out.values():
-            _missing_tail(entry)
+            _current_store(entry)
         return list(out.values())
 
-    def _missing(self, site: str, station: str) -> list[list[int]]:
-        """The first missing seq ranges ``[from, to]`` of one station."""
+    def _missing(self, site: str, station: str, series: str) -> list[list[int]]:
+        """The first missing seq ranges ``[from, to]`` of one station's store."""
         p = self.p
         rows = self.conn.execute(
-            f"SELECT prev + 1, seq - 1 FROM (SELECT seq, LAG(seq, 1, 0) OVER (ORDER BY seq) AS prev "
-            f"FROM (SELECT DISTINCT seq FROM central_events WHERE site = {p} AND station = {p}) s) t "
-            f"WHERE seq - prev > 1 ORDER BY seq LIMIT {MISSING_RANGES_SHOWN}", (site, station)).fetchall()
+            _SERIES + f"SELECT prev + 1, seq - 1 FROM (SELECT seq, LAG(seq, 1, 0) OVER (ORDER BY seq) AS prev "
+            f"FROM (SELECT DISTINCT seq FROM e WHERE site = {p} AND station = {p} AND series = {p}) s) t "
+            f"WHERE seq - prev > 1 ORDER BY seq LIMIT {MISSING_RANGES_SHOWN}", (site, station, series)).fetchall()
         return [[int(a), int(b)] for a, b in rows]
 
 
-def _missing_tail(entry: dict[str, Any]) -> None:
+def _current_store(entry: dict[str, Any]) -> None:
+    """The station's figures from its stores: the current one's ``max_seq`` and ``missing_seq`` (with
+    a missing tail, see :func:`_missing_tail`), every store's gaps and reused numbers added up."""
+    stores = entry["stores"]
+    status = entry["last_status"] or {}
+    named = status.get("store")
+    current = next((s for s in stores if s["store"] == named), None) if named else (stores[-1] if stores else None)
+    if current is None and status.get("seq"):  # a status counting events of which none came
+        current = {"store": named, "since": None, "last_received_at": None, "max_seq": 0, "seq_gaps": 0,
+                   "missing_seq": [], "seq_reused": 0}
+        stores.append(current)
+    if current is not None:
+        _missing_tail(current, status)
+        entry["max_seq"], entry["missing_seq"] = current["max_seq"], current["missing_seq"]
+    entry["seq_gaps"] = sum(s["seq_gaps"] for s in stores)
+    entry["seq_reused"] = sum(s["seq_reused"] for s in stores)
+
+
+def _missing_tail(series: dict[str, Any], status: dict[str, Any]) -> None:
     """Count as missing what the station's last status says the broker acknowledged but never came:
     with nothing pending or in flight at the station, every seq up to the status's was PUBACKed, so
     a broker that dropped messages (a subscriber queue limit, a lost session) leaves a tail here."""
-    status = entry["last_status"] or {}
     body = status.get("body") or {}
-    announced, received = status.get("seq"), entry["max_seq"] or 0
+    announced, received = status.get("seq"), series["max_seq"] or 0
     if (isinstance(announced, int) and announced > received and body.get("state") == "online"
             and body.get("pending") == 0 and body.get("inflight") == 0):
-        entry["seq_gaps"] += announced - received
-        entry["missing_seq"] = (entry["missing_seq"] + [[received + 1, announced]])[:MISSING_RANGES_SHOWN]
+        series["seq_gaps"] += announced - received
+        series["missing_seq"] = (series["missing_seq"] + [[received + 1, announced]])[:MISSING_RANGES_SHOWN]
 
 
 def _refused_value(exc: Exception) -> bool:

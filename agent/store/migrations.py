@@ -125,6 +125,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         size_bytes INTEGER NOT NULL
     );
     """),
+    (21, "store_identity", """
+    CREATE TABLE store_identity (        -- one row: this store's id, sent with every message as "store"
+        id TEXT NOT NULL                 -- a new store (a reinstalled station) numbers its seq from 1 again
+    );
+    INSERT INTO store_identity (id) VALUES (lower(hex(randomblob(16))));
+    """),
     (30, "serial_readings", """
     CREATE TABLE serial_devices (
         device TEXT PRIMARY KEY,         -- configured device id (wearer/location/port name)

@@ -8,7 +8,8 @@ migration 1 is no longer written: one page less per commit on an SD card.)  ``ev
 deterministic from the data's identity, so enqueueing the same thing twice is a no-op.  The uplink (a sink)
 moves rows pending → inflight → delivered (or dead on a failure reason code); ``inflight``
 means "published at least once, PUBACK not yet recorded" and goes back to ``pending`` whenever
-a connection is (re)made.  Nothing here deletes a row that was not delivered.
+a connection is (re)made.  A station given a new store (reinstalled, its card replaced) numbers
+from 1 again; its messages say so with the store's id (:func:`store_id`).  Nothing here deletes a row that was not delivered.
 """
 from __future__ import annotations
 
@@ -42,6 +43,11 @@ def enqueue(tx: sqlite_utils.Database, kind: str, event_id: str, body: dict[str,
         [event_id, kind, utcnow(), json.dumps(body, separators=(",", ":"), sort_keys=True)],
     )
     return cursor.lastrowid if cursor.rowcount == 1 else None
+
+
+def store_id(db: sqlite_utils.Database) -> str:
+    """This store's random id (32 hex digits): the series its ``seq`` numbers belong to."""
+    return db.execute("SELECT id FROM store_identity").fetchone()[0]
 
 
 def counts(db: sqlite_utils.Database) -> dict[str, int]:

@@ -3,7 +3,7 @@
 Every message is one JSON object, the *envelope*::
 
     {"schema": {"name": "alara-edge/report", "version": 1}, "event_id": "report-…", "seq": 42,
-     "site": "st-marys", "station": "ct-01", "kind": "report",
+     "store": "<32 hex digits>", "site": "st-marys", "station": "ct-01", "kind": "report",
      "created": "2025-01-31T08:15:02Z", "sent": "2025-01-31T08:15:02.512345Z", "body": {…}}
 
 ``body`` is the outbox row's JSON, sent verbatim (numbers exactly as stored).  The JSON Schema
@@ -37,7 +37,7 @@ def topic(prefix: str, site: str, station: str, kind: str) -> str:
 
 
 def envelope(*, kind: str, event_id: str, seq: int, site: str, station: str, created: str, body_json: str,
-             sent: str | None = None) -> bytes:
+             sent: str | None = None, store: str | None = None) -> bytes:
     """The payload bytes; ``body_json`` is spliced in unchanged.
 
     The same bytes as ``json.dumps`` of the envelope with ``separators=(",", ":")`` and
@@ -46,7 +46,8 @@ def envelope(*, kind: str, event_id: str, seq: int, site: str, station: str, cre
     """
     return "".join((
         '{"schema":{"name":', _string(schema_name(kind)), ',"version":', str(SCHEMA_VERSION),
-        '},"event_id":', _string(event_id), ',"seq":', str(int(seq)), ',"site":', _string(site),
+        '},"event_id":', _string(event_id), ',"seq":', str(int(seq)),
+        *((',"store":', _string(store)) if store is not None else ()), ',"site":', _string(site),
         ',"station":', _string(station), ',"kind":', _string(kind), ',"created":', _string(created),
         ',"sent":', _string(sent or now_iso()), ',"body":', body_json, "}",
     )).encode("utf-8")

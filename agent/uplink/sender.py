@@ -76,6 +76,7 @@ class Uplink:
         self._last_delivered_at: Optional[str] = None
         # the uplink thread's own state
         self._db = None
+        self._store_id: Optional[str] = None  # the seq series every message names
         self._client: Optional[mqtt.Client] = None
         self._status_mids: set[int] = set()
         self._buffer: deque[outbox.Row] = deque()
@@ -171,6 +172,7 @@ class Uplink:
     # -- the thread ---------------------------------------------------------------------------
     def _run(self) -> None:
         self._db = self.store.reader()
+        self._store_id = outbox.store_id(self._db)
         while not self._stop.is_set():
             try:
                 self._step()
@@ -276,7 +278,7 @@ class Uplink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         event_id, will = status_message(state="offline", reason="connection lost", site=self.site,
-                                        station=self.station, seq=outbox.high_water(self._db))
+                                        station=self.station, seq=outbox.high_water(self._db), store=self._store_id)
         client.will_set(self._topic("status"), will, qos=1, retain=True,
                         properties=will_properties(event_id) if is_v5(self.cfg) else None)
         self._reset_link()
@@ -384,7 +386,8 @@ class Uplink:
                 and self._has_work():
             row = self._buffer.popleft()
             payload = envelope(kind=row.kind, event_id=row.event_id, seq=row.seq, site=self.site,
-                               station=self.station, created=row.created_at, body_json=row.body, sent=sent)
+                               station=self.station, created=row.created_at, body_json=row.body, sent=sent,
+                               store=self._store_id)
             if self._max_packet and len(payload) + 512 > self._max_packet:
                 self._dead_letter(row.seq, row.event_id, row.kind, f"payload of {len(payload)} bytes exceeds the "
                                                                    f"broker's maximum packet size {self._max_packet}")
@@ -468,7 +471,7 @@ class Uplink:
         self.alarms.changed.clear()
         seq = outbox.high_water(self._db)
         event_id, payload = status_message(state=state, reason=reason, site=self.site, station=self.station, seq=seq,
-                                           health=self.health() if state == "online" else None)
+                                           health=self.health() if state == "online" else None, store=self._store_id)
         props = PackedProperties(event_id, user_schema("status"), seq) if is_v5(self.cfg) else None
         info = client.publish(self._topic("status"), payload, qos=1, retain=True, properties=props)  # type: ignore[arg-type]
         if info.rc == mqtt.MQTT_ERR_SUCCESS:

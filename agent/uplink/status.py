@@ -24,7 +24,7 @@ log = structlog.get_logger("agent.uplink")
 
 
 def status_message(*, state: str, site: str, station: str, seq: int, reason: Optional[str] = None,
-                   health: Optional[dict[str, Any]] = None) -> tuple[str, bytes]:
+                   health: Optional[dict[str, Any]] = None, store: Optional[str] = None) -> tuple[str, bytes]:
     """``(event_id, payload)`` of a status envelope; ``health`` adds backlog, dead letters and alarms."""
     event_id = f"status-{uuid.uuid4().hex}"
     body: dict[str, Any] = {"state": state}
@@ -35,7 +35,8 @@ def status_message(*, state: str, site: str, station: str, seq: int, reason: Opt
                                             "oldest_pending_created", "alarms")})
     created = now_iso()
     return event_id, envelope(kind="status", event_id=event_id, seq=seq, site=site, station=station,
-                              created=created, body_json=json.dumps(body, separators=(",", ":")), sent=created)
+                              created=created, body_json=json.dumps(body, separators=(",", ":")), sent=created,
+                              store=store)
 
 
 def will_properties(event_id: str) -> Properties:

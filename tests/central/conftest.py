@@ -20,9 +20,14 @@ def broker(tmp_path: Path):
     b.stop()
 
 
-def message(seq: int, kind: str = "alert", station: str = "ct-01", site: str = "st-test", tag: str = "x") -> bytes:
+STORE = "5e" * 16  # the id of the store a test station numbers its seq in
+
+
+def message(seq: int, kind: str = "alert", station: str = "ct-01", site: str = "st-test", tag: str = "x",
+            store: str | None = STORE) -> bytes:
+    """A station's message; ``store`` None: as an agent from before the envelope named its store."""
     return envelope(kind=kind, event_id=outbox.event_id(kind, station, tag, seq), seq=seq, site=site,
-                    station=station, created="2025-03-01T10:20:00Z", body_json=json.dumps({"n": seq}))
+                    station=station, created="2025-03-01T10:20:00Z", body_json=json.dumps({"n": seq}), store=store)
 
 
 class Station:

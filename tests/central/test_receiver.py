@@ -164,19 +164,45 @@ def test_a_tail_the_broker_dropped_is_reported_missing(broker, station, tmp_path
     assert (view["seq_gaps"], view["missing_seq"]) == (41, [[10, 50]])
 
 
-def test_a_station_that_starts_again_with_a_new_store_is_reported(broker, station, tmp_path, central):
-    """A replaced store starts its seq at 1 again: the receiver stores the new events, and the report
-    says that seq numbers were reused (so that a gap hidden behind the old ones is not taken for none)."""
+def test_a_station_that_starts_again_with_a_new_store_has_its_gaps_counted_on_their_own(broker, station, tmp_path,
+                                                                                       central):
+    """A replaced store numbers from 1 again: the new store's lost seq 3 is not hidden by the old
+    store's 3, and the report says the station started again."""
     cfg = make_config(tmp_path, broker.port)
     central(cfg)
     for seq in range(1, 6):
         station.publish(message(seq, tag="old-store"))
-    for seq in (1, 2, 4):  # the new store's 3 was lost: hidden by the old store's 3
-        station.publish(message(seq, tag="new-store"))
+    time.sleep(0.05)  # the stores are told apart by when each was first seen
+    for seq in (1, 2, 4):  # the new store's 3 was lost
+        station.publish(message(seq, tag="new-store", store="ab" * 16))
     wait_for(lambda: _stored(cfg) == 8, what="8 messages")
     view = central_view(cfg)
-    assert view["seq_reused"] == 3 and view["received"]["alert"] == 8
+    assert view["received"]["alert"] == 8 and view["seq_reused"] == 0
+    assert [(s["store"], s["max_seq"], s["seq_gaps"], s["missing_seq"]) for s in view["stores"]] == [
+        ("5e" * 16, 5, 0, []), ("ab" * 16, 4, 1, [[3, 3]])]
+    assert (view["seq_gaps"], view["missing_seq"], view["max_seq"]) == (1, [[3, 3]], 4)  # the current store
     config = tmp_path / "central.toml"
     config.write_text(f'[central]\ndatabase = "{cfg.central.database}"\n')
     table = run_agent("central-report", "-c", str(config)).stdout
-    assert "3 seq number(s) came with two different events" in table
+    assert "store 2 of 2 (id abababab…" in table and "missing seq 3" in table
+    assert "started again with a new store (seq from 1) 1 time(s)" in table
+
+
+def test_messages_of_an_agent_from_before_stores_were_named_continue_in_its_first_store(broker, station, tmp_path,
+                                                                                        central):
+    """An upgraded station goes on numbering where it was, now naming its store: no gap appears; an
+    older agent whose store was replaced (both without a name) still shows the reused numbers."""
+    cfg = make_config(tmp_path, broker.port)
+    central(cfg)
+    for seq in range(1, 6):
+        station.publish(message(seq, store=None))
+    for seq in range(6, 9):
+        station.publish(message(seq))
+    station.publish(message(1, station="ct-02", store=None, tag="a"))
+    station.publish(message(1, station="ct-02", store=None, tag="b"))  # a legacy station's store replaced
+    wait_for(lambda: _stored(cfg) == 10, what="10 messages")
+    view = central_view(cfg)
+    assert (view["seq_gaps"], view["max_seq"], view["seq_reused"]) == (0, 8, 0)
+    assert [(s["store"], s["max_seq"]) for s in view["stores"]] == [("5e" * 16, 8)]
+    other = central_view(cfg, station="ct-02")
+    assert (other["seq_reused"], [s["store"] for s in other["stores"]]) == (1, [None])

@@ -63,3 +63,19 @@ def test_corrupt_database_is_moved_aside_not_deleted(tmp_path):
     assert aside and aside[0].read_bytes().startswith(b"SQLite format 3")
     assert "reports" in store.db.table_names()
     store.close()
+
+
+def test_a_store_keeps_its_id_and_a_new_store_gets_another(tmp_path):
+    from agent.store import outbox
+
+    first = Store.open(tmp_path / "a.sqlite")
+    ident = outbox.store_id(first.db)
+    first.close()
+    again = Store.open(tmp_path / "a.sqlite")
+    other = Store.open(tmp_path / "b.sqlite")
+    try:
+        assert outbox.store_id(again.db) == ident and len(ident) == 32 and int(ident, 16) >= 0
+        assert outbox.store_id(other.db) != ident
+    finally:
+        again.close()
+        other.close()

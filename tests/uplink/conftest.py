@@ -53,13 +53,13 @@ def enqueue(store, n: int, kind: str = "reading", tag: str = "t", start: int = 0
     return ids
 
 
-def central_view(cfg: Config) -> dict:
-    """What ``central-report --json`` shows for the test station (empty dict if nothing yet)."""
+def central_view(cfg: Config, station: str | None = None) -> dict:
+    """What ``central-report --json`` shows for the test station, or ``station`` (empty dict if nothing yet)."""
     from agent.central.store import CentralStore
 
     s = CentralStore.open(cfg.central.database)
     try:
-        return next((x for x in s.stations() if x["station"] == cfg.station.id), {})
+        return next((x for x in s.stations() if x["station"] == (station or cfg.station.id)), {})
     finally:
         s.close()
 

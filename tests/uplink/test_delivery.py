@@ -38,6 +38,7 @@ def test_backlog_built_while_broker_down_arrives_exactly_once(broker, store, tmp
     running(Receiver(cfg))
     wait_for(lambda: _received(cfg) >= 200, timeout=30, what="200 messages at the central receiver")
     view = _assert_exactly_once(cfg, ids, max_duplicates=0)
+    assert [s["store"] for s in view["stores"]] == [outbox.store_id(store.db)]  # every message names its store
     assert view["received"]["reading"] == 200
     wait_for(lambda: uplink.health()["pending"] == 0, what="an empty backlog")
     assert uplink.health()["delivered"] == 200 and uplink.health()["connected"]

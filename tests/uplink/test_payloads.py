@@ -65,12 +65,12 @@ def test_envelope_splices_the_body_verbatim_and_validates(store):
 
 
 def test_envelope_is_what_json_dumps_writes_for_any_text():
-    for site, station, event_id in (("st-test", "ct-01", "reading-" + "f" * 32),
-                                    ('St "Mary\'s"', "Röntgen\\2\n", "alert-\u2028\x00é中")):
-        raw = envelope(kind="alert", event_id=event_id, seq=12, site=site, station=station,
+    for site, station, event_id, store in (("st-test", "ct-01", "reading-" + "f" * 32, "0a" * 16),
+                                           ('St "Mary\'s"', "Röntgen\\2\n", "alert-\u2028\x00é中", None)):
+        raw = envelope(kind="alert", event_id=event_id, seq=12, site=site, station=station, store=store,
                        created="2025-03-01T10:20:00Z", body_json='{"a":1}', sent="2025-03-01T10:20:00.5Z")
         expected = json.dumps({"schema": {"name": "alara-edge/alert", "version": 1}, "event_id": event_id, "seq": 12,
-                               "site": site, "station": station, "kind": "alert", "created": "2025-03-01T10:20:00Z",
+                               **({"store": store} if store else {}), "site": site, "station": station, "kind": "alert", "created": "2025-03-01T10:20:00Z",
                                "sent": "2025-03-01T10:20:00.5Z", "body": {"a": 1}},
                               separators=(",", ":"), ensure_ascii=False)
         assert raw == expected.encode("utf-8")
