@@ -77,6 +77,8 @@ class Agent:
             self.console = Console(cfg.console, self)
             self.components.append(self.console)
         self.reloaders: list[Callable[[Config], None]] = [lambda new: self.checks.reload(new.checks)]
+        if self.dicom is not None:  # renewed certificate files (the paths are those the agent started with)
+            self.reloaders.append(lambda new: self.dicom.reload_tls())
 
     def store_writable(self) -> bool:
         try:

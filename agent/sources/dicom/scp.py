@@ -104,6 +104,22 @@ class DicomSource:
                  allowed_calling_aes=self.cfg.allowed_calling_aes or "any", **tls_fields)
         return server
 
+    def reload_tls(self) -> None:
+        """Read the TLS listener's certificate, key and CA files again (renewed in place, SIGHUP):
+        connections accepted from now on use them, associations under way keep theirs.  Files that
+        cannot be used leave the previous ones in use, and the log says why."""
+        server = self.tls_server
+        if server is None:
+            return
+        try:
+            context = tls.server_context(self.cfg)
+        except tls.TlsSetupError as exc:
+            log.error("dicom_tls_reload_failed", error=str(exc), hint="the previous certificate stays in use")
+            return
+        server.ssl_context = context
+        log.info("dicom_tls_reloaded", cert_file=str(self.cfg.tls_cert_file),
+                 client_certificates="required" if self.cfg.tls_ca_file else "not asked for")
+
     def active(self) -> int:
         return len(self.ae.active_associations)
 

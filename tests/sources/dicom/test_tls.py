@@ -156,3 +156,36 @@ def test_tls_settings_are_checked_before_the_agent_starts(agent_process, tmp_pat
     with pytest.raises(RuntimeError) as failed:
         agent_process(tls_config(pki, free_port()).replace(str(pki.server_key), str(missing)))
     assert "tls_cert_file/tls_key_file" in str(failed.value) and "agent_start_failed" in str(failed.value)
+
+
+def test_a_renewed_certificate_is_taken_on_sighup_without_a_restart(agent_process, tmp_path):
+    """Hospital certificates are renewed every year or more often: hospital IT replaces the files and
+    reloads (systemctl reload), and senders see the new certificate without the agent stopping."""
+    import shutil
+    import signal
+
+    old, new = make_pki(tmp_path / "old"), make_pki(tmp_path / "new")
+    live = tmp_path / "live"
+    live.mkdir()
+    shutil.copy(old.server_cert, live / "server.crt")
+    shutil.copy(old.server_key, live / "server.key")
+    port = free_port()
+    agent = agent_process(f'[dicom]\ntls_port = {port}\ntls_cert_file = "{live / "server.crt"}"\n'
+                          f'tls_key_file = "{live / "server.key"}"\n')
+    assert c_store(port, report(), client(old)) == 0
+
+    def reloaded(event: str, n: int = 1) -> bool:
+        return len([e for e in agent.log_events() if e.get("event") == event]) >= n
+
+    (live / "server.crt").write_text("not a certificate")  # a renewal half done: the old one stays in use
+    agent.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: reloaded("dicom_tls_reload_failed"), timeout=15)
+    assert c_store(port, report(1), client(old)) == 0
+
+    shutil.copy(new.server_cert, live / "server.crt")
+    shutil.copy(new.server_key, live / "server.key")
+    agent.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: reloaded("dicom_tls_reloaded"), timeout=15)
+    assert c_store(port, report(2), client(new)) == 0
+    assert c_store(port, report(3), client(old), timeout=5) is None  # the old certificate is gone
+    assert agent.proc.poll() is None
