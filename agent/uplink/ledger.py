@@ -19,7 +19,10 @@ from agent.store import Store, outbox
 from .connection import reason_text, reason_value
 
 NO_MATCHING_SUBSCRIBERS = 0x10
-GATHER_S = 0.01
+# A partial batch waits at most this long. With the window full, the broker's next PUBACKs can sit
+# behind its Nagle timer until ours frees slots: a shorter wait ends that stall sooner (drains of
+# 100,000: 13.7k against 13.1k msg/s, medians of seven alternating runs, 6 of 7 pairs faster).
+GATHER_S = 0.002
 
 
 @dataclass
