@@ -11,7 +11,8 @@ month names.  :func:`redact` replaces what it finds in a text; :func:`scrub_tree
 whole string values in a JSON-like tree.  Used by the uplink (report bodies), the checks
 (alert messages) and the console (study descriptions).
 
-Not found: a name inflected or run into another word (``Smithsons``), or written in another
+A name part is also found with a plural or genitive ``s``/``es`` (``Smiths``, ``Müllers``).  Not
+found: a name otherwise inflected or run into another word (``Smithsonian``), or written in another
 script than the report gives it.
 """
 from __future__ import annotations
@@ -49,7 +50,8 @@ def pattern(phi: PHI, include_id: bool = False) -> Optional[re.Pattern[str]]:
     alternatives = []
     if words:
         names = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-        alternatives.append(rf"(?<![A-Za-z0-9])(?:{names})(?![A-Za-z0-9])")
+        # with a plural or genitive ending, as names are written in text: "the Smiths", "Müllers Befund"
+        alternatives.append(rf"(?<![A-Za-z0-9])(?:{names})(?:e?s)?(?![A-Za-z0-9])")
     dates = _date_pattern(phi.birth_date)
     if dates:
         alternatives.append(rf"(?<![0-9])(?:{dates})(?![0-9])")

@@ -21,6 +21,9 @@ from agent.phi import pattern, redact, scrub_tree
     ("OBrien chest", "O'Brien^Sean", None),
     ("O'Brien chest", "O'Brien^Sean", None),
     ("Johanna Smithson head", "Smithson^Johanna", None),
+    ("Smithsons follow-up", "Smithson^Johanna", None),
+    ("Müllers Befund", "Müller^Jürgen", None),
+    ("MUELLERS Befund", "Müller^Jürgen", None),
 ])
 def test_identity_is_found_in_the_forms_it_is_written(text, name, birth):
     found = pattern(PHI(patient_name=name, birth_date=birth))
