@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from typing import Any, Optional
@@ -27,6 +28,7 @@ from .store import KINDS, CentralStore, CentralStoreError, Message, safe_databas
 log = structlog.get_logger("agent.central")
 
 BATCH_MAX = 200
+STORE_ID = re.compile(r"[0-9a-f]{32}")  # docs/schemas/envelope.json
 ENVELOPE_FIELDS = {"schema": dict, "event_id": str, "seq": int, "site": str, "station": str, "kind": str,
                    "created": str, "sent": str, "body": dict}
 
@@ -65,8 +67,8 @@ def parse(prefix: str, topic: str, payload: bytes) -> Message:
     if not isinstance(schema.get("name"), str) or not isinstance(schema.get("version"), int):
         raise Invalid("schema needs a name and a version")
     store = doc.get("store")
-    if store is not None and not (isinstance(store, str) and 0 < len(store) <= 64):
-        raise Invalid("store is not an id")
+    if store is not None and not (isinstance(store, str) and STORE_ID.fullmatch(store)):
+        raise Invalid("store is not an id (32 hexadecimal digits)")
     return Message(site=site, station=station, kind=kind, event_id=doc["event_id"], seq=doc["seq"], store=store,
                    schema_name=schema["name"], schema_version=schema["version"], created=doc["created"],
                    sent=doc["sent"], envelope=text)
@@ -254,6 +256,8 @@ class Receiver:
     def _track_seq(self, m: Message) -> None:
         key = (m.site, m.station, m.store or "")
         last = self._max_seq.get(key)
+        if last is None and m.store and not any(k[:2] == key[:2] and k[2] for k in self._max_seq):
+            last = self._max_seq.get((m.site, m.station, ""))  # an upgraded agent goes on numbering
         if last is not None and m.seq > last + 1:
             log.warning("seq_gap", site=m.site, station=m.station, store=m.store, missing_from=last + 1,
                         missing_to=m.seq - 1)

@@ -57,19 +57,6 @@ SCHEMA: list[tuple[int, str, Callable[[bool], list[str]]]] = [
     (2, "store of each event", _v2),
 ]
 
-# Every event with the seq series it belongs to: its store, or for messages of agents that did not
-# send one (before the field existed), the station's first store, which an upgraded station continues.
-_SERIES = """WITH stores AS (
-    SELECT site, station, store, MIN(received_at) AS since FROM central_events WHERE store IS NOT NULL
-    GROUP BY site, station, store),
-  first_store AS (
-    SELECT site, station, MIN(store) AS store FROM stores s
-    WHERE since = (SELECT MIN(since) FROM stores o WHERE o.site = s.site AND o.station = s.station)
-    GROUP BY site, station),
-  e AS (
-    SELECT c.site, c.station, c.seq, c.received_at, COALESCE(c.store, f.store, '') AS series
-    FROM central_events c LEFT JOIN first_store f ON f.site = c.site AND f.station = c.station)
-"""
 
 
 @dataclass
@@ -265,9 +252,11 @@ class CentralStore:
         latest status. Stations are sorted by site and id.
 
         A station's seq numbers are counted per store (``stores``, oldest first): a station given a new
-        store numbers from 1 again, and its gaps are its own. ``max_seq``, ``missing_seq`` are those of
-        the station's current store (the one its latest status names, else the one started last);
-        ``seq_gaps`` and ``seq_reused`` add up every store's."""
+        store numbers from 1 again, and its gaps are its own.  Messages of agents from before the
+        envelope named its store count in the station's first store, which an upgraded agent goes on
+        numbering.  ``max_seq``, ``missing_seq`` are those of the station's current store (the one its
+        latest status names, else the one heard from first most recently); ``seq_gaps`` and
+        ``seq_reused`` add up every store's."""
         out: dict[tuple[str, str], dict[str, Any]] = {}
         for site, station, dups, statuses, last_status, last_status_at, last_received_at in self.conn.execute(
                 "SELECT site, station, duplicates_dropped, status_received, last_status, last_status_at, "
@@ -284,31 +273,72 @@ class CentralStore:
         for site, station, kind, n in self.conn.execute(
                 "SELECT site, station, kind, COUNT(*) FROM central_events GROUP BY site, station, kind").fetchall():
             out[(site, station)]["received"][kind] = n
-        series: dict[tuple[str, str, str], dict[str, Any]] = {}
-        for site, station, store, max_seq, distinct, since, last in self.conn.execute(
-                _SERIES + "SELECT site, station, series, MAX(seq), COUNT(DISTINCT seq), MIN(received_at), "
-                "MAX(received_at) FROM e GROUP BY site, station, series ORDER BY MIN(received_at)").fetchall():
-            entry = {"store": store or None, "since": since, "last_received_at": last, "max_seq": int(max_seq),
-                     "seq_gaps": int(max_seq) - int(distinct), "missing_seq": [], "seq_reused": 0}
-            if entry["seq_gaps"]:
-                entry["missing_seq"] = self._missing(site, station, store)
-            series[(site, station, store)] = entry
-            out[(site, station)]["stores"].append(entry)
-        for site, station, store, reused in self.conn.execute(  # one store numbering two events alike
-                _SERIES + "SELECT site, station, series, COUNT(*) FROM (SELECT site, station, series, seq FROM e "
-                "GROUP BY site, station, series, seq HAVING COUNT(*) > 1) r GROUP BY site, station, series").fetchall():
-            series[(site, station, store)]["seq_reused"] = int(reused)
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for site, station, store, max_seq, distinct, since, last, first_created in self.conn.execute(
+                "SELECT site, station, store, MAX(seq), COUNT(DISTINCT seq), MIN(received_at), MAX(received_at), "
+                "MIN(created) FROM central_events GROUP BY site, station, store").fetchall():
+            groups.setdefault((site, station), []).append({
+                "store": store, "since": since, "last_received_at": last, "max_seq": int(max_seq),
+                "distinct": int(distinct), "first_created": first_created})
+        reused: dict[tuple[str, str, Optional[str]], int] = {}
+        for site, station, store, n in self.conn.execute(  # one store numbering two events alike (a restore)
+                "SELECT site, station, store, COUNT(*) FROM (SELECT site, station, store, seq FROM central_events "
+                "GROUP BY site, station, store, seq HAVING COUNT(*) > 1) r GROUP BY site, station, store").fetchall():
+            reused[(site, station, store)] = int(n)
+        for (site, station), found in groups.items():
+            entry = out[(site, station)]
+            # in the order the stores were first heard from; a tie (one batch) by the agent's own times
+            found.sort(key=lambda g: (g["since"], g["first_created"], g["store"] or ""))
+            legacy = next((g for g in found if g["store"] is None), None)
+            named = [g for g in found if g["store"] is not None]
+            for g in named:
+                g["with_legacy"] = False
+            if legacy is not None and named:  # an upgraded agent: its earlier messages are its first store's
+                first = named[0]
+                first["with_legacy"] = True
+                first["since"] = min(first["since"], legacy["since"])
+                first["max_seq"] = max(first["max_seq"], legacy["max_seq"])
+                first["distinct"], both_reused = self._merged(site, station, first["store"])
+                reused[(site, station, first["store"])] = both_reused
+                found = named
+            for g in found:
+                series = {"store": g["store"], "since": g["since"], "last_received_at": g["last_received_at"],
+                          "max_seq": g["max_seq"], "seq_gaps": g["max_seq"] - g["distinct"], "missing_seq": [],
+                          "seq_reused": reused.get((site, station, g["store"]), 0)}
+                if series["seq_gaps"]:
+                    series["missing_seq"] = self._missing(site, station, g["store"], g.get("with_legacy", False))
+                entry["stores"].append(series)
         for entry in out.values():
             _current_store(entry)
         return list(out.values())
 
-    def _missing(self, site: str, station: str, series: str) -> list[list[int]]:
+    def _series(self, store: Optional[str], with_legacy: bool) -> tuple[str, tuple]:
+        """The WHERE condition (after site and station) selecting one store's events."""
+        if store is None:
+            return "store IS NULL", ()
+        if with_legacy:
+            return f"(store = {self.p} OR store IS NULL)", (store,)
+        return f"store = {self.p}", (store,)
+
+    def _merged(self, site: str, station: str, store: str) -> tuple[int, int]:
+        """Distinct seqs and seqs numbering two events, over a first store and the messages before it."""
+        p = self.p
+        where, args = self._series(store, True)
+        (distinct,) = self.conn.execute(f"SELECT COUNT(DISTINCT seq) FROM central_events WHERE site = {p} AND "
+                                        f"station = {p} AND {where}", (site, station, *args)).fetchone()
+        (twice,) = self.conn.execute(f"SELECT COUNT(*) FROM (SELECT seq FROM central_events WHERE site = {p} AND "
+                                     f"station = {p} AND {where} GROUP BY seq HAVING COUNT(*) > 1) r",
+                                     (site, station, *args)).fetchone()
+        return int(distinct), int(twice)
+
+    def _missing(self, site: str, station: str, store: Optional[str], with_legacy: bool) -> list[list[int]]:
         """The first missing seq ranges ``[from, to]`` of one station's store."""
         p = self.p
+        where, args = self._series(store, with_legacy)
         rows = self.conn.execute(
-            _SERIES + f"SELECT prev + 1, seq - 1 FROM (SELECT seq, LAG(seq, 1, 0) OVER (ORDER BY seq) AS prev "
-            f"FROM (SELECT DISTINCT seq FROM e WHERE site = {p} AND station = {p} AND series = {p}) s) t "
-            f"WHERE seq - prev > 1 ORDER BY seq LIMIT {MISSING_RANGES_SHOWN}", (site, station, series)).fetchall()
+            f"SELECT prev + 1, seq - 1 FROM (SELECT seq, LAG(seq, 1, 0) OVER (ORDER BY seq) AS prev "
+            f"FROM (SELECT DISTINCT seq FROM central_events WHERE site = {p} AND station = {p} AND {where}) s) t "
+            f"WHERE seq - prev > 1 ORDER BY seq LIMIT {MISSING_RANGES_SHOWN}", (site, station, *args)).fetchall()
         return [[int(a), int(b)] for a, b in rows]
 
 
@@ -319,6 +349,9 @@ def _current_store(entry: dict[str, Any]) -> None:
     status = entry["last_status"] or {}
     named = status.get("store")
     current = next((s for s in stores if s["store"] == named), None) if named else (stores[-1] if stores else None)
+    if current is None and named and len(stores) == 1 and stores[0]["store"] is None:
+        current = stores[0]  # an upgraded agent names its store before any event of it arrives
+        current["store"] = named
     if current is None and status.get("seq"):  # a status counting events of which none came
         current = {"store": named, "since": None, "last_received_at": None, "max_seq": 0, "seq_gaps": 0,
                    "missing_seq": [], "seq_reused": 0}

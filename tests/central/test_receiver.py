@@ -206,3 +206,69 @@ def test_messages_of_an_agent_from_before_stores_were_named_continue_in_its_firs
     assert [(s["store"], s["max_seq"]) for s in view["stores"]] == [("5e" * 16, 8)]
     other = central_view(cfg, station="ct-02")
     assert (other["seq_reused"], [s["store"] for s in other["stores"]]) == (1, [None])
+
+
+def test_an_upgraded_station_with_nothing_new_to_send_shows_no_gap(broker, station, tmp_path, central):
+    """After the upgrade its first message is its status, naming the store its earlier messages
+    (sent without a name) were numbered in: nothing is missing, and it did not start again."""
+    from agent.uplink.status import status_message
+
+    cfg = make_config(tmp_path, broker.port)
+    central(cfg)
+    for seq in range(1, 6):
+        station.publish(message(seq, store=None))
+    station.publish(status_message(state="online", site="st-test", station="ct-01", seq=5, store="5e" * 16, health={
+        "connected_since": None, "pending": 0, "inflight": 0, "dead": 0, "last_delivered_at": None,
+        "oldest_pending_created": None, "alarms": []})[1])
+    wait_for(lambda: _stored(cfg) == 5 and (central_view(cfg).get("last_status") or {}).get("seq") == 5,
+             what="5 messages and the status")
+    view = central_view(cfg)
+    assert (view["seq_gaps"], view["missing_seq"], view["max_seq"]) == (0, [], 5)
+    assert [(s["store"], s["max_seq"]) for s in view["stores"]] == [("5e" * 16, 5)]
+
+
+def test_stores_first_heard_of_in_one_batch_keep_the_station_s_order(tmp_path):
+    """A receiver back after an outage gets the old store's last messages and a reinstalled
+    store's first ones in one batch (one receipt time): the agent's own times order them."""
+    from agent.central.receiver import parse
+
+    def sent(seq, store, created, tag):
+        raw = message(seq, store=store, tag=tag).replace(b'"created":"2025-03-01T10:20:00Z"',
+                                                        f'"created":"{created}"'.encode())
+        return parse("alara", "alara/st-test/ct-01/alert", raw)
+
+    db = CentralStore.open(str(tmp_path / "central.sqlite"))
+    try:
+        db.record([sent(1, None, "2025-03-01T08:00:00Z", "legacy"), sent(2, None, "2025-03-01T08:00:01Z", "legacy")])
+        new, old = "0a" * 16, "fb" * 16  # the reinstalled store's id sorts first
+        db.record([sent(1, new, "2025-03-02T09:00:00Z", "new"), sent(3, new, "2025-03-02T09:00:05Z", "new"),
+                   sent(3, old, "2025-03-01T09:00:00Z", "old"), sent(4, old, "2025-03-01T09:00:01Z", "old")])
+        (view,) = db.stations()
+    finally:
+        db.close()
+    assert [(s["store"], s["max_seq"], s["missing_seq"], s["seq_reused"]) for s in view["stores"]] == [
+        (old, 4, [], 0), (new, 3, [[2, 2]], 0)]  # the messages without a store are the old store's 1 and 2
+
+
+def test_a_gap_across_the_upgrade_is_logged_as_it_appears(broker, station, tmp_path, central):
+    from structlog.testing import capture_logs
+
+    cfg = make_config(tmp_path, broker.port)
+    with capture_logs() as logs:
+        central(cfg)
+        for seq in (1, 2, 3):
+            station.publish(message(seq, store=None))
+        for seq in (6, 7):
+            station.publish(message(seq))
+        wait_for(lambda: _stored(cfg) == 5, what="5 messages")
+    gaps = [(e["missing_from"], e["missing_to"]) for e in logs if e.get("event") == "seq_gap"]
+    assert gaps == [(4, 5)]
+
+
+def test_a_store_that_is_not_an_id_is_refused(broker, station, tmp_path, central):
+    cfg = make_config(tmp_path, broker.port)
+    rx = central(cfg)
+    station.publish(message(1, store="not-hex-but-ok"))
+    station.publish(message(2, store="a\u0000b"))
+    station.publish(message(3))
+    wait_for(lambda: _stored(cfg) == 1 and rx.counts["rejected"] == 2, what="1 stored, 2 rejected")
