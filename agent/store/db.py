@@ -67,7 +67,11 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock_writer(path)
         if path.exists() and path.stat().st_size > 0:
-            _quarantine_if_corrupt(path)
+            try:
+                _quarantine_if_corrupt(path)
+            except StoreError:
+                os.close(lock_fd)
+                raise
         db = connect(path)
         store = cls(path, db, quota_bytes, lock_fd)
         with store._lock:
@@ -119,6 +123,9 @@ def _lock_writer(path: Path) -> int:
     return fd
 
 
+CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # error codes that say the file itself is damaged
+
+
 def _quarantine_if_corrupt(path: Path) -> None:
     """``quick_check`` at start; a corrupt file is renamed aside (never deleted) and the agent starts fresh."""
     try:
@@ -127,7 +134,9 @@ def _quarantine_if_corrupt(path: Path) -> None:
             ok = conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
         finally:
             conn.close()
-    except sqlite3.DatabaseError:
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorcode", None) not in CORRUPT:  # a full disk, an I/O error: not the file's fault
+            raise StoreError(f"cannot check {path}: {exc}") from exc
         ok = False
     if ok:
         return

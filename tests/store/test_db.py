@@ -79,3 +79,46 @@ def test_a_store_keeps_its_id_and_a_new_store_gets_another(tmp_path):
     finally:
         again.close()
         other.close()
+
+
+OPEN_WITHOUT_ROOM = """
+import resource, signal, sys
+from agent.store import Store, StoreError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # no byte may be written: as on a full disk
+try:
+    Store.open(sys.argv[1])
+except StoreError as exc:
+    print("refused:", exc)
+"""
+
+KILLED_WRITER = """
+import os, sys
+from agent.store import Store, outbox
+store = Store.open(sys.argv[1])
+with store.transaction() as tx:
+    outbox.enqueue(tx, "reading", outbox.event_id("reading", 1), {"n": 1})
+os._exit(0)  # no checkpoint: the commit is in the WAL, which the next open must read back
+"""
+
+
+def test_a_store_that_cannot_be_checked_for_want_of_space_is_not_taken_for_corrupt(tmp_path):
+    """On a full disk, opening a store whose WAL must be recovered fails; the store is healthy and
+    must stay where it is, not be moved aside as corrupt (the agent would start empty)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    path = tmp_path / "agent.sqlite"
+    subprocess.run([sys.executable, "-c", KILLED_WRITER, str(path)], cwd=repo, check=True, timeout=60)
+    (tmp_path / "agent.sqlite-shm").unlink(missing_ok=True)  # recovery must write it again
+    out = subprocess.run([sys.executable, "-c", OPEN_WITHOUT_ROOM, str(path)], cwd=repo, capture_output=True,
+                         text=True, timeout=60)
+    assert "refused:" in out.stdout, out.stdout + out.stderr
+    assert not [p for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    store = Store.open(path)  # with room again: everything is there
+    try:
+        assert store.db.execute("SELECT COUNT(*) FROM outbox").fetchone() == (1,)
+    finally:
+        store.close()
