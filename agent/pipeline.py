@@ -20,9 +20,10 @@ it runs inside the transaction and may raise to abort it.  A processed object is
 ``stored``, ``duplicate``, ``rejected`` (not a dose object: kept for inspection) or ``error``
 (a dose object that cannot be read, or whose processing fails: kept for inspection, and the
 others go on); if the spool or the store cannot take it (disk full, I/O error: ``refused``),
-the worker keeps its inbox row and tries again later.  An object in whose processing the agent
-died :data:`MAX_ATTEMPTS` times (killed, crashed, hung until the watchdog ended it) is set aside
-at the next start, as an ``error`` kept for inspection, so that what came after it is processed.
+the worker keeps its inbox row and tries again later.  An object while reading, extracting or
+checking which the agent died :data:`MAX_ATTEMPTS` times (killed, crashed, hung until the
+watchdog ended it) is set aside at the next start, as an ``error`` kept for inspection, so that
+what came after it is processed.
 """
 from __future__ import annotations
 
@@ -104,6 +105,7 @@ class Pipeline:
         self._failing = False  # the object in hand was refused; the worker is waiting to try again
         self._spool_used: int | None = None  # quota check: the spool's last exact count plus what was spooled since
         self._busy_since: float | None = None  # monotonic time the worker took the object in hand
+        self._overcounted: set[int] = set()  # inbox rows whose try count could not be taken back
 
     # -- the entry points ---------------------------------------------------------------
     def receive(self, encoded: bytes, origin: str, *, calling_ae: str | None = None,
@@ -148,10 +150,8 @@ class Pipeline:
         self.inbox = Inbox(inbox_path(self.store.path))  # beside the store, whose writer lock covers it
         left = []
         for item in self.inbox.pending():
-            if item.attempts < MAX_ATTEMPTS:
-                left.append(item)
-            else:  # not processed again, whether or not it could be set aside: it would end this run too
-                self._set_aside(item)
+            if item.attempts < MAX_ATTEMPTS or self._set_aside(item):
+                left.append(item)  # (not processed again when set aside, or when that failed: it would end this run too)
         if left:
             log.info("inbox_recovered", objects=len(left))
         with self._cv:
@@ -216,13 +216,11 @@ class Pipeline:
                     return
                 item = self._queue[0]
             self._busy_since = time.monotonic()
-            self._count_try(item, 1)  # if this run dies before the try ends, the next start knows
             try:
                 outcome = self._process_item(item)
             finally:
                 self._busy_since = None
             if outcome.status == "refused":  # the spool or the store cannot take it now: keep it, try again
-                self._count_try(item, -1)  # the try ended (without a result): not the object's fault
                 if not self._failing:  # the modality was told Success: a person must hear of it elsewhere
                     self.bus.publish("alarm", {"kind": PROCESSING_STALLED, "reason": outcome.reason,
                                                "waiting": self.pending()})
@@ -249,47 +247,62 @@ class Pipeline:
                 log.error("inbox_remove_failed", error=str(exc))
 
     def _process_item(self, item: Item) -> Outcome:
-        digest = hashlib.sha256(item.data).hexdigest()
+        try:
+            data = self.inbox.load(item)
+        except sqlite3.Error as exc:  # the inbox cannot be read now: keep the row, try again
+            return Outcome("refused", f"inbox: {exc}")
+        digest = hashlib.sha256(data).hexdigest()
         if item.id in self._recovered and self._already_processed(digest, item.received_at):
             return Outcome("duplicate", reason="processed before the restart")
         try:
-            return self._process(item.data, item.received_at, item.origin, calling_ae=item.calling_ae,
-                                 called_ae=item.called_ae, peer=item.peer, digest=digest)
+            return self._process(data, item.received_at, item.origin, calling_ae=item.calling_ae,
+                                 called_ae=item.called_ae, peer=item.peer, digest=digest, item=item)
         except Exception as exc:  # never let one object stop the worker; it stays in the inbox
             log.exception("processing_failed", error=f"{type(exc).__name__}: {exc}", origin=item.origin)
             return Outcome("refused", str(exc))
 
-    def _count_try(self, item: Item, delta: int) -> None:
+    def _count_try(self, item: Item, delta: int) -> bool:
         try:
             self.inbox.taken(item.id, delta)
+            return True
         except sqlite3.Error as exc:  # the disk is failing: processing goes on, only the count is off
             log.warning("inbox_attempt_not_counted", error=str(exc))
+            return False
 
-    def _set_aside(self, item: Item) -> None:
+    def _set_aside(self, item: Item) -> bool:
         """An object the agent died processing :data:`MAX_ATTEMPTS` times: keep it as an ``error`` in
         the failed folder, with a receipt, and take it out of the inbox.  If that cannot be done now,
-        it stays in the inbox, unprocessed, and the next start tries again."""
-        digest = hashlib.sha256(item.data).hexdigest()
+        it stays in the inbox, unprocessed, and the next start tries again.  True: it had been
+        processed after all (the run died after its commit), and is to be queued as usual."""
+        try:
+            data = self.inbox.load(item)
+        except sqlite3.Error as exc:
+            log.error("inbox_set_aside_failed", error=str(exc), attempts=item.attempts, origin=item.origin)
+            return False
+        digest = hashlib.sha256(data).hexdigest()
+        if self._already_processed(digest, item.received_at):  # it did finish, just before a crash
+            return True  # the worker recognises it as processed and removes its row
         reason = (f"processing did not finish in {item.attempts} attempts: the agent stopped (killed, crashed or "
-                  "hung) each time it had this object in hand")
+                  "hung) each time while reading, extracting or checking this object")
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(item.received_at))
         path = self.failed_dir / f"{stamp}-{digest[:16]}.dcm"
         receipt = Receipt(received_at=utc_iso(item.received_at), origin=item.origin, path=str(path), sha256=digest,
-                          size_bytes=len(item.data), calling_ae=item.calling_ae, called_ae=item.called_ae,
+                          size_bytes=len(data), calling_ae=item.calling_ae, called_ae=item.called_ae,
                           peer=item.peer)
         try:
             self.failed_dir.mkdir(parents=True, exist_ok=True)
-            _write_durably(path, item.data)
+            _write_durably(path, data)
             with self.store.transaction() as tx:
                 record_receipt(tx, receipt, "error", reason)
             self.inbox.remove(item.id)
         except (OSError, StoreError, sqlite3.Error) as exc:
             log.error("inbox_set_aside_failed", error=str(exc), attempts=item.attempts, origin=item.origin)
-            return
-        self._spooled(len(item.data))
+            return False
+        self._spooled(len(data))
         log.error("report_error", origin=item.origin, calling_ae=item.calling_ae, reason=reason, kept_at=str(path),
                   hint="not processed again; inspect it (alara-edge extract FILE) and report it if it is a dose object")
         self.bus.publish("receipt_failed", {"status": "error", "reason": reason, "path": str(path)})
+        return False
 
     def _already_processed(self, digest: str, received: float) -> bool:
         try:
@@ -305,7 +318,7 @@ class Pipeline:
         if quota is None:
             return None
         with self._cv:  # accepted, not yet spooled
-            queued = sum(len(item.data) for item in self._queue)
+            queued = sum(item.size for item in self._queue)
         if self._spool_used is None or self._usage() + queued + size > quota:
             self._count_spool()  # exact before refusing (pruning may have freed room)
             if self._usage() + queued + size > quota:
@@ -316,7 +329,7 @@ class Pipeline:
 
     def _process(self, encoded: bytes, received: float, origin: str, *, calling_ae: str | None = None,
                  called_ae: str | None = None, peer: str | None = None,
-                 digest: str | None = None) -> Outcome:
+                 digest: str | None = None, item: Item | None = None) -> Outcome:
         digest = digest or hashlib.sha256(encoded).hexdigest()
         try:
             path = self._spool(encoded, received, digest)
@@ -326,6 +339,14 @@ class Pipeline:
 
         receipt = Receipt(received_at=utc_iso(received), origin=origin, path=str(path), sha256=digest,
                           size_bytes=len(encoded), calling_ae=calling_ae, called_ae=called_ae, peer=peer)
+        tries = _Tries(self, item)  # the part an object can make fail: a death in it counts against the object
+        try:
+            return self._extract_and_store(encoded, received, origin, path, receipt, calling_ae, tries)
+        finally:
+            tries.end()
+
+    def _extract_and_store(self, encoded: bytes, received: float, origin: str, path: Path, receipt: Receipt,
+                           calling_ae: str | None, tries: "_Tries") -> Outcome:
         try:
             ds = read_dataset(encoded)
             receipt.sop_instance_uid = hstr(ds, "SOPInstanceUID")
@@ -333,8 +354,10 @@ class Pipeline:
             receipt.transfer_syntax = hstr(ds.file_meta, "TransferSyntaxUID") if hasattr(ds, "file_meta") else None
             report = extract_dataset(ds)
         except Rejected as exc:
+            tries.end()
             return self._keep_failed(receipt, "rejected", str(exc))
         except Exception as exc:  # any parse failure is kept for inspection; the source goes on
+            tries.end()
             reason = str(exc) if isinstance(exc, ExtractionError) else f"{type(exc).__name__}: {exc}"
             return self._keep_failed(receipt, "error", reason)
 
@@ -349,13 +372,16 @@ class Pipeline:
                 else:  # the same bytes in the same second have the first copy's spool name: keep that
                     keep_file = tx.execute("SELECT 1 FROM receipts WHERE path = ? AND status = 'stored'",
                                            [str(path)]).fetchone() is not None
+                tries.end()  # what is left is the commit: the disk's part, not the object's
         except StoreError as exc:
+            tries.end()
             if not isinstance(exc.__cause__, sqlite3.OperationalError):  # this object's data, not the disk
                 return self._keep_failed(receipt, "error", f"cannot be stored: {exc}")
             log.error("store_write_failed", error=str(exc), origin=origin, calling_ae=calling_ae)
             _unlink_quietly(path)
             return Outcome("refused", f"store: {exc}")
         except Exception as exc:  # a fault this object triggers: keep it for inspection, go on with the others
+            tries.end()
             log.exception("processing_failed", error=f"{type(exc).__name__}: {exc}", origin=origin)
             return self._keep_failed(receipt, "error", f"processing failed: {type(exc).__name__}: {exc}")
 
@@ -425,6 +451,29 @@ class Pipeline:
                     sop_class_uid=receipt.sop_class_uid, kept_at=receipt.path)
         self.bus.publish("receipt_failed", {"status": status, "reason": reason, "path": receipt.path})
         return Outcome(status, reason=reason, path=receipt.path)
+
+
+class _Tries:
+    """Counts, in the inbox, a run entering the part of an object's processing that the object can
+    make fail (reading, extraction, the stages) until :meth:`end`; a run that dies in between leaves
+    the count behind for the next start.  A count that could not be taken back (a failing disk) is
+    remembered, so that the next try of the object in this run does not add to it."""
+
+    def __init__(self, pipeline: "Pipeline", item: Item | None):
+        self.pipeline, self.item = pipeline, item
+        self.open = False
+        if item is not None and pipeline.inbox is not None:
+            if item.id in pipeline._overcounted:
+                pipeline._overcounted.discard(item.id)
+                self.open = True
+            else:
+                self.open = pipeline._count_try(item, 1)
+
+    def end(self) -> None:
+        if self.open:
+            self.open = False
+            if not self.pipeline._count_try(self.item, -1):
+                self.pipeline._overcounted.add(self.item.id)
 
 
 def _write_durably(path: Path, data: bytes) -> None:

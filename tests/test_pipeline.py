@@ -256,3 +256,70 @@ def test_an_object_the_store_refused_through_several_restarts_is_not_set_aside(s
     pipeline.start()
     pipeline.stop()
     assert rows(store, "SELECT status FROM receipts") == [("stored",)]
+
+
+DYING_ON_THE_DISK = """
+import os, signal, sys
+from pathlib import Path
+from agent import pipeline as pipeline_module
+from agent.bus import Bus
+from agent.pipeline import Pipeline
+from agent.store import Store
+
+write = pipeline_module._write_durably
+def hung_disk(path, data):  # the spool's disk stops answering while this object is written; the watchdog kills us
+    if b"41.5" in data:
+        os.kill(os.getpid(), signal.SIGKILL)
+    write(path, data)
+pipeline_module._write_durably = hung_disk
+
+store = Store.open(Path(sys.argv[1]))
+pipeline = Pipeline(store, Path(sys.argv[2]), "CT1", Bus())
+pipeline.start()
+pipeline.stop()
+store.close()
+"""
+
+
+def test_deaths_while_the_disk_writes_an_object_do_not_count_against_it(store, tmp_path):
+    """A disk that hangs (the watchdog ends the agent) is not the object's fault: after any number of
+    such deaths the object is stored once the disk answers again, not set aside."""
+    import subprocess
+    import sys
+
+    inbox = Inbox(path_for(store.path))
+    inbox.put(encoded(1), time.time(), "dicom")
+    inbox.close()
+    store.close()
+    repo = Path(__file__).resolve().parents[1]
+    for _ in range(4):
+        run = subprocess.run([sys.executable, "-c", DYING_ON_THE_DISK, str(store.path), str(tmp_path / "spool")],
+                             cwd=repo, timeout=120)
+        assert run.returncode == -9
+    again = Pipeline(type(store).open(store.path), tmp_path / "spool", "CT1", Bus())
+    again.start()
+    again.stop()
+    assert rows(again.store, "SELECT status FROM receipts") == [("stored",)]
+    again.store.close()
+
+
+def test_an_object_stored_just_before_the_last_death_is_not_set_aside(store, tmp_path):
+    """Its count reached the limit, but its report had committed before the run died: it is
+    recognised as stored, as any row whose removal was lost is."""
+    data, received = encoded(1), time.time()
+    first = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    inbox = Inbox(path_for(store.path))
+    inbox.put(data, received, "dicom")
+    inbox.close()
+    first.start()
+    first.stop()
+    inbox = Inbox(path_for(store.path))  # the row again, with three deaths counted
+    item = inbox.put(data, received, "dicom")
+    for _ in range(3):
+        inbox.taken(item.id)
+    inbox.close()
+    again = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    again.start()
+    again.stop()
+    assert rows(store, "SELECT status FROM receipts") == [("stored",)]
+    assert Inbox(path_for(store.path)).pending() == []

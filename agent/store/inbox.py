@@ -7,10 +7,12 @@ possible.  The pipeline's worker then takes the rows in order, spools, extracts,
 stores each one, and removes the row only after the report's transaction has committed.  A
 row still here at start-up (the agent was stopped or killed in between) is processed then.
 
-A row also counts the runs that took it in hand and never finished it (``attempts``): an object
-that kills or hangs the agent each time (a crash in a library, memory exhausted, a stall the
-watchdog ends) would otherwise be taken first again at every start, and nothing behind it would
-ever be processed.  The pipeline sets such a row aside at start-up (see ``Pipeline.start``).
+A row also counts the runs that died while reading, extracting or checking it (``attempts``; the
+disk's part, spooling and committing, does not count): an object that kills or hangs the agent
+each time (a crash in a library, memory exhausted, a stall the watchdog ends) would otherwise be
+taken first again at every start, and nothing behind it would ever be processed.  The pipeline
+sets such a row aside at start-up (see ``Pipeline.start``).  Rows found at start are listed
+without their bytes, which are read one object at a time as they are processed.
 
 The inbox is its own file (``<store>-inbox.sqlite``) with its own connection, so that taking
 a receipt never waits for the store's writer.  Its rows are ordered by ``id``.
@@ -49,8 +51,10 @@ class Item:
     calling_ae: Optional[str]
     called_ae: Optional[str]
     peer: Optional[str]
-    data: bytes
-    attempts: int = 0  # earlier runs that took it in hand and did not finish it
+    data: Optional[bytes]  # None for a row found at start: read when it is processed (load()), so that
+    # a backlog is never all in memory at once
+    size: int
+    attempts: int = 0  # earlier runs that died with it in hand
 
 
 def path_for(store_path: Path) -> Path:
@@ -73,8 +77,14 @@ class Inbox:
         (version,) = self._conn.execute("PRAGMA user_version").fetchone()
         if version < SCHEMA_VERSION:
             exists = self._conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'inbox'").fetchone()
-            self._conn.execute(ADD_ATTEMPTS if exists else SCHEMA)
-            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._conn.execute("BEGIN IMMEDIATE")  # the change and its version together, or neither
+            try:
+                self._conn.execute(ADD_ATTEMPTS if exists else SCHEMA)
+                self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
 
     def put(self, data: bytes, received_at: float, origin: str, calling_ae: str | None = None,
             called_ae: str | None = None, peer: str | None = None) -> Item:
@@ -83,21 +93,31 @@ class Inbox:
             cur = self._conn.execute(
                 "INSERT INTO inbox (received_at, origin, calling_ae, called_ae, peer, data) VALUES (?, ?, ?, ?, ?, ?)",
                 (received_at, origin, calling_ae, called_ae, peer, data))
-        return Item(cur.lastrowid, received_at, origin, calling_ae, called_ae, peer, data)
+        return Item(cur.lastrowid, received_at, origin, calling_ae, called_ae, peer, data, len(data))
 
     def pending(self) -> list[Item]:
-        """Every row, oldest first (at start-up: what an earlier run received but did not finish)."""
+        """Every row, oldest first (at start-up: what an earlier run received but did not finish),
+        without the objects' bytes (:meth:`load` reads them)."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT id, received_at, origin, calling_ae, called_ae, peer, data, attempts FROM inbox ORDER BY id"
-            ).fetchall()
+                "SELECT id, received_at, origin, calling_ae, called_ae, peer, NULL, length(data), attempts "
+                "FROM inbox ORDER BY id").fetchall()
         return [Item(*row) for row in rows]
 
+    def load(self, item: Item) -> bytes:
+        """The object's bytes (read from the file for a row found at start)."""
+        if item.data is not None:
+            return item.data
+        with self._lock:
+            (data,) = self._conn.execute("SELECT data FROM inbox WHERE id = ?", (item.id,)).fetchone()
+        return data
+
     def taken(self, item_id: int, delta: int = 1) -> None:
-        """Count (``delta`` 1) a run taking the row in hand, or (-1) that run having finished its try
-        without a result (the store refused the report: it is tried again).  Not flushed on its own,
-        as for a removal: the count matters when the process dies, and a dead process's writes are
-        in the operating system already."""
+        """Count (``delta`` 1) a run starting on the part of the processing an object can make fail
+        (reading, extraction, the stages), or (-1) that part having ended, whatever its result.  A
+        run that dies in between leaves its 1.  Not flushed on its own, as for a removal: the count
+        matters when the process dies, and a dead process's writes are in the operating system
+        already."""
         self._unflushed("UPDATE inbox SET attempts = max(0, attempts + ?) WHERE id = ?", (delta, item_id))
 
     def remove(self, item_id: int) -> None:
