@@ -158,6 +158,10 @@ def run(args: argparse.Namespace) -> int:
         log.error("agent_start_failed", error=str(exc), hint="the files must be PEM, readable by the agent's user")
         agent.stop()
         return 1
+    except (StoreError, sqlite3.Error) as exc:  # the inbox cannot be opened: a full disk, say
+        log.error("agent_start_failed", error=str(exc), store=str(cfg.store.path))
+        agent.stop()
+        return 1
     except OSError as exc:
         log.error("agent_start_failed", error=f"cannot listen: {exc.strerror or exc}",
                   hint="is another agent or DICOM receiver running? set [dicom] port or [console] port")

@@ -170,7 +170,7 @@ class Pipeline:
             self._stopping = True
             self._cv.notify_all()
             self._cv.wait_for(lambda: not self._queue or self._failing, timeout=grace_s)
-            left = len(self._queue)
+            left = len(self._queue) - (1 if self._queue and self._busy_since is not None else 0)  # not the one in hand
             self._queue.clear()  # the worker finishes the object in hand and ends
             self._cv.notify_all()
         worker.join(timeout=FINISH_S)
@@ -431,9 +431,9 @@ class Pipeline:
 
     def _keep_failed(self, receipt: Receipt, status: str, reason: str) -> Outcome:
         src = Path(receipt.path)
-        self.failed_dir.mkdir(parents=True, exist_ok=True)
         dest = self.failed_dir / src.name
         try:
+            self.failed_dir.mkdir(parents=True, exist_ok=True)
             os.replace(src, dest)
             _fsync_dir(self.failed_dir)
             receipt.path = str(dest)

@@ -121,6 +121,15 @@ def test_a_store_path_that_cannot_be_created_says_so_and_exits(tmp_path):
     assert str(blocker) in failed["error"]  # "File exists: …/not-a-folder": the path to look at
 
 
+def test_an_inbox_that_cannot_be_opened_says_so_and_exits(tmp_path):
+    (tmp_path / "var" / "agent-inbox.sqlite").mkdir(parents=True)  # a folder where the inbox file should be
+    config = tmp_path / "alara-edge.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "var" / "agent.sqlite"}"\n[dicom]\nenabled = false\n'
+                      f'[mqtt]\nenabled = false\n[console]\nenabled = false\n')
+    failed = _start_failure(run_agent("run", "-c", str(config), timeout=60))
+    assert "unable to open database file" in failed["error"]
+
+
 def test_an_unexpected_fault_at_start_ends_in_one_json_line_and_exit_code_1(tmp_path):
     """Whatever fails while the agent is assembled, the journal gets one `agent_start_failed` JSON
     line (with the traceback inside it) and systemd an exit code, not a bare Python traceback."""
