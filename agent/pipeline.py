@@ -45,7 +45,7 @@ from agent.extract import extract_dataset, read_dataset
 from agent.extract.common import hstr
 from agent.extract.record import ExtractionError, Rejected, Report
 from agent.store import Store, StoreError
-from agent.store.inbox import Inbox, Item, path_for as inbox_path
+from agent.store.inbox import MAX_ATTEMPTS, Inbox, Item, path_for as inbox_path
 from agent.store.reports import Receipt, SaveResult, record_receipt, save_report
 from agent.store.spool import spool_bytes
 
@@ -69,7 +69,6 @@ MAX_WAITING = 0  # accepted objects that may wait behind the one being processed
 BACKPRESSURE_MAX_S = 10.0  # receive() never holds a sender longer than this
 PROCESSING_STALLED = "processing_stalled"  # the alarm while accepted objects cannot be stored
 FINISH_S = 30.0  # on stop, the object in hand gets this long to finish
-MAX_ATTEMPTS = 3  # runs that died with one object in hand: the next start sets it aside
 WORKER_STALL_S = 120.0  # one object held longer than this: the worker is stuck (a hung disk), the agent unhealthy
 
 

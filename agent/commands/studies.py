@@ -6,7 +6,7 @@ import json
 
 from agent.commands.common import add_config_argument, load_config, store_present
 from agent.store import connect
-from agent.store.inbox import count_pending
+from agent.store.inbox import MAX_ATTEMPTS, count_pending
 from agent.store.reports import failed_receipts, list_studies
 
 HELP = "list stored studies with their dose totals (and received objects that could not be read)"
@@ -28,9 +28,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         db = connect(cfg.store.path)
         studies, failed = list_studies(db, args.limit), failed_receipts(db)
-    waiting = count_pending(cfg.store.path)  # received and durable, not yet processed
+    waiting, held = count_pending(cfg.store.path)  # received and durable, not yet processed
     if args.json:
-        print(json.dumps({"studies": studies, "failed": failed, "waiting": waiting}, indent=2, ensure_ascii=False))
+        print(json.dumps({"studies": studies, "failed": failed, "waiting": waiting, "held": held}, indent=2,
+                         ensure_ascii=False))
         return 0
     if not studies:
         print("no studies stored")
@@ -43,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{len(failed)} received object(s) could not be stored as reports (kept for inspection):")
         for f in failed:
             print(f"{f['received_at'][:19]}  {f['status']:8} {f['path']}\n    {f['reason']}")
-    if waiting:
-        print(f"\n{waiting} received object(s) waiting to be processed (the agent processes them when it runs)")
+    if waiting - held:
+        print(f"\n{waiting - held} received object(s) waiting to be processed (the agent processes them when it runs)")
+    if held:
+        print(f"\n{held} received object(s) held back: the agent died {MAX_ATTEMPTS} times while processing each, and "
+              "could not yet set it aside into the failed folder (see inbox_set_aside_failed in the log)")
     return 0

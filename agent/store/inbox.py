@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 SCHEMA_VERSION = 2
+MAX_ATTEMPTS = 3  # runs that died with an object in hand: the next start sets it aside
 FREE_PAGES_KEPT = 1024  # pages (4 MiB) of free space the file may keep for the next objects
 WAL_LIMIT_BYTES = 4 * 1024 * 1024  # the WAL is cut back to this after a checkpoint
 SCHEMA = """
@@ -143,15 +144,22 @@ class Inbox:
             self._conn.close()
 
 
-def count_pending(store_path: Path) -> int:
-    """Objects received but not yet processed, read without opening the inbox for writing (CLI)."""
+def count_pending(store_path: Path) -> tuple[int, int]:
+    """Objects received but not yet processed, and of them those held back because the agent died
+    with them in hand :data:`MAX_ATTEMPTS` times (not processed again; a start sets them aside).
+    Read without opening the inbox for writing (CLI)."""
     path = path_for(store_path)
     if not path.exists():
-        return 0
+        return 0, 0
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version < 2:
+            return conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0], 0
+        total, held = conn.execute("SELECT COUNT(*), COALESCE(SUM(attempts >= ?), 0) FROM inbox",
+                                   (MAX_ATTEMPTS,)).fetchone()
+        return int(total), int(held)
     except sqlite3.Error:
-        return 0
+        return 0, 0
     finally:
         conn.close()

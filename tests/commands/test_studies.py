@@ -17,8 +17,9 @@ def test_objects_waiting_in_the_inbox_are_listed_then_processed_at_start(tmp_pat
         inbox.put(rdsr.encode(rdsr.ct_report([rdsr.CTSeries("Head", ctdivol=f"{40 + n}.5")])), 1.0e9 + n, "dicom")
     inbox.close()
     listing = json.loads(agent.cli("studies", "--json").stdout)
-    assert (listing["studies"], listing["waiting"]) == ([], 2)
+    assert (listing["studies"], listing["waiting"], listing["held"]) == ([], 2, 0)
     assert "2 received object(s) waiting to be processed" in agent.cli("studies").stdout
+    assert "held back" not in agent.cli("studies").stdout
 
     agent.start()
     try:
@@ -41,3 +42,20 @@ def test_reading_commands_say_when_there_is_no_store_at_all(tmp_path, command):
     assert f"no store at {tmp_path.resolve() / 'var' / 'alara-edge.sqlite'}" in result.stderr
     assert "-c CONFIG" in result.stderr
     assert not (tmp_path / "var").exists()  # nothing created
+
+
+def test_an_object_held_back_after_three_deaths_is_not_said_to_be_waiting(tmp_path):
+    """It is not processed again; if the agent could not set it aside (see the log), the listing
+    says so instead of promising that the agent will process it."""
+    agent = AgentProcess(tmp_path / "a")
+    agent.db_path.parent.mkdir(parents=True)
+    inbox = Inbox(path_for(agent.db_path))
+    item = inbox.put(rdsr.encode(rdsr.ct_report([rdsr.CTSeries("Head", ctdivol="40.5")])), 1.0e9, "dicom")
+    inbox.put(rdsr.encode(rdsr.ct_report([rdsr.CTSeries("Head", ctdivol="41.5")])), 1.0e9 + 1, "dicom")
+    for _ in range(3):
+        inbox.taken(item.id)
+    inbox.close()
+    listing = json.loads(agent.cli("studies", "--json").stdout)
+    assert (listing["waiting"], listing["held"]) == (2, 1)
+    text = agent.cli("studies").stdout
+    assert "1 received object(s) waiting to be processed" in text and "1 received object(s) held back" in text
