@@ -22,8 +22,8 @@ it runs inside the transaction and may raise to abort it.  A processed object is
 others go on); if the spool or the store cannot take it (disk full, I/O error: ``refused``),
 the worker keeps its inbox row and tries again later.  An object while reading, extracting or
 checking which the agent died :data:`MAX_ATTEMPTS` times (killed, crashed, hung until the
-watchdog ended it) is set aside at the next start, as an ``error`` kept for inspection, so that
-what came after it is processed.
+watchdog ended it) is set aside when it is next taken, as an ``error`` kept for inspection, so that
+what came after it is processed (kept like any object that cannot be read).
 """
 from __future__ import annotations
 
@@ -147,10 +147,7 @@ class Pipeline:
         if self._worker is not None:
             return
         self.inbox = Inbox(inbox_path(self.store.path))  # beside the store, whose writer lock covers it
-        left = []
-        for item in self.inbox.pending():
-            if item.attempts < MAX_ATTEMPTS or self._set_aside(item):
-                left.append(item)  # (not processed again when set aside, or when that failed: it would end this run too)
+        left = self.inbox.pending()
         if left:
             log.info("inbox_recovered", objects=len(left))
         with self._cv:
@@ -260,49 +257,6 @@ class Pipeline:
             log.exception("processing_failed", error=f"{type(exc).__name__}: {exc}", origin=item.origin)
             return Outcome("refused", str(exc))
 
-    def _count_try(self, item: Item, delta: int) -> bool:
-        try:
-            self.inbox.taken(item.id, delta)
-            return True
-        except sqlite3.Error as exc:  # the disk is failing: processing goes on, only the count is off
-            log.warning("inbox_attempt_not_counted", error=str(exc))
-            return False
-
-    def _set_aside(self, item: Item) -> bool:
-        """An object the agent died processing :data:`MAX_ATTEMPTS` times: keep it as an ``error`` in
-        the failed folder, with a receipt, and take it out of the inbox.  If that cannot be done now,
-        it stays in the inbox, unprocessed, and the next start tries again.  True: it had been
-        processed after all (the run died after its commit), and is to be queued as usual."""
-        try:
-            data = self.inbox.load(item)
-        except sqlite3.Error as exc:
-            log.error("inbox_set_aside_failed", error=str(exc), attempts=item.attempts, origin=item.origin)
-            return False
-        digest = hashlib.sha256(data).hexdigest()
-        if self._already_processed(digest, item.received_at):  # it did finish, just before a crash
-            return True  # the worker recognises it as processed and removes its row
-        reason = (f"processing did not finish in {item.attempts} attempts: the agent stopped (killed, crashed or "
-                  "hung) each time while reading, extracting or checking this object")
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(item.received_at))
-        path = self.failed_dir / f"{stamp}-{digest[:16]}.dcm"
-        receipt = Receipt(received_at=utc_iso(item.received_at), origin=item.origin, path=str(path), sha256=digest,
-                          size_bytes=len(data), calling_ae=item.calling_ae, called_ae=item.called_ae,
-                          peer=item.peer)
-        try:
-            self.failed_dir.mkdir(parents=True, exist_ok=True)
-            _write_durably(path, data)
-            with self.store.transaction() as tx:
-                record_receipt(tx, receipt, "error", reason)
-            self.inbox.remove(item.id)
-        except (OSError, StoreError, sqlite3.Error) as exc:
-            log.error("inbox_set_aside_failed", error=str(exc), attempts=item.attempts, origin=item.origin)
-            return False
-        self._spooled(len(data))
-        log.error("report_error", origin=item.origin, calling_ae=item.calling_ae, reason=reason, kept_at=str(path),
-                  hint="not processed again; inspect it (alara-edge extract FILE) and report it if it is a dose object")
-        self.bus.publish("receipt_failed", {"status": "error", "reason": reason, "path": str(path)})
-        return False
-
     def _already_processed(self, digest: str, received: float) -> bool:
         try:
             with self.store.transaction() as tx:
@@ -338,6 +292,10 @@ class Pipeline:
 
         receipt = Receipt(received_at=utc_iso(received), origin=origin, path=str(path), sha256=digest,
                           size_bytes=len(encoded), calling_ae=calling_ae, called_ae=called_ae, peer=peer)
+        if item is not None and item.attempts >= MAX_ATTEMPTS:  # it would end this run too: keep it, go on
+            return self._keep_failed(receipt, "error", f"processing did not finish in {item.attempts} attempts: the "
+                                     "agent stopped (killed, crashed or hung) each time while reading, extracting "
+                                     "or checking this object")
         tries = _Tries(self, item)  # the part an object can make fail: a death in it counts against the object
         try:
             return self._extract_and_store(encoded, received, origin, path, receipt, calling_ae, tries)
@@ -466,13 +424,21 @@ class _Tries:
                 pipeline._overcounted.discard(item.id)
                 self.open = True
             else:
-                self.open = pipeline._count_try(item, 1)
+                self.open = self._count(1)
 
     def end(self) -> None:
         if self.open:
             self.open = False
-            if not self.pipeline._count_try(self.item, -1):
+            if not self._count(-1):
                 self.pipeline._overcounted.add(self.item.id)
+
+    def _count(self, delta: int) -> bool:
+        try:
+            self.pipeline.inbox.taken(self.item.id, delta)
+            return True
+        except sqlite3.Error as exc:  # the disk is failing: processing goes on, only the count is off
+            log.warning("inbox_attempt_not_counted", error=str(exc))
+            return False
 
 
 def _write_durably(path: Path, data: bytes) -> None:

@@ -47,6 +47,6 @@ def run(args: argparse.Namespace) -> int:
     if waiting - held:
         print(f"\n{waiting - held} received object(s) waiting to be processed (the agent processes them when it runs)")
     if held:
-        print(f"\n{held} received object(s) held back: the agent died {MAX_ATTEMPTS} times while processing each, and "
-              "could not yet set it aside into the failed folder (see inbox_set_aside_failed in the log)")
+        print(f"\n{held} received object(s) held back: the agent died {MAX_ATTEMPTS} times while processing each; "
+              "when it runs, it keeps them in the failed folder instead of processing them again")
     return 0

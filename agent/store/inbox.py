@@ -11,7 +11,7 @@ A row also counts the runs that died while reading, extracting or checking it (`
 disk's part, spooling and committing, does not count): an object that kills or hangs the agent
 each time (a crash in a library, memory exhausted, a stall the watchdog ends) would otherwise be
 taken first again at every start, and nothing behind it would ever be processed.  The pipeline
-sets such a row aside at start-up (see ``Pipeline.start``).  Rows found at start are listed
+sets such a row aside instead of processing it (``MAX_ATTEMPTS``).  Rows found at start are listed
 without their bytes, which are read one object at a time as they are processed.
 
 The inbox is its own file (``<store>-inbox.sqlite``) with its own connection, so that taking
@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS inbox (
     origin TEXT NOT NULL,        -- dicom | import
     calling_ae TEXT, called_ae TEXT, peer TEXT,
     data BLOB NOT NULL,          -- the object as a DICOM file (preamble, meta, dataset)
-    attempts INTEGER NOT NULL DEFAULT 0  -- runs that took it in hand and did not finish it
+    attempts INTEGER NOT NULL DEFAULT 0  -- runs that died while reading, extracting or checking it
 )
 """
 ADD_ATTEMPTS = "ALTER TABLE inbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"  # schema 1 → 2
