@@ -65,4 +65,6 @@ def _table(stations: list[dict]) -> str:
 
 
 def _short(store: dict) -> str:
-    return f"since {store['since'] or '-'}" if store["store"] is None else f"id {store['store'][:8]}…, since {store['since']}"
+    if store["store"] is None:
+        return f"since {store['since'] or '-'}"
+    return f"id {store['store'][:8]}…, since {store['since']}"

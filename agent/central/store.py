@@ -58,7 +58,6 @@ SCHEMA: list[tuple[int, str, Callable[[bool], list[str]]]] = [
 ]
 
 
-
 @dataclass
 class Message:
     """One accepted message (already validated by :func:`agent.central.receiver.parse`)."""
@@ -291,8 +290,6 @@ class CentralStore:
             found.sort(key=lambda g: (g["since"], g["first_created"], g["store"] or ""))
             legacy = next((g for g in found if g["store"] is None), None)
             named = [g for g in found if g["store"] is not None]
-            for g in named:
-                g["with_legacy"] = False
             if legacy is not None and named:  # an upgraded agent: its earlier messages are its first store's
                 first = named[0]
                 first["with_legacy"] = True

@@ -81,7 +81,8 @@ def _row(b: Bucket, rules: Rules) -> dict[str, Any]:
 
     return {
         "station": b.station, "exam": b.exam, "patient_group": b.patient_group, "quantity": b.quantity,
-        "scope": b.scope, "phantom": b.phantom, "unit": q.display, "n": len(values), "median": shown(median), "p75": shown(p75),
+        "scope": b.scope, "phantom": b.phantom, "unit": q.display, "n": len(values), "median": shown(median),
+        "p75": shown(p75),
         "proposed_local_drl": shown(p75) if len(values) >= rules.stats_min_n else None,
         "drls": [{"rule": r.id, "value": shown(r.threshold), "source": r.source_text} for r in drls],
     }

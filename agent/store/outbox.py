@@ -9,7 +9,8 @@ deterministic from the data's identity, so enqueueing the same thing twice is a 
 moves rows pending → inflight → delivered (or dead on a failure reason code); ``inflight``
 means "published at least once, PUBACK not yet recorded" and goes back to ``pending`` whenever
 a connection is (re)made.  A station given a new store (reinstalled, its card replaced) numbers
-from 1 again; its messages say so with the store's id (:func:`store_id`).  Nothing here deletes a row that was not delivered.
+from 1 again; its messages say so with the store's id (:func:`store_id`).  Nothing here deletes
+a row that was not delivered.
 """
 from __future__ import annotations
 

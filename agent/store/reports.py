@@ -8,8 +8,8 @@ study's totals are taken from the reports that are not superseded.
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Iterable, Optional
 
 import sqlite_utils

@@ -98,8 +98,7 @@ class DicomSource:
         except OSError as exc:
             what = "DICOM TLS port" if context is not None else "DICOM port"
             raise OSError(exc.errno, f"{what} {bind}:{port}: {exc.strerror or exc}") from exc
-        tls_fields = {} if context is None else {
-            "tls": True, "client_certificates": "required" if self.cfg.tls_ca_file else "not asked for"}
+        tls_fields = {} if context is None else {"tls": True, "client_certificates": self._client_certificates()}
         log.info("dicom_listening", ae_title=self.cfg.ae_title, bind=bind, port=server.server_address[1],
                  allowed_calling_aes=self.cfg.allowed_calling_aes or "any", **tls_fields)
         return server
@@ -118,7 +117,10 @@ class DicomSource:
             return
         server.ssl_context = context
         log.info("dicom_tls_reloaded", cert_file=str(self.cfg.tls_cert_file),
-                 client_certificates="required" if self.cfg.tls_ca_file else "not asked for")
+                 client_certificates=self._client_certificates())
+
+    def _client_certificates(self) -> str:
+        return "required" if self.cfg.tls_ca_file else "not asked for"
 
     def active(self) -> int:
         return len(self.ae.active_associations)
