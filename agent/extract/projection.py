@@ -19,7 +19,7 @@ from agent.extract import units as U
 from agent.extract.common import (Notes, apply_sr_context, code_meaning, count, dt_iso, laterality, num,
                                   num_decimal, start_report)
 from agent.extract.record import Event, Filter, Report, Totals
-from agent.extract.sr import ContentItem
+from agent.extract.sr import ContentItem, preferred
 
 # CID 10002 Irradiation Event Type
 EVENT_TYPES = {
@@ -66,20 +66,31 @@ def extract(ds: Dataset, root: ContentItem, template: str, source: str, notes: N
 
 
 class _Index:
-    """The items below a container, by concept, in content order (built once per container)."""
+    """The items below a container, by concept (built once per container).
+
+    A concept's items are those at the shallowest level where it occurs, in content order: the
+    template's own rows are the container's children, and only a value that is not there is looked
+    for further down (a laterality modifying a target region, a vendor's nesting).  A vendor's
+    sub-container holding the same concept (a per-frame breakdown, its own subtotals) then cannot
+    stand in for the row itself.
+    """
 
     def __init__(self, container: ContentItem):
         self.by_key: dict[tuple[str, str], list[ContentItem]] = defaultdict(list)
-        for item in container.descendants():
-            if item.concept is not None:
-                self.by_key[item.concept.key].append(item)
+        depth_of: dict[tuple[str, str], int] = {}
+        level, depth = container.children, 0
+        while level:
+            for item in level:
+                if item.concept is not None and depth_of.setdefault(item.concept.key, depth) == depth:
+                    self.by_key[item.concept.key].append(item)
+            level, depth = [c for item in level for c in item.children], depth + 1
 
     def first(self, concept: C.Concept) -> Optional[ContentItem]:
-        found = self.by_key.get(concept.key)
+        found = self.all(concept)
         return found[0] if found else None
 
     def all(self, concept: C.Concept) -> list[ContentItem]:
-        return self.by_key.get(concept.key, [])
+        return preferred(self.by_key.get(concept.key, []))
 
 
 def _totals(totals: Totals, planes: list[ContentItem], notes: Notes) -> None:

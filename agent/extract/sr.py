@@ -66,16 +66,19 @@ class ContentItem:
         return self.concept is not None and self.concept.key == concept.key
 
     def child(self, concept: Concept) -> Optional["ContentItem"]:
-        """The first direct child that is ``concept``."""
+        """The first direct child that is ``concept`` (:func:`preferred`)."""
+        found = None
         for c in self.children:
             if c.concept is not None and c.concept.key == concept.key:
-                return c
-        return None
+                if not c.concept.by_meaning:
+                    return c
+                found = found or c
+        return found
 
     def all(self, concept: Concept) -> list["ContentItem"]:
-        """Every direct child that is ``concept``, in content order."""
+        """Every direct child that is ``concept``, in content order (:func:`preferred`)."""
         k = concept.key
-        return [c for c in self.children if c.concept is not None and c.concept.key == k]
+        return preferred([c for c in self.children if c.concept is not None and c.concept.key == k])
 
     def descendants(self) -> Iterator["ContentItem"]:
         """Every item below this one, depth first in content order."""
@@ -99,6 +102,13 @@ class ContentItem:
         if self.code is None or not (self.code.meaning or self.code.value):
             return None
         return self.code.meaning or self.code.value
+
+
+def preferred(items: list[ContentItem]) -> list[ContentItem]:
+    """Items of one concept: those coded as the concept itself when there are any, else those that
+    only have its meaning (a vendor code with a standard meaning does not replace the standard item)."""
+    exact = [c for c in items if c.concept is not None and not c.concept.by_meaning]
+    return exact or items
 
 
 # -- building the tree ----------------------------------------------------------------------

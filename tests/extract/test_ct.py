@@ -274,3 +274,18 @@ def _find(ds, code_value):
         stack.extend(item.get("ContentSequence", []))
     raise AssertionError(code_value)
 
+
+
+def test_a_vendor_code_with_a_standard_meaning_does_not_replace_the_standard_item():
+    """A private item named like a standard concept comes first; the item coded as the concept is read."""
+    from simulator import rdsr
+
+    ds = rdsr.ct_report([rdsr.CTSeries("Head", ctdivol="25.0", dlp="500")])
+    acc = _find(ds, "113811")
+    acc.ContentSequence.insert(0, rdsr.num(("V-2", "99VENDOR", "CT Dose Length Product Total"), "50",
+                                           ("mGy.cm", "UCUM", "mGy.cm")))
+    dose = _find(ds, "113829")
+    dose.ContentSequence.insert(0, rdsr.num(("V-1", "99VENDOR", "Mean CTDIvol"), "3.1", ("mGy", "UCUM", "mGy")))
+    rep = extract_dataset(pydicom.dcmread(io.BytesIO(rdsr.encode(ds))))
+    assert rep.totals.ct_dlp_total_mGycm == 500.0
+    assert rep.events[0].ctdivol_mGy == 25.0

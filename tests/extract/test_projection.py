@@ -321,3 +321,39 @@ def test_biplane_totals_are_the_sum_of_the_stated_plane_totals():
         (3.2e-05, 0.00504, 56.0)  # 2 x 1.6e-005 Gym2, 2 x 0.00252 Gy, 2 x 28 s
     assert rep.modality == "XA"
     assert any("2 acquisition planes" in w for w in rep.warnings)
+
+
+def test_a_vendor_sub_container_does_not_stand_in_for_the_templates_own_rows():
+    """TID 10003 and TID 10002 rows are children of their container; a vendor's nested breakdown that
+    repeats the concepts (per-frame DAP, its own subtotals) comes first in content order and must not
+    replace them, nor enter the per-pulse mean."""
+    from simulator import rdsr
+
+    vendor = ("99VENDOR", "99VND")
+    ds = rdsr.projection_report([rdsr.ProjectionEvent(uid="1.2.3.4.5", dap="0.0005", dose_rp="0.004", kvp="90")])
+    acc = next(it for it in ds.ContentSequence if it.ConceptNameCodeSequence[0].CodeValue == "113702")
+    ev = next(it for it in ds.ContentSequence if it.ConceptNameCodeSequence[0].CodeValue == "113706")
+    acc.ContentSequence.insert(1, rdsr.container(("PV-9", vendor[0], "Vendor subtotals"), [
+        rdsr.num(("113722", "DCM", "Dose Area Product Total"), "0.0001", ("Gy.m2", "UCUM", "Gy.m2"))]))
+    ev.ContentSequence.insert(2, rdsr.container(("PV-1", vendor[0], "Vendor frame breakdown"), [
+        rdsr.num(("122130", "DCM", "Dose Area Product"), "0.000001", ("Gy.m2", "UCUM", "Gy.m2")),
+        rdsr.num(("113738", "DCM", "Dose (RP)"), "0.00001", ("Gy", "UCUM", "Gy")),
+        rdsr.num(("113733", "DCM", "KVP"), "60", ("kV", "UCUM", "kV"))]))
+    rep = extract_dataset(pydicom.dcmread(io.BytesIO(rdsr.encode(ds))))
+    assert rep.totals.dap_total_Gym2 == 0.0005
+    (only,) = rep.events
+    assert (only.dap_Gym2, only.dose_rp_Gy, only.kvp) == (0.0005, 0.004, 90.0)
+
+
+def test_a_value_found_only_further_down_is_still_read():
+    """A vendor that nests the event's values one level down (no row at the event's own level) keeps them."""
+    from simulator import rdsr
+
+    ds = rdsr.projection_report([rdsr.ProjectionEvent(uid="1.2.3.4.6", dap="0.0007", dose_rp="0.003", kvp="77")])
+    ev = next(it for it in ds.ContentSequence if it.ConceptNameCodeSequence[0].CodeValue == "113706")
+    moved = [it for it in ev.ContentSequence if it.ConceptNameCodeSequence[0].CodeValue in ("122130", "113733")]
+    for it in moved:
+        ev.ContentSequence.remove(it)
+    ev.ContentSequence.append(rdsr.container(("PV-2", "99VENDOR", "Vendor source data"), moved))
+    (only,) = extract_dataset(pydicom.dcmread(io.BytesIO(rdsr.encode(ds)))).events
+    assert (only.dap_Gym2, only.dose_rp_Gy, only.kvp) == (0.0007, 0.003, 77.0)
