@@ -20,8 +20,8 @@ ACQUISITION_TYPES = {
     ("DCM", "113805"): "Constant Angle Acquisition",
     ("DCM", "113806"): "Stationary Acquisition",
     ("DCM", "113807"): "Free Acquisition",
-    ("SCT", "277567002"): "Cone Beam Acquisition",
-    ("DCM", "113808"): "Cone Beam Acquisition",
+    ("SCT", "702569007"): "Cone Beam Acquisition",
+    ("SRT", "R-FB8F1"): "Cone Beam Acquisition",
 }
 
 
@@ -52,7 +52,7 @@ def acquisition(item: ContentItem, notes: Notes) -> Event:
     ev.laterality = laterality(region.child(C.LATERALITY)) if region else None
     ev.procedure_context = code_meaning(item.child(C.PROCEDURE_CONTEXT))
     modulation = item.child(C.XRAY_MODULATION_TYPE)
-    ev.xray_modulation_type = modulation.string if modulation else None
+    ev.xray_modulation_type = (modulation.string or code_meaning(modulation)) if modulation else None  # TEXT or CODE
 
     params = item.child(C.CT_ACQUISITION_PARAMETERS) or item
     ev.exposure_time_s = num(params.child(C.EXPOSURE_TIME), U.TIME_S, notes)

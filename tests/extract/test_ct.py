@@ -289,3 +289,29 @@ def test_a_vendor_code_with_a_standard_meaning_does_not_replace_the_standard_ite
     rep = extract_dataset(pydicom.dcmread(io.BytesIO(rdsr.encode(ds))))
     assert rep.totals.ct_dlp_total_mGycm == 500.0
     assert rep.events[0].ctdivol_mGy == 25.0
+
+
+@pytest.mark.parametrize("coded", [("702569007", "SCT", "CBCT"), ("R-FB8F1", "SRT", "Cone beam")])
+def test_cone_beam_acquisition_in_either_snomed_code_reads_as_the_standard_meaning(coded):
+    """CID 10013: Cone Beam Acquisition is (702569007, SCT), formerly (R-FB8F1, SRT)."""
+    from simulator import rdsr
+
+    ds = rdsr.ct_report([rdsr.CTSeries("Head")])
+    _find(ds, "113820").ConceptCodeSequence[0].CodeValue = coded[0]
+    _find(ds, "113820").ConceptCodeSequence[0].CodingSchemeDesignator = coded[1]
+    _find(ds, "113820").ConceptCodeSequence[0].CodeMeaning = coded[2]
+    rep = extract_dataset(pydicom.dcmread(io.BytesIO(rdsr.encode(ds))))
+    assert rep.events[0].event_type == "Cone Beam Acquisition"
+
+
+@pytest.mark.parametrize("as_code", [False, True])
+def test_xray_modulation_type_as_text_or_as_code(as_code):
+    from simulator import rdsr
+
+    ds = rdsr.ct_report([rdsr.CTSeries("Head")])
+    concept = ("113842", "DCM", "X-Ray Modulation Type")
+    item = (rdsr.code(concept, ("114102", "DCM", "Longitudinal modulation")) if as_code
+            else rdsr.text(concept, "Longitudinal modulation"))
+    _find(ds, "113819").ContentSequence.append(item)
+    rep = extract_dataset(pydicom.dcmread(io.BytesIO(rdsr.encode(ds))))
+    assert rep.events[0].xray_modulation_type == "Longitudinal modulation"
