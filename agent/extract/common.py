@@ -138,10 +138,10 @@ def laterality(code_item: Optional[ContentItem] = None, *, letter: Optional[str]
         return "left"
     if c.is_(C.RIGHT) or c.is_(C.RIGHT_BREAST):
         return "right"
-    if c.is_(C.BOTH):
+    if c.is_(C.BOTH) or c.is_(C.BOTH_BREASTS):
         return "both"
     meaning = (c.meaning or "").lower()
-    if "left" in meaning and "right" in meaning:
+    if "left" in meaning and "right" in meaning or "both" in meaning or "bilateral" in meaning:
         return "both"
     return "left" if "left" in meaning else "right" if "right" in meaning else None
 

@@ -105,9 +105,9 @@ def _totals(totals: Totals, planes: list[ContentItem], notes: Notes) -> None:
     if frames:
         totals.radiographic_frames_total = sum(frames)
     agd: dict[str, Decimal] = {}
-    for index in indexes:
+    for plane, index in zip(planes, indexes):
         for item in index.all(C.ACCUMULATED_AGD):
-            side = laterality(item.child(C.LATERALITY))
+            side = laterality(item.child(C.LATERALITY)) or _beside(plane, item, index)
             value = num_decimal(item, U.AGD, notes)
             if value is None:
                 continue
@@ -117,6 +117,16 @@ def _totals(totals: Totals, planes: list[ContentItem], notes: Notes) -> None:
             agd[side] = agd.get(side, Decimal(0)) + value
     if agd:
         totals.agd_total_mGy = {side: float(v) for side, v in agd.items()}
+
+
+def _beside(container: ContentItem, agd: ContentItem, index: _Index) -> Optional[str]:
+    """The laterality of an Accumulated AGD that a report put next to the value instead of under
+    it (TID 10005 row 2 modifies the value): only when the container holds that one AGD and one
+    Laterality, so that it cannot be ambiguous."""
+    sides = container.all(C.LATERALITY)
+    if len(sides) != 1 or index.all(C.ACCUMULATED_AGD) != [agd] or agd not in container.children:
+        return None
+    return laterality(sides[0])
 
 
 def event(item: ContentItem, notes: Notes) -> Event:

@@ -357,3 +357,44 @@ def test_a_value_found_only_further_down_is_still_read():
     ev.ContentSequence.append(rdsr.container(("PV-2", "99VENDOR", "Vendor source data"), moved))
     (only,) = extract_dataset(pydicom.dcmread(io.BytesIO(rdsr.encode(ds)))).events
     assert (only.dap_Gym2, only.dose_rp_Gy, only.kvp) == (0.0007, 0.003, 77.0)
+
+
+def _hologic_accumulated():
+    ds = pydicom.dcmread(CORPUS / "MG-RDSR-Hologic_2D.dcm")
+    acc = next(it for it in ds.ContentSequence if it.ConceptNameCodeSequence[0].CodeValue == "113702")
+    return ds, acc, [it for it in acc.ContentSequence if it.ConceptNameCodeSequence[0].CodeValue == "111637"]
+
+
+def _reread(ds):
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return extract_dataset(pydicom.dcmread(io.BytesIO(buffer.getvalue())))
+
+
+def test_accumulated_agd_of_both_breasts():
+    """One Accumulated AGD for the two breasts, its laterality coded as (63762007, SCT, "Both breasts")."""
+    ds, acc, (left, right) = _hologic_accumulated()
+    acc.ContentSequence.remove(right)
+    side = left.ContentSequence[0].ConceptCodeSequence[0]
+    side.CodeValue, side.CodingSchemeDesignator, side.CodeMeaning = "63762007", "SCT", "Both breasts"
+    assert _reread(ds).totals.agd_total_mGy == {"both": 1.3}
+
+
+def test_accumulated_agd_with_its_laterality_beside_it_not_under_it():
+    """A report that puts the one Laterality next to the one Accumulated AGD: the value is not lost.
+    With two AGDs and one laterality beside them, neither is guessed."""
+    ds, acc, (left, right) = _hologic_accumulated()
+    acc.ContentSequence.remove(right)
+    side = left.ContentSequence.pop()
+    side.RelationshipType = "HAS CONCEPT MOD"
+    del left.ContentSequence
+    acc.ContentSequence.append(side)
+    rep = _reread(ds)
+    assert rep.totals.agd_total_mGy == {"left": 1.3}
+
+    ds, acc, (left, right) = _hologic_accumulated()
+    acc.ContentSequence.append(left.ContentSequence.pop())
+    del left.ContentSequence
+    rep = _reread(ds)
+    assert rep.totals.agd_total_mGy == {"right": 1.28}
+    assert any("without laterality" in w for w in rep.warnings)
