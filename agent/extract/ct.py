@@ -117,14 +117,14 @@ def _dose_check(dose: Optional[ContentItem], acquisition_item: ContentItem, note
         dc.dlp_alert_value_mGycm = num(alert.child(C.DLP_ALERT_VALUE), U.DLP, notes)
         dc.ctdivol_alert_value_mGy = num(alert.child(C.CTDIVOL_ALERT_VALUE), U.CTDIVOL, notes)
         dc.alert_reason = _text(alert.child(C.REASON_FOR_PROCEEDING))
-        person = alert.child(C.PERSON_NAME)
-        dc.person_authorizing = person.string if person else None
     if notification is not None:
         dc.dlp_notification_configured = flag(notification.child(C.DLP_NOTIFICATION_CONFIGURED))
         dc.ctdivol_notification_configured = flag(notification.child(C.CTDIVOL_NOTIFICATION_CONFIGURED))
         dc.dlp_notification_value_mGycm = num(notification.child(C.DLP_NOTIFICATION_VALUE), U.DLP, notes)
         dc.ctdivol_notification_value_mGy = num(notification.child(C.CTDIVOL_NOTIFICATION_VALUE), U.CTDIVOL, notes)
         dc.notification_reason = _text(notification.child(C.REASON_FOR_PROCEEDING))
+    person = first(C.PERSON_NAME)  # the alert's, else the notification's
+    dc.person_authorizing = person.string if person else None
     dc.accumulated_dlp_forward_estimate_mGycm = num(first(C.ACCUMULATED_DLP_FORWARD), U.DLP, notes)
     dc.accumulated_ctdivol_forward_estimate_mGy = num(first(C.ACCUMULATED_CTDIVOL_FORWARD), U.CTDIVOL, notes)
     dc.dlp_forward_estimate_mGycm = num(first(C.DLP_FORWARD), U.DLP, notes)

@@ -14,23 +14,24 @@ Kind = Literal["ct", "projection", "radiopharmaceutical"]
 Source = Literal["rdsr", "enhanced-sr", "secondary-capture", "image-header"]
 
 
-def _clean(value: Any) -> Any:
+def _clean(value: Any, phi: bool = False) -> Any:
     """Dataclasses → dicts without ``None`` values (recursively); NUL characters dropped from text
-    (they are padding, and a PostgreSQL JSON column cannot hold them)."""
+    (they are padding, and a PostgreSQL JSON column cannot hold them).  Fields marked ``phi`` only
+    with ``phi``."""
     if is_dataclass(value):
         out = {}
         for f in fields(value):
-            if f.metadata.get("phi"):
+            if f.metadata.get("phi") and not phi:
                 continue
-            v = _clean(getattr(value, f.name))
+            v = _clean(getattr(value, f.name), phi)
             if v is None or v == {} or (isinstance(v, list) and not v and f.metadata.get("omit_empty")):
                 continue
             out[f.name] = v
         return out
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items() if v is not None}
+        return {k: _clean(v, phi) for k, v in value.items() if v is not None}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [_clean(v, phi) for v in value]
     if isinstance(value, str) and "\x00" in value:  # NUL padding some modalities leave in a value
         return value.replace("\x00", "") or None
     return value
@@ -234,7 +235,7 @@ class Report:
 
     def to_dict(self, include_phi: bool = False) -> dict[str, Any]:
         """The JSON contract. PHI only when asked for (``extract --include-phi``)."""
-        out = _clean(self)
+        out = _clean(self, include_phi)
         if include_phi:
             out["phi"] = _clean_phi(self.phi)
         return out

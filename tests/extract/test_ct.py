@@ -218,6 +218,9 @@ def test_toshiba_dose_check_alert_values_and_forward_estimates(report):
     # the person who authorised proceeding is identifying: kept on the record, never in its JSON
     assert first.dose_check.person_authorizing == "Luuk"
     assert "person_authorizing" not in str(report("CT-RDSR-Toshiba_DoseCheck.dcm").to_dict())
+    # ...unless asked for, with the patient's identity (extract --include-phi)
+    shown = report("CT-RDSR-Toshiba_DoseCheck.dcm").to_dict(include_phi=True)
+    assert shown["events"][0]["dose_check"]["person_authorizing"] == "Luuk"
 
 
 def test_spectrum_dynamics_dose_check_with_invalid_person_participant(report):
@@ -315,3 +318,20 @@ def test_xray_modulation_type_as_text_or_as_code(as_code):
     _find(ds, "113819").ContentSequence.append(item)
     rep = extract_dataset(pydicom.dcmread(io.BytesIO(rdsr.encode(ds))))
     assert rep.events[0].xray_modulation_type == "Longitudinal modulation"
+
+
+def test_person_authorizing_in_the_notification_details_is_read_too():
+    """TID 10015: the Dose Check Notification Details have their own Person Name (who proceeded)."""
+    ds = pydicom.dcmread(CORPUS / "CT-RDSR-Philips_BigBore4DCT.dcm")
+    notification = _find(ds, "113908")
+    person = pydicom.Dataset()
+    person.RelationshipType, person.ValueType, person.PersonName = "CONTAINS", "PNAME", "Operator^Night"
+    concept = pydicom.Dataset()
+    concept.CodeValue, concept.CodingSchemeDesignator, concept.CodeMeaning = "113870", "DCM", "Person Name"
+    person.ConceptNameCodeSequence = [concept]
+    notification.ContentSequence.append(person)
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    rep = extract_dataset(pydicom.dcmread(io.BytesIO(buffer.getvalue())))
+    assert rep.events[0].dose_check.person_authorizing == "Operator^Night"
+    assert "Operator" not in str(rep.to_dict())
