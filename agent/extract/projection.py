@@ -101,6 +101,8 @@ def _totals(totals: Totals, planes: list[ContentItem], notes: Notes) -> None:
         values = [v for v in (num_decimal(i.first(concept), q, notes) for i in indexes) if v is not None]
         if values:
             setattr(totals, attr, float(sum(values, Decimal(0))))
+        if 0 < len(values) < len(indexes):
+            notes.add(f"{attr} is stated for {len(values)} of the {len(indexes)} planes: the total may be partial")
     frames = [v for v in (count(i.first(C.FRAMES_TOTAL), notes) for i in indexes) if v is not None]
     if frames:
         totals.radiographic_frames_total = sum(frames)

@@ -321,6 +321,15 @@ def test_biplane_totals_are_the_sum_of_the_stated_plane_totals():
         (3.2e-05, 0.00504, 56.0)  # 2 x 1.6e-005 Gym2, 2 x 0.00252 Gy, 2 x 28 s
     assert rep.modality == "XA"
     assert any("2 acquisition planes" in w for w in rep.warnings)
+    assert not any("may be partial" in w for w in rep.warnings)
+
+    # a plane that does not state a total: the sum is that of the other plane, and the record says so
+    del plane_b.ContentSequence[[c.ConceptNameCodeSequence[0].CodeValue for c in plane_b.ContentSequence].index("113725")]
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    rep = extract_dataset(pydicom.dcmread(io.BytesIO(buffer.getvalue())))
+    assert (rep.totals.dap_total_Gym2, rep.totals.dose_rp_total_Gy) == (3.2e-05, 0.00252)
+    assert "dose_rp_total_Gy is stated for 1 of the 2 planes: the total may be partial" in rep.warnings
 
 
 def test_a_vendor_sub_container_does_not_stand_in_for_the_templates_own_rows():
