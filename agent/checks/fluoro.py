@@ -67,16 +67,21 @@ def from_study(study: StudyView, rules: Rules) -> list[Alert]:
         if value is not None:
             out += crossings(rules, station=study.station, procedure_id=study.subject, quantity=name, value=value,
                              modality=study.modality, age=study.age, weight=study.weight,
-                             study_instance_uid=study.study_uid, exam=study.exam.label)
+                             study_instance_uid=study.study_uid, exam=study.exam.label,
+                             place=(study.exam.name, study.exam.region))
     return out
 
 
 def crossings(rules: Rules, *, station: str, procedure_id: str, quantity: str, value: Decimal, modality: str,
               age: Optional[float] = None, weight: Optional[float] = None, study_instance_uid: Optional[str] = None,
-              exam: Optional[str] = None) -> list[Alert]:
-    """Every level ``value`` (canonical units) has reached, as alerts (recording drops those already raised)."""
+              exam: Optional[str] = None, place: tuple[Optional[str], Optional[str]] = (None, None)) -> list[Alert]:
+    """Every level ``value`` (canonical units) has reached, as alerts (recording drops those already raised).
+
+    ``place``: (exam name, region) the procedure was matched to, for rows that name one; a live
+    stream with no exam gets the rows for any exam.  ``exam`` is the label the alert shows."""
     def rows(kind: str):
-        return rules.select([kind], modality=modality, quantity=quantity, age=age, weight=weight)
+        return rules.select([kind], modality=modality, quantity=quantity, exam=place[0], region=place[1],
+                            age=age, weight=weight)
 
     where = dict(station=station, procedure_id=procedure_id, study_instance_uid=study_instance_uid, exam=exam)
     out = []

@@ -115,3 +115,34 @@ verified = true
 """)
     assert stream(store, [1.0, 2.0, 3.0], rules=rules) == [
         ["first notification"], ["subsequent notification at 2 Gy"], ["subsequent notification at 3 Gy"]]
+
+
+def test_thresholds_configured_for_one_exam_or_region_apply_to_its_studies(store):
+    """A local first notification for PCI (exam) and an SRDL for the head (region): a PCI and a cerebral
+    angiography reach them, a study of another exam does not."""
+    from tests.checks.conftest import Checked
+
+    level = """
+[[checks.level]]
+id = "{id}"
+kind = "{kind}"
+modality = ["RF", "XA"]
+{where}
+quantity = "{quantity}"
+value = {value}
+unit = "{unit}"
+scope = "per_procedure"
+source = "local"
+evidence = "local"
+verified = true
+"""
+    checked = Checked(store, rules_from(
+        level.format(id="local-pci-kar-first", kind="notification_first", where='exam = "XA PCI"', quantity="Ka_r",
+                     value=2, unit="Gy")
+        + level.format(id="local-head-kap-srdl", kind="SRDL", where='region = "head"', quantity="KAP", value=200,
+                       unit="Gy·cm²")), station="XA1")
+    pci = checked.ingest(rf_report(dose_rp_Gy=2.5, description="PCI LAD stent"))
+    assert [(a.rule, a.level) for a in pci] == [("local-pci-kar-first", "first notification")]
+    angio = checked.ingest(rf_report(dap_Gym2=0.025, description="Cerebral angiography"))
+    assert [(a.rule, a.level) for a in angio] == [("local-head-kap-srdl", "SRDL")]
+    assert checked.ingest(rf_report(dose_rp_Gy=2.5, dap_Gym2=0.025, description="Hip fluoroscopy")) == []
