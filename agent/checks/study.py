@@ -22,6 +22,7 @@ import sqlite_utils
 from agent.checks.rules import Rules
 from agent.checks.tables import phantom_of
 from agent.checks.units import exact, total_of
+from agent.store.reports import EVENT_SUMS, event_category
 
 UNMATCHED_LABEL = "unmatched"
 
@@ -103,11 +104,19 @@ class StudyView:
         return self.study_uid or self.records[-1]["sop_instance_uid"]
 
     def value(self, quantity: str) -> Optional[Decimal]:
-        """The examination's total of ``quantity``, exact: stated totals of reports with disjoint
-        events are added; where reports share events, the distinct events are added instead."""
+        """The examination's total of ``quantity``, exact, as :func:`agent.store.reports.combine_totals`
+        counts it: stated totals of reports with disjoint events are added; where reports share
+        events, the distinct events' values are added instead (fluoroscopy time from the fluoroscopy
+        events' durations), and where no event states one, the largest stated total is taken."""
         event_key, total_key = EVENT_FIELDS.get(quantity), TOTAL_FIELDS.get(quantity)
-        if _overlap(self.records) and event_key:
-            return total_of(e.value(quantity) for e in self.events)
+        overlap = _overlap(self.records)
+        if overlap:
+            field_, which = next(((f, w) for f, w, t in EVENT_SUMS if t == total_key), (event_key, "all"))
+            if field_:
+                summed = total_of(exact(e.data.get(field_)) for e in self.events
+                                  if which in ("all", event_category(e.data)))
+                if summed is not None:
+                    return summed
         total: Optional[Decimal] = None
         for rec in self.records:
             v = exact(rec.get("totals", {}).get(total_key)) if total_key else None
@@ -115,8 +124,8 @@ class StudyView:
                 v = total_of(exact(e.get(event_key)) for e in rec.get("events", []))
             if v is None:
                 continue
-            # overlapping reports without per-event values (fluoroscopy time): the largest total
-            total = v if total is None else (max(total, v) if _overlap(self.records) else total + v)
+            # overlapping reports whose events carry no such value: the largest total (never a double count)
+            total = v if total is None else (max(total, v) if overlap else total + v)
         return total
 
     def samples(self, rules: Rules) -> list[Sample]:

@@ -199,7 +199,7 @@ def combine_totals(records: list[dict[str, Any]]) -> dict[str, Any]:
                                              for r in records)
         for event_key, which, total_key in EVENT_SUMS:
             values = [Decimal(str(e[event_key])) for e in events.values()
-                      if e.get(event_key) is not None and which in ("all", _category(e))]
+                      if e.get(event_key) is not None and which in ("all", event_category(e))]
             if values and total_key in out:
                 out[total_key] = float(sum(values))
         if "ct_event_count" in out:
@@ -209,7 +209,7 @@ def combine_totals(records: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _category(event: dict[str, Any]) -> str:
+def event_category(event: dict[str, Any]) -> str:
     """``fluoro`` for a fluoroscopy event (TID 10003 Irradiation Event Type), else ``acquisition``."""
     return "fluoro" if "fluoro" in (event.get("event_type") or "").lower() else "acquisition"
 

@@ -146,3 +146,23 @@ verified = true
     angio = checked.ingest(rf_report(dap_Gym2=0.025, description="Cerebral angiography"))
     assert [(a.rule, a.level) for a in angio] == [("local-head-kap-srdl", "SRDL")]
     assert checked.ingest(rf_report(dose_rp_Gy=2.5, dap_Gym2=0.025, description="Hip fluoroscopy")) == []
+
+
+def test_reports_sharing_only_some_events_are_checked_on_the_distinct_events(checked):
+    """Two reports of one procedure share one event, neither holds the other: the checks count each
+    event once, as the stored study totals do, for fluoroscopy time (the events' durations) and for a
+    total no event states (the largest stated total, never nothing)."""
+    from agent.extract.record import Event
+    from agent.store.reports import study_totals
+
+    def fluoro(seconds):
+        return Event(irradiation_event_uid=uid(), event_type="Fluoroscopy", irradiation_duration_s=seconds)
+
+    study = uid()
+    e1, e2, e3 = fluoro(900.0), fluoro(300.0), fluoro(900.0)
+    assert checked.ingest(rf_report(study_uid=study, fluoro_time_s=1200.0, dose_rp_Gy=2.0, events=[e1, e2])) == []
+    second = checked.ingest(rf_report(study_uid=study, fluoro_time_s=1200.0, dose_rp_Gy=3.5, events=[e2, e3]))
+    assert sorted((a.rule, a.value) for a in second) == [
+        ("ncrp168-kar-first", Decimal("3.5")), ("ncrp168-time-first", Decimal("35"))]  # 2,100 s of distinct events
+    totals = study_totals(checked.store.db, study)
+    assert (totals["fluoro_time_total_s"], totals["dose_rp_total_Gy"]) == (2100.0, 3.5)
