@@ -213,7 +213,8 @@ def modality(root: ContentItem, report: Report, notes: Notes) -> str:
     In order: mammography (procedure reported, or any glandular dose) → MG; the modality of
     the images the events reference (majority); a biplane system (an acquisition plane B)
     → XA; fluoroscopy events or fluoro totals → RF; the Acquisition Device Type (a
-    fluoroscopy-guided system → RF); otherwise DX.  An integrated/cassette device type with
+    fluoroscopy-guided system → RF); fluoroscopy totals stated as zero (a fluoroscopy
+    system's accumulated data, TID 10004, on a report of acquisitions only) → RF; otherwise DX.  An integrated/cassette device type with
     fluoroscopy events (seen on an interventional system) loses to the events.
     """
     procedure = root.child(C.PROCEDURE_REPORTED)
@@ -238,6 +239,11 @@ def modality(root: ContentItem, report: Report, notes: Notes) -> str:
                       "modality RF from the events")
         return "RF"
     if device_code is not None and device_code.is_(C.FLUORO_GUIDED_SYSTEM):
+        return "RF"
+    if device_code is None and (report.totals.fluoro_time_total_s is not None
+                                or report.totals.fluoro_dap_total_Gym2 is not None):
+        notes.add("no fluoroscopy events, but fluoroscopy totals stated (TID 10004, a fluoroscopy system's "
+                  "accumulated data): modality RF")
         return "RF"
     return "DX"
 

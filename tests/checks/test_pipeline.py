@@ -166,3 +166,12 @@ def test_a_paediatric_ctdivol_drl_on_the_body_phantom_is_not_compared_with_a_hea
     outcome = agent.send(rdsr.encode(report))
     rules = {a.rule for a in outcome.ingest.alerts if a.kind == "exam_above_drl"}
     assert ("eu-rp185-chest-weight15-30kg-ctdivol" in rules) == raised
+
+
+def test_an_angiography_report_of_acquisition_runs_only_reaches_the_fluoroscopy_thresholds(agent_for):
+    """Four DSA runs, Ka,r 6 Gy in all, no fluoroscopy event: the first notification and the SRDL fire."""
+    runs = [rdsr.ProjectionEvent(event_type="Stationary Acquisition", protocol="DSA run", dap="0.005", dose_rp="1.5")
+            for _ in range(4)]
+    outcome = agent_for().send(rdsr.encode(rdsr.projection_report(runs, description="Cerebral angiography")))
+    assert {(a.rule, a.level) for a in outcome.ingest.alerts} >= {
+        ("ncrp168-kar-first", "first notification"), ("ncrp168-kar-srdl", "SRDL")}

@@ -407,3 +407,16 @@ def test_accumulated_agd_with_its_laterality_beside_it_not_under_it():
     rep = _reread(ds)
     assert rep.totals.agd_total_mGy == {"right": 1.28}
     assert any("without laterality" in w for w in rep.warnings)
+
+
+def test_a_fluoroscopy_systems_report_of_acquisitions_only_is_not_radiography():
+    """DSA runs only: no fluoroscopy event, fluoro totals stated as 0 (TID 10004) — an angiography or
+    fluoroscopy system (RF), so that the fluoroscopy dose thresholds apply; not DX."""
+    from simulator import rdsr
+
+    runs = [rdsr.ProjectionEvent(event_type="Stationary Acquisition", protocol="DSA run", dap="0.02", dose_rp="1.5")
+            for _ in range(4)]
+    rep = extract_dataset(pydicom.dcmread(io.BytesIO(rdsr.encode(rdsr.projection_report(runs)))))
+    assert rep.totals.fluoro_time_total_s == 0 and rep.totals.dose_rp_total_Gy == 6.0
+    assert rep.modality == "RF"
+    assert any("modality RF" in w for w in rep.warnings)
