@@ -91,6 +91,9 @@ def num_decimal(item: Optional[ContentItem], q: U.Quantity, notes: Notes, *,
     else:
         value = values[0]
         notes.add(f"{label}: {len(values)} values where DICOM allows one (e.g. variable pitch); the first is reported")
+    if value < 0 and q.non_negative:
+        notes.add(f"{label}: negative value {value} omitted")
+        return None
     result, note = U.to_canonical(value, unit, q, label)
     notes.add(note)
     return result

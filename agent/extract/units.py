@@ -63,6 +63,16 @@ class Quantity:
     canonical: str
     standard: tuple[str, ...]
 
+    @property
+    def non_negative(self) -> bool:
+        """An amount of radiation, time, charge or activity: a negative value is an error, not data
+        (angles, lengths/positions and plain numbers such as the deviation index may be negative)."""
+        return self.dimension in NON_NEGATIVE
+
+
+NON_NEGATIVE = frozenset({"dap", "dose", "dlp", "time", "charge", "current", "voltage", "area", "activity",
+                          "effective_dose", "mass", "age"})
+
 
 def normalise_unit(code: Optional[str]) -> Optional[str]:
     """A unit code in one spelling: ``Gy.cm^2`` → ``Gy.cm2``, ``µGy`` → ``uGy``, ``Gym2`` → ``Gy.m2``."""

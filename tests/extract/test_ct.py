@@ -335,3 +335,15 @@ def test_person_authorizing_in_the_notification_details_is_read_too():
     rep = extract_dataset(pydicom.dcmread(io.BytesIO(buffer.getvalue())))
     assert rep.events[0].dose_check.person_authorizing == "Operator^Night"
     assert "Operator" not in str(rep.to_dict())
+
+
+def test_a_negative_dose_value_is_omitted_with_a_warning_not_subtracted():
+    from simulator import rdsr
+
+    ds = rdsr.ct_report([rdsr.CTSeries("Head", ctdivol="600", dlp="9000"), rdsr.CTSeries("Head", ctdivol="-500", dlp="-7000")],
+                        dlp_total="2000")
+    rep = extract_dataset(pydicom.dcmread(io.BytesIO(rdsr.encode(ds))))
+    assert [e.ctdivol_mGy for e in rep.events] == [600.0, None]
+    assert [e.dlp_mGycm for e in rep.events] == [9000.0, None]
+    assert "Mean CTDIvol: negative value -500 omitted" in rep.warnings
+    assert rep.events[1].kvp is not None  # the rest of the series is kept
