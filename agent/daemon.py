@@ -11,11 +11,13 @@ import signal
 import sqlite3
 import sys
 import threading
+import time
 from typing import Any, Callable
 
 import sdnotify
 import structlog
 
+from agent import config as config_mod
 from agent import logs
 from agent.bus import Bus
 from agent.checks import ChecksStage, load_rules
@@ -36,6 +38,7 @@ HELP = "run the agent in the foreground (Ctrl-C or SIGTERM stops it cleanly)"
 log = structlog.get_logger("agent.daemon")
 
 RELOADABLE = {"checks"}  # configuration sections that SIGHUP applies to the running agent
+HEALTH_S = 5.0  # health check and watchdog ping interval (WatchdogSec in the unit is larger)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,9 +151,14 @@ def run(args: argparse.Namespace) -> int:
         return 1
     stop = threading.Event()
     reload_requested = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
+    wake = threading.Event()  # a signal wakes the main loop at once (a reload applies to the next report)
+
+    def on_signal(flag: threading.Event) -> Callable[..., None]:
+        return lambda *_: (flag.set(), wake.set())
+
+    signal.signal(signal.SIGTERM, on_signal(stop))
+    signal.signal(signal.SIGINT, on_signal(stop))
+    signal.signal(signal.SIGHUP, on_signal(reload_requested))
 
     try:
         agent.start()
@@ -179,10 +187,18 @@ def run(args: argparse.Namespace) -> int:
              dicom_tls_port=agent.dicom.tls_port if agent.dicom else None, demo=bool(args.demo))
     notifier.notify("READY=1")
     try:
-        while not stop.wait(5.0):
+        next_health = time.monotonic() + HEALTH_S
+        while not stop.is_set():
+            wake.wait(max(0.0, next_health - time.monotonic()))
+            wake.clear()
+            if stop.is_set():
+                break
             if reload_requested.is_set():
                 reload_requested.clear()
                 _reload(agent, args)
+            if time.monotonic() < next_health:
+                continue
+            next_health = time.monotonic() + HEALTH_S
             problems = agent.problems()
             if not problems:
                 notifier.notify("WATCHDOG=1")
@@ -200,9 +216,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _reload(agent: Agent, args: argparse.Namespace) -> None:
     try:
-        cfg = load_config(args)
-    except SystemExit:
-        log.error("reload_failed", reason="configuration invalid; keeping the previous one")
+        cfg = config_mod.load(getattr(args, "config", None))
+    except config_mod.ConfigError as exc:  # each problem in the log line itself (stderr is not the journal's JSON)
+        log.error("reload_failed", reason="configuration invalid; keeping the previous one", problems=exc.problems)
+        return
+    except OSError as exc:
+        log.error("reload_failed", reason=f"configuration unreadable; keeping the previous one: {exc}")
         return
     try:
         agent.reload(cfg)

@@ -37,8 +37,12 @@ def test_sighup_with_a_bad_table_keeps_the_rules_and_a_good_one_applies(agent_pr
     good = (REPO / "config" / "local-drl.example.toml").read_text()
     table.write_text(good.replace('unit = "mGy"', 'unit = "furlongs"', 1))
     agent.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: '"reload_failed"' in agent.log_text(), 10)
+    wait_for(lambda: '"reload_failed"' in agent.log_text(), 2)  # at once, not at the next 5-s health check
     assert agent.proc.poll() is None
+    (failed,) = [e for e in agent.log_events() if e["event"] == "reload_failed"]
+    assert any("furlongs" in problem for problem in failed["problems"])  # why, in the JSON line itself
+    for line in agent.log_text().splitlines():
+        json.loads(line)  # nothing printed outside the JSON log
     head = rdsr.CTSeries("Routine Head", target_region="Head", ctdivol="85", dlp="1700")
     send([rdsr.ct_report([head])], "127.0.0.1", agent.dicom_port)
     kinds = {a["kind"] for a in stored_alerts(agent)}
