@@ -67,6 +67,7 @@ class DicomSource:
             (evt.EVT_C_STORE, storage.on_c_store),
             (evt.EVT_ACSE_RECV, storage.on_acse_recv),
             (evt.EVT_CONN_OPEN, no_delay),
+            (evt.EVT_CONN_OPEN, read_timeout),
             (evt.EVT_ESTABLISHED, tls.log_association),
             (evt.EVT_REJECTED, _log_rejected),
             (evt.EVT_ABORTED, _log_aborted),
@@ -146,6 +147,18 @@ def no_delay(event) -> None:
     exchange stalls ~40 ms on Linux (measured: bench/scp_ingest.py)."""
     try:
         event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError):
+        pass
+
+
+def read_timeout(event) -> None:
+    """The network timeout on each read of an accepted connection.  pynetdicom sets it on the
+    listening socket only, and Python hands out accepted sockets blocking: a peer that stopped in
+    the middle of a PDU (power lost, cable pulled) held its association slot until the peer's
+    side was closed, and kept the agent from exiting.  Now the read fails after
+    ``network_timeout_s`` of silence and pynetdicom closes the connection."""
+    try:
+        event.assoc.dul.socket.socket.settimeout(event.assoc.network_timeout)
     except (AttributeError, OSError):
         pass
 

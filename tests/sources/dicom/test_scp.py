@@ -219,3 +219,24 @@ def test_malformed_patient_attributes_are_not_quoted_into_the_logs(agent_process
     for line in text.splitlines():  # pydicom's warnings too are JSON events, not raw lines on stderr
         assert json.loads(line)["level"]
     assert any(e["logger"] == "pydicom" and "exceeds the maximum length" in e["event"] for e in agent.log_events())
+
+
+def test_a_sender_that_stops_in_the_middle_of_a_message_frees_its_slot_after_the_network_timeout(agent_process):
+    """Power lost at the modality in the middle of a C-STORE: no more bytes, no FIN.  After
+    network_timeout_s the connection is closed and the agent's only association slot is free again."""
+    import struct
+    import time
+
+    from pynetdicom import AE
+
+    agent = agent_process("[dicom]\nmax_associations = 1\nnetwork_timeout_s = 2\n")
+    ae = AE(ae_title="STALLED")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    stalled = ae.associate("127.0.0.1", agent.dicom_port, ae_title="ALARA_EDGE")
+    assert stalled.is_established
+    stalled.dul.socket.socket.sendall(b"\x04\x00" + struct.pack(">I", 1000) + b"\x00" * 10)  # 10 of 1000 bytes
+    with pytest.raises(ConnectionError):  # the one slot is taken: rejected, local limit exceeded
+        echo("127.0.0.1", agent.dicom_port)
+    time.sleep(4)
+    assert echo("127.0.0.1", agent.dicom_port) == 0
+    stalled.abort()
