@@ -62,7 +62,7 @@ class Agent:
                                  stages=[self.checks, Reconcile.from_config(cfg)])
         if cfg.mqtt.enabled:  # the report's outbox row, after the stages that add alerts and findings
             self.pipeline.stages.append(ReportOutboxStage(cfg))
-        self.dicom = (DicomSource(cfg.dicom, self.pipeline, healthy=self.store_writable)
+        self.dicom = (DicomSource(cfg.dicom, self.pipeline, healthy=self.accepting)
                       if cfg.dicom.enabled and with_sources else None)
         self.components: list[Any] = []  # started in order, stopped in reverse (stop() is safe unstarted)
         self.uplink: Uplink | None = None
@@ -90,6 +90,11 @@ class Agent:
             return True
         except Exception:
             return False
+
+    def accepting(self) -> bool:
+        """C-ECHO's answer: the store is writable and an object sent now would be taken (disk space,
+        quota, the worker not held up by a refused object)."""
+        return self.store_writable() and self.pipeline.can_accept()
 
     def problems(self) -> list[str]:
         """Why the agent is not healthy (empty when it is): what the systemd watchdog depends on."""

@@ -67,6 +67,7 @@ Stage = Callable[[sqlite_utils.Database, Ingest], None]
 
 MAX_WAITING = 0  # accepted objects that may wait behind the one being processed before receive() returns
 BACKPRESSURE_MAX_S = 10.0  # receive() never holds a sender longer than this
+MIN_FREE_BYTES = 1 << 20  # below this free on the inbox's or the spool's disk, C-ECHO says the agent cannot store
 PROCESSING_STALLED = "processing_stalled"  # the alarm while accepted objects cannot be stored
 FINISH_S = 30.0  # on stop, the object in hand gets this long to finish
 WORKER_STALL_S = 120.0  # one object held longer than this: the worker is stuck (a hung disk), the agent unhealthy
@@ -264,6 +265,31 @@ class Pipeline:
                                   [digest, utc_iso(received)]).fetchone() is not None
         except StoreError:
             return False
+
+    def can_accept(self) -> bool:
+        """Whether an object sent now would be taken (C-ECHO answers by it): the worker is not held
+        up by a refused object, the store's quota leaves room, and the disks of the inbox and the
+        spool have :data:`MIN_FREE_BYTES` left.  Side-effect free: nothing is logged or raised."""
+        if self._failing:
+            return False
+        for folder in (Path(self.store.path).parent, self.spool_dir):
+            try:
+                st = os.statvfs(folder if folder.exists() else folder.parent)
+            except OSError:
+                return False
+            if st.f_bavail * st.f_frsize < MIN_FREE_BYTES:
+                return False
+        quota = self.store.quota_bytes
+        if quota is None:
+            return True
+        if self._spool_used is None:
+            try:
+                self._count_spool()
+            except StoreError:
+                return False
+        with self._cv:
+            queued = sum(item.size for item in self._queue)
+        return self._usage() + queued < quota
 
     # -- processing ------------------------------------------------------------------------
     def _over_quota(self, size: int, origin: str, calling_ae: str | None) -> Outcome | None:

@@ -323,3 +323,17 @@ def test_an_object_stored_just_before_the_last_death_is_not_set_aside(store, tmp
     again.stop()
     assert rows(store, "SELECT status FROM receipts") == [("stored",)]
     assert Inbox(path_for(store.path)).pending() == []
+
+
+def test_can_accept_says_no_when_the_disk_is_nearly_full(store, tmp_path, monkeypatch):
+    """C-ECHO's answer: with less than MIN_FREE_BYTES free on the spool's or store's disk, an
+    object sent now could not be kept."""
+    import os
+
+    import agent.pipeline as pipeline_mod
+
+    p = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    assert p.can_accept()
+    st = os.statvfs(tmp_path)
+    monkeypatch.setattr(pipeline_mod, "MIN_FREE_BYTES", st.f_bavail * st.f_frsize + (1 << 30))  # more than is free
+    assert not p.can_accept()

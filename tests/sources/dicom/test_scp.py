@@ -183,10 +183,13 @@ def test_full_disk_answers_out_of_resources_and_keeps_earlier_reports(agent_proc
 
 def test_quota_reached_answers_out_of_resources(agent_process):
     agent = agent_process("[store]\nquota_mb = 0.4\n")  # a new store's files take about 0.3 MB
+    assert echo("127.0.0.1", agent.dicom_port) == 0
     statuses = send([rdsr.ct_report([rdsr.CTSeries("Head")]) for _ in range(60)], "127.0.0.1", agent.dicom_port)
     assert statuses[0] == 0 and statuses[-1] == 0xA700
     assert stored_count(agent) == statuses.count(0)
     assert '"store_quota_reached"' in agent.log_text()
+    # a modality's "test connection" now says what a C-STORE would meet: processing failure, not success
+    assert echo("127.0.0.1", agent.dicom_port) == 0x0110
 
 
 def test_sigterm_stops_cleanly_and_logs_hold_no_patient_identity(agent_process):
