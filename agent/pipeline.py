@@ -413,6 +413,13 @@ class Pipeline:
         return path
 
     def _keep_failed(self, receipt: Receipt, status: str, reason: str) -> Outcome:
+        kept = self._kept_before(receipt.sha256, status)
+        if kept is not None:  # the same bytes were set aside before (a re-send): one copy, one receipt
+            if Path(kept) != Path(receipt.path):  # (the same spool name within one second: it is that copy)
+                _unlink_quietly(Path(receipt.path))
+            log.info("report_" + status + "_again", origin=receipt.origin, calling_ae=receipt.calling_ae,
+                     sop_class_uid=receipt.sop_class_uid, kept_at=kept)
+            return Outcome(status, reason=reason, path=kept)
         src = Path(receipt.path)
         dest = self.failed_dir / src.name
         try:
@@ -434,6 +441,17 @@ class Pipeline:
                     sop_class_uid=receipt.sop_class_uid, kept_at=receipt.path)
         self.bus.publish("receipt_failed", {"status": status, "reason": reason, "path": receipt.path})
         return Outcome(status, reason=reason, path=receipt.path)
+
+
+    def _kept_before(self, digest: str, status: str) -> Optional[str]:
+        """Where an object with these bytes was set aside with ``status`` before, if its file is still there."""
+        try:
+            with self.store.transaction() as tx:
+                row = tx.execute("SELECT path FROM receipts WHERE sha256 = ? AND status = ? ORDER BY id DESC LIMIT 1",
+                                 [digest, status]).fetchone()
+        except StoreError:
+            return None
+        return row[0] if row is not None and Path(row[0]).exists() else None
 
 
 class _Tries:

@@ -337,3 +337,20 @@ def test_can_accept_says_no_when_the_disk_is_nearly_full(store, tmp_path, monkey
     st = os.statvfs(tmp_path)
     monkeypatch.setattr(pipeline_mod, "MIN_FREE_BYTES", st.f_bavail * st.f_frsize + (1 << 30))  # more than is free
     assert not p.can_accept()
+
+
+def test_a_rejected_object_sent_again_is_kept_once(store, tmp_path):
+    """A scanner that routes every image to the agent sends the same non-dose objects again and again:
+    one copy in failed/ and one receipt, not one per send; a different object is kept on its own."""
+    from tests.conftest import CORPUS
+
+    p = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    data = (CORPUS / "ESR_non-dose.dcm").read_bytes()
+    outcomes = [p.ingest(data, "dicom") for _ in range(3)]
+    assert [o.status for o in outcomes] == ["rejected"] * 3
+    assert len({o.path for o in outcomes}) == 1
+    assert len(list((tmp_path / "failed").iterdir())) == 1
+    assert store.db.execute("SELECT COUNT(*) FROM receipts WHERE status = 'rejected'").fetchone()[0] == 1
+    assert list((tmp_path / "spool").rglob("*.dcm")) == []  # the re-sent copies were not left in the spool
+    other = p.ingest((CORPUS / "NM-PetIm-GE.dcm").read_bytes(), "dicom")
+    assert other.status == "rejected" and len(list((tmp_path / "failed").iterdir())) == 2
