@@ -111,3 +111,22 @@ def test_views_without_dose_values_still_name_the_study():
     report = rf_report(events=[Event(irradiation_event_uid="1.2.3.4", protocol="P Finger(s) LAT")])
     report.modality = "DX"
     assert exam_of(report).name == "DX extremity"
+
+
+@pytest.mark.parametrize("protocol,target_region,exam,region", [
+    ("Liver Perfusion", "Abdomen", "CT body perfusion", "torso"), ("Lung perfusion", "Chest", "CT body perfusion", "torso"),
+    ("Perfusion of the kidney", None, "CT body perfusion", "torso"), ("Brain perfusion", "Head", "CT brain perfusion", "head"),
+    ("Perfusion", "Head", "CT brain perfusion", "head"),
+])
+def test_body_perfusion_is_not_brain_perfusion(protocol, target_region, exam, region):
+    """The AAPM 600 mGy notification value is for brain perfusion: a liver perfusion is a torso series."""
+    e = exam_of(ct_report([ct_event(protocol, target_region=target_region)]))
+    assert (e.name, e.region) == (exam, region)
+
+
+@pytest.mark.parametrize("protocol,target_region", [("Polytrauma", "Chest"), ("WB Trauma", "Entire body"),
+                                                    ("Liver Perfusion", "Abdomen")])
+def test_whole_body_and_body_perfusion_series_get_the_torso_notification_value(checked, protocol, target_region):
+    alerts = checked.ingest(ct_report([ct_event(protocol, ctdivol=70.0, dlp=100.0, target_region=target_region)]))
+    assert [(a.rule, str(a.threshold)) for a in alerts if a.kind == "ct_notification_value"] == \
+        [("aapm2011-adult-torso", "50")]
