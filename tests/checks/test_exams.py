@@ -130,3 +130,9 @@ def test_whole_body_and_body_perfusion_series_get_the_torso_notification_value(c
     alerts = checked.ingest(ct_report([ct_event(protocol, ctdivol=70.0, dlp=100.0, target_region=target_region)]))
     assert [(a.rule, str(a.threshold)) for a in alerts if a.kind == "ct_notification_value"] == \
         [("aapm2011-adult-torso", "50")]
+
+
+@pytest.mark.parametrize("protocol,exam", [("Pancreas head", "CT abdomen-pelvis"), ("Femoral head", "CT extremity"),
+                                           ("Head", "CT head"), ("Head and neck angio", "CT head")])
+def test_the_head_of_an_organ_or_a_bone_is_not_the_head(protocol, exam):
+    assert exam_of(ct_report([ct_event(protocol)])).name == exam
