@@ -16,10 +16,11 @@ transaction as usual.  ``reload`` swaps the rules (SIGHUP); a bad table keeps th
 """
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Optional
 
 import sqlite_utils
 import structlog
@@ -60,10 +61,11 @@ class ChecksStage:
             ("median_above_drl", lambda: drl.median_above_drl(tx, study, samples, rules)),
             ("fluoro_threshold", lambda: fluoro.from_study(study, rules)),
         ]
-        identity = phi.pattern(report.phi)  # a protocol or a scanner's reason may hold the patient's name
+        quoted = _quoted_texts(study, phi.pattern(report.phi))  # a protocol or a scanner's reason may name the patient
         for name, check in checks:
             for alert in _guarded(tx, name, study, check):
-                alert.message = phi.redact(alert.message, identity)
+                for text, redacted in quoted:
+                    alert.message = alert.message.replace(text, redacted)
                 if record(tx, alert):
                     ingest.alerts.append(alert)
         if study.exam.name is None:
@@ -93,6 +95,21 @@ class ChecksStage:
             log.error("rules_reload_failed", reason=str(exc), kept=len(self.rules.levels))
             return False
         return self.reload(cfg.checks)
+
+
+def _quoted_texts(study: StudyView, identity: Optional[re.Pattern[str]]) -> list[tuple[str, str]]:
+    """The report's own texts that alert messages quote (a series' name — its protocol or target
+    region —, the scanner's dose-check reasons) in which the patient's identity is found, each with
+    its redacted form, longest first.  Only these are redacted in a message: the message's own words
+    and numbers stay whole even when a name part or an id equals one ("Head", "1000")."""
+    if identity is None:
+        return []
+    texts = {e.name for e in study.events}
+    for e in study.events:
+        check = e.data.get("dose_check") or {}
+        texts |= {check.get("alert_reason"), check.get("notification_reason")}
+    found = [(t, phi.redact(t, identity)) for t in texts if t and identity.search(t)]
+    return sorted(found, key=lambda pair: len(pair[0]), reverse=True)
 
 
 def _guarded(tx: sqlite_utils.Database, name: str, study: StudyView, check: Callable[[], list[Alert]]) -> list[Alert]:

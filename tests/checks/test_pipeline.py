@@ -175,3 +175,21 @@ def test_an_angiography_report_of_acquisition_runs_only_reaches_the_fluoroscopy_
     outcome = agent_for().send(rdsr.encode(rdsr.projection_report(runs, description="Cerebral angiography")))
     assert {(a.rule, a.level) for a in outcome.ingest.alerts} >= {
         ("ncrp168-kar-first", "first notification"), ("ncrp168-kar-srdl", "SRDL")}
+
+
+def test_redaction_leaves_the_alerts_own_words_and_numbers_whole(agent_for):
+    """A patient named Head^Patient with id 1000: the alert still says which series, the value and the
+    limit; only the report's text that holds the name is redacted."""
+    agent = agent_for()
+    patient = rdsr.Patient(name="Head^Patient", id="1000", birth_date="19520314")
+    study = generate_uid()
+    series = [rdsr.CTSeries("Head Patient routine", target_region="Head", ctdivol="600", dlp="9000") for _ in range(2)]
+    outcome = agent.send(rdsr.encode(rdsr.ct_report(series, patient=patient, study_uid=study)))
+    messages = {a.kind: a.message for a in outcome.ingest.alerts}
+    assert "'[removed] routine'" in messages["ct_notification_value"]
+    assert "is at or above the notification value 80 mGy" in messages["ct_notification_value"]
+    assert "is 1200 mGy, at or above the alert value 1000 mGy" in messages["ct_alert_value"]
+    runs = [rdsr.ProjectionEvent(dap="0.01", dose_rp="5.5", exposure_time_ms="600000")]
+    srdl = [a for a in agent.send(rdsr.encode(rdsr.projection_report(runs, patient=patient))).ingest.alerts
+            if a.level == "SRDL" and a.quantity == "Ka_r"]
+    assert srdl and "arrange patient follow-up" in srdl[0].message
