@@ -90,23 +90,28 @@ def scanner_dose_checks(study: StudyView, new: set[str]) -> list[Alert]:
             reason = (check.get(reason_key) or "").strip() or None
             reached = []
             for quantity, configured_key, reaching_key in pairs:
+                if check.get(configured_key.rsplit("_value", 1)[0] + "_configured") is False:
+                    continue  # the scanner says this check is not switched on: a value it states is not in force
                 configured = exact(check.get(configured_key))
                 observed = exact(check.get(reaching_key))
+                estimated = observed is not None
                 if observed is None and level == "notification":
                     observed = e.value(quantity)
                 if configured is not None and observed is not None and observed >= configured:
-                    reached.append((quantity, observed, configured))
+                    reached.append((quantity, observed, configured, estimated))
             if reason and not reached:
-                reached.append((None, None, None))  # the operator was asked: surface it even without values
-            for quantity, observed, configured in reached:
-                out.append(_scanner_alert(study, e, level, severity, reason, quantity, observed, configured))
+                reached.append((None, None, None, False))  # the operator was asked: surface it even without values
+            for quantity, observed, configured, estimated in reached:
+                out.append(_scanner_alert(study, e, level, severity, reason, quantity, observed, configured, estimated))
     return out
 
 
 def _scanner_alert(study: StudyView, e: EventView, level: str, severity: str, reason: Optional[str],
-                   quantity: Optional[str], observed: Optional[Decimal], configured: Optional[Decimal]) -> Alert:
+                   quantity: Optional[str], observed: Optional[Decimal], configured: Optional[Decimal],
+                   estimated: bool = True) -> Alert:
     unit = QUANTITIES[quantity].canonical if quantity else None
-    estimate = "accumulated forward estimate" if level == "alert" else "forward estimate"
+    estimate = ("accumulated forward estimate" if level == "alert" else "forward estimate") if estimated \
+        else "of the series (no forward estimate stated)"
     what = (f": {quantity} {estimate} {short(observed)} {unit} reached the configured {level} value {short(configured)} {unit}"
             if quantity else "")
     said = f"reason given on the scanner: '{reason}'" if reason else "no reason recorded on the scanner"

@@ -120,6 +120,14 @@ def test_scanner_dose_check_below_its_configured_value_and_without_reason_is_qui
     alerts = checked.ingest(ct_report([ct_event("Chest", 50.0, 300.0, dose_check=check)]))
     (a,) = [a for a in alerts if a.kind == "modality_dose_check"]
     assert (a.level, a.severity, a.value, a.threshold) == ("notification", "warning", 50, 50)
+    assert "CTDIvol of the series (no forward estimate stated) 50 mGy" in a.message  # not called an estimate
+
+
+def test_a_scanner_check_stated_as_not_configured_is_not_applied(checked):
+    """TID 10015: "CTDIvol Notification Value Configured" = No: a value stated beside it is not in force."""
+    check = DoseCheck(ctdivol_notification_value_mGy=50.0, ctdivol_notification_configured=False)
+    alerts = checked.ingest(ct_report([ct_event("Chest", 60.0, 300.0, dose_check=check)]))
+    assert [a for a in alerts if a.kind == "modality_dose_check"] == []
 
 
 def test_a_notification_reason_alone_is_surfaced(checked):
