@@ -164,8 +164,14 @@ def read_timeout(event) -> None:
 
 
 def _log_rejected(event) -> None:
+    """Which rejection it was: hospital IT must tell a calling AE that is not allowed from a full agent."""
+    sent = getattr(event.assoc.acceptor, "primitive", None)  # the A-ASSOCIATE-RJ pynetdicom sent
+    try:
+        why = {"reason": sent.reason_str, "result": sent.result_str}
+    except (AttributeError, KeyError, ValueError):
+        why = {}
     log.warning("association_rejected", calling_ae=event.assoc.requestor.ae_title.strip(),
-                peer=event.assoc.requestor.address)
+                peer=event.assoc.requestor.address, **why)
 
 
 def _log_aborted(event) -> None:

@@ -130,7 +130,8 @@ def test_calling_ae_allow_list(agent_process):
     with pytest.raises(ConnectionError):
         send([rdsr.ct_report([rdsr.CTSeries("Head")])], "127.0.0.1", agent.dicom_port, calling_ae="INTRUDER")
     assert send([rdsr.ct_report([rdsr.CTSeries("Head")])], "127.0.0.1", agent.dicom_port, calling_ae="CT_ROOM_1") == [0]
-    assert '"association_rejected"' in agent.log_text()
+    (rejected,) = [e for e in agent.log_events() if e["event"] == "association_rejected"]
+    assert rejected["calling_ae"] == "INTRUDER" and "Calling AE title not recognised" in rejected["reason"]
 
 
 def test_malformed_report_is_kept_reported_and_the_scp_goes_on(agent_process):
@@ -240,6 +241,8 @@ def test_a_sender_that_stops_in_the_middle_of_a_message_frees_its_slot_after_the
     stalled.dul.socket.socket.sendall(b"\x04\x00" + struct.pack(">I", 1000) + b"\x00" * 10)  # 10 of 1000 bytes
     with pytest.raises(ConnectionError):  # the one slot is taken: rejected, local limit exceeded
         echo("127.0.0.1", agent.dicom_port)
+    assert any(e["event"] == "association_rejected" and e["reason"] == "Local limit exceeded"
+               for e in agent.log_events())
     time.sleep(4)
     assert echo("127.0.0.1", agent.dicom_port) == 0
     stalled.abort()
