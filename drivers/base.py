@@ -70,7 +70,7 @@ class Reading:
     status: str = "ok"  # ok | overload | reset | derived | unverified
     raw: bytes = b""  # the frame, for diagnosis
     native: str = ""  # value and unit as the device sent them, e.g. "30000.00 cGy.cm2"
-    wrap: Optional[int] = None  # a cumulative counter that wraps to 0 at this modulus
+    wrap: Optional[float] = None  # a cumulative counter that wraps to 0 at this modulus (canonical unit)
     since_reset: bool = True  # cumulative counts from the device's last reset (False: a lifetime counter)
     max_rate: Optional[float] = None  # largest plausible increase per second: bounds wrap-around detection
 
@@ -155,6 +155,8 @@ def make_reading(device: str, quantity: Quantity, kind: Kind, digits: str | int 
     value = float(number * conv[1])
     if value == float("inf"):
         return Problem("implausible", f"{quantity} {number} {native_unit} out of range", raw)
+    if extra.get("wrap"):  # the counter's modulus is in the device's unit, like its value
+        extra["wrap"] = float(Decimal(extra["wrap"]) * conv[1])
     return Reading(device=device, quantity=quantity, value=value, unit=target, kind=kind, time=now, raw=bytes(raw),
                    native=f"{number} {native_unit}", **extra)
 

@@ -93,7 +93,7 @@ class Ledger:
                 state["cum"][r.quantity] = [reference, r.time]
                 credited = credit.amount
                 if ctx.role == "dap_meter" and r.quantity in PROCEDURE_COLUMNS:
-                    procedure = self._procedure_step(tx, ctx, procedure, r, credit.event, out)
+                    procedure = self._procedure_step(tx, ctx, procedure, r, credit.event, credited, out)
                 elif ctx.role in ("staff", "room") and r.quantity == "dose" and credited > 0:
                     staff_touched.add(self._add_staff(tx, ctx, r.time, credited, derived=False))
             elif r.quantity == "dose_rate" and ctx.role in ("staff", "room") and "dose" not in state["cum"]:
@@ -131,16 +131,22 @@ class Ledger:
 
     # -- procedures ----------------------------------------------------------------------------------
     def _procedure_step(self, tx, ctx: DeviceContext, procedure: Optional[dict], r: Reading, event: str,
-                        out: Recorded) -> dict:
+                        credited: float, out: Recorded) -> dict:
+        """Add the reading's credit to the open procedure (opening one at the first reading or a reset).
+
+        The total is the sum of what each reading credited (:func:`credit_cumulative`: an increase, a
+        wrap-around's forward distance, nothing for a lifetime counter's first value or for jitter),
+        rounded to 1e-15 of the canonical unit so that 300 Gy·cm² reached in steps is 0.03 Gy·m², not
+        0.029999999999999995 (a threshold reached exactly fires)."""
         fresh_reset = event == "reset" and not (procedure and procedure["start_t"] == r.time)
         if procedure is None or fresh_reset:
             if procedure is not None:
                 out.enqueued += self._close(tx, ctx, procedure, r.time, "meter_reset")
-            counts_from_zero = r.since_reset and event in ("first", "reset")
-            base = {q: 0.0 for q in PROCEDURE_COLUMNS} if counts_from_zero else {q: r.value for q in PROCEDURE_COLUMNS}
+            base = {q: 0.0 for q in PROCEDURE_COLUMNS}  # the meter's value at the start (for the record)
+            base[r.quantity] = r.value - credited
             procedure = self._open(tx, ctx, r.time, "meter_reset" if event == "reset" else "first_seen", base)
-        total_col, base_col = PROCEDURE_COLUMNS[r.quantity]
-        total = max(procedure[total_col], r.value - procedure[base_col])
+        total_col, _base_col = PROCEDURE_COLUMNS[r.quantity]
+        total = round(procedure[total_col] + max(0.0, credited), 15)
         grew = total > procedure[total_col]
         procedure[total_col] = total
         procedure["samples"] += 1
@@ -182,7 +188,7 @@ class Ledger:
             "INSERT INTO staff_dose (subject, subject_kind, body_part, quarter, dose_Sv, derived_Sv, samples,"
             " first_t, last_t, devices) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)"
             " ON CONFLICT (subject, subject_kind, body_part, quarter) DO UPDATE SET"
-            " dose_Sv = dose_Sv + excluded.dose_Sv, derived_Sv = derived_Sv + excluded.derived_Sv,"
+            " dose_Sv = round(dose_Sv + excluded.dose_Sv, 15), derived_Sv = round(derived_Sv + excluded.derived_Sv, 15),"
             " samples = samples + 1, last_t = excluded.last_t,"
             " devices = CASE WHEN instr(',' || devices || ',', ',' || excluded.devices || ',') > 0 THEN devices"
             "   ELSE devices || ',' || excluded.devices END",

@@ -62,3 +62,21 @@ def test_credits_are_never_negative_nor_more_than_what_was_counted(start, steps)
             if action == "inc":
                 assert credit.amount == n
         last, last_t = ref, t
+
+
+def test_a_wrap_modulus_given_in_the_devices_unit_is_applied_in_the_canonical_one():
+    """docs/drivers.md's example: a dose counter in µSv that wraps at 65536 (µSv). 65000, 65500, then
+    464 µSv is a wrap: 500 µSv credited, not a reset that credits 464."""
+    from drivers.base import make_reading
+
+    def counter(value, t):
+        return make_reading("badge", "dose", "cumulative", value, "uSv", t, b"", wrap=65536, since_reset=False)
+
+    readings = [counter(v, float(t)) for t, v in enumerate((65000, 65500, 464), start=1)]
+    assert readings[0].wrap == 0.065536
+    last, last_t, credits = None, None, []
+    for r in readings:
+        credit, last = credit_cumulative(last, last_t, r)
+        last_t = r.time
+        credits.append((credit.event, round(credit.amount * 1e6, 6)))
+    assert credits == [("first", 0.0), ("increase", 500.0), ("wrap", 500.0)]

@@ -54,7 +54,7 @@ def test_new_patient_counts_from_the_meters_present_value(store, hooks):
         uid = ledger.new_procedure(tx, c, 2.0)
     record(store, ledger, c, [reading("dap", 0.0250, 3.0)])
     assert uid == "room-3:dev:2"
-    assert procedures(store)[1] == ("room-3:dev:2", "new_patient", None, 0.0250 - 0.0200)
+    assert procedures(store)[1] == ("room-3:dev:2", "new_patient", None, 0.005)  # exactly, not 0.005000000000000001
     assert calls["cumulative"][-1][0] == uid
 
 
@@ -118,3 +118,51 @@ def test_minutes_are_queued_once_without_raw_samples_and_old_samples_are_pruned(
         assert Ledger.prune(tx, "dev", t0 + 1.5) == 2
     assert store.db.execute("SELECT COUNT(*) FROM serial_samples").fetchone()[0] == 1
     assert store.db.execute("SELECT COUNT(*) FROM serial_minutes").fetchone()[0] == 1
+
+
+def kerma(store):
+    return [k for (k,) in store.db.execute("SELECT air_kerma_Gy FROM serial_procedures ORDER BY id")]
+
+
+def test_a_lifetime_counter_meters_ka_r_counts_from_its_own_first_value_not_from_the_dap(store, hooks):
+    """DAP and Ka,r lifetime counters on one line (10 Gy·cm², 8 Gy so far): 10 mGy delivered is 10 mGy,
+    not 8 Gy less the DAP's value."""
+    ledger, _ = hooks
+    c = ctx(driver="generic")
+    lifetime = dict(since_reset=False)
+    record(store, ledger, c, [reading("dap", 0.001, 1.0, **lifetime), reading("air_kerma", 8.0, 1.0, **lifetime)])
+    record(store, ledger, c, [reading("dap", 0.002, 2.0, **lifetime), reading("air_kerma", 8.01, 2.0, **lifetime)])
+    assert kerma(store) == [0.01]
+    assert procedures(store)[0][3] == 0.001
+
+
+def test_a_wrap_around_keeps_adding_to_the_procedure(store, hooks):
+    """A Ka,r counter that wraps at 10 Gy: 6, 8, then 1 (= 11 Gy) — the procedure holds 5 Gy delivered."""
+    ledger, calls = hooks
+    c = ctx(driver="generic")
+    for t, value in enumerate((6.0, 8.0, 1.0), start=1):
+        record(store, ledger, c, [reading("air_kerma", value, float(t), wrap=10.0)])
+    assert kerma(store) == [11.0]  # a since-reset counter: 6 Gy at the first reading, then +2, then +3
+    assert [v for _, q, v, _ in calls["cumulative"] if q == "air_kerma"] == [6.0, 8.0, 11.0]
+
+
+def test_a_threshold_reached_exactly_in_steps_is_reached(store, hooks):
+    """New patient at 7734 cGy·cm², the meter then reaches 37734 cGy·cm²: exactly 300 Gy·cm² (0.03 Gy·m²)."""
+    ledger, calls = hooks
+    c = ctx()
+    record(store, ledger, c, [reading("dap", 0.007734, 1.0)])
+    with store.transaction() as tx:
+        ledger.new_procedure(tx, c, 2.0)
+    record(store, ledger, c, [reading("dap", 0.027734, 3.0)])
+    record(store, ledger, c, [reading("dap", 0.037734, 4.0)])
+    assert calls["cumulative"][-1][2] == 0.03
+
+
+def test_a_staff_quarter_reaching_an_investigational_level_exactly_holds_it_exactly(store, hooks):
+    """58 µSv, then 1,250 µSv on a cumulative badge: the quarter holds 1.25 mSv, so `alara-edge staff`
+    and the alert agree that IL I (1.25 mSv) is reached."""
+    ledger, calls = hooks
+    c = ctx(role="staff", driver="automess")
+    record(store, ledger, c, [reading("dose", 58e-6, 1.0)])
+    record(store, ledger, c, [reading("dose", 1250e-6, 2.0)])
+    assert [d for (d,) in store.db.execute("SELECT dose_Sv FROM staff_dose")] == [0.00125]
