@@ -27,7 +27,7 @@ import structlog
 from agent.store import outbox
 from drivers.base import Reading
 
-from .counters import credit_cumulative, integrate
+from .counters import Credit, credit_cumulative, integrate
 
 log = structlog.get_logger("agent.readings")
 
@@ -90,6 +90,7 @@ class Ledger:
             if r.kind == "cumulative":
                 last = state["cum"].get(r.quantity)
                 credit, reference = credit_cumulative(last[0] if last else None, last[1] if last else None, r)
+                credit, reference = self._confirmed(ctx, state, r, credit, reference)
                 state["cum"][r.quantity] = [reference, r.time]
                 credited = credit.amount
                 if ctx.role == "dap_meter" and r.quantity in PROCEDURE_COLUMNS:
@@ -128,6 +129,28 @@ class Ledger:
         new = self._open(tx, ctx, now, reason, base)
         tx.execute("UPDATE serial_devices SET procedure_id = ? WHERE device = ?", [new["id"], ctx.device])
         return new["uid"]
+
+    @staticmethod
+    def _confirmed(ctx: DeviceContext, state: dict, r: Reading, credit: Credit, reference: float) -> tuple[Credit, float]:
+        """A counter reset counts only when the next reading confirms it.
+
+        A telegram without a checksum (the DIAMENTOR's) that lost or flipped a digit looks like a
+        reset: the DAP or the measuring time dropped, and the next reading is back where it was.
+        Taken at once, it split the procedure and counted its DAP twice (and could raise an SRDL).
+        So the first reading that would reset is held (nothing credited, the reference kept); if the
+        next one resets too, the reset is real and counted from there; if not, the held one was a
+        glitch and is logged.  A real reset is thereby seen one reading later."""
+        held = state.setdefault("held", {})
+        suspect = held.pop(r.quantity, None)
+        if credit.event != "reset":
+            if suspect is not None:
+                log.warning("serial_glitch", device=ctx.device, quantity=r.quantity, value=suspect[0],
+                            hint="one reading looked like a counter reset and was not confirmed: ignored")
+            return credit, reference
+        if suspect is None:
+            held[r.quantity] = [r.value, r.time]
+            return Credit(0.0, "held"), state["cum"][r.quantity][0]
+        return credit, reference
 
     # -- procedures ----------------------------------------------------------------------------------
     def _procedure_step(self, tx, ctx: DeviceContext, procedure: Optional[dict], r: Reading, event: str,

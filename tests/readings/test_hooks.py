@@ -23,9 +23,10 @@ def test_kap_first_notification_fires_at_exactly_300_Gycm2_not_below(store):
     assert (alert.kind, alert.level, alert.procedure_id, float(alert.threshold)) == \
         ("fluoro_threshold", "first notification", "room-3:dev:1", 300.0)
     assert record(store, led, ctx(), [reading("dap", 0.0301, 3.0)]).alerts == []  # once per procedure
-    # a meter reset is a new procedure: its thresholds count again
+    # a meter reset (confirmed by the next reading) is a new procedure: its thresholds count again
     record(store, led, ctx(), [reading("dap", 0.001, 4.0)])
-    assert [a.procedure_id for a in record(store, led, ctx(), [reading("dap", 0.0305, 5.0)]).alerts] == \
+    record(store, led, ctx(), [reading("dap", 0.002, 5.0)])
+    assert [a.procedure_id for a in record(store, led, ctx(), [reading("dap", 0.0305, 6.0)]).alerts] == \
         ["room-3:dev:2"]
     assert len(list_alerts(store.db)) == 2
 

@@ -21,12 +21,14 @@ def test_dap_meter_procedure_grows_calls_the_hook_and_resets(store, hooks):
     assert out.gauge["procedure_id"] == "room-3:dev:1" and out.gauge["dap_Gym2"] == 0.01
     record(store, ledger, c, [reading("dap", 0.0300, 2.0)])
     record(store, ledger, c, [reading("dap", 0.0300, 3.0)])  # unchanged: no hook call
-    out = record(store, ledger, c, [reading("dap", 0.0050, 4.0)])  # the meter was reset
-    assert [v for _, _, v, _ in calls["cumulative"]] == [0.01, 0.03, 0.005]
+    out = record(store, ledger, c, [reading("dap", 0.0050, 4.0)])  # the meter was reset...
+    assert out.enqueued == 0 and out.gauge["procedure_id"] == "room-3:dev:1"  # ...held until confirmed
+    out = record(store, ledger, c, [reading("dap", 0.0060, 5.0)])  # confirmed: a new procedure from here
+    assert [v for _, _, v, _ in calls["cumulative"]] == [0.01, 0.03, 0.006]
     assert calls["cumulative"][1] == ("room-3:dev:1", "dap", 0.03, "Gy.m2")
     assert out.enqueued == 1 and out.gauge["procedure_id"] == "room-3:dev:2"
     assert procedures(store) == [("room-3:dev:1", "first_seen", "meter_reset", 0.03),
-                                 ("room-3:dev:2", "meter_reset", None, 0.005)]
+                                 ("room-3:dev:2", "meter_reset", None, 0.006)]
     (body,) = [json.loads(b) for (b,) in store.db.execute("SELECT body FROM outbox WHERE kind = 'reading'")]
     assert body["type"] == "procedure" and body["dap_Gym2"] == 0.03 and body["procedure_id"] == "room-3:dev:1"
 
@@ -166,3 +168,15 @@ def test_a_staff_quarter_reaching_an_investigational_level_exactly_holds_it_exac
     record(store, ledger, c, [reading("dose", 58e-6, 1.0)])
     record(store, ledger, c, [reading("dose", 1250e-6, 2.0)])
     assert [d for (d,) in store.db.execute("SELECT dose_Sv FROM staff_dose")] == [0.00125]
+
+
+def test_one_corrupt_reading_that_looks_like_a_reset_neither_splits_the_procedure_nor_counts_twice(store, hooks):
+    """A DIAMENTOR telegram has no checksum: a flipped or lost digit reads as a drop (35000 -> 3500 cGy·cm²)
+    and the next telegram is back at 35000. One procedure, 350 Gy·cm², and the glitch is logged."""
+    ledger, calls = hooks
+    c = ctx()
+    for t, value in enumerate((0.030, 0.035, 0.0035, 0.035, 0.036), start=1):
+        record(store, ledger, c, [reading("dap", value, float(t))])
+    assert procedures(store) == [("room-3:dev:1", "first_seen", None, 0.036)]
+    assert [v for _, _, v, _ in calls["cumulative"]] == [0.03, 0.035, 0.036]
+    assert sum(c for (c,) in store.db.execute("SELECT credited FROM serial_samples")) == 0.036
