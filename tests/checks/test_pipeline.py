@@ -193,3 +193,26 @@ def test_redaction_leaves_the_alerts_own_words_and_numbers_whole(agent_for):
     srdl = [a for a in agent.send(rdsr.encode(rdsr.projection_report(runs, patient=patient))).ingest.alerts
             if a.level == "SRDL" and a.quantity == "Ka_r"]
     assert srdl and "arrange patient follow-up" in srdl[0].message
+
+
+def test_an_acknowledgement_leaves_the_box_without_the_patients_identity(agent_for, store):
+    """The technologist may type the patient's name, id or birth date into the reason or the note: the
+    store keeps what was typed, the acknowledgement queued for the central site does not carry them."""
+    import json
+
+    from agent.checks import acknowledge
+
+    agent = agent_for()
+    patient = rdsr.Patient(name="Oconnell^Siobhan", id="MRN-0778899", birth_date="19610203")
+    series = rdsr.CTSeries("Routine head", target_region="Head", ctdivol="120", dlp="2000")
+    (alert,) = [a for a in agent.send(rdsr.encode(rdsr.ct_report([series], patient=patient))).ingest.alerts
+                if a.kind == "ct_notification_value"]
+    typed = "Siobhan Oconnell (MRN-0778899, born 03.02.1961) is pregnant, scan justified"
+    with store.transaction() as tx:
+        acknowledge(tx, alert.id, "tech1", typed, note="spoke to Mrs Oconnell")
+    (body,) = [json.loads(b) for (b,) in store.db.execute("SELECT body FROM outbox WHERE kind = 'ack'")]
+    assert body["by"] == "tech1" and "pregnant, scan justified" in body["reason"]
+    for word in ("Siobhan", "Oconnell", "MRN-0778899", "03.02.1961"):
+        assert word not in json.dumps(body)
+    (kept,) = [a for a in agent.alerts() if a.id == alert.id]
+    assert kept.ack["reason"] == typed  # on the box, as typed
