@@ -44,14 +44,15 @@ def pattern(phi: PHI, include_id: bool = False) -> Optional[re.Pattern[str]]:
                 for part in re.split(r"[-'’.]+", token):
                     if len(part) >= 2 or (part and not part.isascii()):  # a single CJK character is a name
                         words |= _forms(part)
-    if phi.patient_id and not include_id and len(phi.patient_id.strip()) >= 4:
-        words.add(phi.patient_id.strip())
     words = {w for w in words if len(w) >= 2 or (w and not w.isascii())}
     alternatives = []
     if words:
-        names = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+        names = "|".join(_spaced(w) for w in sorted(words, key=len, reverse=True))
         # with a plural or genitive ending, as names are written in text: "the Smiths", "Müllers Befund"
         alternatives.append(rf"(?<![A-Za-z0-9])(?:{names})(?:e?s)?(?![A-Za-z0-9])")
+    ids = _id_pattern(phi.patient_id) if phi.patient_id and not include_id else None
+    if ids:
+        alternatives.append(rf"(?<![A-Za-z0-9])(?:{ids})(?![A-Za-z0-9])")
     dates = _date_pattern(phi.birth_date)
     if dates:
         alternatives.append(rf"(?<![0-9])(?:{dates})(?![0-9])")
@@ -93,6 +94,33 @@ def _forms(text: str) -> set[str]:
         return set()
     folded = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
     return {text, folded, text.translate(_GERMAN)}
+
+
+_SEP = "['’ -]?"
+
+
+def _spaced(word: str) -> str:
+    """A name part as a pattern that also finds it with an apostrophe, hyphen or space after its
+    first, second or third letter, as such names are written: O'Connell, Mc Donald, Van Dam."""
+    if len(word) < 4 or not word.isalpha():
+        return re.escape(word)
+    return _SEP.join(re.escape(c) for c in word[:3]) + _SEP + re.escape(word[3:])
+
+
+def _id_pattern(patient_id: str) -> Optional[str]:
+    """The id as written, with other separators or none between its parts and its numbers with any
+    leading zeros (MRN-0778899: MRN 0778899, mrn778899), and a number alone when it has five digits or
+    more besides leading zeros (778899)."""
+    parts = re.findall(r"[A-Za-z0-9]+", patient_id)
+    if not parts or sum(len(p) for p in parts) < 4:
+        return None
+
+    def number(digits: str) -> str:  # leading zeros as many as written, or none
+        return "0*" + re.escape(digits.lstrip("0") or "0")
+
+    forms = [r"[\W_]*".join(number(p) if p.isdigit() else re.escape(p) for p in parts)]
+    forms += [number(p) for p in parts if p.isdigit() and len(p.lstrip("0")) >= 5]
+    return "|".join(sorted(set(forms), key=len, reverse=True))
 
 
 def _date_pattern(birth_date: Optional[str]) -> Optional[str]:

@@ -51,3 +51,18 @@ def test_scrub_tree_replaces_whole_values_and_spares_uids_and_pseudonyms():
     assert changed == ["study.description", "events.1.protocol"]
     assert body["study"]["description"] == "[removed]" and body["events"][0]["protocol"] == "Head"
     assert body["study_instance_uid"] == "1.2.3.19520314"
+
+
+@pytest.mark.parametrize("text", ["Head CT MRN0778899", "MRN 0778899 chest", "mrn778899 abdomen", "pt 778899 abdomen",
+                                  "MRN_0778899", "O'Connell head", "Siobhan O Connell", "OCONNELL knee"])
+def test_the_id_and_the_name_are_found_written_otherwise(text):
+    """An id written with other separators, none, or without its prefix and leading zeros; a name the
+    DICOM header writes Oconnell written O'Connell or O Connell."""
+    found = pattern(PHI(patient_id="MRN-0778899", patient_name="Oconnell^Siobhan"))
+    assert "[removed]" in redact(text, found), text
+
+
+@pytest.mark.parametrize("text", ["DLP 778 mGy", "series 1778899", "CTDIvol 12.5 mGy 0778", "Con nell"])
+def test_parts_of_numbers_and_of_words_are_not_taken_for_the_id_or_the_name(text):
+    found = pattern(PHI(patient_id="MRN-0778899", patient_name="Oconnell^Siobhan"))
+    assert redact(text, found) == text
