@@ -222,7 +222,7 @@ class Receiver:
             if m.kind == "status":
                 continue
             self.counts["stored" if new else "duplicates"] += 1
-            if new:
+            if new and not self.central.shared_group:  # a shared subscription sees only its share of the seqs
                 self._track_seq(m)
         for message in batch:
             if message.qos > 0:
