@@ -277,10 +277,11 @@ class Uplink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        high_water = outbox.high_water(self._db)
         event_id, will = status_message(state="offline", reason="connection lost", site=self.site,
-                                        station=self.station, seq=outbox.high_water(self._db), store=self._store_id)
+                                        station=self.station, seq=high_water, store=self._store_id)
         client.will_set(self._topic("status"), will, qos=1, retain=True,
-                        properties=will_properties(event_id) if is_v5(self.cfg) else None)
+                        properties=will_properties(event_id, high_water) if is_v5(self.cfg) else None)
         self._reset_link()
         try:
             connect(client, self.cfg)

@@ -39,11 +39,13 @@ def status_message(*, state: str, site: str, station: str, seq: int, reason: Opt
                               store=store)
 
 
-def will_properties(event_id: str) -> Properties:
+def will_properties(event_id: str, seq: int) -> Properties:
+    """The will's MQTT 5 properties, the user properties every message has (its ``seq`` is the
+    outbox's high-water mark when the agent connected: the will is fixed at CONNECT)."""
     props = Properties(PacketTypes.WILLMESSAGE)
     props.PayloadFormatIndicator = 1
     props.ContentType = CONTENT_TYPE
-    props.UserProperty = [("event_id", event_id), ("schema", user_schema("status"))]
+    props.UserProperty = [("event_id", event_id), ("schema", user_schema("status")), ("seq", str(seq))]
     return props
 
 

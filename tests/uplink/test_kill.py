@@ -53,5 +53,7 @@ def test_killed_sender_leaves_a_retained_offline_status(broker, tmp_path):
         wait_for(lambda: tap.messages[-1].json["body"]["state"] == "offline", what="the will")
         will = tap.messages[-1]
         assert will.json["body"]["reason"] == "connection lost" and will.content_type == "application/json"
+        assert will.user == {"event_id": will.json["event_id"], "schema": "alara-edge/status/1",
+                             "seq": str(will.json["seq"])}  # the user properties every message has
     finally:
         tap.close()
