@@ -45,6 +45,7 @@ POISON_DROPS = 3  # connections lost in a row while one row was sent alone: that
 OUR_OWN_DROPS = ("no PUBACK", "no CONNACK", "store:", "stopping")  # a slow broker is no reason to blame a row
 STABLE_S = 60.0  # a connection that lived this long resets the reconnect back-off even without a PUBACK
 PREFETCH = 256
+STATUS_MIN_S = 1.0  # an alarm raised again (a new count) is sent with the next status at most this often
 
 
 class Uplink:
@@ -97,6 +98,7 @@ class Uplink:
         self._tokens_at = time.monotonic()
         self._next_housekeeping = 0.0
         self._next_status = 0.0
+        self._status_at = 0.0  # when the last status went out: an alarm's new count waits STATUS_MIN_S after it
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -227,7 +229,7 @@ class Uplink:
         oldest = self.ledger.oldest_unacked()
         if oldest is not None and now - oldest > self.cfg.ack_timeout_s:
             return self._drop(f"no PUBACK within {self.cfg.ack_timeout_s:g} s")
-        if now >= self._next_status or self.alarms.changed.is_set():
+        if now >= self._next_status or (self.alarms.changed.is_set() and now >= self._status_at + STATUS_MIN_S):
             self._publish_status("online")
         self._fill(now)
 
@@ -477,7 +479,8 @@ class Uplink:
         info = client.publish(self._topic("status"), payload, qos=1, retain=True, properties=props)  # type: ignore[arg-type]
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             self._status_mids.add(info.mid)
-        self._next_status = time.monotonic() + self.cfg.status_interval_s
+        self._status_at = time.monotonic()
+        self._next_status = self._status_at + self.cfg.status_interval_s
 
     # -- housekeeping ---------------------------------------------------------------------------
     def _housekeeping(self) -> None:

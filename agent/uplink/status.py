@@ -52,7 +52,7 @@ def will_properties(event_id: str, seq: int) -> Properties:
 class Alarms:
     """Conditions a person must see (quota reached, dead letters, no subscriber), with since/count.
 
-    ``changed`` is set whenever one is raised or cleared, so that the status goes out at once.
+    ``changed`` is set whenever one is raised (again) or cleared, so that the status goes out soon.
     """
 
     def __init__(self) -> None:
@@ -67,9 +67,9 @@ class Alarms:
             alarm = self._active.get(kind)
             if alarm is None:
                 self._active[kind] = {"since": now_iso(), "count": 1, **(detail or {})}
-                self.changed.set()
             else:
                 alarm.update(detail or {}, count=alarm["count"] + 1)
+            self.changed.set()  # a new count too (the uplink sends at most one status a second for it)
 
     def clear(self, kind: str, quiet_s: float = 0.0) -> None:
         """End the alarm, unless it was raised again within the last ``quiet_s`` seconds."""

@@ -94,6 +94,14 @@ def test_refused_topic_goes_to_dead_letter_with_alarm_and_is_not_retried(tmp_pat
         assert [a["seq"] for a in alarms if a["kind"] == "outbox_dead_letter"] == [4, 5]
         assert any(a["kind"] == "outbox_dead_letter" for a in uplink.health()["alarms"])
         assert sorted(central_event_ids(cfg)) == sorted(readings)
+
+        def status_says():  # the retained status at the central site, long before status_interval_s
+            body = (central_view(cfg).get("last_status") or {}).get("body") or {}
+            return body.get("dead"), [a.get("count") for a in body.get("alarms", []) if a["kind"] == "outbox_dead_letter"]
+        wait_for(lambda: status_says() == (2, [2]), timeout=10, what="a status with both dead letters")
+        enqueue(store, 1, kind="alert", tag="later")  # one more, after that status: its count goes out again
+        bus.publish("outbox", None)
+        wait_for(lambda: status_says() == (3, [3]), timeout=10, what="a status with the third dead letter")
     finally:
         broker.stop()
 
