@@ -43,7 +43,13 @@ class Gmc(Driver):
                                      timeout_s=self.options.timeout_s)
         self.buffer = bytearray()
         self.last_byte_at = 0.0
+        self.settle_from: Optional[float] = None  # a request timed out: the line must go quiet before the next
         self.model: Optional[str] = self.options.model
+
+    @property
+    def quiet_s(self) -> float:
+        """How long the line must be silent after a timed-out request before the next one is sent."""
+        return min(self.options.timeout_s, 0.5)
 
     @property
     def cpm_width(self) -> int:
@@ -52,13 +58,14 @@ class Gmc(Driver):
 
     def reopened(self, now: float) -> None:
         self.buffer.clear()
+        self.settle_from = None
         self.schedule.restart()
 
     def feed(self, data: bytes, now: float) -> list[Item]:
         self.buffer += data
         self.last_byte_at = now
         pending = self.schedule.pending
-        if pending is None:
+        if pending is None or self.settle_from is not None:
             return []  # discarded (and counted) before the next command
         if pending.command == "GETCPM" and len(self.buffer) >= self.cpm_width:
             return self._cpm(now)
@@ -77,9 +84,16 @@ class Gmc(Driver):
             self.schedule.done()
             self._version(bytes(self.buffer))
             self.buffer.clear()
-        elif pending is not None and pending.expired(now):
+        elif pending is not None and pending.expired(now) and self.settle_from is None:
             pending.data = bytes(self.buffer)
             self.buffer.clear()
+            self.settle_from = now
+        if self.settle_from is not None:
+            # The replies have no framing: the late rest of the one that timed out would be read as the
+            # start of the next (00 | 00 01 2C + 00... = 76,800 CPM). Wait until the line has been quiet.
+            if now - max(self.settle_from, self.last_byte_at) < self.quiet_s:
+                return b"", out
+            self.settle_from = None
         command, timeouts = self.schedule.next(now)
         out.extend(timeouts)
         if command is None:

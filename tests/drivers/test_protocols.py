@@ -150,3 +150,23 @@ def test_radpro_counter_rate_and_sensitivity():
     h.tick(1.0)
     h.feed(b"ERROR\r\n")
     assert h.problems[-1].kind == "device_error"
+
+
+def test_gmc_a_reply_that_comes_late_is_not_read_as_the_start_of_the_next():
+    """GMC-500 (4-byte CPM, no framing): one byte of 300 CPM in time, the other three after the timeout.
+    They are discarded (stale), not taken with the next reply's first byte for 76,800 CPM."""
+    h = Harness(drivers.create("gmc", "room", {"model": "GMC-500", "timeout_s": 1.0}))
+    reply = bytes.fromhex("0000012C")
+    assert h.tick() == b"<GETVER>>"
+    h.feed(b"GMC-500+Re 1.22")
+    assert h.tick(0.2) == b"<GETCPM>>"
+    h.feed(reply, 0.01)
+    assert h.tick(1.0) == b"<GETCPM>>"
+    h.feed(reply[:1], 0.3)  # one byte in time...
+    assert h.tick(0.75) == b""  # ...timed out: the line must go quiet first
+    h.feed(reply[1:], 0.2)  # the rest, late
+    assert h.tick(0.2) == b""  # still settling (bytes came 0.2 s ago)
+    assert h.tick(0.4) == b"<GETCPM>>"  # quiet for 0.6 s: the stale bytes are dropped, the next request goes
+    h.feed(reply, 0.01)
+    assert [r.value for r in h.readings if r.quantity == "count_rate"] == [300.0, 300.0]
+    assert {"timeout", "garbage"} <= {p.kind for p in h.problems}
