@@ -71,6 +71,8 @@ class Diamentor(LinePollDriver):
             self.schedule.done()
             code = int(error.group(1))
             meaning = ERRORS.get(code, "unknown error code")
+            if code in OVERLOAD_CODES:  # the chamber saturates: the DAP stops growing while dose is delivered
+                return [Problem("overload", f"E{code} ({meaning}): the DAP is not being measured in full", line)]
             return [Problem("device_error", f"E{code} ({meaning}) in reply to {pending.command}", line)]
         command = pending.command
         if command == "PTW":

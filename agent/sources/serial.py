@@ -290,6 +290,6 @@ class PortWorker:
         if last is not None and now - last < SUMMARY_EVERY_S:
             return
         self._logged_at[problem.kind] = now
-        level = log.error if problem.kind in ("store_error",) else log.warning
+        level = log.error if problem.kind in ("store_error", "overload") else log.warning  # overload: dose unmeasured
         level("serial_problem", device=self.ctx.device, kind=problem.kind, detail=problem.detail,
               raw=problem.raw[:32].hex(" ") if problem.raw else None, count=self.errors[problem.kind])

@@ -170,3 +170,12 @@ def test_gmc_a_reply_that_comes_late_is_not_read_as_the_start_of_the_next():
     h.feed(reply, 0.01)
     assert [r.value for r in h.readings if r.quantity == "count_rate"] == [300.0, 300.0]
     assert {"timeout", "garbage"} <= {p.kind for p in h.problems}
+
+
+def test_diamentor_charge_overflow_is_an_overload_not_a_plain_device_error():
+    """E4/E5: the chamber saturates and the DAP stops growing while dose is still delivered."""
+    h = Harness(drivers.create("diamentor", "dap-1", {"unit": 2}))
+    assert h.tick() == b"PTW\r\n"
+    h.feed(b"E4\r\n")
+    h.feed(b"", 0.0)
+    assert [(p.kind, "not being measured" in p.detail) for p in h.problems] == [("overload", True)]
