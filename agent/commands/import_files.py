@@ -93,10 +93,15 @@ def _send_to_running_agent(cfg, files, as_json: bool) -> int:
     datasets, names = [], []
     for path in files:
         try:
-            datasets.append(pydicom.dcmread(path, force=True))
-            names.append(path)
+            ds = pydicom.dcmread(path, force=True)
         except Exception as exc:
             _print(as_json, path, "error", f"not a DICOM file: {exc}")
+            continue
+        if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:  # force=True reads any file as a dataset
+            _print(as_json, path, "error", "not a DICOM file: no SOP Class and Instance UID")
+            continue
+        datasets.append(ds)
+        names.append(path)
     failures = 0
     for path, ds in zip(names, datasets):
         try:
@@ -104,6 +109,10 @@ def _send_to_running_agent(cfg, files, as_json: bool) -> int:
         except (ConnectionError, OSError) as exc:
             print(f"cannot reach the running agent at {host}:{cfg.dicom.port}: {exc}", file=sys.stderr)
             return 1
+        except Exception as exc:  # this file cannot be sent (an attribute pynetdicom cannot encode): the rest can
+            _print(as_json, path, "error", f"cannot be sent: {type(exc).__name__}: {exc}")
+            failures += 1
+            continue
         failures += status != 0
         reason = f"status 0x{status:04X}" if status >= 0 else "no answer from the agent (send the file again)"
         _print(as_json, path, "sent" if status == 0 else "failed", reason)

@@ -43,6 +43,11 @@ def test_import_while_the_agent_runs_goes_through_its_scp(agent_process, tmp_pat
     assert '"calling_ae": "ALARA_IMPORT"' in agent.log_text()
     with sqlite3.connect(agent.db_path) as db:
         assert db.execute("SELECT COUNT(*) FROM reports").fetchone()[0] == 1
+    # a PACS export folder holds other files too: each gets its line, the rest is sent
+    r = agent.cli("import", str(src), "--json")
+    assert "Traceback" not in r.stderr
+    statuses = {json.loads(l)["file"].rsplit("/", 1)[-1]: json.loads(l)["status"] for l in r.stdout.splitlines()}
+    assert statuses["notes.txt"] == "error" and statuses["CT-RDSR-Siemens-Multi-3.dcm"] == "sent"
 
 
 def test_import_reaches_an_agent_bound_to_one_address(agent_process, tmp_path):
