@@ -181,12 +181,12 @@ def get_alert(db: sqlite_utils.Database, alert_id: str) -> Optional[Alert]:
 
 def list_alerts(db: sqlite_utils.Database, *, acknowledged: Optional[bool] = None, kind: Optional[str] = None,
                 study_instance_uid: Optional[str] = None, ids: Optional[list[str]] = None,
-                limit: Optional[int] = None) -> list[Alert]:
-    """Alerts, newest first, optionally only (un)acknowledged ones, one kind, one study or given ids."""
+                limit: Optional[int] = None, severity: Optional[str] = None) -> list[Alert]:
+    """Alerts, newest first, optionally only (un)acknowledged ones, one kind, one study, one severity or given ids."""
     where, args = [], []
     if acknowledged is not None:
         where.append("acknowledged_at IS NOT NULL" if acknowledged else "acknowledged_at IS NULL")
-    for column, value in (("kind", kind), ("study_instance_uid", study_instance_uid)):
+    for column, value in (("kind", kind), ("study_instance_uid", study_instance_uid), ("severity", severity)):
         if value is not None:
             where.append(f"{column} = ?")
             args.append(value)

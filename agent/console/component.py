@@ -222,9 +222,15 @@ class Console:
             db.conn.close()
 
     def alerts(self, open_only: bool = False, limit: int = 50) -> list[dict[str, Any]]:
-        """Alerts newest first (only unacknowledged ones with ``open_only``), with their accession number."""
+        """Alerts newest first (only unacknowledged ones with ``open_only``), with their accession number.
+        Open critical alerts are all there, however many newer warnings there are: a page (re)loading
+        must never lose one from its banner."""
         with self._reader() as db:
             found = list_alerts(db, acknowledged=False if open_only else None, limit=limit)
+            if open_only:
+                shown = {a.id for a in found}
+                found += [a for a in list_alerts(db, acknowledged=False, severity="critical") if a.id not in shown]
+                found.sort(key=lambda a: a.raised_at, reverse=True)
             return views.with_accession(db, [a.to_dict() for a in found])
 
     def studies(self) -> list[dict[str, Any]]:

@@ -122,3 +122,17 @@ def test_malformed_requests_are_answered_not_crashed_on(station):
     assert ack(s, alert.id, by="RT\x0742", reason="large patient")[0] == 400
     assert s.request("/api/alerts?limit=abc")[0] == 400
     assert s.request("/healthz")[0] == 200 and s.outbox("ack") == []
+
+
+def test_an_open_critical_alert_stays_in_the_state_behind_many_newer_warnings(station):
+    """A page (re)loading takes /api/state: a critical alert raised before 60 warnings must still be there."""
+    s = station()
+    critical = raise_alert(s, publish=False)
+    with s.store.transaction() as tx:
+        for n in range(60):
+            record(tx, Alert(id=f"alert-warning-{n}", kind="ct_notification_value", severity="warning", station="ct-1",
+                             rule="aapm-ct-nv-adult-head", source="test", raised_at=f"2026-11-02T10:{n:02d}:00.000Z",
+                             message="CTDIvol above the notification value", study_instance_uid=f"1.2.3.{n}"))
+    alerts = s.request("/api/state")[2]["alerts"]
+    assert critical.id in [a["id"] for a in alerts]
+    assert len(alerts) == 51 and alerts[-1]["id"] == critical.id  # newest first, the critical one too
