@@ -111,7 +111,7 @@ def _id_pattern(patient_id: str) -> Optional[str]:
     """The id as written, with other separators or none between its parts and its numbers with any
     leading zeros (MRN-0778899: MRN 0778899, mrn778899), and a number alone when it has five digits or
     more besides leading zeros (778899)."""
-    parts = re.findall(r"[A-Za-z0-9]+", patient_id)
+    parts = re.findall(r"[A-Za-z]+|[0-9]+", patient_id)  # MRN0778899 has the parts MRN and 0778899 too
     if not parts or sum(len(p) for p in parts) < 4:
         return None
 

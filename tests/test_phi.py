@@ -66,3 +66,8 @@ def test_the_id_and_the_name_are_found_written_otherwise(text):
 def test_parts_of_numbers_and_of_words_are_not_taken_for_the_id_or_the_name(text):
     found = pattern(PHI(patient_id="MRN-0778899", patient_name="Oconnell^Siobhan"))
     assert redact(text, found) == text
+
+
+@pytest.mark.parametrize("text", ["pat 0778899", "MRN 0778899", "mrn-778899"])
+def test_an_id_of_letters_and_digits_run_together_is_found_with_its_parts_apart(text):
+    assert "[removed]" in redact(text, pattern(PHI(patient_id="MRN0778899"))), text

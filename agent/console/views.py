@@ -86,7 +86,8 @@ def recent_studies(db: sqlite_utils.Database, limit: int = 8, show_patient_names
             item["patient_name"] = (name or "").replace("^", " ").strip() or None
         else:  # a modality may have written the patient's name or birth date into the description
             identity = db.execute("SELECT patient_id, patient_name, patient_birth_date FROM reports "
-                                  "WHERE study_instance_uid = ? LIMIT 1", [row["study_instance_uid"]]).fetchone()
+                                  "WHERE study_instance_uid = ? AND COALESCE(patient_id, patient_name, "
+                                  "patient_birth_date) IS NOT NULL LIMIT 1", [row["study_instance_uid"]]).fetchone()
             if identity:
                 item["exam"] = phi.redact(item["exam"], phi.pattern(PHI(*identity)))
         out.append(item)

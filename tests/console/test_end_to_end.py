@@ -88,3 +88,18 @@ def test_healthz_is_503_when_dicom_stops_listening(station):
     s.agent.dicom.stop()
     status, _, health = s.request("/healthz")
     assert status == 503 and health["parts"]["dicom"]["ok"] is False
+
+
+def test_a_description_is_redacted_even_when_the_studys_first_report_names_nobody(station):
+    """Two reports of one study: the first without patient attributes, the second with them and a
+    description that holds them. The identity is the one the store has, whichever report has it."""
+    s = station(dicom=True)
+    study_uid = "1.2.826.0.1.3680043.10.99.77"
+    blank = rdsr.ct_report([rdsr.CTSeries("Head", "Head", ctdivol="40.0", dlp="700.0")], accession="E2E0004",
+                           description="Head", study_uid=study_uid, patient=rdsr.Patient(name="", id="", birth_date=""))
+    named = rdsr.ct_report([rdsr.CTSeries("Head", "Head", ctdivol="41.0", dlp="710.0")], accession="E2E0004",
+                           description="CT Brown Alice MRN777", study_uid=study_uid,
+                           patient=rdsr.Patient(name="Brown^Alice", id="MRN777", birth_date="19700101"))
+    assert send([blank, named], "127.0.0.1", s.agent.dicom.port) == [0, 0]
+    (study,) = s.request("/api/state")[2]["studies"]
+    assert "Brown" not in study["exam"] and "MRN777" not in study["exam"]
