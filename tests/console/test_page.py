@@ -147,3 +147,22 @@ def test_pin_login_in_the_browser_then_live_alerts_and_ack(station, page):
     page.click("#ack-submit")  # a warning needs no reason
     page.wait_for_selector("#banner", state="hidden", timeout=20_000)
     assert [a["by"] for a in s.outbox("ack")] == ["RT9"]
+
+
+def test_a_kiosk_whose_token_was_changed_shows_the_login_instead_of_waiting_for_ever(station, page):
+    """The agent restarts with a new token: the open page cannot reconnect with its old cookie; it must
+    ask for the new token (and then show alerts) rather than say "reconnecting…" for ever."""
+    from pydantic import SecretStr
+
+    s = station(bind="0.0.0.0", token="4711")
+    page.goto(s.url + "/?token=4711")
+    page.wait_for_selector("#live.on", timeout=20_000)
+    s.console.stop()
+    s.cfg.console.token = SecretStr("9999")
+    s.replace_console()
+    page.wait_for_selector("#token", state="visible", timeout=20_000)  # the login form
+    page.fill("#token", "9999")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#live.on", timeout=20_000)
+    alert = raise_alert(s, severity="warning")
+    page.wait_for_selector(f'#banner [data-alert-id="{alert.id}"]', state="visible", timeout=20_000)

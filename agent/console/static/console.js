@@ -76,7 +76,12 @@ function connect() {
   };
   source.onerror = () => {
     setLive(false);
-    if (source.readyState === EventSource.CLOSED) setTimeout(connect, 2000); // e.g. refused: try again
+    if (source.readyState !== EventSource.CLOSED) return; // the browser reconnects by itself
+    // Refused: the agent may be down (try again), or no longer take this page's token (it was
+    // changed): then only the login page can help, and the page must not wait for ever.
+    fetch("/api/state", { cache: "no-store", credentials: "same-origin" })
+      .then((r) => { if (r.status === 401) location.reload(); else setTimeout(connect, 2000); },
+            () => setTimeout(connect, 2000));
   };
   on(source, "alert", (alert) => {
     const known = app.alerts.has(alert.id);
