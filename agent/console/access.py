@@ -67,9 +67,10 @@ class Access:
 
     # -- credentials ---------------------------------------------------------------------
     def bearer(self, request: web.Request) -> bool:
+        """A request carrying ``Authorization: Bearer <token>``; a wrong one counts like a wrong login
+        (a PIN must not be guessable by scripting the API instead of the form)."""
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        return bool(self.token and scheme.lower() == "bearer"
-                    and hmac.compare_digest(value.strip().encode(), self.token.encode()))
+        return bool(self.token and scheme.lower() == "bearer" and self.check_login(request, value))
 
     def authenticated(self, request: web.Request) -> bool:
         if self.token is None:

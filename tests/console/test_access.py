@@ -45,6 +45,14 @@ def test_wrong_pins_are_rate_limited(station):
     assert s.request("/?token=4711")[0] == 429  # even the right one, for a while
 
 
+def test_wrong_bearer_tokens_are_rate_limited_too(station):
+    """A script trying PINs on the API meets the same lock-out as the login form."""
+    s = station(bind="0.0.0.0", token="4711")
+    for n in range(5):
+        assert s.request("/api/state", headers={"Authorization": f"Bearer 000{n}"})[0] == 401
+    assert s.request("/api/state", headers={"Authorization": "Bearer 4711"})[0] == 429
+
+
 def test_cross_site_posts_are_refused(station):
     s = station()
     alert = raise_alert(s, severity="warning")
