@@ -12,7 +12,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 case "${1:-}" in
-    "") unit=alara-edge.service; edit="set [station] site and id"; package=. ;;
+    "") unit=alara-edge.service; edit="set [station] site (the station id is this host's name unless you set it)"; package=. ;;
     --central) unit=alara-edge-central.service; edit="set [mqtt] (the broker) and [central] database"
                package=".[postgres]" ;;  # psycopg, for a [central] database given as a postgresql:// URL
     *) echo "usage: sh systemd/install.sh [--central]" >&2; exit 2 ;;
