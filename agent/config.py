@@ -83,6 +83,11 @@ class DicomConfig(Section):
             raise ValueError("tls_port must differ from port")
         return self
 
+    @field_validator("bind", "tls_bind")
+    @classmethod
+    def _bind(cls, v: Optional[str]) -> Optional[str]:
+        return v if v is None else bind_address(v)
+
     @field_validator("ae_title")
     @classmethod
     def _ae(cls, v: str) -> str:
@@ -304,6 +309,18 @@ class SerialPortConfig(Section):
         return dict(self.model_extra or {})
 
 
+def bind_address(value: str) -> str:
+    """An address to listen on: an IP address or a host name, without a port (that is ``port``)."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", value):
+        raise ValueError(f"{value!r} is not an IP address or host name (the port is a key of its own)")
+    return value
+
+
 class ConsoleConfig(Section):
     """The technologist's console page (agent.console, docs/console.md)."""
 
@@ -311,6 +328,11 @@ class ConsoleConfig(Section):
     bind: str = "127.0.0.1"
     """Address the page listens on. Anything but loopback requires ``token`` or ``token_file``."""
     port: int = Field(default=8377, ge=0, le=65535)
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, v: str) -> str:
+        return bind_address(v)
     token: Optional[SecretStr] = None
     """Token or PIN asked once per browser (then kept in a cookie); required when bound beyond loopback."""
     token_file: Optional[Path] = None

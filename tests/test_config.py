@@ -48,3 +48,11 @@ def test_what_would_stop_the_agent_at_start_is_caught_by_check_config():
     assert len(problems) == 2
     fixed = text.replace("Europe/Atlantis", "Europe/Zurich").replace('port = "/dev/serial', 'device = "dap-2"\nport = "/dev/serial')
     assert check_text(fixed) == []
+
+
+def test_a_port_written_into_an_address_is_caught_by_check_config():
+    """`bind = "0.0.0.0:11112"` passed check-config, then `run` failed with a hint about another agent."""
+    problems = check_text('[dicom]\nbind = "0.0.0.0:11112"\n\n[console]\nbind = "http://127.0.0.1"\n')
+    assert any(p.startswith("dicom.bind (line 2)") and "the port is a key of its own" in p for p in problems)
+    assert any(p.startswith("console.bind (line 5)") for p in problems)
+    assert check_text('[dicom]\nbind = "::"\n\n[console]\nbind = "localhost"\n') == []
