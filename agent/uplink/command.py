@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     status.add_argument("--json", action="store_true")
     requeue = sub.add_parser("requeue", help="dead letters (default) or delivered rows in --seq back to pending")
     requeue.add_argument("--seq", metavar="FROM-TO", help="re-send delivered rows in this seq range (e.g. 120-135)")
+    for action in (status, requeue):  # -c after the action too, as every other command takes it anywhere
+        action.add_argument("-c", "--config", metavar="CONFIG", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ def test_status_lists_dead_letters_and_requeue_sends_them_again(tmp_path):
     assert "1 row(s) queued again" in run_agent("outbox", "-c", config, "requeue").stdout
     assert "2 row(s) queued again" in run_agent("outbox", "-c", config, "requeue", "--seq", "1-2").stdout
     assert json.loads(run_agent("outbox", "-c", config, "status", "--json").stdout)["counts"]["pending"] == 4
+    assert json.loads(run_agent("outbox", "status", "--json", "-c", config).stdout)["counts"]["pending"] == 4  # -c last
 
 
 def test_requeue_refuses_while_the_agent_holds_the_store(tmp_path):
