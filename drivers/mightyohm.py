@@ -25,9 +25,11 @@ class MightyOhm(Driver):
     def __init__(self, device, options=None, poll_interval_s: float = 1.0):
         super().__init__(device, options, poll_interval_s)
         self.framer = LineFramer(b"\r\n", max_length=256)
+        self.seen_data = False  # the banner comes at boot, before the first data line
 
     def reopened(self, now: float) -> None:
         self.framer.reset()
+        self.seen_data = False
 
     def feed(self, data: bytes, now: float) -> list[Item]:
         lines, problems = self.framer.feed(data)
@@ -38,11 +40,14 @@ class MightyOhm(Driver):
                 continue
             m = LINE.match(text)
             if m is None:
-                if text.isprintable() and not text.startswith("CPS"):
-                    self.info.setdefault("banner", text[:80])  # boot banner, URL line
+                # a boot banner or URL line, before any data; a damaged data line (CQS, 9, CPM, 540, …) is not one
+                if (text.isprintable() and not self.seen_data and not text.startswith("CPS")
+                        and not re.search(r"CPM|uSv|,\s*\d", text)):
+                    self.info.setdefault("banner", text[:80])
                     continue
                 out.append(Problem("garbage", "line not understood", line))
                 continue
+            self.seen_data = True
             status = "overload" if m["cpm_over"] or m["cps_over"] else "ok"
             if m["mode"]:
                 self.info["mode"] = m["mode"]

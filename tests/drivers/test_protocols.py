@@ -135,6 +135,11 @@ def test_mightyohm_lines_banner_and_fork_variant():
     got = [(r.quantity, r.value, r.status) for r in h.readings]
     assert got == [("count_rate", 13.0, "ok"), ("dose_rate", 7e-08, "ok"), ("count_rate", 7.0, "overload")]
     assert h.problems == []
+    assert h.driver.info["banner"] == "mightyohm.com Geiger Counter 1.00"
+    # a data line with one bit flipped is garbage, not a second banner
+    h.feed(b"CQS, 9, CPM, 540, uSv/hr, 3.07, SLOW\r\nlooks like text\r\n")
+    assert [p.kind for p in h.problems] == ["garbage", "garbage"]
+    assert h.driver.info["banner"] == "mightyohm.com Geiger Counter 1.00"
 
 
 def test_radpro_counter_rate_and_sensitivity():
