@@ -279,32 +279,32 @@ class Pipeline:
                 return False
             if st.f_bavail * st.f_frsize < MIN_FREE_BYTES:
                 return False
+        try:
+            return self._fits(1)
+        except StoreError:
+            return False
+
+    # -- processing ------------------------------------------------------------------------
+    def _fits(self, size: int) -> bool:
+        """Whether ``size`` more bytes stay within the store's quota (always, without one): the store's
+        files, the spool estimate and what was accepted but is not spooled yet; the spool is counted
+        exactly before the answer is no (pruning may have freed room)."""
         quota = self.store.quota_bytes
         if quota is None:
             return True
-        if self._spool_used is None:
-            try:
-                self._count_spool()
-            except StoreError:
-                return False
-        with self._cv:
-            queued = sum(item.size for item in self._queue)
-        return self._usage() + queued < quota
-
-    # -- processing ------------------------------------------------------------------------
-    def _over_quota(self, size: int, origin: str, calling_ae: str | None) -> Outcome | None:
-        quota = self.store.quota_bytes
-        if quota is None:
-            return None
         with self._cv:  # accepted, not yet spooled
             queued = sum(item.size for item in self._queue)
-        if self._spool_used is None or self._usage() + queued + size > quota:
-            self._count_spool()  # exact before refusing (pruning may have freed room)
-            if self._usage() + queued + size > quota:
-                log.error("store_quota_reached", quota_bytes=quota, origin=origin, calling_ae=calling_ae)
-                self.bus.publish("alarm", {"kind": "store_quota_reached"})
-                return Outcome("refused", "store quota reached")
-        return None
+        if self._spool_used is not None and self._usage() + queued + size <= quota:
+            return True
+        self._count_spool()
+        return self._usage() + queued + size <= quota
+
+    def _over_quota(self, size: int, origin: str, calling_ae: str | None) -> Outcome | None:
+        if self._fits(size):
+            return None
+        log.error("store_quota_reached", quota_bytes=self.store.quota_bytes, origin=origin, calling_ae=calling_ae)
+        self.bus.publish("alarm", {"kind": "store_quota_reached"})
+        return Outcome("refused", "store quota reached")
 
     def _process(self, encoded: bytes, received: float, origin: str, *, calling_ae: str | None = None,
                  called_ae: str | None = None, peer: str | None = None,
