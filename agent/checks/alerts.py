@@ -21,7 +21,6 @@ name, id or birth date.
 """
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import asdict, dataclass, fields
 from decimal import Decimal
@@ -32,8 +31,8 @@ import sqlite_utils
 from agent import phi
 from agent.checks.tables import LevelRow
 from agent.checks.units import from_canonical, plain, short
-from agent.extract.record import PHI
 from agent.store import outbox
+from agent.store.reports import study_identity
 
 KINDS = ("exam_above_drl", "median_above_drl", "ct_notification_value", "ct_alert_value", "fluoro_threshold",
          "modality_dose_check", "staff_investigational_level")
@@ -157,21 +156,12 @@ def acknowledge(tx: sqlite_utils.Database, alert_id: str, by: str, reason: Optio
     alert.acknowledged = True
     alert.ack = {"by": by.strip(), "reason": reason, "note": note, "at": at}
     sent = dict(alert.ack)  # the store keeps what was typed; what leaves the box loses the patient's identity
-    found = _identity(tx, alert.study_instance_uid)
+    patient = study_identity(tx, alert.study_instance_uid)
+    found = phi.pattern(patient) if patient else None
     for key in ("reason", "note"):
         sent[key] = phi.redact(sent[key], found)
     outbox.enqueue(tx, "ack", outbox.event_id("ack", alert_id), {"alert_id": alert_id, "station": alert.station, **sent})
     return alert
-
-
-def _identity(db: sqlite_utils.Database, study_instance_uid: Optional[str]) -> Optional[re.Pattern[str]]:
-    """The pattern that finds the study's patient (name, id, birth date) in free text, if the store knows them."""
-    if not study_instance_uid:
-        return None
-    row = db.execute("SELECT patient_id, patient_name, patient_birth_date FROM reports WHERE study_instance_uid = ? "
-                     "AND COALESCE(patient_id, patient_name, patient_birth_date) IS NOT NULL LIMIT 1",
-                     [study_instance_uid]).fetchone()
-    return phi.pattern(PHI(*row)) if row else None
 
 
 def get_alert(db: sqlite_utils.Database, alert_id: str) -> Optional[Alert]:

@@ -15,8 +15,7 @@ from agent import phi
 from agent.checks import Rules, units
 from agent.checks.study import study_records, view
 from agent.checks.tables import DRL_KINDS, LevelRow
-from agent.extract.record import PHI
-from agent.store.reports import list_studies
+from agent.store.reports import list_studies, study_identity
 
 # key dose → (label, checks quantity, unit shown); values are stored in the quantity's canonical unit
 DISPLAY = {
@@ -85,11 +84,9 @@ def recent_studies(db: sqlite_utils.Database, limit: int = 8, show_patient_names
                                  [row["study_instance_uid"]]).fetchone()
             item["patient_name"] = (name or "").replace("^", " ").strip() or None
         else:  # a modality may have written the patient's name or birth date into the description
-            identity = db.execute("SELECT patient_id, patient_name, patient_birth_date FROM reports "
-                                  "WHERE study_instance_uid = ? AND COALESCE(patient_id, patient_name, "
-                                  "patient_birth_date) IS NOT NULL LIMIT 1", [row["study_instance_uid"]]).fetchone()
-            if identity:
-                item["exam"] = phi.redact(item["exam"], phi.pattern(PHI(*identity)))
+            patient = study_identity(db, row["study_instance_uid"])
+            if patient:
+                item["exam"] = phi.redact(item["exam"], phi.pattern(patient))
         out.append(item)
     return out
 

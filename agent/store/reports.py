@@ -14,7 +14,7 @@ from typing import Any, Iterable, Optional
 
 import sqlite_utils
 
-from agent.extract.record import Report
+from agent.extract.record import PHI, Report
 
 SUMMED_TOTALS = [
     "ct_dlp_total_mGycm", "ct_event_count", "dap_total_Gym2", "dose_rp_total_Gy",
@@ -159,6 +159,17 @@ def _insert(tx: sqlite_utils.Database, table: str, row: dict[str, Any]) -> int:
 
 def _event_uids(record: dict[str, Any]) -> set[str]:
     return {e["irradiation_event_uid"] for e in record.get("events", []) if e.get("irradiation_event_uid")}
+
+
+def study_identity(db: sqlite_utils.Database, study_instance_uid: Optional[str]) -> Optional[PHI]:
+    """The patient of a study as the store has it (from a report that names one), for finding them in
+    free text; None if no report of the study carries a name, id or birth date."""
+    if not study_instance_uid:
+        return None
+    row = db.execute("SELECT patient_id, patient_name, patient_birth_date FROM reports WHERE study_instance_uid = ? "
+                     "AND COALESCE(patient_id, patient_name, patient_birth_date) IS NOT NULL LIMIT 1",
+                     [study_instance_uid]).fetchone()
+    return PHI(*row) if row else None
 
 
 def study_totals(db: sqlite_utils.Database, study_instance_uid: str) -> dict[str, Any]:
