@@ -23,15 +23,17 @@ from agent.checks.units import QUANTITIES, exact, short, total_of
 
 SCANNER_SOURCE = "the scanner's own dose check (NEMA XR-25), as recorded in the RDSR (TID 10015 CT Dose Check Details)"
 
-# (quantity, configured-value field, field of the forward estimate compared with it; the notification
-# falls back to the series' own value when the scanner states no per-series estimate)
+# (quantity, configured-value field, field of the forward estimate compared with it, field saying
+# whether the check is switched on; the notification falls back to the series' own value when the
+# scanner states no per-series estimate)
 _SCANNER_CHECKS = {
     "alert": ("critical", "alert_reason", (
-        ("CTDIvol", "ctdivol_alert_value_mGy", "accumulated_ctdivol_forward_estimate_mGy"),
-        ("DLP", "dlp_alert_value_mGycm", "accumulated_dlp_forward_estimate_mGycm"))),
+        ("CTDIvol", "ctdivol_alert_value_mGy", "accumulated_ctdivol_forward_estimate_mGy", "ctdivol_alert_configured"),
+        ("DLP", "dlp_alert_value_mGycm", "accumulated_dlp_forward_estimate_mGycm", "dlp_alert_configured"))),
     "notification": ("warning", "notification_reason", (
-        ("CTDIvol", "ctdivol_notification_value_mGy", "ctdivol_forward_estimate_mGy"),
-        ("DLP", "dlp_notification_value_mGycm", "dlp_forward_estimate_mGycm"))),
+        ("CTDIvol", "ctdivol_notification_value_mGy", "ctdivol_forward_estimate_mGy",
+         "ctdivol_notification_configured"),
+        ("DLP", "dlp_notification_value_mGycm", "dlp_forward_estimate_mGycm", "dlp_notification_configured"))),
 }
 
 
@@ -89,8 +91,8 @@ def scanner_dose_checks(study: StudyView, new: set[str]) -> list[Alert]:
         for level, (severity, reason_key, pairs) in _SCANNER_CHECKS.items():
             reason = (check.get(reason_key) or "").strip() or None
             reached = []
-            for quantity, configured_key, reaching_key in pairs:
-                if check.get(configured_key.rsplit("_value", 1)[0] + "_configured") is False:
+            for quantity, configured_key, reaching_key, switched_on_key in pairs:
+                if check.get(switched_on_key) is False:
                     continue  # the scanner says this check is not switched on: a value it states is not in force
                 configured = exact(check.get(configured_key))
                 observed = exact(check.get(reaching_key))
