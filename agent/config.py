@@ -328,11 +328,6 @@ class ConsoleConfig(Section):
     bind: str = "127.0.0.1"
     """Address the page listens on. Anything but loopback requires ``token`` or ``token_file``."""
     port: int = Field(default=8377, ge=0, le=65535)
-
-    @field_validator("bind")
-    @classmethod
-    def _bind(cls, v: str) -> str:
-        return bind_address(v)
     token: Optional[SecretStr] = None
     """Token or PIN asked once per browser (then kept in a cookie); required when bound beyond loopback."""
     token_file: Optional[Path] = None
@@ -341,6 +336,11 @@ class ConsoleConfig(Section):
     """Show patient names in the study list (default: accession number and exam only)."""
     sound: bool = True
     """Sound a tone in the browser when an alert is raised."""
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, v: str) -> str:
+        return bind_address(v)
 
     @model_validator(mode="after")
     def _token_beyond_loopback(self) -> "ConsoleConfig":

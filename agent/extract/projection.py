@@ -214,8 +214,9 @@ def modality(root: ContentItem, report: Report, notes: Notes) -> str:
     the images the events reference (majority); a biplane system (an acquisition plane B)
     → XA; fluoroscopy events or fluoro totals → RF; the Acquisition Device Type (a
     fluoroscopy-guided system → RF); fluoroscopy totals stated as zero (a fluoroscopy
-    system's accumulated data, TID 10004, on a report of acquisitions only) → RF; otherwise DX.  An integrated/cassette device type with
-    fluoroscopy events (seen on an interventional system) loses to the events.
+    system's accumulated data, TID 10004, on a report of acquisitions only) → RF; otherwise
+    DX.  An integrated/cassette device type with fluoroscopy events (seen on an interventional
+    system) loses to the events.
     """
     procedure = root.child(C.PROCEDURE_REPORTED)
     if (procedure is not None and procedure.code is not None and procedure.code.is_(C.MAMMOGRAPHY)) \

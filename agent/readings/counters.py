@@ -13,6 +13,9 @@ restarting the agent never counts a dose again:
 * a decrease within ``JITTER_REL`` of the last value of a measured (not counted) quantity is read-out
   noise: nothing is credited and the higher value stays the reference.
 
+A reset counts only once the next reading confirms it (:meth:`agent.readings.ledger.Ledger._confirmed`,
+which keeps the reading in question in the device's stored state): one corrupt reading is not a reset.
+
 A dose rate is integrated over the time since the previous rate reading, holding the previous value
 (it is what the device showed during that interval), and only when that interval is at most
 ``max_gap_s``: after a silence (unplug) the dose in between is unknown and is not invented.
@@ -30,7 +33,7 @@ JITTER_REL = 1e-3
 @dataclass(frozen=True)
 class Credit:
     amount: float  # in the reading's canonical unit (rates: the unit times hours or seconds, see integrate)
-    event: str  # first | increase | wrap | reset | jitter
+    event: str  # first | increase | wrap | reset | jitter | held (a reset awaiting confirmation: Ledger._confirmed)
 
 
 def credit_cumulative(last: Optional[float], last_t: Optional[float], reading: Reading) -> tuple[Credit, float]:
