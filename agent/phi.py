@@ -17,6 +17,7 @@ script than the report gives it.
 """
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import Any, Optional
@@ -33,9 +34,14 @@ _GERMAN = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "
 def pattern(phi: PHI, include_id: bool = False) -> Optional[re.Pattern[str]]:
     """One case-insensitive pattern for the patient's name parts, birth date and (unless
     ``include_id``: the id is sent on purpose) id; None when the report carries none of them."""
+    return _pattern(phi.patient_name, None if include_id else phi.patient_id, phi.birth_date)
+
+
+@functools.lru_cache(maxsize=4)  # the checks, the uplink and the console ask for the same report's pattern in turn
+def _pattern(patient_name: Optional[str], patient_id: Optional[str], birth_date: Optional[str]) -> Optional[re.Pattern[str]]:
     words: set[str] = set()
-    if phi.patient_name:
-        for group in phi.patient_name.split("="):  # alphabetic, ideographic, phonetic
+    if patient_name:
+        for group in patient_name.split("="):  # alphabetic, ideographic, phonetic
             whole = re.sub(r"\^+", " ", group).strip()
             words |= _forms(whole)
             for token in re.split(r"[\^ ,]+", group):
@@ -50,10 +56,10 @@ def pattern(phi: PHI, include_id: bool = False) -> Optional[re.Pattern[str]]:
         names = "|".join(_spaced(w) for w in sorted(words, key=len, reverse=True))
         # with a plural or genitive ending, as names are written in text: "the Smiths", "Müllers Befund"
         alternatives.append(rf"(?<![A-Za-z0-9])(?:{names})(?:e?s)?(?![A-Za-z0-9])")
-    ids = _id_pattern(phi.patient_id) if phi.patient_id and not include_id else None
+    ids = _id_pattern(patient_id) if patient_id else None
     if ids:
         alternatives.append(rf"(?<![A-Za-z0-9])(?:{ids})(?![A-Za-z0-9])")
-    dates = _date_pattern(phi.birth_date)
+    dates = _date_pattern(birth_date)
     if dates:
         alternatives.append(rf"(?<![0-9])(?:{dates})(?![0-9])")
     return re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
