@@ -4,6 +4,7 @@ from urllib.parse import urlsplit
 
 from playwright.sync_api import expect
 
+from simulator import rdsr
 from tests.console.conftest import screenshot
 from tests.console.test_alerts import raise_alert
 
@@ -79,6 +80,23 @@ def test_usable_at_800x480_and_loads_nothing_external(station, page):
     hosts = {urlsplit(u).netloc for u in page.requests if not u.startswith("data:")}
     assert hosts == {f"127.0.0.1:{s.console.port}"}
     assert not page.errors
+
+
+def test_a_long_exam_name_wraps_and_the_doses_stay_in_view_at_800x480(station, page):
+    s = station()
+    name = "CT_THORAX_ABDOMEN_PELVIS_WITH_CONTRAST_ROUTINE_PROTOCOL_V2_LOW_DOSE_FOLLOW_UP_ONCOLOGY"
+    report = rdsr.ct_report([rdsr.CTSeries("Chest", ctdivol="12.25", dlp="431.5")], description=name)
+    assert s.agent.pipeline.ingest(rdsr.encode(report), "test").status == "stored"
+    open_console(page, s)
+    expect(page.locator("#studies tbody tr").first).to_contain_text(name)
+    panel = page.locator("section.studies")
+    assert panel.evaluate("p => p.scrollWidth <= p.clientWidth"), "the studies panel scrolls sideways"
+    expect(page.locator("#studies .dose").first).to_contain_text("12.25 mGy")
+    box = panel.bounding_box()
+    for dose in page.locator("#studies .dose").all():  # CTDIvol and DLP, on screen without scrolling
+        right = dose.bounding_box()
+        assert right["x"] + right["width"] <= box["x"] + box["width"], f"{dose.inner_text()} is cut off"
+    screenshot(page, "long-exam-800x480")
 
 
 def test_page_reconnects_by_itself_after_the_agent_restarts(station, page):
