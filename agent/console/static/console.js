@@ -252,8 +252,8 @@ function renderStudies() {
   for (const study of app.studies) {
     body.append(el("tr", { class: `level-${study.level}`, dataset: { study: study.study_instance_uid } },
       el("td", { class: "time" }, localTime(study.received_at)),
-      el("td", {}, study.accession_number || "–"),
-      el("td", {}, study.exam || study.modality || "–", study.patient_name ? el("div", { class: "muted small" }, study.patient_name) : null),
+      el("td", { class: "accession" }, study.accession_number || "–"),
+      el("td", { class: "exam" }, study.exam || study.modality || "–", study.patient_name ? el("div", { class: "muted small" }, study.patient_name) : null),
       el("td", {}, study.doses.map((d) => el("span", { class: `dose level-${d.level}`, title: d.reference || "" }, `${d.label} ${d.display} ${d.unit}`)))));
   }
 }
