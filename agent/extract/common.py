@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from agent.extract import codes as C
 from agent.extract import units as U
 from agent.extract.record import ExtractionError, Report
-from agent.extract.sr import ContentItem, value_text
+from agent.extract.sr import ContentItem, Index, value_text
 
 
 class Notes:
@@ -416,3 +416,14 @@ def _patient_characteristics(report: Report, root: ContentItem, notes: Notes) ->
         pt.weight_kg = num(chars.child(C.PATIENT_WEIGHT), U.MASS, notes)
     if pt.height_m is None:
         pt.height_m = num(chars.child(C.PATIENT_HEIGHT), U.HEIGHT, notes)
+
+
+def below(root: ContentItem, concept: Concept, notes: Notes) -> list[ContentItem]:
+    """The containers of ``concept`` that are children of ``root`` (where the template puts them);
+    when there are none, those at the shallowest level below it (a vendor's wrapping container), with a warning."""
+    found = root.all(concept)
+    if not found:
+        found = Index(root).all(concept)
+        if found:
+            notes.add(f"{len(found)} '{concept.meaning}' found inside another container, not where the template puts them")
+    return found

@@ -7,10 +7,10 @@ from pydicom.dataset import Dataset
 
 from agent.extract import codes as C
 from agent.extract import units as U
-from agent.extract.common import (Notes, apply_sr_context, code_meaning, count, dt_iso, flag, laterality, num,
+from agent.extract.common import (Notes, apply_sr_context, below, code_meaning, count, dt_iso, flag, laterality, num,
                                   start_report)
 from agent.extract.record import DoseCheck, Event, Report, XraySource
-from agent.extract.sr import ContentItem
+from agent.extract.sr import ContentItem, Index
 
 # CID 10013 CT Acquisition Type: the standard's meaning, whatever the vendor wrote
 ACQUISITION_TYPES = {
@@ -28,12 +28,15 @@ ACQUISITION_TYPES = {
 def extract(ds: Dataset, root: ContentItem, template: str, source: str, notes: Notes) -> Report:
     report = start_report(ds, "ct", "CT", source, template, notes)
     apply_sr_context(report, root, notes)
-    accumulated = root.child(C.CT_ACCUMULATED)
+    accumulated = next(iter(below(root, C.CT_ACCUMULATED, notes)), None)
     if accumulated is not None:
         report.totals.ct_event_count = count(accumulated.child(C.TOTAL_EVENTS), notes)
         report.totals.ct_dlp_total_mGycm = num(accumulated.child(C.CT_DLP_TOTAL), U.DLP, notes)
-    for item in root.all(C.CT_ACQUISITION):
+    for item in below(root, C.CT_ACQUISITION, notes):
         report.events.append(acquisition(item, notes))
+    stated = report.totals.ct_event_count
+    if stated is not None and stated != len(report.events):
+        notes.add(f"the report states {stated} irradiation events and holds {len(report.events)} CT Acquisitions")
     return report
 
 
@@ -54,24 +57,26 @@ def acquisition(item: ContentItem, notes: Notes) -> Event:
     modulation = item.child(C.XRAY_MODULATION_TYPE)
     ev.xray_modulation_type = (modulation.string or code_meaning(modulation)) if modulation else None  # TEXT or CODE
 
-    params = item.child(C.CT_ACQUISITION_PARAMETERS) or item
-    ev.exposure_time_s = num(params.child(C.EXPOSURE_TIME), U.TIME_S, notes)
-    ev.scanning_length_mm = num(params.child(C.SCANNING_LENGTH), U.LENGTH, notes)
-    ev.nominal_single_collimation_mm = num(params.child(C.SINGLE_COLLIMATION), U.LENGTH, notes)
-    ev.nominal_total_collimation_mm = num(params.child(C.TOTAL_COLLIMATION), U.LENGTH, notes)
-    ev.pitch_factor = num(params.child(C.PITCH), U.NUMBER, notes)
-    ev.number_of_xray_sources = count(params.child(C.NUMBER_OF_SOURCES), notes)
+    # each value where the template puts it, else at the shallowest level below (docs/extraction.md, "Nesting");
+    # without a parameters or a dose container, below the acquisition itself
+    params = Index(item.child(C.CT_ACQUISITION_PARAMETERS) or item)
+    ev.exposure_time_s = num(params.first(C.EXPOSURE_TIME), U.TIME_S, notes)
+    ev.scanning_length_mm = num(params.first(C.SCANNING_LENGTH), U.LENGTH, notes)
+    ev.nominal_single_collimation_mm = num(params.first(C.SINGLE_COLLIMATION), U.LENGTH, notes)
+    ev.nominal_total_collimation_mm = num(params.first(C.TOTAL_COLLIMATION), U.LENGTH, notes)
+    ev.pitch_factor = num(params.first(C.PITCH), U.NUMBER, notes)
+    ev.number_of_xray_sources = count(params.first(C.NUMBER_OF_SOURCES), notes)
     ev.sources = [_source(s, notes) for s in params.all(C.CT_SOURCE_PARAMETERS)]
     _event_source_values(ev)
 
-    dose = item.child(C.CT_DOSE)
-    if dose is not None:
-        ev.ctdivol_mGy = num(dose.child(C.MEAN_CTDIVOL), U.CTDIVOL, notes)
-        ev.phantom = code_meaning(dose.child(C.PHANTOM))
-        ev.dlp_mGycm = num(dose.child(C.DLP), U.DLP, notes)
-        ev.ssde_mGy = num(dose.child(C.SSDE), U.SSDE, notes)
-        ev.effective_dose_mSv = num(dose.child(C.EFFECTIVE_DOSE), U.EFFECTIVE_DOSE, notes)
-    ev.dose_check = _dose_check(dose, item, notes)
+    dose_item = item.child(C.CT_DOSE)
+    dose = Index(dose_item or item)
+    ev.ctdivol_mGy = num(dose.first(C.MEAN_CTDIVOL), U.CTDIVOL, notes)
+    ev.phantom = code_meaning(dose.first(C.PHANTOM))
+    ev.dlp_mGycm = num(dose.first(C.DLP), U.DLP, notes)
+    ev.ssde_mGy = num(dose.first(C.SSDE), U.SSDE, notes)
+    ev.effective_dose_mSv = num(dose.first(C.EFFECTIVE_DOSE), U.EFFECTIVE_DOSE, notes)
+    ev.dose_check = _dose_check(dose_item, item, notes)
     return ev
 
 

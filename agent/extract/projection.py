@@ -8,7 +8,7 @@ order.  Per-pulse values become their mean (KVP, tube current, pulse width) or s
 """
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from decimal import Decimal
 from typing import Optional
 
@@ -16,10 +16,10 @@ from pydicom.dataset import Dataset
 
 from agent.extract import codes as C
 from agent.extract import units as U
-from agent.extract.common import (Notes, apply_sr_context, code_meaning, count, dt_iso, laterality, num,
+from agent.extract.common import (Notes, below, apply_sr_context, code_meaning, count, dt_iso, laterality, num,
                                   num_decimal, start_report)
 from agent.extract.record import Event, Filter, Report, Totals
-from agent.extract.sr import ContentItem, preferred
+from agent.extract.sr import ContentItem, Index
 
 # CID 10002 Irradiation Event Type
 EVENT_TYPES = {
@@ -58,45 +58,17 @@ _TOTALS = [
 def extract(ds: Dataset, root: ContentItem, template: str, source: str, notes: Notes) -> Report:
     report = start_report(ds, "projection", None, source, template, notes)
     apply_sr_context(report, root, notes)
-    _totals(report.totals, root.all(C.ACCUMULATED_XRAY), notes)
-    for item in root.all(C.IRRADIATION_EVENT):
+    _totals(report.totals, below(root, C.ACCUMULATED_XRAY, notes), notes)
+    for item in below(root, C.IRRADIATION_EVENT, notes):
         report.events.append(event(item, notes))
     report.modality = modality(root, report, notes)
     return report
 
 
-class _Index:
-    """The items below a container, by concept (built once per container).
-
-    A concept's items are those at the shallowest level where it occurs, in content order: the
-    template's own rows are the container's children, and only a value that is not there is looked
-    for further down (a laterality modifying a target region, a vendor's nesting).  A vendor's
-    sub-container holding the same concept (a per-frame breakdown, its own subtotals) then cannot
-    stand in for the row itself.
-    """
-
-    def __init__(self, container: ContentItem):
-        self.by_key: dict[tuple[str, str], list[ContentItem]] = defaultdict(list)
-        depth_of: dict[tuple[str, str], int] = {}
-        level, depth = container.children, 0
-        while level:
-            for item in level:
-                if item.concept is not None and depth_of.setdefault(item.concept.key, depth) == depth:
-                    self.by_key[item.concept.key].append(item)
-            level, depth = [c for item in level for c in item.children], depth + 1
-
-    def first(self, concept: C.Concept) -> Optional[ContentItem]:
-        found = self.all(concept)
-        return found[0] if found else None
-
-    def all(self, concept: C.Concept) -> list[ContentItem]:
-        return preferred(self.by_key.get(concept.key, []))
-
-
 def _totals(totals: Totals, planes: list[ContentItem], notes: Notes) -> None:
     if len(planes) > 1:
         notes.add(f"{len(planes)} acquisition planes: each total is the sum of the planes' stated totals")
-    indexes = [_Index(p) for p in planes]
+    indexes = [Index(p) for p in planes]
     for concept, attr, q in _TOTALS:
         values = [v for v in (num_decimal(i.first(concept), q, notes) for i in indexes) if v is not None]
         if values:
@@ -121,7 +93,7 @@ def _totals(totals: Totals, planes: list[ContentItem], notes: Notes) -> None:
         totals.agd_total_mGy = {side: float(v) for side, v in agd.items()}
 
 
-def _beside(container: ContentItem, agd: ContentItem, index: _Index) -> Optional[str]:
+def _beside(container: ContentItem, agd: ContentItem, index: Index) -> Optional[str]:
     """The laterality of an Accumulated AGD that a report put next to the value instead of under
     it (TID 10005 row 2 modifies the value): only when the container holds that one AGD and one
     Laterality, so that it cannot be ambiguous."""
@@ -133,7 +105,7 @@ def _beside(container: ContentItem, agd: ContentItem, index: _Index) -> Optional
 
 def event(item: ContentItem, notes: Notes) -> Event:
     """One Irradiation Event X-Ray Data container (TID 10003) as an event."""
-    idx = _Index(item)
+    idx = Index(item)
     ev = Event()
     uid = item.child(C.IRRADIATION_EVENT_UID) or idx.first(C.IRRADIATION_EVENT_UID)
     ev.irradiation_event_uid = uid.string if uid else None
@@ -184,7 +156,7 @@ def event(item: ContentItem, notes: Notes) -> Event:
     return ev
 
 
-def _per_pulse(idx: _Index, concept: C.Concept, q: U.Quantity, notes: Notes, multi: str = "mean") -> Optional[float]:
+def _per_pulse(idx: Index, concept: C.Concept, q: U.Quantity, notes: Notes, multi: str = "mean") -> Optional[float]:
     """A quantity TID 10003B allows once per pulse (one item with several values, or several
     items): settings (kVp, mA, pulse width) are averaged, the exposure (mAs) is summed."""
     items = idx.all(concept)

@@ -13,6 +13,7 @@ never an exception.  Concepts are matched by (scheme, value) through
 from __future__ import annotations
 
 import struct
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterator, Optional, Sequence, Union
 
@@ -109,6 +110,34 @@ def preferred(items: list[ContentItem]) -> list[ContentItem]:
     only have its meaning (a vendor code with a standard meaning does not replace the standard item)."""
     exact = [c for c in items if c.concept is not None and not c.concept.by_meaning]
     return exact or items
+
+
+class Index:
+    """The items below a container, by concept (built once per container).
+
+    A concept's items are those at the shallowest level where it occurs, in content order: the
+    template's own rows are the container's children, and only a value that is not there is looked
+    for further down (a laterality modifying a target region, a vendor's nesting).  A vendor's
+    sub-container holding the same concept (a per-frame breakdown, its own subtotals) then cannot
+    stand in for the row itself.
+    """
+
+    def __init__(self, container: ContentItem):
+        self.by_key: dict[tuple[str, str], list[ContentItem]] = defaultdict(list)
+        depth_of: dict[tuple[str, str], int] = {}
+        level, depth = container.children, 0
+        while level:
+            for item in level:
+                if item.concept is not None and depth_of.setdefault(item.concept.key, depth) == depth:
+                    self.by_key[item.concept.key].append(item)
+            level, depth = [c for item in level for c in item.children], depth + 1
+
+    def first(self, concept: Concept) -> Optional[ContentItem]:
+        found = self.all(concept)
+        return found[0] if found else None
+
+    def all(self, concept: Concept) -> list[ContentItem]:
+        return preferred(self.by_key.get(concept.key, []))
 
 
 # -- building the tree ----------------------------------------------------------------------

@@ -347,3 +347,64 @@ def test_a_negative_dose_value_is_omitted_with_a_warning_not_subtracted():
     assert [e.dlp_mGycm for e in rep.events] == [9000.0, None]
     assert "Mean CTDIvol: negative value -500 omitted" in rep.warnings
     assert rep.events[1].kvp is not None  # the rest of the series is kept
+
+
+def _codes(item):
+    return [c.ConceptNameCodeSequence[0].CodeValue for c in item.ContentSequence]
+
+
+def _wrap(parent, codes, vendor_code):
+    """Move ``parent``'s children with these concept codes into a vendor container in their place."""
+    from simulator import rdsr
+
+    moved = [c for c in parent.ContentSequence if c.ConceptNameCodeSequence[0].CodeValue in codes]
+    at = parent.ContentSequence.index(moved[0])
+    for c in moved:
+        parent.ContentSequence.remove(c)
+    parent.ContentSequence.insert(at, rdsr.container((vendor_code, "99VENDOR", "Vendor data"), moved))
+
+
+@pytest.mark.parametrize("where", ["inside CT Dose", "without CT Dose", "inside the parameters"])
+def test_ct_values_one_level_below_their_template_row_are_still_read(where):
+    """docs/extraction.md, "Nesting": a value not where the template puts it is looked for further down.
+    A CTDIvol that went missing here could raise no notification value and warned of nothing."""
+    from simulator import rdsr
+
+    ds = rdsr.ct_report([rdsr.CTSeries("Head", ctdivol="61.25", dlp="980.5")])
+    acquisition, dose, params = _find(ds, "113819"), _find(ds, "113829"), _find(ds, "113822")
+    if where == "inside CT Dose":
+        _wrap(dose, {"113830", "113838"}, "V-3")
+    elif where == "without CT Dose":  # its rows directly in the acquisition
+        acquisition.ContentSequence.remove(dose)
+        acquisition.ContentSequence.extend(dose.ContentSequence)
+    else:
+        _wrap(params, {"113824", "113825"}, "V-4")
+    (ev,) = extract_dataset(pydicom.dcmread(io.BytesIO(rdsr.encode(ds)))).events
+    assert (ev.ctdivol_mGy, ev.dlp_mGycm) == (61.25, 980.5)
+    assert ev.exposure_time_s is not None and ev.scanning_length_mm is not None
+
+
+def test_acquisitions_and_totals_inside_a_vendor_container_are_read_with_a_warning():
+    """Every CT Acquisition and the accumulated data wrapped in one vendor container at the root: the events
+    and the total are read (they were silently dropped: 0 events beside a stated count of 2), and the record
+    says they were not where the template puts them."""
+    from simulator import rdsr
+
+    ds = rdsr.ct_report([rdsr.CTSeries("Head", ctdivol="40.5", dlp="700"), rdsr.CTSeries("Neck", ctdivol="12", dlp="300")])
+    _wrap(ds, {"113819"}, "V-5")
+    _wrap(ds, {"113811"}, "V-6")
+    rep = extract_dataset(pydicom.dcmread(io.BytesIO(rdsr.encode(ds))))
+    assert [e.ctdivol_mGy for e in rep.events] == [40.5, 12.0]
+    assert (rep.totals.ct_dlp_total_mGycm, rep.totals.ct_event_count) == (1000.0, 2)
+    assert "2 'CT Acquisition' found inside another container, not where the template puts them" in rep.warnings
+    assert "1 'CT Accumulated Dose Data' found inside another container, not where the template puts them" in rep.warnings
+
+
+def test_a_stated_event_count_that_the_report_does_not_hold_is_a_warning():
+    from simulator import rdsr
+
+    ds = rdsr.ct_report([rdsr.CTSeries("Head"), rdsr.CTSeries("Neck")])
+    ds.ContentSequence.remove(_find(ds, "113819"))  # the first acquisition
+    rep = extract_dataset(pydicom.dcmread(io.BytesIO(rdsr.encode(ds))))
+    assert len(rep.events) == 1 and rep.totals.ct_event_count == 2
+    assert "the report states 2 irradiation events and holds 1 CT Acquisitions" in rep.warnings

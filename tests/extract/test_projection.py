@@ -368,6 +368,25 @@ def test_a_value_found_only_further_down_is_still_read():
     assert (only.dap_Gym2, only.dose_rp_Gy, only.kvp) == (0.0007, 0.003, 77.0)
 
 
+def test_events_and_totals_inside_a_vendor_container_at_the_root_are_read_with_a_warning():
+    """A vendor that wraps every Irradiation Event X-Ray Data and the Accumulated X-Ray Dose Data in a
+    container of its own: they were silently dropped (0 events, no totals, no warning)."""
+    from simulator import rdsr
+
+    ds = rdsr.projection_report([rdsr.ProjectionEvent(uid="1.2.3.4.7", dap="0.0007", dose_rp="0.003", kvp="77"),
+                                 rdsr.ProjectionEvent(uid="1.2.3.4.8", dap="0.0002", dose_rp="0.001", kvp="70")])
+    for code, vendor in (("113706", "PV-3"), ("113702", "PV-4")):
+        moved = [it for it in ds.ContentSequence if it.ConceptNameCodeSequence[0].CodeValue == code]
+        at = ds.ContentSequence.index(moved[0])
+        for it in moved:
+            ds.ContentSequence.remove(it)
+        ds.ContentSequence.insert(at, rdsr.container((vendor, "99VENDOR", "Vendor data"), moved))
+    rep = extract_dataset(pydicom.dcmread(io.BytesIO(rdsr.encode(ds))))
+    assert [(e.irradiation_event_uid, e.dap_Gym2) for e in rep.events] == [("1.2.3.4.7", 0.0007), ("1.2.3.4.8", 0.0002)]
+    assert rep.totals.dap_total_Gym2 == 0.0009
+    assert "2 'Irradiation Event X-Ray Data' found inside another container, not where the template puts them" in rep.warnings
+
+
 def _hologic_accumulated():
     ds = pydicom.dcmread(CORPUS / "MG-RDSR-Hologic_2D.dcm")
     acc = next(it for it in ds.ContentSequence if it.ConceptNameCodeSequence[0].CodeValue == "113702")
