@@ -44,6 +44,8 @@ def _pattern(patient_name: Optional[str], patient_id: Optional[str], birth_date:
         for group in patient_name.split("="):  # alphabetic, ideographic, phonetic
             whole = re.sub(r"\^+", " ", group).strip()
             words |= _forms(whole)
+            for component in group.split("^"):  # run together: Van-der Berg → Vanderberg, Anna Maria → AnnaMaria
+                words |= _forms(re.sub(r"[\s,'’.-]", "", component))
             for token in re.split(r"[\^ ,]+", group):
                 words |= _forms(token)
                 words |= _forms(re.sub(r"[-'’.]", "", token))  # O'Brien → OBrien
@@ -58,7 +60,7 @@ def _pattern(patient_name: Optional[str], patient_id: Optional[str], birth_date:
         alternatives.append(rf"(?<![A-Za-z0-9])(?:{names})(?:e?s)?(?![A-Za-z0-9])")
     ids = _id_pattern(patient_id) if patient_id else None
     if ids:
-        alternatives.append(rf"(?<![A-Za-z0-9])(?:{ids})(?![A-Za-z0-9])")
+        alternatives.append(ids)
     dates = _date_pattern(birth_date)
     if dates:
         alternatives.append(rf"(?<![0-9])(?:{dates})(?![0-9])")
@@ -124,9 +126,14 @@ def _id_pattern(patient_id: str) -> Optional[str]:
     def number(digits: str) -> str:  # leading zeros as many as written, or none
         return "0*" + re.escape(digits.lstrip("0") or "0")
 
-    forms = [r"[\W_]*".join(number(p) if p.isdigit() else re.escape(p) for p in parts)]
-    forms += [number(p) for p in parts if p.isdigit() and len(p.lstrip("0")) >= 5]
-    return "|".join(sorted(set(forms), key=len, reverse=True))
+    def bounded(form: str, first: str, last: str) -> str:  # a number may follow or precede letters: ID00123456
+        before = r"(?<![0-9])" if first.isdigit() else r"(?<![A-Za-z0-9])"
+        after = r"(?![0-9])" if last.isdigit() else r"(?![A-Za-z0-9])"
+        return before + form + after
+
+    forms = {bounded(r"[\W_]*".join(number(p) if p.isdigit() else re.escape(p) for p in parts), parts[0], parts[-1])}
+    forms |= {bounded(number(p), p, p) for p in parts if p.isdigit() and len(p.lstrip("0")) >= 5}
+    return "|".join(sorted(forms, key=len, reverse=True))
 
 
 def _date_pattern(birth_date: Optional[str]) -> Optional[str]:
@@ -139,10 +146,12 @@ def _date_pattern(birth_date: Optional[str]) -> Optional[str]:
     mm, dd = f"0?{m}", f"0?{d}"
     year = f"(?:{y4}|{y2})"
     month_name = _MONTHS[m - 1]
+    nth = "(?:st|nd|rd|th)?"
     return "|".join([
         rf"{y4}(?P<s1>[./ -]?){mm}(?P=s1){dd}",                    # 1952-03-14, 19520314, 1952.3.14
-        rf"{dd}(?P<s2>[./ -]){mm}(?P=s2){year}", rf"{d:02d}{m:02d}{y4}",  # 14.03.1952, 14/3/52, 14031952
-        rf"{mm}(?P<s3>[./ -]){dd}(?P=s3){year}", rf"{m:02d}{d:02d}{y4}",  # 03/14/1952, 3-14-52, 03141952
-        rf"{dd}[ .-]?{month_name}[a-z]*\.?[ .,-]*{year}",         # 14-Mar-1952, 14 March 52
-        rf"{month_name}[a-z]*\.?[ .-]*{dd},?[ ]*{year}",           # Mar 14, 1952
+        rf"{y2}(?P<s4>[./ -]?){mm}(?P=s4){dd}",                    # 52-03-14, 520314
+        rf"{dd}(?P<s2>[./ -]){mm}(?P=s2){year}", rf"{d:02d}{m:02d}(?:{y4}|{y2})",  # 14.03.1952, 14/3/52, 14031952, 140352
+        rf"{mm}(?P<s3>[./ -]){dd}(?P=s3){year}", rf"{m:02d}{d:02d}(?:{y4}|{y2})",  # 03/14/1952, 3-14-52, 03141952, 031452
+        rf"{dd}{nth}[ .-]?(?:of )?{month_name}[a-z]*\.?[ .,-]*{year}",  # 14-Mar-1952, 14 March 52, 14th of March 1952
+        rf"{month_name}[a-z]*\.?[ .-]*{dd}{nth},?[ ]*{year}",      # Mar 14, 1952; March 14th 1952
     ])

@@ -24,6 +24,18 @@ from agent.phi import pattern, redact, scrub_tree
     ("Smithsons follow-up", "Smithson^Johanna", None),
     ("Müllers Befund", "Müller^Jürgen", None),
     ("MUELLERS Befund", "Müller^Jürgen", None),
+    # run together, as typed in a hurry (found by an audit: these were sent to the central site)
+    ("Proto vanderberg", "Van-der Berg^Anna Maria", None),
+    ("pt VanDerBerg repeat", "Van-der Berg^Anna Maria", None),
+    ("AnnaMaria head", "Van-der Berg^Anna Maria", None),
+    # two-digit years without separators, year first, ordinal days
+    ("Head 140352-1234", "Smithson^Johanna", "19520314"),
+    ("pt 520314", "Smithson^Johanna", "19520314"),
+    ("dob 52-03-14", "Smithson^Johanna", "19520314"),
+    ("031452 chest", "Smithson^Johanna", "19520314"),
+    ("CT born 14th March 1952", "Smithson^Johanna", "19520314"),
+    ("born on the 14th of March 1952", "Smithson^Johanna", "19520314"),
+    ("dob March 14th, 1952", "Smithson^Johanna", "19520314"),
 ])
 def test_identity_is_found_in_the_forms_it_is_written(text, name, birth):
     found = pattern(PHI(patient_name=name, birth_date=birth))
@@ -66,6 +78,13 @@ def test_the_id_and_the_name_are_found_written_otherwise(text):
 def test_parts_of_numbers_and_of_words_are_not_taken_for_the_id_or_the_name(text):
     found = pattern(PHI(patient_id="MRN-0778899", patient_name="Oconnell^Siobhan"))
     assert redact(text, found) == text
+
+
+@pytest.mark.parametrize("text", ["ID00123456", "station ID00123456", "MRN:00123456", "pid#123456"])
+def test_an_id_of_digits_is_found_right_after_letters(text):
+    found = pattern(PHI(patient_id="00123456"))
+    assert redact(text, found).endswith("[removed]"), text
+    assert redact("series 1001234567", found) == "series 1001234567"  # inside a longer number: not the id
 
 
 @pytest.mark.parametrize("text", ["pat 0778899", "MRN 0778899", "mrn-778899"])
