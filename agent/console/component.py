@@ -312,7 +312,9 @@ class Console:
         """Record who acknowledged ``alert_id`` and why (checks.alerts.acknowledge), then tell everyone."""
         with self.agent.store.transaction() as tx:
             alert = _as_dict(acknowledge(tx, alert_id, by, reason, note))
-        log.info("alert_acknowledged", alert_id=alert_id, by=by, reason=reason, via="console")
+        # a typed reason may name the patient (the store keeps it; the outbox has it redacted): only a listed one is logged
+        log.info("alert_acknowledged", alert_id=alert_id, by=by, via="console",
+                 reason=reason if reason in REASONS or not reason else "(typed)")
         self.agent.bus.publish("ack", alert)
         self.agent.bus.publish("outbox", None)
         return alert

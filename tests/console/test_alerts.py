@@ -65,6 +65,25 @@ def test_critical_alert_needs_a_reason_and_the_ack_reaches_the_outbox(station):
     assert [a["id"] for a in listed["alerts"]] == [alert.id] and listed["alerts"][0]["acknowledged"] is True
 
 
+def test_a_typed_reason_naming_the_patient_is_not_logged(station, capsys):
+    """The agent's log never holds the patient's name (README); a reason chosen from the list is logged."""
+    from simulator import rdsr
+
+    s = station()
+    report = rdsr.ct_report([rdsr.CTSeries("Head")], patient=rdsr.Patient(name="O'Neill^Sean"))
+    assert s.agent.pipeline.ingest(rdsr.encode(report), "test").status == "stored"
+    first = raise_alert(s, study_uid=report.StudyInstanceUID)
+    second = raise_alert(s, study_uid=report.StudyInstanceUID)
+    capsys.readouterr()
+    assert ack(s, first.id, by="RT9", reason="Sean O'Neill asked to repeat")[0] == 200
+    assert ack(s, second.id, by="RT9", reason="large patient")[0] == 200
+    logged = capsys.readouterr().out
+    assert "O'Neill" not in logged and "Sean" not in logged
+    assert "reason=(typed)" in logged and "reason='large patient'" in logged
+    (sent, _) = s.outbox("ack")
+    assert sent["reason"] == "[removed] [removed] asked to repeat"
+
+
 def test_event_stream_pushes_alert_and_ack(station):
     """What a browser's EventSource receives, read off the raw socket."""
     s = station()
