@@ -11,11 +11,10 @@ from typing import Any, Optional
 
 import sqlite_utils
 
-from agent import phi
 from agent.checks import Rules, units
 from agent.checks.study import study_records, view
 from agent.checks.tables import DRL_KINDS, LevelRow
-from agent.store.reports import list_studies, study_identity
+from agent.store.reports import list_studies, without_identity
 
 # key dose → (label, checks quantity, unit shown); values are stored in the quantity's canonical unit
 DISPLAY = {
@@ -83,10 +82,6 @@ def recent_studies(db: sqlite_utils.Database, limit: int = 8, show_patient_names
             (name,) = db.execute("SELECT MIN(patient_name) FROM reports WHERE study_instance_uid = ?",
                                  [row["study_instance_uid"]]).fetchone()
             item["patient_name"] = (name or "").replace("^", " ").strip() or None
-        else:  # a modality may have written the patient's name or birth date into the description
-            patient = study_identity(db, row["study_instance_uid"])
-            if patient:
-                item["exam"] = phi.redact(item["exam"], phi.pattern(patient))
         out.append(item)
     return out
 
@@ -142,7 +137,9 @@ def with_accession(db: sqlite_utils.Database, alerts: list[dict[str, Any]]) -> l
         found = dict(db.execute(
             f"SELECT study_instance_uid, MIN(accession_number) FROM reports WHERE study_instance_uid IN "
             f"({','.join('?' * len(uids))}) GROUP BY study_instance_uid", list(uids)).fetchall())
-    return [dict(a, accession_number=found.get(a.get("study_instance_uid") or "")) for a in alerts]
+    shown = {uid: without_identity(db, {"study_instance_uid": uid, "accession_number": number})["accession_number"]
+             for uid, number in found.items()}  # a modality may have put the patient's name there
+    return [dict(a, accession_number=shown.get(a.get("study_instance_uid") or "")) for a in alerts]
 
 
 # DAP meter procedure totals on the bus → (checks quantity for the threshold marks, how it is shown)

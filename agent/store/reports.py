@@ -14,6 +14,7 @@ from typing import Any, Iterable, Optional
 
 import sqlite_utils
 
+from agent import phi
 from agent.extract.record import PHI, Report
 
 SUMMED_TOTALS = [
@@ -226,7 +227,8 @@ def event_category(event: dict[str, Any]) -> str:
 
 
 def list_studies(db: sqlite_utils.Database, limit: int | None = None) -> list[dict[str, Any]]:
-    """Stored studies, newest first, each with its totals (no PHI)."""
+    """Stored studies, newest first, each with its totals (no PHI: a patient's name, birth date or id
+    that a modality wrote into the description or the accession number is removed, :func:`without_identity`)."""
     sql = """
         SELECT study_instance_uid, MAX(received_at) AS last_received, MIN(station) AS station,
                MIN(modality) AS modality, MIN(kind) AS kind, MIN(study_datetime) AS study_datetime,
@@ -239,8 +241,22 @@ def list_studies(db: sqlite_utils.Database, limit: int | None = None) -> list[di
     studies = []
     for row in db.query(sql):
         row["totals"] = study_totals(db, row["study_instance_uid"])
-        studies.append(row)
+        studies.append(without_identity(db, row))
     return studies
+
+
+def without_identity(db: sqlite_utils.Database, study: dict[str, Any]) -> dict[str, Any]:
+    """``study`` (a row with ``study_instance_uid``, ``description`` and/or ``accession_number``) with the
+    patient's name and birth date removed from both, and the id from the description (an accession number
+    may be the patient's id by a site's numbering: it is the technologist's handle on the exam)."""
+    patient = study_identity(db, study.get("study_instance_uid"))
+    if patient is None:
+        return study
+    if study.get("description"):
+        study["description"] = phi.redact(study["description"], phi.pattern(patient))
+    if study.get("accession_number"):
+        study["accession_number"] = phi.redact(study["accession_number"], phi.pattern(patient, include_id=True))
+    return study
 
 
 def failed_receipts(db: sqlite_utils.Database, limit: int = 50) -> list[dict[str, Any]]:

@@ -59,3 +59,20 @@ def test_an_object_held_back_after_three_deaths_is_not_said_to_be_waiting(tmp_pa
     assert (listing["waiting"], listing["held"]) == (2, 1)
     text = agent.cli("studies").stdout
     assert "1 received object(s) waiting to be processed" in text and "1 received object(s) held back" in text
+
+
+def test_a_patients_name_written_into_the_description_or_accession_is_not_listed(tmp_path):
+    """A modality may copy the patient's name or birth date into free text; `studies` shows the exam
+    without them, as the console does (the accession number keeps an id: sites number exams by it)."""
+    patient = rdsr.Patient(name="Van-der Berg^Anna Maria", id="00123456", birth_date="19800131")
+    report = rdsr.ct_report([rdsr.CTSeries("Head")], patient=patient, accession="Berg Anna",
+                            description="CT head Vanderberg 31.01.1980 ID00123456")
+    path = tmp_path / "r.dcm"
+    path.write_bytes(rdsr.encode(report))
+    agent = AgentProcess(tmp_path / "a")
+    assert agent.cli("import", str(path)).returncode == 0
+    listing = json.loads(agent.cli("studies", "--json").stdout)
+    (study,) = listing["studies"]
+    assert (study["description"], study["accession_number"]) == ("CT head [removed] [removed] ID[removed]", "[removed] [removed]")
+    text = agent.cli("studies").stdout
+    assert "Berg" not in text and "Anna" not in text and "1980" not in text and "CT head [removed]" in text

@@ -84,6 +84,20 @@ def test_a_typed_reason_naming_the_patient_is_not_logged(station, capsys):
     assert sent["reason"] == "[removed] [removed] asked to repeat"
 
 
+def test_an_accession_number_holding_the_patients_name_is_shown_without_it(station):
+    """docs/console.md: never by patient name unless show_patient_names; a modality wrote it into the accession."""
+    from simulator import rdsr
+
+    s = station()
+    report = rdsr.ct_report([rdsr.CTSeries("Head")], patient=rdsr.Patient(name="Berg^Anna"), accession="Berg, Anna")
+    assert s.agent.pipeline.ingest(rdsr.encode(report), "test").status == "stored"
+    raise_alert(s, study_uid=report.StudyInstanceUID)
+    state = s.request("/api/state")[2]
+    assert state["alerts"][0]["accession_number"] == "[removed], [removed]"
+    assert state["studies"][0]["accession_number"] == "[removed], [removed]"
+    assert s.request("/api/alerts?limit=5")[2]["alerts"][0]["accession_number"] == "[removed], [removed]"
+
+
 def test_event_stream_pushes_alert_and_ack(station):
     """What a browser's EventSource receives, read off the raw socket."""
     s = station()
