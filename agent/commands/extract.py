@@ -6,11 +6,13 @@ import json
 import sys
 import warnings
 
+from agent import phi
 from agent.commands.common import iter_files
 from agent.extract import extract_file
 from agent.extract.record import Rejected
 
-HELP = "print the dose values of DICOM files as JSON Lines (no patient identity unless --include-phi)"
+HELP = ("print the dose values of DICOM files as JSON Lines (no patient identity unless --include-phi: a free text "
+        "that holds the patient's name, id or birth date is printed as [removed])")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +30,9 @@ def run(args: argparse.Namespace) -> int:
             report = extract_file(path)
             out["status"] = "ok"
             out["report"] = report.to_dict(include_phi=args.include_phi)
+            found = None if args.include_phi else phi.pattern(report.phi)
+            if found is not None:  # a modality may have copied the patient's identity into free text
+                phi.scrub_tree(out["report"], found)
         except Rejected as exc:
             out.update(status="rejected", reason=str(exc))
         except Exception as exc:  # unreadable file: say why, go on with the next one
