@@ -32,6 +32,7 @@ from agent.sources.dicom.tls import TlsSetupError
 from agent.sources.serial import SerialSource
 from agent.store import Store, StoreError
 from agent.uplink import ReportOutboxStage, Uplink
+from agent.uplink.privacy import SiteSecretError
 
 HELP = "run the agent in the foreground (Ctrl-C or SIGTERM stops it cleanly)"
 
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     notifier = sdnotify.SystemdNotifier()
     try:
         agent = Agent(cfg)
-    except (StoreError, OSError, sqlite3.Error) as exc:  # another agent holds the store, a path not writable…
+    except (StoreError, OSError, sqlite3.Error, SiteSecretError) as exc:  # another agent holds the store, a path not writable…
         error = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
         log.error("agent_start_failed", error=error, store=str(cfg.store.path))  # one clear line, no traceback
         return 1

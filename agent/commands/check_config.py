@@ -17,11 +17,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from drivers.generic import check_profile_file, is_profile_file
 
-    check = check_profile_file if is_profile_file(args.config) else config.check_file
-    problems = check(args.config)
+    profile = is_profile_file(args.config)
+    problems = check_profile_file(args.config) if profile else config.check_file(args.config)
+    if not problems and not profile:
+        problems = _files(config.load(args.config))
     for problem in problems:
         print(f"{args.config}: {problem}", file=sys.stderr)
     if problems:
         return 1
     print(f"{args.config}: ok")
     return 0
+
+
+def _files(cfg: config.Config) -> list[str]:
+    """What a valid configuration names on disk and the agent would refuse at start."""
+    from agent.uplink.privacy import SiteSecret, SiteSecretError
+
+    problems = []
+    secret = cfg.privacy.secret_file or cfg.store.path.parent / "site-secret"  # made at the first start if missing
+    if cfg.mqtt.enabled and cfg.privacy.patient_id == "pseudonymise" and secret.exists():
+        try:
+            SiteSecret.read(secret)
+        except SiteSecretError as exc:
+            problems.append(f"privacy.secret_file: {exc}")
+    return problems

@@ -10,12 +10,14 @@ import argparse
 import collections
 import io
 import json
+import sqlite3
 import sys
 
 import pydicom
 
 from agent.commands.common import add_config_argument, iter_files, load_config
-from agent.store import StoreBusy
+from agent.store import StoreBusy, StoreError
+from agent.uplink.privacy import SiteSecretError
 
 HELP = "ingest DICOM files from disk as if they had arrived by C-STORE (backfill)"
 
@@ -48,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
         agent = Agent(cfg, with_sources=False)
     except StoreBusy:
         return _send_to_running_agent(cfg, files, args.json)
+    except (StoreError, OSError, sqlite3.Error, SiteSecretError) as exc:  # one clear line, as `run` says it
+        error = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
+        print(f"alara-edge import: cannot start: {error}", file=sys.stderr)
+        return 2
     counts: collections.Counter[str] = collections.Counter()
     try:
         for path in files:

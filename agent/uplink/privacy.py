@@ -26,12 +26,16 @@ log = structlog.get_logger("agent.uplink")
 _SECRET_BYTES = 32
 
 
+class SiteSecretError(ValueError):
+    """The site secret's file exists but cannot be used (unreadable, or too short)."""
+
+
 class SiteSecret:
     """The per-site HMAC key, read from a file (created with mode 0600 if missing)."""
 
     def __init__(self, key: bytes):
         if len(key) < 16:
-            raise ValueError("the site secret must hold at least 16 bytes")
+            raise ValueError("it must hold at least 16 bytes")
         self._key = key
         self.key_id = hashlib.sha256(b"alara-edge key id\x00" + key).hexdigest()[:12]
         """Names the key without revealing it: pseudonyms are comparable only under the same key id."""
@@ -53,12 +57,24 @@ class SiteSecret:
                     os.fsync(f.fileno())
                 log.warning("site_secret_created", path=str(path),
                             hint="copy this file to every station of the site so that pseudonyms match")
-        text = path.read_text(encoding="ascii").strip()
+        return cls.read(path)
+
+    @classmethod
+    def read(cls, path: Path) -> "SiteSecret":
+        """Read an existing secret file; :class:`SiteSecretError` names the file and what is wrong with it."""
+        try:
+            text = Path(path).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SiteSecretError(f"site secret {path}: {getattr(exc, 'strerror', None) or exc}") from None
         try:
             key = bytes.fromhex(text)
         except ValueError:
             key = text.encode()
-        return cls(key)
+        try:
+            return cls(key)
+        except ValueError as exc:
+            raise SiteSecretError(f"site secret {path}: {exc} (remove the file and a new one is made at the next "
+                                  "start; then copy it to the site's other stations)") from None
 
     def pseudonym(self, patient_id: str) -> str:
         return hmac.new(self._key, patient_id.strip().encode("utf-8"), hashlib.sha256).hexdigest()

@@ -83,3 +83,20 @@ def test_the_accession_number_is_treated_like_the_patient_id(tmp_path):
     again = study()
     _privacy(tmp_path).accession(again)
     assert again == pseudonymised  # the same exam links across stations of the site
+
+
+def test_a_short_secret_is_one_clear_line_from_check_config_import_and_run(tmp_path):
+    """Not a traceback (import printed 25 lines of one), and check-config no longer says ok."""
+    from tests.conftest import CORPUS, AgentProcess, run_agent
+
+    agent = AgentProcess(tmp_path / "a", f'[privacy]\nsecret_file = "{tmp_path / "weak"}"\n')
+    (tmp_path / "weak").write_text("abcd")
+    checked = run_agent("check-config", str(agent.config_path))
+    assert checked.returncode == 1 and "privacy.secret_file: site secret" in checked.stderr and "16 bytes" in checked.stderr
+    imported = agent.cli("import", str(CORPUS / "CT-RDSR-Siemens-Multi-1.dcm"))
+    assert imported.returncode == 2 and "Traceback" not in imported.stderr
+    assert imported.stderr.strip().splitlines() == [f"alara-edge import: cannot start: site secret {tmp_path / 'weak'}: "
+                                                    "it must hold at least 16 bytes (remove the file and a new one is made "
+                                                    "at the next start; then copy it to the site's other stations)"]
+    ran = run_agent("run", "-c", str(agent.config_path), cwd=agent.workdir, timeout=60)
+    assert ran.returncode == 1 and "Traceback" not in ran.stdout + ran.stderr and "16 bytes" in ran.stdout
