@@ -332,8 +332,17 @@ def start_report(ds: Dataset, kind: str, modality: Optional[str], source: str, t
     phi = report.phi
     phi.patient_id = hstr(ds, "PatientID")
     phi.patient_name = hstr(ds, "PatientName")
-    phi.birth_date = da_tm_iso(hstr(ds, "PatientBirthDate"), None)
+    phi.birth_date = da_tm_iso(_day_first(hstr(ds, "PatientBirthDate")), None)
     return report
+
+
+def _day_first(da: Optional[str]) -> Optional[str]:
+    """A birth date written against the standard as DD.MM.YYYY (31.01.1980) as DA; others as they are.
+    Known, it is found and removed where a modality copied it into free text (agent.phi)."""
+    found = re.fullmatch(r"\s*(\d{1,2})\.(\d{1,2})\.(\d{4})\s*", da or "")
+    if found and 1 <= int(found[1]) <= 31 and 1 <= int(found[2]) <= 12:
+        return f"{found[3]}{int(found[2]):02d}{int(found[1]):02d}"
+    return da
 
 
 def _positive(ds: Dataset, keyword: str, notes: Notes) -> Optional[float]:

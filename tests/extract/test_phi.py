@@ -104,3 +104,15 @@ def test_ages_are_whole_years_from_two_on_and_whole_months_below(birth, age):
     ds = pydicom.Dataset()
     ds.PatientBirthDate = birth
     assert age_years(ds, "2024-06-15T10:00:00", Notes()) == pytest.approx(age)
+
+
+def test_a_birth_date_written_day_first_is_known_so_its_copies_are_removed():
+    """PatientBirthDate "31.01.1980" (not a DA) left the birth date unknown, and the description's copy was sent."""
+    from agent.phi import pattern, redact
+    from simulator import rdsr
+
+    ds = rdsr.ct_report([rdsr.CTSeries("Head")], description="RF 31.01.1980")
+    ds.PatientBirthDate = "31.01.1980"
+    report = _extract(pydicom.dcmread(io.BytesIO(rdsr.encode(ds))))
+    assert report.phi.birth_date == "1980-01-31"
+    assert redact(report.study.description, pattern(report.phi)) == "RF [removed]"
