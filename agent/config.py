@@ -409,7 +409,7 @@ def load(path: str | Path | None) -> Config:
     """Load and validate; raises :class:`ConfigError` listing every problem."""
     if path is None:
         return Config()
-    text = Path(path).read_text(encoding="utf-8")
+    text = read_text(path)
     problems = check_text(text)
     if problems:
         raise ConfigError(problems)
@@ -441,11 +441,24 @@ def check_text(text: str) -> list[str]:
     return []
 
 
+def read_text(path: str | Path) -> str:
+    """A configuration file's text (UTF-8, a byte order mark allowed); :class:`ConfigError` if it is not
+    UTF-8 (an editor that saved it as Latin-1), OSError if it cannot be read."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError([f"line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}): save the file as UTF-8"]) from None
+
+
 def check_file(path: str | Path) -> list[str]:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text(path)
     except OSError as exc:
         return [f"{path}: {exc.strerror}"]
+    except ConfigError as exc:
+        return exc.problems
     return check_text(text)
 
 

@@ -190,7 +190,7 @@ def is_profile_file(path: str | Path) -> bool:
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError):
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return False
     return "parse" in data and "quantity" in data
 

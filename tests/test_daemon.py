@@ -57,6 +57,23 @@ def test_sighup_with_a_bad_table_keeps_the_rules_and_a_good_one_applies(agent_pr
     assert {"kind": "exam_above_drl", "rule": "local-ct-head-dlp"} in stored_alerts(agent)
 
 
+def test_sighup_with_a_config_saved_as_latin_1_keeps_the_agent_running(agent_process):
+    """`systemctl reload` after an editor saved a comment as Latin-1: reload_failed, not a dead agent
+    that systemd then cannot restart either."""
+    agent = agent_process()
+    text = agent.config_path.read_text()
+    agent.config_path.write_bytes(text.encode() + "# R\u00f6ntgen 2\n".encode("latin-1"))
+    agent.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: '"reload_failed"' in agent.log_text(), 5)
+    assert agent.proc.poll() is None
+    (failed,) = [e for e in agent.log_events() if e["event"] == "reload_failed"]
+    assert failed["problems"] == [f"line {text.count(chr(10)) + 1}: not UTF-8 text (byte 0xf6): save the file as UTF-8"]
+    checked = run_agent("check-config", str(agent.config_path))
+    assert checked.returncode == 1 and "not UTF-8 text" in checked.stderr and "Traceback" not in checked.stderr
+    agent.config_path.write_bytes(b"\xef\xbb\xbf" + text.encode())  # a byte order mark (Notepad) is fine
+    assert run_agent("check-config", str(agent.config_path)).returncode == 0
+
+
 def test_sighup_says_which_changed_sections_wait_for_a_restart(agent_process):
     agent = agent_process()
     text = agent.config_path.read_text()
