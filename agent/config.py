@@ -188,7 +188,7 @@ class MqttConfig(Section):
     retention_days: float = Field(default=30, ge=0)
     """Delivered outbox rows and the spooled DICOM files of delivered reports are deleted this long after delivery."""
     tls: bool = False
-    """TLS with the system's CAs; implied by ``ca_file``."""
+    """TLS with the system's CAs; implied by ``ca_file`` or ``cert_file``."""
     ca_file: Optional[Path] = None
     cert_file: Optional[Path] = None
     key_file: Optional[Path] = None

@@ -39,9 +39,13 @@ def new_client(cfg: MqttConfig, client_id: str, *, persistent_session: bool = Fa
                          clean_session=None if is_v5(cfg) else not persistent_session,
                          reconnect_on_failure=False, manual_ack=manual_ack)
     client.connect_timeout = 10.0
-    if cfg.tls or cfg.ca_file:
-        client.tls_set(ca_certs=_path(cfg.ca_file), certfile=_path(cfg.cert_file), keyfile=_path(cfg.key_file),
-                       cert_reqs=ssl.CERT_REQUIRED)
+    if cfg.tls or cfg.ca_file or cfg.cert_file:  # a client certificate means TLS: never CONNECT in clear text
+        files = [str(f) for f in (cfg.ca_file, cfg.cert_file, cfg.key_file) if f]
+        try:
+            client.tls_set(ca_certs=_path(cfg.ca_file), certfile=_path(cfg.cert_file), keyfile=_path(cfg.key_file),
+                           cert_reqs=ssl.CERT_REQUIRED)
+        except (OSError, ssl.SSLError) as exc:  # name the files: "[Errno 2] No such file or directory" names none
+            raise OSError(f"TLS files {', '.join(files) or '(system CAs)'}: {exc}") from None
     if cfg.username:
         client.username_pw_set(cfg.username, read_password(cfg))
     return client

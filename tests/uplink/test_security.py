@@ -67,3 +67,42 @@ def test_username_and_password_from_a_file_or_the_environment(tmp_path, store, r
         wait_for(lambda: sorted(central_event_ids(cfg)) == sorted(ids), what="delivery once the password is right")
     finally:
         broker.stop()
+
+
+def test_a_client_certificate_alone_means_tls_never_a_password_in_clear_text(tmp_path):
+    """cert_file and key_file without ca_file or tls = true: the uplink spoke plain MQTT and sent the password
+    in its CONNECT; the first byte on the wire must open a TLS handshake (0x16), not a CONNECT (0x10)."""
+    import contextlib
+    import socket
+    import threading
+
+    from agent.uplink.connection import connect, new_client
+
+    pki = make_pki(tmp_path / "pki")
+    (tmp_path / "pw").write_text("s3cret-ct\n")
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        cfg = make_config(tmp_path, listener.getsockname()[1], cert_file=str(pki.client_cert),
+                          key_file=str(pki.client_key), username="ct-01", password_file=str(tmp_path / "pw"))
+        client = new_client(cfg.mqtt, "tls-probe")
+
+        def attempt():
+            with contextlib.suppress(Exception):  # the listener never answers the handshake
+                connect(client, cfg.mqtt)
+                client.loop_write()
+
+        threading.Thread(target=attempt, daemon=True).start()
+        listener.settimeout(10)
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            assert conn.recv(1) == b"\x16"
+
+
+def test_tls_files_that_cannot_be_read_are_named_in_the_error(tmp_path):
+    import pytest
+
+    from agent.uplink.connection import new_client
+
+    cfg = make_config(tmp_path, 1883, ca_file=str(tmp_path / "missing-ca.pem"))
+    with pytest.raises(OSError, match="missing-ca.pem"):
+        new_client(cfg.mqtt, "x")
