@@ -91,8 +91,8 @@ class DicomConfig(Section):
     @field_validator("ae_title")
     @classmethod
     def _ae(cls, v: str) -> str:
-        if not (1 <= len(v) <= 16) or "\\" in v or not v.strip():
-            raise ValueError("an AE title is 1-16 characters, no backslash")
+        if not (1 <= len(v) <= 16) or "\\" in v or not v.strip() or not (v.isascii() and v.isprintable()):
+            raise ValueError("an AE title is 1-16 printable ASCII characters, no backslash")
         return v
 
     @field_validator("allowed_calling_aes")
@@ -206,6 +206,11 @@ class MqttConfig(Section):
             raise ValueError("topic levels of letters, digits, '.', '_' or '-', separated by '/', no wildcards")
         return v
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        return bind_address(v)  # mqtts://broker:8883 is a host, a port and tls = true here
+
     @model_validator(mode="after")
     def _pairs(self) -> "MqttConfig":
         if (self.cert_file is None) != (self.key_file is None):
@@ -310,7 +315,7 @@ class SerialPortConfig(Section):
 
 
 def bind_address(value: str) -> str:
-    """An address to listen on: an IP address or a host name, without a port (that is ``port``)."""
+    """An address to listen on or connect to: an IP address or a host name, without a port (that is ``port``)."""
     try:
         ipaddress.ip_address(value)
         return value

@@ -56,3 +56,14 @@ def test_a_port_written_into_an_address_is_caught_by_check_config():
     assert any(p.startswith("dicom.bind (line 2)") and "the port is a key of its own" in p for p in problems)
     assert any(p.startswith("console.bind (line 5)") for p in problems)
     assert check_text('[dicom]\nbind = "::"\n\n[console]\nbind = "localhost"\n') == []
+
+
+def test_ae_titles_and_broker_hosts_that_would_fail_later_are_caught_by_check_config():
+    """A tab or a non-ASCII letter in an AE title passed check-config and stopped `run` with a traceback; a
+    broker written as a URL passed too, and the agent then retried "Name or service not known" for ever."""
+    problems = check_text('[dicom]\nae_title = "CT\\tEDGE"\nallowed_calling_aes = ["\u00c4RZTE_CT"]\n\n'
+                          '[mqtt]\nhost = "mqtts://broker.example:8883"\n')
+    assert any(p.startswith("dicom.ae_title (line 2)") and "printable ASCII" in p for p in problems)
+    assert any(p.startswith("dicom.allowed_calling_aes (line 3)") for p in problems)
+    assert any(p.startswith("mqtt.host (line 6)") and "the port is a key of its own" in p for p in problems)
+    assert check_text('[dicom]\nae_title = "CT_EDGE 1"\n\n[mqtt]\nhost = "broker.example"\n') == []
