@@ -67,3 +67,22 @@ def test_ae_titles_and_broker_hosts_that_would_fail_later_are_caught_by_check_co
     assert any(p.startswith("dicom.allowed_calling_aes (line 3)") for p in problems)
     assert any(p.startswith("mqtt.host (line 6)") and "the port is a key of its own" in p for p in problems)
     assert check_text('[dicom]\nae_title = "CT_EDGE 1"\n\n[mqtt]\nhost = "broker.example"\n') == []
+
+
+def test_check_config_names_a_file_the_agent_would_not_find_at_start(tmp_path):
+    """Missing certificate, password and token files passed check-config; `run` then failed, or the uplink
+    retried "[Errno 2] No such file or directory" for ever without naming the file."""
+    from tests.conftest import run_agent
+
+    (tmp_path / "pw").write_text("secret\n")
+    config = tmp_path / "c.toml"
+    config.write_text(f'[mqtt]\nca_file = "{tmp_path / "ca.pem"}"\npassword_file = "{tmp_path / "pw"}"\nusername = "ct"\n\n'
+                      f'[console]\ntoken_file = "{tmp_path / "token"}"\n')
+    result = run_agent("check-config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{config}: mqtt.ca_file (line 2): cannot read {tmp_path / 'ca.pem'}: No such file or directory",
+        f"{config}: console.token_file (line 7): cannot read {tmp_path / 'token'}: No such file or directory"]
+    (tmp_path / "ca.pem").write_text("")
+    (tmp_path / "token").write_text("1234\n")
+    assert run_agent("check-config", str(config)).returncode == 0

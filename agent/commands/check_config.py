@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     profile = is_profile_file(args.config)
     problems = check_profile_file(args.config) if profile else config.check_file(args.config)
     if not problems and not profile:
-        problems = _files(config.load(args.config))
+        problems = _files(config.load(args.config), config.read_text(args.config))
     for problem in problems:
         print(f"{args.config}: {problem}", file=sys.stderr)
     if problems:
@@ -29,11 +29,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _files(cfg: config.Config) -> list[str]:
+# files the agent reads at start (a missing one stopped `run`, or made the uplink retry for ever)
+READ_AT_START = [("dicom", "tls_cert_file"), ("dicom", "tls_key_file"), ("dicom", "tls_ca_file"), ("mqtt", "ca_file"),
+                 ("mqtt", "cert_file"), ("mqtt", "key_file"), ("mqtt", "password_file"), ("console", "token_file")]
+
+
+def _files(cfg: config.Config, text: str) -> list[str]:
     """What a valid configuration names on disk and the agent would refuse at start."""
     from agent.uplink.privacy import SiteSecret, SiteSecretError
 
     problems = []
+    for section, key in READ_AT_START:
+        path = getattr(getattr(cfg, section), key)
+        if path is None or (section == "mqtt" and not cfg.mqtt.enabled) or (section == "console" and not cfg.console.enabled):
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            line = config.locate(text, (section, key))
+            problems.append(f"{section}.{key}{f' (line {line})' if line else ''}: cannot read {path}: {exc.strerror}")
     secret = cfg.privacy.secret_file or cfg.store.path.parent / "site-secret"  # made at the first start if missing
     if cfg.mqtt.enabled and cfg.privacy.patient_id == "pseudonymise" and secret.exists():
         try:
