@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
+
+import sqlite_utils
 
 from agent import config as config_mod
+from agent.store import connect
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +37,24 @@ def store_present(path: Path) -> bool:
     print(f"(no store at {path.absolute()}: the agent creates it when it first runs; "
           "for another installation give -c CONFIG)", file=sys.stderr)
     return False
+
+
+def read_store(path: Path) -> Optional[sqlite_utils.Database]:
+    """The store at ``path`` for a command that only reads it; None (said on stderr) when there is none.
+    A file that is not an alara-edge store (empty, another database, not SQLite) is one line on stderr
+    and exit 1, not a traceback."""
+    if not store_present(path):
+        return None
+    problem = "an empty file" if path.is_file() and path.stat().st_size == 0 else None
+    if problem is None:
+        try:
+            db = connect(path)
+            db.execute("SELECT 1 FROM reports LIMIT 1")
+            return db
+        except sqlite3.DatabaseError as exc:
+            problem = str(exc)
+    print(f"{path.absolute()} is not an alara-edge store ({problem}); give -c CONFIG for the agent's", file=sys.stderr)
+    raise SystemExit(1)
 
 
 def iter_files(paths: list[str]) -> Iterator[Path]:

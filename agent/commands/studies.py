@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from agent.commands.common import add_config_argument, load_config, store_present
-from agent.store import connect
+from agent.commands.common import add_config_argument, load_config, read_store
 from agent.store.inbox import MAX_ATTEMPTS, count_pending
 from agent.store.reports import failed_receipts, list_studies
 
@@ -23,11 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
-    if not store_present(cfg.store.path):
-        studies, failed = [], []
-    else:
-        db = connect(cfg.store.path)
-        studies, failed = list_studies(db, args.limit), failed_receipts(db)
+    db = read_store(cfg.store.path)
+    studies, failed = (list_studies(db, args.limit), failed_receipts(db)) if db is not None else ([], [])
     waiting, held = count_pending(cfg.store.path)  # received and durable, not yet processed
     if args.json:
         print(json.dumps({"studies": studies, "failed": failed, "waiting": waiting, "held": held}, indent=2,

@@ -19,8 +19,7 @@ from typing import Any, Optional
 from zoneinfo import ZoneInfo
 
 from agent.checks import load_rules
-from agent.commands.common import add_config_argument, load_config, store_present
-from agent.store import connect
+from agent.commands.common import add_config_argument, load_config, read_store
 
 from .ledger import quarter_of
 
@@ -88,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     tz = ZoneInfo(cfg.station.timezone) if cfg.station.timezone else None
     quarter = args.quarter or quarter_of(time.time(), tz)
     start, end = quarter_bounds(quarter, tz)
-    rows = staff_quarter(connect(cfg.store.path), quarter) if store_present(cfg.store.path) else []
+    db = read_store(cfg.store.path)
+    rows = staff_quarter(db, quarter) if db is not None else []
     rows = with_levels(rows, load_rules(cfg.checks))
     if args.json:
         print(json.dumps({"quarter": quarter, "timezone": cfg.station.timezone or "system",

@@ -9,8 +9,8 @@ import argparse
 import json
 import sys
 
-from agent.commands.common import add_config_argument, load_config
-from agent.store import Store, StoreBusy, connect, outbox
+from agent.commands.common import add_config_argument, load_config, read_store
+from agent.store import Store, StoreBusy, outbox
 
 HELP = "show the outbox backlog and dead letters; queue dead letters or a seq range again (agent stopped)"
 
@@ -34,10 +34,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _status(path, as_json: bool) -> int:
-    if not path.exists():
-        print(f"outbox: no store at {path}", file=sys.stderr)
+    db = read_store(path)
+    if db is None:
         return 1
-    db = connect(path)
     try:
         out = {
             "counts": {state: 0 for state in ("pending", "inflight", "delivered", "dead")} | outbox.counts(db),

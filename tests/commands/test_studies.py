@@ -44,6 +44,19 @@ def test_reading_commands_say_when_there_is_no_store_at_all(tmp_path, command):
     assert not (tmp_path / "var").exists()  # nothing created
 
 
+@pytest.mark.parametrize("command", ["studies", "alerts", "stats", "staff", "outbox status"])
+@pytest.mark.parametrize("content", [b"", b"not a database at all, but long enough to be read as a header"])
+def test_reading_commands_on_a_file_that_is_not_a_store_say_so_in_one_line(tmp_path, command, content):
+    """A 0-byte or foreign file at the store's path gave a traceback ("no such table: reports")."""
+    store = tmp_path / "var" / "alara-edge.sqlite"
+    store.parent.mkdir()
+    store.write_bytes(content)
+    result = run_agent(*command.split(), cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith(f"{store.resolve()} is not an alara-edge store (")
+    assert store.read_bytes() == content  # a reading command left it as it was
+
+
 def test_an_object_held_back_after_three_deaths_is_not_said_to_be_waiting(tmp_path):
     """It is not processed again; if the agent could not set it aside (see the log), the listing
     says so instead of promising that the agent will process it."""

@@ -6,8 +6,7 @@ import json
 
 from agent.checks.alerts import KINDS, list_alerts
 from agent.checks.units import short
-from agent.commands.common import add_config_argument, load_config, store_present
-from agent.store import connect
+from agent.commands.common import add_config_argument, load_config, read_store
 
 HELP = "list dose alerts, newest first (--json: a list of alert objects)"
 
@@ -33,9 +32,9 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             return 0
     alerts = []
-    if store_present(cfg.store.path):
-        alerts = list_alerts(connect(cfg.store.path), acknowledged=False if args.open else None, kind=args.kind,
-                             limit=args.limit)
+    db = read_store(cfg.store.path)
+    if db is not None:
+        alerts = list_alerts(db, acknowledged=False if args.open else None, kind=args.kind, limit=args.limit)
     if args.json:
         print(json.dumps([a.to_dict() for a in alerts], indent=2, ensure_ascii=False))
         return 0

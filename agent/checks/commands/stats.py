@@ -7,8 +7,7 @@ import sys
 
 from agent.checks.rules import RulesError, load_rules
 from agent.checks.stats import compute
-from agent.commands.common import add_config_argument, load_config, store_present
-from agent.store import connect
+from agent.commands.common import add_config_argument, load_config, read_store
 
 PHANTOMS = {"head": "16-cm phantom", "body": "32-cm phantom"}
 HELP = "local dose statistics per station, exam and patient group: n, median, 75th percentile, proposed local DRL"
@@ -26,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     except RulesError as exc:
         print(f"stats: {exc}", file=sys.stderr)
         return 2
-    rows = compute(connect(cfg.store.path), rules) if store_present(cfg.store.path) else []
+    db = read_store(cfg.store.path)
+    rows = compute(db, rules) if db is not None else []
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0
