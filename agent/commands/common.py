@@ -39,6 +39,14 @@ def store_present(path: Path) -> bool:
     return False
 
 
+def positive(text: str) -> int:
+    """A --limit: a positive number (0 or less listed everything)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("give 1 or more")
+    return value
+
+
 def read_store(path: Path) -> Optional[sqlite_utils.Database]:
     """The store at ``path`` for a command that only reads it; None (said on stderr) when there is none.
     A file that is not an alara-edge store (empty, another database, not SQLite) is one line on stderr

@@ -266,6 +266,11 @@ def failed_receipts(db: sqlite_utils.Database, limit: int = 50) -> list[dict[str
         "WHERE status IN ('rejected', 'error') ORDER BY id DESC LIMIT ?", [limit]))
 
 
+def count_failed(db: sqlite_utils.Database) -> int:
+    """How many receipts were kept but not stored as a report (:func:`failed_receipts` lists the newest)."""
+    return db.execute("SELECT COUNT(*) FROM receipts WHERE status IN ('rejected', 'error')").fetchone()[0]
+
+
 def iter_reports(db: sqlite_utils.Database, since: str | None = None) -> Iterable[dict[str, Any]]:
     """Every stored report's contract record with its station and receipt time (for statistics)."""
     sql = "SELECT station, received_at, superseded_by, record FROM reports"

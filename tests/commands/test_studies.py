@@ -89,3 +89,38 @@ def test_a_patients_name_written_into_the_description_or_accession_is_not_listed
     assert (study["description"], study["accession_number"]) == ("CT head [removed] [removed] ID[removed]", "[removed] [removed]")
     text = agent.cli("studies").stdout
     assert "Berg" not in text and "Anna" not in text and "1980" not in text and "CT head [removed]" in text
+
+
+def test_mammography_and_nuclear_medicine_studies_show_their_dose(tmp_path):
+    """The text listing showed no dose at all for MG (AGD) or PET/NM (administered activity)."""
+    from tests.conftest import CORPUS
+
+    agent = AgentProcess(tmp_path / "a")
+    assert agent.cli("import", str(CORPUS / "MG-RDSR-Hologic_2D.dcm"), str(CORPUS / "NM-RRDSR-Siemens.dcm")).returncode == 0
+    lines = agent.cli("studies").stdout.splitlines()
+    assert any(" MG " in line and line.endswith("AGD L mGy 1.3  AGD R mGy 1.28") for line in lines), lines
+    assert any(" PT " in line and line.endswith("activity MBq 394") for line in lines), lines
+
+
+def test_every_failed_receipt_is_counted_and_a_limit_must_be_positive(tmp_path):
+    """60 rejected objects were listed as '50 received object(s) could not be stored'; --limit 0 listed everything."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from tests.conftest import CORPUS
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ds = pydicom.dcmread(CORPUS / "ESR_non-dose.dcm")
+    for n in range(60):
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(folder / f"{n}.dcm")
+    agent = AgentProcess(tmp_path / "a")
+    agent.cli("import", str(folder))
+    assert "60 received object(s) could not be stored as reports (kept for inspection) (the newest 50):" \
+        in agent.cli("studies").stdout
+    listing = json.loads(agent.cli("studies", "--json").stdout)
+    assert (listing["failed_count"], len(listing["failed"])) == (60, 50)
+    for command in ("studies", "alerts"):
+        refused = agent.cli(command, "--limit", "0")
+        assert refused.returncode == 2 and "give 1 or more" in refused.stderr

@@ -6,7 +6,7 @@ import json
 
 from agent.checks.alerts import KINDS, list_alerts
 from agent.checks.units import short
-from agent.commands.common import add_config_argument, load_config, read_store
+from agent.commands.common import add_config_argument, load_config, positive, read_store
 
 HELP = "list dose alerts, newest first (--json: a list of alert objects)"
 
@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--open", action="store_true", help="only alerts not yet acknowledged")
     parser.add_argument("--kind", choices=KINDS, help="only alerts of this kind")
-    parser.add_argument("--limit", type=int, default=None, help="newest N alerts only")
+    parser.add_argument("--limit", type=positive, default=None, help="newest N alerts only")
     parser.add_argument("--follow", action="store_true",
                         help="keep running: print alerts as they are raised and acknowledged, with a bell "
                              "for new warning and critical ones (follows the running agent; docs/console.md)")
