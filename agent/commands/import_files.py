@@ -12,6 +12,7 @@ import io
 import json
 import sqlite3
 import sys
+from pathlib import Path
 
 import pydicom
 
@@ -45,11 +46,16 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args)
     logs.configure("warning", stream=sys.stderr)
-    files = list(iter_files(args.paths))
+    missing = [name for name in args.paths if not Path(name).exists()]
+    for name in missing:  # a mistyped path is the user's to fix (other files in an export folder are not)
+        print(f"alara-edge import: {name}: no such file or directory", file=sys.stderr)
+    files = [f for f in iter_files(args.paths) if str(f) not in missing]
+    if not files:
+        return 1 if missing else 0
     try:
         agent = Agent(cfg, with_sources=False)
     except StoreBusy:
-        return _send_to_running_agent(cfg, files, args.json)
+        return _send_to_running_agent(cfg, files, args.json) or (1 if missing else 0)
     except (StoreError, OSError, sqlite3.Error, SiteSecretError) as exc:  # one clear line, as `run` says it
         error = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
         print(f"alara-edge import: cannot start: {error}", file=sys.stderr)
@@ -69,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         agent.stop()
     print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to import", file=sys.stderr)
-    return 1 if counts["refused"] else 0
+    return 1 if counts["refused"] or missing else 0
 
 
 def _print(as_json: bool, path, status: str, reason: str | None) -> None:

@@ -79,3 +79,13 @@ def test_the_log_never_names_an_imported_file(tmp_path):
     r = agent.cli("import", str(named), "--json")
     assert json.loads(r.stdout)["status"] == "rejected"
     assert '"report_rejected"' in r.stderr and "SMITHSON" not in r.stderr
+
+
+def test_a_mistyped_path_is_an_error_and_the_others_are_imported(tmp_path):
+    """`import /no/such/file.dcm` said "1 error" and exited 0, as a script's success."""
+    agent = AgentProcess(tmp_path / "a")
+    r = agent.cli("import", str(tmp_path / "no-such.dcm"), str(CORPUS / "RF-RDSR-Siemens-Zee.dcm"))
+    assert r.returncode == 1
+    assert f"alara-edge import: {tmp_path / 'no-such.dcm'}: no such file or directory" in r.stderr
+    assert "stored" in r.stdout and "Traceback" not in r.stderr
+    assert agent.cli("import", str(tmp_path / "no-such.dcm")).returncode == 1
