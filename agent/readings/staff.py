@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _quarter_arg(text: str) -> str:
-    if not re.fullmatch(r"\d{4}Q[1-4]", text):
+    if not re.fullmatch(r"\d{4}Q[1-4]", text) or not 1900 <= int(text[:4]) <= 9998:  # 0000Q1: no such year
         raise argparse.ArgumentTypeError("a quarter looks like 2026Q4")
     return text
 

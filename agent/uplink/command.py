@@ -68,9 +68,12 @@ def _requeue(path, seq_range: str | None) -> int:
             if seq_range:
                 first, _, last = seq_range.partition("-")
                 try:
-                    n = outbox.requeue(tx, state="delivered", first_seq=int(first), last_seq=int(last or first))
+                    first_seq, last_seq = int(first), int(last or first)
+                    if not 1 <= first_seq <= last_seq:
+                        raise ValueError(seq_range)
+                    n = outbox.requeue(tx, state="delivered", first_seq=first_seq, last_seq=last_seq)
                 except ValueError:
-                    print("outbox: --seq takes FROM-TO, e.g. 120-135", file=sys.stderr)
+                    print("outbox: --seq takes FROM-TO, the lower first, e.g. 120-135", file=sys.stderr)
                     return 2
             else:
                 n = outbox.requeue(tx, state="dead")

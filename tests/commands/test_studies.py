@@ -124,3 +124,10 @@ def test_every_failed_receipt_is_counted_and_a_limit_must_be_positive(tmp_path):
     for command in ("studies", "alerts"):
         refused = agent.cli(command, "--limit", "0")
         assert refused.returncode == 2 and "give 1 or more" in refused.stderr
+
+
+@pytest.mark.parametrize("quarter", ["0000Q1", "9999Q4"])
+def test_a_quarter_in_no_real_year_is_refused_by_staff(tmp_path, quarter):
+    """`staff --quarter 0000Q1` ended in a traceback (year 0 is out of range)."""
+    result = run_agent("staff", "--quarter", quarter, cwd=tmp_path)
+    assert result.returncode == 2 and "a quarter looks like 2026Q4" in result.stderr and "Traceback" not in result.stderr

@@ -43,3 +43,12 @@ def test_requeue_refuses_while_the_agent_holds_the_store(tmp_path):
         assert run_agent("outbox", "-c", _config(tmp_path), "status").returncode == 0  # reading is fine
     finally:
         store.close()
+
+
+def test_a_reversed_seq_range_is_refused_not_a_silent_nothing(tmp_path):
+    """`requeue --seq 9-2` said "0 row(s) queued again" and exited 0."""
+    store = Store.open(tmp_path / "store.sqlite")
+    enqueue(store, 10)
+    store.close()
+    out = run_agent("outbox", "-c", _config(tmp_path), "requeue", "--seq", "9-2")
+    assert out.returncode == 2 and "the lower first" in out.stderr and "queued again" not in out.stdout
