@@ -12,16 +12,37 @@ import socket
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, Optional
+from types import UnionType
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from agent.checks.tables import ExamRule, LevelRow
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _as_written(cls, value: Any, info: ValidationInfo) -> Any:
+        """No coercion that hides a slip: ``port = true`` is not port 1, ``sound = "no"`` not true."""
+        field = cls.model_fields.get(info.field_name or "")
+        kinds = _kinds(field.annotation) if field else set()
+        if isinstance(value, bool) and bool not in kinds and kinds & {int, float, Decimal}:
+            raise ValueError(f"a number, not {str(value).lower()}")
+        if isinstance(value, str) and kinds and kinds <= {bool, type(None)}:
+            raise ValueError("true or false, without quotes")
+        return value
+
+
+def _kinds(annotation: Any) -> set[Any]:
+    """The plain types an annotation admits (Optional[int] → {int, NoneType}); Literal and the like → empty."""
+    if get_origin(annotation) in (Union, UnionType):
+        return set().union(*(_kinds(a) for a in get_args(annotation)))
+    return {annotation} if isinstance(annotation, type) else set()
 
 
 class StationConfig(Section):

@@ -86,3 +86,12 @@ def test_check_config_names_a_file_the_agent_would_not_find_at_start(tmp_path):
     (tmp_path / "ca.pem").write_text("")
     (tmp_path / "token").write_text("1234\n")
     assert run_agent("check-config", str(config)).returncode == 0
+
+
+def test_a_boolean_for_a_number_or_a_quoted_boolean_is_a_problem_not_a_coercion():
+    """`port = true` ran the SCP on port 1, `quota_mb = true` set a 1 MB quota, `show_patient_names = "1"` showed names."""
+    problems = check_text('[dicom]\nport = true\n\n[store]\nquota_mb = true\n\n[console]\nshow_patient_names = "1"\n')
+    assert problems == ["dicom.port (line 2): Value error, a number, not true",
+                        "store.quota_mb (line 5): Value error, a number, not true",
+                        "console.show_patient_names (line 8): Value error, true or false, without quotes"]
+    assert check_text('[dicom]\nport = 104\n\n[store]\nquota_mb = 500\n\n[console]\nshow_patient_names = true\n') == []
