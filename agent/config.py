@@ -489,29 +489,36 @@ def check_file(path: str | Path) -> list[str]:
 
 
 def locate(text: str, loc: tuple[Any, ...]) -> Optional[int]:
-    """Best-effort line of ``loc`` (e.g. ``("dicom", "port")`` or ``("serial", 1, "baudrate")``) in a TOML text."""
-    names = [p for p in loc if isinstance(p, str)]
-    if not names:
+    """Best-effort line of ``loc`` (``("dicom", "port")``, ``("serial", 1, "baudrate")``,
+    ``("checks", "level", 0, "value")``) in a TOML text: the key under its table's header (the
+    index-th header of an array of tables), else the header itself."""
+    at = next((n for n, p in enumerate(loc) if isinstance(p, int)), None)
+    path = [p for p in (loc if at is None else loc[:at]) if isinstance(p, str)]
+    rest = [] if at is None else [p for p in loc[at + 1:] if isinstance(p, str)]
+    if not path:
         return None
-    index = next((p for p in loc if isinstance(p, int)), None)
+    if at is None and len(path) > 1:
+        table, key = path[:-1], path[-1]
+    elif at is None:
+        table, key = [], path[0]
+    else:
+        table, key = path, (rest[0] if rest else None)
     lines = text.splitlines()
-    section = names[0]
-    start = 0
-    if len(names) > 1:
-        headers = [i for i, l in enumerate(lines)
-                   if re.match(rf"\s*\[\[?\s*{re.escape(section)}\s*\]\]?\s*(#.*)?$", l)]
+    if table:
+        name = r"\s*\.\s*".join(re.escape(t) for t in table)
+        headers = [i for i, line in enumerate(lines) if re.match(rf"\s*\[\[?\s*{name}\s*\]\]?\s*(#.*)?$", line)]
         if not headers:
             return None
-        start = headers[index if index is not None and index < len(headers) else 0]
-        key = names[-1]
+        start = headers[loc[at] if at is not None and loc[at] < len(headers) else 0]
     else:
-        key = section
-    for i in range(start + (1 if len(names) > 1 else 0), len(lines)):
-        if len(names) > 1 and i > start and re.match(r"\s*\[", lines[i]):
-            break
-        if re.match(rf"\s*{re.escape(key)}\s*=", lines[i]):
-            return i + 1
-    if len(names) == 1:  # a whole section or array of tables: its (last) header
-        headers = [i for i, l in enumerate(lines) if re.match(rf"\s*\[\[?\s*{re.escape(key)}\s*\]\]?\s*(#.*)?$", l)]
+        start = -1  # top-level keys come before any header
+    if key is not None:
+        for i in range(start + 1, len(lines)):
+            if re.match(r"\s*\[", lines[i]):
+                break
+            if re.match(rf"\s*{re.escape(key)}\s*=", lines[i]):
+                return i + 1
+    if not table:  # a whole section or array of tables: its (last) header
+        headers = [i for i, line in enumerate(lines) if re.match(rf"\s*\[\[?\s*{re.escape(key)}\s*\]\]?\s*(#.*)?$", line)]
         return headers[-1] + 1 if headers else None
     return start + 1

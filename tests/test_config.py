@@ -95,3 +95,14 @@ def test_a_boolean_for_a_number_or_a_quoted_boolean_is_a_problem_not_a_coercion(
                         "store.quota_mb (line 5): Value error, a number, not true",
                         "console.show_patient_names (line 8): Value error, true or false, without quotes"]
     assert check_text('[dicom]\nport = 104\n\n[store]\nquota_mb = 500\n\n[console]\nshow_patient_names = true\n') == []
+
+
+def test_problems_in_arrays_of_tables_point_at_their_own_entry():
+    """The first [[serial]]'s bad driver was reported at the last [[serial]] header, and a [[checks.level]]
+    key at the [checks] header."""
+    text = ('[[serial]]\ndriver = "nosuch"\nport = "/dev/ttyUSB0"\n\n[[serial]]\ndriver = "diamentor"\n'
+            'port = "/dev/ttyUSB1"\n\n[checks]\n\n[[checks.level]]\nfoo = 1\n')
+    problems = check_text(text)
+    assert any(p.startswith("serial.0 (line 1)") and "nosuch" in p for p in problems), problems
+    assert "checks.level.0.foo (line 12): Extra inputs are not permitted" in problems
+    assert any(p.startswith("checks.level.0.value (line 11)") for p in problems)
