@@ -75,7 +75,11 @@ class Store:
         db = connect(path)
         store = cls(path, db, quota_bytes, lock_fd)
         with store._lock:
-            migrations.apply(db)
+            try:
+                migrations.apply(db)
+            except migrations.NewerStore as exc:
+                store.close()
+                raise StoreError(str(exc)) from None
         return store
 
     def close(self) -> None:

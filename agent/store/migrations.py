@@ -118,6 +118,27 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (12, "check_samples_phantom", """
     ALTER TABLE check_samples ADD COLUMN phantom TEXT;   -- CTDI phantom of the value: head, body, or NULL (not stated)
     """),
+    (13, "check_samples_phantom_backfill", """
+    -- the phantom of the values kept before migration 12, from the stored events (as agent.checks.tables.phantom_of
+    -- reads it: "head" if the name says head or 16 cm, else "body"), so that head and body medians stay apart
+    CREATE TEMP TABLE event_phantom AS
+        SELECT irradiation_event_uid AS uid, study_instance_uid AS study,
+               lower(coalesce(json_extract(record, '$.event_type'), '')) LIKE '%constant angle%' AS localizer,
+               CASE WHEN coalesce(json_extract(record, '$.phantom'), '') = '' THEN NULL
+                    WHEN lower(json_extract(record, '$.phantom')) LIKE '%head%'
+                         OR json_extract(record, '$.phantom') LIKE '%16%' THEN 'head'
+                    ELSE 'body' END AS phantom
+        FROM events;
+    UPDATE check_samples SET phantom = (SELECT phantom FROM event_phantom WHERE uid = check_samples.subject)
+        WHERE scope = 'per_event' AND phantom IS NULL;
+    UPDATE check_samples SET phantom = (SELECT MIN(phantom) FROM event_phantom WHERE study = check_samples.subject
+                                        AND NOT localizer)
+        WHERE scope = 'per_examination' AND phantom IS NULL
+          AND 1 = (SELECT COUNT(DISTINCT coalesce(phantom, '-')) FROM event_phantom
+                   WHERE study = check_samples.subject AND NOT localizer)
+          AND (SELECT MIN(phantom) FROM event_phantom WHERE study = check_samples.subject AND NOT localizer) IS NOT NULL;
+    DROP TABLE event_phantom;
+    """),
     (20, "uplink_retention", """
     CREATE TABLE spool_pruned (          -- spooled files deleted after their report was delivered
         receipt_id INTEGER PRIMARY KEY REFERENCES receipts(id),
@@ -204,10 +225,18 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 ]
 
 
+class NewerStore(Exception):
+    """The store holds migrations this version does not know: a newer version wrote it."""
+
+
 def apply(db: sqlite_utils.Database) -> list[int]:
     """Apply every migration not yet recorded in ``schema_migrations``; returns the versions applied."""
     db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at TEXT)")
     done = {row[0] for row in db.execute("SELECT version FROM schema_migrations").fetchall()}
+    newer = sorted(done - {version for version, _, _ in MIGRATIONS})
+    if newer:  # a rollback to an older version: it would write what the newer one misreads
+        raise NewerStore(f"the store was written by a newer alara-edge (migrations {newer} are unknown to this "
+                         "version): run that version, or restore the store's backup taken before the upgrade")
     applied = []
     for version, name, sql in sorted(MIGRATIONS):
         if version in done:

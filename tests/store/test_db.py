@@ -122,3 +122,60 @@ def test_a_store_that_cannot_be_checked_for_want_of_space_is_not_taken_for_corru
         assert store.db.execute("SELECT COUNT(*) FROM outbox").fetchone() == (1,)
     finally:
         store.close()
+
+
+def test_a_store_written_by_a_newer_version_is_refused_not_written(tmp_path):
+    """A rollback to the previous version ran on the migrated store and wrote check samples without their
+    phantom, which the newer version then counted for head and body medians alike."""
+    path = tmp_path / "agent.sqlite"
+    Store.open(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'from the future', 'x')")
+    with pytest.raises(StoreError, match=r"newer alara-edge \(migrations \[999\]"):
+        Store.open(path)
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM schema_migrations WHERE version = 999")
+    Store.open(path).close()  # the refusal released the writer lock
+
+
+def test_samples_kept_before_the_phantom_column_get_their_phantom_from_the_stored_events(tmp_path):
+    import json
+
+    from agent.store import migrations
+
+    path = tmp_path / "agent.sqlite"
+    db = sqlite_utils_db(path)
+    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at TEXT)")
+    for version, name, sql in sorted(MIGRATIONS):
+        if version <= 12:  # the store as a version before the backfill left it
+            for statement in migrations._statements(sql):
+                db.execute(statement)
+            db.execute("INSERT INTO schema_migrations VALUES (?, ?, 'x')", [version, name])
+    events = [("e1", "s1", "Spiral Acquisition", "IEC Head Dosimetry Phantom"),
+              ("e2", "s1", "Constant Angle Acquisition", "IEC Body Dosimetry Phantom"),  # the localizer
+              ("e3", "s2", "Spiral Acquisition", "IEC Body Dosimetry Phantom"),
+              ("e4", "s2", "Spiral Acquisition", "IEC Head Dosimetry Phantom"),
+              ("e5", "s3", "Spiral Acquisition", None)]
+    db.execute("PRAGMA foreign_keys = OFF")
+    for uid, study, kind, phantom in events:
+        db.execute("INSERT INTO events (irradiation_event_uid, sop_instance_uid, study_instance_uid, first_seen_at, "
+                   "record) VALUES (?, 'r', ?, 'x', ?)", [uid, study, json.dumps({"event_type": kind, "phantom": phantom})])
+    samples = [("CTDIvol", "per_event", "e1"), ("CTDIvol", "per_event", "e3"), ("CTDIvol", "per_event", "e5"),
+               ("DLP", "per_examination", "s1"), ("DLP", "per_examination", "s2"), ("DLP", "per_examination", "s3")]
+    for quantity, scope, subject in samples:
+        db.execute("INSERT INTO check_samples (station, quantity, scope, subject, exam, value, recorded_at) "
+                   "VALUES ('ct-1', ?, ?, ?, 'CT head', '1', 'x')", [quantity, scope, subject])
+    db.conn.close()
+    store = Store.open(path)
+    got = dict(((s, q), p) for q, s, p in store.db.execute("SELECT quantity, subject, phantom FROM check_samples"))
+    store.close()
+    assert got == {("e1", "CTDIvol"): "head", ("e3", "CTDIvol"): "body", ("e5", "CTDIvol"): None,
+                   ("s1", "DLP"): "head",  # the localizer's phantom does not count
+                   ("s2", "DLP"): None,    # head and body series: no one phantom
+                   ("s3", "DLP"): None}
+
+
+def sqlite_utils_db(path):
+    import sqlite_utils
+
+    return sqlite_utils.Database(sqlite3.connect(path, isolation_level=None))
