@@ -47,7 +47,7 @@ from agent.extract.record import ExtractionError, Rejected, Report
 from agent.store import Store, StoreError
 from agent.store.inbox import MAX_ATTEMPTS, Inbox, Item, path_for as inbox_path
 from agent.store.reports import Receipt, SaveResult, record_receipt, save_report
-from agent.store.spool import spool_bytes
+from agent.store.spool import QUOTA_CLEAR_FRACTION, spool_bytes
 
 log = structlog.get_logger("agent.pipeline")
 
@@ -106,6 +106,7 @@ class Pipeline:
         self._spool_used: int | None = None  # quota check: the spool's last exact count plus what was spooled since
         self._busy_since: float | None = None  # monotonic time the worker took the object in hand
         self._overcounted: set[int] = set()  # inbox rows whose try count could not be taken back
+        self._quota_refusals = 0  # objects refused since the quota was last found with room
 
     # -- the entry points ---------------------------------------------------------------
     def receive(self, encoded: bytes, origin: str, *, calling_ae: str | None = None,
@@ -301,8 +302,15 @@ class Pipeline:
 
     def _over_quota(self, size: int, origin: str, calling_ae: str | None) -> Outcome | None:
         if self._fits(size):
+            if self._quota_refusals and self._usage() < QUOTA_CLEAR_FRACTION * self.store.quota_bytes:  # as the alarm clears
+                log.info("store_quota_accepting", refused=self._quota_refusals)
+                self._quota_refusals = 0
             return None
-        log.error("store_quota_reached", quota_bytes=self.store.quota_bytes, origin=origin, calling_ae=calling_ae)
+        self._quota_refusals += 1
+        # once per episode at error level: a modality retrying its backlog would fill the journal with it
+        (log.error if self._quota_refusals == 1 else log.debug)(
+            "store_quota_reached", quota_bytes=self.store.quota_bytes, origin=origin, calling_ae=calling_ae,
+            refused=self._quota_refusals)
         self.bus.publish("alarm", {"kind": "store_quota_reached"})
         return Outcome("refused", "store quota reached")
 

@@ -10,6 +10,8 @@ import sqlite_utils
 
 from .outbox import utcnow
 
+QUOTA_CLEAR_FRACTION = 0.95  # a reached quota's alarm clears, and refusals end an episode, below this share of it
+
 
 def spool_bytes(db: sqlite_utils.Database) -> int:
     (n,) = db.execute(

@@ -3,7 +3,7 @@
 Only delivered data is ever deleted: outbox rows ``retention_days`` after their PUBACK, and the
 spooled DICOM file of a report whose outbox row was delivered that long ago.  Unsent data is
 never dropped to make room; when the quota is reached the pipeline refuses new objects (0xA700)
-and the uplink keeps the alarm up until usage falls below :data:`CLEAR_FRACTION` of the quota.
+and the uplink keeps the alarm up until usage falls below :data:`~agent.store.spool.QUOTA_CLEAR_FRACTION` of the quota.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from agent.store.spool import record_pruned
 
 log = structlog.get_logger("agent.uplink")
 
-CLEAR_FRACTION = 0.95
 PRUNE_BATCH = 500
 
 

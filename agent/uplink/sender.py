@@ -30,7 +30,7 @@ import structlog
 from agent.bus import Bus
 from agent.config import Config
 from agent.store import Store, StoreError, outbox
-from agent.store.spool import usage_bytes
+from agent.store.spool import QUOTA_CLEAR_FRACTION, usage_bytes
 
 from . import retention
 from .connection import Backoff, CredentialsError, connect, is_v5, new_client, reason_text, reason_value
@@ -494,7 +494,7 @@ class Uplink:
                 if not self.alarms.active("store_quota_reached"):
                     log.error("store_quota_reached", used_bytes=used, quota_bytes=self.quota_bytes)
                 self.alarms.raise_("store_quota_reached", {"used_bytes": used, "quota_bytes": self.quota_bytes})
-            elif used < retention.CLEAR_FRACTION * self.quota_bytes:  # and no C-STORE refused for a while
+            elif used < QUOTA_CLEAR_FRACTION * self.quota_bytes:  # and no C-STORE refused for a while
                 self.alarms.clear("store_quota_reached", quiet_s=2 * HOUSEKEEPING_S)
         if not self.ledger.in_use() and not self._buffer:
             self._cursor = 0  # pick up rows queued again by `alara-edge outbox requeue`
