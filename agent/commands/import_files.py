@@ -102,8 +102,8 @@ def _send_to_running_agent(cfg, files, as_json: bool) -> int:
     host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(cfg.dicom.bind, cfg.dicom.bind)
     print(f"the agent is running: sending {len(files)} file(s) to it by C-STORE on {host} port {cfg.dicom.port}",
           file=sys.stderr)
-    datasets, names = [], []
-    for path in files:
+    failures = 0
+    for path in files:  # one file in memory at a time: a department's backfill is thousands
         try:
             ds = pydicom.dcmread(path, force=True)
         except Exception as exc:
@@ -112,10 +112,6 @@ def _send_to_running_agent(cfg, files, as_json: bool) -> int:
         if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:  # force=True reads any file as a dataset
             _print(as_json, path, "error", "not a DICOM file: no SOP Class and Instance UID")
             continue
-        datasets.append(ds)
-        names.append(path)
-    failures = 0
-    for path, ds in zip(names, datasets):
         try:
             status = send([ds], host, cfg.dicom.port, cfg.dicom.ae_title, IMPORT_AE)[0]
         except (ConnectionError, OSError) as exc:
