@@ -65,6 +65,19 @@ def test_paediatric_torso_depends_on_the_ctdi_phantom(checked, phantom, ctdivol,
     assert sorted(a.rule for a in found) == rules
 
 
+@pytest.mark.parametrize("protocol,phantom,ctdivol,rule", [
+    ("Brain Perfusion", None, 61.0, "aapm2011-paed-head-2to5"),
+    ("Cardiac CTA", "IEC Body Dosimetry Phantom", 20.0, "aapm2011-paed-torso-under10-32cm"),
+])
+def test_a_childs_perfusion_or_cardiac_series_meets_the_paediatric_values(checked, protocol, phantom, ctdivol, rule):
+    """AAPM's brain perfusion and cardiac values are for adults; applied to a 4-year-old they replaced the
+    paediatric head and torso values (a series at 15 times the paediatric value went unnotified)."""
+    report = ct_report([ct_event(protocol, ctdivol, 300.0, phantom=phantom)], age=4)
+    assert [a.rule for a in checked.ingest(report) if a.kind == "ct_notification_value"] == [rule]
+    adult = ct_report([ct_event(protocol, ctdivol, 300.0, phantom=phantom)], age=40)
+    assert [a for a in checked.ingest(adult) if a.kind == "ct_notification_value"] == []
+
+
 def test_each_series_is_notified_once_even_when_a_cumulative_report_repeats_it(checked):
     study = uid()
     first = ct_event("Head", 90.0, 1500.0)

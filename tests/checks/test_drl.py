@@ -70,6 +70,16 @@ def test_paediatric_weight_bands(store, age, weight, ctdivol, expected):
     assert found == ([expected] if expected else [])
 
 
+@pytest.mark.parametrize("phantom,expected", [("IEC Body Dosimetry Phantom", ["eu-rp185-chest-weight15-30kg-dlp"]),
+                                               ("IEC Head Dosimetry Phantom", [])])
+def test_a_paediatric_body_dlp_on_the_16_cm_phantom_is_not_held_against_the_32_cm_drl(store, phantom, expected):
+    """The same exposure reads about twice as high on the 16-cm phantom; RP 185's body DRLs are for 32 cm
+    (its DLP rows had no phantom, so a 16-cm DLP of 70 mGy·cm was flagged against the 32-cm 70)."""
+    c = Checked(store, rules_from(EU))
+    report = ct_report([ct_event("Chest", 0.5, 70.0, phantom=phantom)], age=8, weight=15.0)
+    assert [a.rule for a in c.ingest(report) if a.kind == "exam_above_drl"] == expected
+
+
 def test_median_above_drl_fires_once_per_episode(store):
     c = Checked(store, rules_from(UK + "median_window = 5\n"))
 
