@@ -260,16 +260,21 @@ def age_years(ds: Dataset, study_date: Optional[str], notes: Notes) -> Optional[
         if m:
             return coarse_age(Decimal(m.group(1)) * _AGE_UNIT[m.group(2).upper()])
         notes.add(f"PatientAge '{text}' is not a DICOM age; not used")
-    birth = hstr(ds, "PatientBirthDate")
-    if birth and study_date:
-        try:
-            b = date(int(birth[:4]), int(birth[4:6]), int(birth[6:8]))
-            s = date(int(study_date[:4]), int(study_date[5:7]), int(study_date[8:10]))
-        except (ValueError, IndexError):
-            return None
-        if s >= b:
-            return _from_months((s.year - b.year) * 12 + s.month - b.month - (s.day < b.day))
-    return None
+    return age_between(da_tm_iso(_day_first(hstr(ds, "PatientBirthDate")), None), study_date)
+
+
+def age_between(birth: Optional[str], at: Optional[str]) -> Optional[float]:
+    """The age (:func:`coarse_age`) on the ISO date ``at`` of a patient born on the ISO date ``birth``."""
+    if not birth or not at:
+        return None
+    try:
+        b = date(int(birth[:4]), int(birth[5:7]), int(birth[8:10]))
+        s = date(int(at[:4]), int(at[5:7]), int(at[8:10]))
+    except (ValueError, IndexError):
+        return None
+    if s < b:
+        return None
+    return _from_months((s.year - b.year) * 12 + s.month - b.month - (s.day < b.day))
 
 
 def coarse_age(years: Optional[float | Decimal]) -> Optional[float]:
@@ -322,7 +327,9 @@ def start_report(ds: Dataset, kind: str, modality: Optional[str], source: str, t
 
     pt = report.patient
     pt.sex = hstr(ds, "PatientSex")
-    pt.age_years = age_years(ds, st.datetime, notes)
+    # the age on the study's date; without one (Study Date is type 2), the report's or series' date
+    on = st.datetime or da_tm_iso(hstr(ds, "ContentDate") or hstr(ds, "SeriesDate") or hstr(ds, "AcquisitionDate"), None)
+    pt.age_years = age_years(ds, on, notes)
     pt.weight_kg = _positive(ds, "PatientWeight", notes)
     pt.height_m = _positive(ds, "PatientSize", notes)
     if pt.height_m is not None and pt.height_m > 3:
@@ -371,6 +378,10 @@ def apply_sr_context(report: Report, root: ContentItem, notes: Notes) -> None:
     if report.study.datetime is None:
         start = root.child(C.START_OF_IRRADIATION)
         report.study.datetime = dt_iso(start.datetime if start else None, notes, "Start of X-Ray Irradiation")
+    if report.patient.age_years is None and report.phi.birth_date:
+        report.patient.age_years = age_between(report.phi.birth_date, report.study.datetime)
+        if report.patient.age_years is None:  # the paediatric levels cannot apply: say so
+            notes.add("the patient's birth date is stated but no date of the study: the age is unknown")
 
 
 def _device_observer(report: Report, root: ContentItem, notes: Notes) -> None:

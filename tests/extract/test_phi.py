@@ -116,3 +116,26 @@ def test_a_birth_date_written_day_first_is_known_so_its_copies_are_removed():
     report = _extract(pydicom.dcmread(io.BytesIO(rdsr.encode(ds))))
     assert report.phi.birth_date == "1980-01-31"
     assert redact(report.study.description, pattern(report.phi)) == "RF [removed]"
+
+
+@pytest.mark.parametrize("dates", ["content date", "start of irradiation", "none"])
+def test_the_age_comes_from_another_date_of_the_study_when_study_date_is_empty(dates):
+    """Study Date is type 2: empty, a child's report counted as an adult's (no paediatric level applied), unwarned."""
+    from simulator import rdsr
+
+    ds = rdsr.ct_report([rdsr.CTSeries("Head")], patient=rdsr.Patient(birth_date="20220601", age=""))
+    ds.StudyDate = ""
+    for keyword in ("SeriesDate", "AcquisitionDate", "ContentDate"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    if dates == "content date":
+        ds.ContentDate = "20261102"
+    if dates != "start of irradiation":  # the SR's own row (TID 10011) holds the date of the first exposure
+        start = next(it for it in ds.ContentSequence if it.ConceptNameCodeSequence[0].CodeValue == "113809")
+        ds.ContentSequence.remove(start)
+    report = _extract(pydicom.dcmread(io.BytesIO(rdsr.encode(ds))))
+    if dates == "none":
+        assert report.patient.age_years is None
+        assert "the patient's birth date is stated but no date of the study: the age is unknown" in report.warnings
+    else:
+        assert report.patient.age_years == 4.0
