@@ -220,6 +220,8 @@ class Pipeline:
                 self._busy_since = None
             if outcome.status == "refused":  # the spool or the store cannot take it now: keep it, try again
                 if not self._failing:  # the modality was told Success: a person must hear of it elsewhere
+                    log.error("processing_stalled", reason=outcome.reason, waiting=self.pending(),
+                              hint="accepted objects wait in the inbox and are tried again; free disk space")
                     self.bus.publish("alarm", {"kind": PROCESSING_STALLED, "reason": outcome.reason,
                                                "waiting": self.pending()})
                 with self._cv:

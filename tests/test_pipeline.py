@@ -71,7 +71,7 @@ def test_a_row_whose_report_committed_before_a_crash_is_not_processed_twice(stor
     assert Inbox(path_for(store.path)).pending() == []
 
 
-def test_an_object_the_store_cannot_take_stays_in_the_inbox_and_is_retried(store, tmp_path):
+def test_an_object_the_store_cannot_take_stays_in_the_inbox_and_is_retried(store, tmp_path, capsys):
     failures = []
 
     def flaky(tx, ingest):  # the first attempt fails inside the transaction, as a full disk would
@@ -93,6 +93,8 @@ def test_an_object_the_store_cannot_take_stays_in_the_inbox_and_is_retried(store
     assert [(a["kind"], a.get("cleared", False)) for a in alarms] == [("processing_stalled", False),
                                                                      ("processing_stalled", True)]
     assert "database or disk is full" in alarms[0]["reason"]
+    logged = capsys.readouterr().out  # hospital IT reads the journal: the stall and its end are both there
+    assert "processing_stalled" in logged and "processing_resumed" in logged
 
 
 def test_stop_leaves_unprocessed_rows_for_the_next_start(store, tmp_path):

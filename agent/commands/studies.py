@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         for f in failed:
             print(f"{f['received_at'][:19]}  {f['status']:8} {f['path']}\n    {f['reason']}")
     if waiting - held:
-        print(f"\n{waiting - held} received object(s) waiting to be processed (the agent processes them when it runs)")
+        print(f"\n{waiting - held} received object(s) waiting to be processed (the agent processes them when it runs; "
+              "if it is running and they stay, its log says why: processing_stalled)")
     if held:
         print(f"\n{held} received object(s) held back: the agent died {MAX_ATTEMPTS} times while processing each; "
               "when it runs, it keeps them in the failed folder instead of processing them again")
