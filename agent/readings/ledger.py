@@ -34,6 +34,9 @@ log = structlog.get_logger("agent.readings")
 CumulativeHook = Callable[[sqlite_utils.Database, str, str, float, str], list]
 StaffHook = Callable[[sqlite_utils.Database, str, str, str, float], list]
 PROCEDURE_COLUMNS = {"dap": ("dap_Gym2", "dap_base"), "air_kerma": ("air_kerma_Gy", "air_kerma_base")}
+# what a DAP meter cannot have measured in a second, generously above any fluoroscopy or acquisition run
+# (canonical units: 200 Gy·cm² and 1 Gy of air kerma per second): a larger rise waits for the next reading
+MAX_RATE = {"dap": 0.02, "air_kerma": 1.0}
 
 
 @dataclass(frozen=True)
@@ -132,24 +135,47 @@ class Ledger:
 
     @staticmethod
     def _confirmed(ctx: DeviceContext, state: dict, r: Reading, credit: Credit, reference: float) -> tuple[Credit, float]:
-        """A counter reset counts only when the next reading confirms it.
+        """A counter reset, or a DAP meter's jump beyond what it could have measured, counts only when the
+        next reading confirms it.
 
         A telegram without a checksum (the DIAMENTOR's) that lost or flipped a digit looks like a
-        reset: the DAP or the measuring time dropped, and the next reading is back where it was.
-        Taken at once, it split the procedure and counted its DAP twice (and could raise an SRDL).
-        So the first reading that would reset is held (nothing credited, the reference kept); if the
-        next one resets too, the reset is real and counted from there; if not, the held one was a
-        glitch and is logged.  A real reset is thereby seen one reading later."""
+        reset, or like a jump: the DAP dropped, or rose by hundreds of Gy·cm² in a second, and the next
+        reading is back where it was.  Taken at once, a drop split the procedure and counted its DAP
+        twice; a jump raised an SRDL alert, then the true values looked like a reset.  So the first
+        such reading is held (nothing credited, the reference kept); if the next one agrees (resets
+        too, or stays up), it is real and counted; if not, the held one was a glitch and is logged.
+        A real reset or jump is thereby seen one reading later.  A smaller flipped digit that did pass
+        (an overshoot) is found when the next readings fall back between the value before it and it:
+        they credit nothing until the meter passes the overshoot, so the total ends right."""
         held = state.setdefault("held", {})
+        before = state.setdefault("before", {})  # the reference before the last increase
         suspect = held.pop(r.quantity, None)
-        if credit.event != "reset":
-            if suspect is not None:
-                log.warning("serial_glitch", device=ctx.device, quantity=r.quantity, value=suspect[0],
-                            hint="one reading looked like a counter reset and was not confirmed: ignored")
+        last = state["cum"][r.quantity][0] if r.quantity in state["cum"] else None
+        jump = suspect is not None and len(suspect) > 2
+        if jump and r.value >= suspect[0]:  # the jump stays: real
+            before[r.quantity] = last
             return credit, reference
-        if suspect is None:
+        if suspect is not None:
+            if jump or credit.event != "reset":
+                log.warning("serial_glitch", device=ctx.device, quantity=r.quantity, value=suspect[0],
+                            hint="one reading looked like a counter reset or a jump and was not confirmed: ignored")
+            elif credit.event == "reset":
+                return credit, reference  # the reset is confirmed
+        if credit.event == "reset" and ctx.role == "dap_meter" and last is not None and \
+                before.get(r.quantity) is not None and before[r.quantity] <= r.value < last:
+            log.warning("serial_glitch", device=ctx.device, quantity=r.quantity, value=last,
+                        hint="the last increase overshot: nothing is credited until the meter passes it")
+            return Credit(0.0, "jitter"), last
+        if credit.event == "reset":
             held[r.quantity] = [r.value, r.time]
-            return Credit(0.0, "held"), state["cum"][r.quantity][0]
+            return Credit(0.0, "held"), last
+        if credit.event == "increase" and ctx.role == "dap_meter" and last is not None:
+            since = state["cum"][r.quantity][1]
+            bound = r.max_rate or MAX_RATE.get(r.quantity)
+            if bound is not None and credit.amount > bound * max(1.0, r.time - since):
+                held[r.quantity] = [r.value, r.time, "jump"]
+                return Credit(0.0, "held"), last
+            before[r.quantity] = last
         return credit, reference
 
     # -- procedures ----------------------------------------------------------------------------------

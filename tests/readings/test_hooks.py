@@ -26,7 +26,7 @@ def test_kap_first_notification_fires_at_exactly_300_Gycm2_not_below(store):
     # a meter reset (confirmed by the next reading) is a new procedure: its thresholds count again
     record(store, led, ctx(), [reading("dap", 0.001, 4.0)])
     record(store, led, ctx(), [reading("dap", 0.002, 5.0)])
-    assert [a.procedure_id for a in record(store, led, ctx(), [reading("dap", 0.0305, 6.0)]).alerts] == \
+    assert [a.procedure_id for a in record(store, led, ctx(), [reading("dap", 0.0305, 16.0)]).alerts] == \
         ["room-3:dev:2"]
     assert len(list_alerts(store.db)) == 2
 

@@ -143,7 +143,7 @@ def test_a_wrap_around_keeps_adding_to_the_procedure(store, hooks):
     ledger, calls = hooks
     c = ctx(driver="generic")
     for t, value in enumerate((6.0, 8.0, 1.0), start=1):
-        record(store, ledger, c, [reading("air_kerma", value, float(t), wrap=10.0)])
+        record(store, ledger, c, [reading("air_kerma", value, 10.0 * t, wrap=10.0)])
     assert kerma(store) == [11.0]  # a since-reset counter: 6 Gy at the first reading, then +2, then +3
     assert [v for _, q, v, _ in calls["cumulative"] if q == "air_kerma"] == [6.0, 8.0, 11.0]
 
@@ -180,3 +180,37 @@ def test_one_corrupt_reading_that_looks_like_a_reset_neither_splits_the_procedur
     assert procedures(store) == [("room-3:dev:1", "first_seen", None, 0.036)]
     assert [v for _, _, v, _ in calls["cumulative"]] == [0.03, 0.035, 0.036]
     assert sum(c for (c,) in store.db.execute("SELECT credited FROM serial_samples")) == 0.036
+
+
+def test_one_corrupt_reading_that_jumps_up_raises_nothing_and_counts_nothing(store, hooks, capsys):
+    """20000 cGy·cm², then one telegram with a digit flipped to 80000, then 20010, 20020 (polled every
+    0.3 s): 600 Gy·cm² in 0.3 s cannot be. Taken at once it raised the SRDL (critical), and the true values
+    that followed looked like a meter reset: a second procedure, the DAP counted twice."""
+    ledger, calls = hooks
+    c = ctx()
+    for t, value in ((0.0, 0.02), (0.3, 0.08), (0.6, 0.02001), (0.9, 0.02002)):
+        record(store, ledger, c, [reading("dap", value, 1000.0 + t)])
+    assert procedures(store) == [("room-3:dev:1", "first_seen", None, 0.02002)]
+    assert max(v for _, _, v, _ in calls["cumulative"]) == 0.02002  # the hooks (thresholds) never saw 0.08
+    assert "serial_glitch" in capsys.readouterr().out
+
+
+def test_a_jump_the_next_reading_confirms_is_counted_one_reading_later(store, hooks):
+    ledger, calls = hooks
+    c = ctx()
+    for t, value in ((0.0, 0.02), (0.3, 0.06), (0.6, 0.0601)):  # a real jump (a mis-set meter, a long run unseen)
+        record(store, ledger, c, [reading("dap", value, 1000.0 + t)])
+    assert procedures(store) == [("room-3:dev:1", "first_seen", None, 0.0601)]
+    assert [v for _, _, v, _ in calls["cumulative"]] == [0.02, 0.0601]
+
+
+def test_a_small_flipped_digit_that_passed_is_taken_back_as_the_meter_moves_on(store, hooks):
+    """20000 → 20800 cGy·cm² (8 Gy·cm² in 0.3 s: possible) → 20010, 20020 …: the true values fall back between
+    the two; they credit nothing until the meter passes 20800, so the procedure ends with the true total and
+    is not split as if the meter had been reset."""
+    ledger, calls = hooks
+    c = ctx()
+    values = [0.02, 0.0208, 0.02001, 0.02002, 0.0205, 0.021]
+    for n, value in enumerate(values):
+        record(store, ledger, c, [reading("dap", value, 1000.0 + 0.3 * n)])
+    assert procedures(store) == [("room-3:dev:1", "first_seen", None, 0.021)]
