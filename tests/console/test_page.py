@@ -99,6 +99,32 @@ def test_a_long_exam_name_wraps_and_the_doses_stay_in_view_at_800x480(station, p
     screenshot(page, "long-exam-800x480")
 
 
+def test_every_open_alert_can_be_reached_and_acknowledged_at_800x480(station, page):
+    """Only two alerts fit the kiosk's banner; the rest were behind a "+ N more" that was plain text, so a
+    critical alert further down could be neither seen nor acknowledged."""
+    s = station()
+    alerts = [raise_alert(s, severity="warning") for _ in range(4)] + [raise_alert(s), raise_alert(s)]
+    open_console(page, s)
+    expect(page.locator("#banner .item")).to_have_count(2)
+    more = page.locator("#banner button.more")
+    expect(more).to_have_text("+ 4 more open alerts: show all")
+    assert more.bounding_box()["height"] >= 40
+    more.click()
+    expect(page.locator("#banner .item")).to_have_count(6)
+    last = page.locator(f'#banner [data-alert-id="{alerts[0].id}"] button.ack')  # the oldest warning: last in the list
+    last.scroll_into_view_if_needed()
+    box = last.bounding_box()
+    assert box and box["y"] >= 0 and box["y"] + box["height"] <= 480
+    last.click()
+    page.fill("#ack-by", "RT7")
+    page.click("#ack-submit")
+    expect(page.locator(f'#banner [data-alert-id="{alerts[0].id}"]')).to_have_count(0)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 800
+    screenshot(page, "all-alerts-800x480")
+    page.locator("#banner button.more").click()  # "Show fewer"
+    expect(page.locator("#banner .item")).to_have_count(2)
+
+
 def test_page_reconnects_by_itself_after_the_agent_restarts(station, page):
     s = station()
     open_console(page, s)

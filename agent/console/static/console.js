@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const SEVERITY_RANK = { info: 1, warning: 2, critical: 3 };
-const app = { held: null, csrf: "", reasons: [], alerts: new Map(), studies: [], procedure: null, health: null, alarms: [],
+const app = { bannerExpanded: false, held: null, csrf: "", reasons: [], alerts: new Map(), studies: [], procedure: null, health: null, alarms: [],
               audio: null, soundWanted: false, ackFor: null, source: null };
 
 function el(tag, attrs, ...children) {
@@ -143,14 +143,27 @@ function renderBanner() {
   const top = alerts[0].severity || "warning";
   banner.className = `banner ${top}`;
   const shown = window.innerHeight < 600 ? 2 : 3; // keep the kiosk's panels on screen
-  for (const alert of alerts.slice(0, shown)) {
-    banner.append(el("div", { class: "item", dataset: { alertId: alert.id }, role: "alert" },
+  const expanded = app.bannerExpanded && alerts.length > shown; // every open alert, in a list that scrolls
+  banner.classList.toggle("expanded", expanded);
+  const items = el("div", { class: "items" });
+  for (const alert of expanded ? alerts : alerts.slice(0, shown)) {
+    items.append(el("div", { class: "item", dataset: { alertId: alert.id }, role: "alert" },
       el("div", { class: "text" },
         el("div", { class: "headline" }, el("span", { class: "sev" }, alert.severity || "alert"), alert.message || alert.kind),
         el("div", { class: "detail" }, alertDetail(alert))),
       el("button", { type: "button", class: "ack", onclick: () => openAck(alert) }, "Acknowledge")));
   }
-  if (alerts.length > shown) banner.append(el("div", { class: "more" }, `+ ${alerts.length - shown} more open alerts`));
+  banner.append(items);
+  if (alerts.length > shown) {
+    const hidden = alerts.slice(shown);
+    const critical = hidden.filter((a) => a.severity === "critical").length;
+    const label = expanded ? "Show fewer"
+      : `+ ${hidden.length} more open alert${hidden.length > 1 ? "s" : ""}${critical ? ` (${critical} critical)` : ""}: show all`;
+    banner.append(el("button", { type: "button", class: "more", "aria-expanded": expanded ? "true" : "false",
+                                 onclick: () => { app.bannerExpanded = !expanded; renderBanner(); } }, label));
+  } else {
+    app.bannerExpanded = false;
+  }
   banner.hidden = false;
 }
 
