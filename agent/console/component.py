@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from collections import deque
@@ -248,6 +249,7 @@ class Console:
         station = self.agent.cfg.station
         return {
             "station": station.id, "site": station.site, "csrf": self.access.csrf, "sound": self.cfg.sound,
+            "timezone": station.timezone or system_zone(),
             "reasons": REASONS, "alerts": self.alerts(open_only=True), "studies": self.studies(),
             "procedure": self.procedure, "health": self.health(), "alarms": list(self.alarms),
         }
@@ -347,3 +349,12 @@ def _as_dict(obj: Any) -> Any:
 
 def _utcnow() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def system_zone() -> Optional[str]:
+    """The machine's IANA time zone (``/etc/localtime`` → ``…/zoneinfo/Europe/Zurich``), or None."""
+    try:
+        target = os.path.realpath("/etc/localtime")
+    except OSError:
+        return None
+    return target.split("zoneinfo/", 1)[1] if "zoneinfo/" in target else None

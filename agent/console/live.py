@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-HEARTBEAT_S = 15.0
+HEARTBEAT_S = 5.0  # a named event the page watches: silent for 2.5 times this, the agent is taken for hung
 RETRY_MS = 1000
 
 
@@ -66,7 +66,7 @@ class Hub:
                 try:
                     message = await asyncio.wait_for(q.get(), HEARTBEAT_S)
                 except asyncio.TimeoutError:
-                    message = b": ping\n\n"
+                    message = b"event: ping\ndata: {}\n\n"  # (a comment would never reach the page's script)
                 if message is None:
                     break
                 await response.write(message)

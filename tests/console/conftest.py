@@ -28,9 +28,9 @@ class Station:
     free port (and its DICOM listener on another when ``dicom=True``)."""
 
     def __init__(self, workdir: Path, console: dict[str, Any], dicom: bool = False, checks: Optional[dict] = None,
-                 serial: Optional[list[dict]] = None, mqtt: Optional[dict] = None):
+                 serial: Optional[list[dict]] = None, mqtt: Optional[dict] = None, timezone: Optional[str] = None):
         self.cfg = Config.model_validate({
-            "station": {"site": "test-site", "id": "ct-1"},
+            "station": {"site": "test-site", "id": "ct-1", "timezone": timezone},
             "dicom": {"enabled": dicom, "bind": "127.0.0.1", "port": 0},
             "store": {"path": str(workdir / "agent.sqlite"), "spool_dir": str(workdir / "spool")},
             "checks": checks or {},
@@ -116,8 +116,9 @@ def station(tmp_path):
     made: list[Station] = []
 
     def factory(dicom: bool = False, checks: Optional[dict] = None, serial: Optional[list[dict]] = None,
-                mqtt: Optional[dict] = None, **console: Any) -> Station:
-        s = Station(tmp_path / f"station{len(made)}", console, dicom=dicom, checks=checks, serial=serial, mqtt=mqtt)
+                mqtt: Optional[dict] = None, timezone: Optional[str] = None, **console: Any) -> Station:
+        s = Station(tmp_path / f"station{len(made)}", console, dicom=dicom, checks=checks, serial=serial, mqtt=mqtt,
+                    timezone=timezone)
         made.append(s)
         return s
 

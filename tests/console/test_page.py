@@ -137,6 +137,52 @@ def test_page_reconnects_by_itself_after_the_agent_restarts(station, page):
     assert page.is_visible("#live.on")
 
 
+def test_times_are_the_stations_and_another_days_alert_shows_its_date(station, browser):
+    """A kiosk whose browser was left on UTC showed the alerts' and studies' times, and its clock, an hour
+    off a station in Zurich; an alert from another day looked like today's."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    s = station(timezone="Europe/Zurich")
+    raise_alert(s)  # raised 2026-11-02 09:30 UTC: 10:30 in Zurich
+    context = browser.new_context(viewport={"width": 800, "height": 480}, timezone_id="UTC", locale="en-GB")
+    page = context.new_page()
+    try:
+        open_console(page, s)
+        expect(page.locator("#banner .detail").first).to_contain_text("2 Nov 10:30")
+        expect(page.locator("#clock")).to_have_text(datetime.now(ZoneInfo("Europe/Zurich")).strftime("%H:%M"))
+    finally:
+        context.close()
+
+
+def test_a_hung_agent_is_noticed_and_what_it_showed_no_longer_looks_live(tmp_path, page):
+    """SIGSTOP keeps the connection open and silent: the page said "live" for ever, with a pulsing banner."""
+    import os
+    import signal
+
+    from simulator import rdsr
+    from tests.conftest import AgentProcess
+    from agent.sources.dicom.scu import send
+
+    agent = AgentProcess(tmp_path / "a").start()
+    try:
+        assert send([rdsr.ct_report([rdsr.CTSeries("Head", ctdivol="95.25")])], "127.0.0.1", agent.dicom_port) == [0]
+        page.goto(f"http://127.0.0.1:{agent.console_port}/")
+        page.wait_for_selector("#banner .item", timeout=20_000)
+        expect(page.locator("#live")).to_have_text("live")
+        os.kill(agent.proc.pid, signal.SIGSTOP)
+        try:
+            expect(page.locator("#live")).to_contain_text("offline since", timeout=25_000)
+            assert page.evaluate("document.body.classList.contains('stale')")
+            assert page.locator("#banner").evaluate("b => getComputedStyle(b).animationName") == "none"
+        finally:
+            os.kill(agent.proc.pid, signal.SIGCONT)
+        expect(page.locator("#live")).to_have_text("live", timeout=25_000)
+        assert not page.evaluate("document.body.classList.contains('stale')")
+    finally:
+        agent.stop()
+
+
 def test_an_alarm_shows_in_the_health_bar(station, page):
     s = station()
     open_console(page, s)

@@ -24,10 +24,20 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
-function localTime(iso) {
+// times in the station's time zone (the agent's, not the browser's: a kiosk image may be left on UTC)
+function inZone(d, options) {
+  try { return d.toLocaleString([], { ...options, timeZone: app.timeZone || undefined }); }
+  catch (err) { return d.toLocaleString([], options); } // a zone this browser does not know
+}
+
+function clockTime(d) { return inZone(d, { hour: "2-digit", minute: "2-digit" }); }
+
+function localTime(iso) { // the time, and the date when it is not today's: yesterday's study must not look like today's
   if (!iso) return "";
   const d = new Date(iso);
-  return isNaN(d) ? iso : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  if (isNaN(d)) return iso;
+  const day = (x) => inZone(x, { year: "numeric", month: "2-digit", day: "2-digit" });
+  return day(d) === day(new Date()) ? clockTime(d) : `${inZone(d, { day: "numeric", month: "short" })} ${clockTime(d)}`;
 }
 
 // ---- state -----------------------------------------------------------------------------
@@ -54,6 +64,7 @@ async function applyState() {
   app.csrf = state.csrf;
   tokenArrived();
   app.reasons = state.reasons;
+  app.timeZone = state.timezone;
   $("station").textContent = `${state.site} · ${state.station}`;
   if (state.sound && !app.audio) enableSound(false);
   app.alerts = new Map(state.alerts.map((a) => [a.id, a]));
@@ -64,9 +75,13 @@ async function applyState() {
   renderBanner(); renderStudies(); renderProcedure(); renderHealth();
 }
 
+const SILENT_MS = 12500; // the agent pings every 5 s: this long without any event, it is hung (or the network is)
+
 function connect() {
   const source = new EventSource("/api/events");
   app.source = source;
+  app.heard = Date.now();
+  source.addEventListener("ping", () => { app.heard = Date.now(); });
   // "live" only once the state is loaded: until then the page has no CSRF token to act with
   source.onopen = () => {
     loadState().then(() => setLive(true), () => {
@@ -106,6 +121,7 @@ function connect() {
 
 function on(source, event, handler) {
   source.addEventListener(event, (e) => {
+    app.heard = Date.now();
     try {
       const data = JSON.parse(e.data);
       if (app.held) app.held.push([handler, data]); else handler(data);
@@ -115,8 +131,22 @@ function on(source, event, handler) {
 
 function setLive(live) {
   const node = $("live");
+  if (!live && !app.offSince) app.offSince = new Date();
+  if (live) app.offSince = null;
   node.className = `live ${live ? "on" : "off"}`;
-  node.textContent = live ? "live" : "reconnecting…";
+  node.textContent = live ? "live" : `offline since ${clockTime(app.offSince)}`;
+  // what is on screen may be out of date: it must not look live (no pulse, greyed, no acknowledging)
+  document.body.classList.toggle("stale", !live);
+  if (!live) node.title = "The agent does not answer: the alerts and doses shown may be out of date.";
+  else node.removeAttribute("title");
+}
+
+function watchdog() { // a hung agent (or a cut network) keeps the connection open and says nothing
+  const source = app.source;
+  if (!source || source.readyState !== EventSource.OPEN || Date.now() - app.heard < SILENT_MS) return;
+  source.close();
+  setLive(false);
+  setTimeout(connect, 1000);
 }
 
 // ---- banner ------------------------------------------------------------------------------
@@ -335,7 +365,7 @@ function beep(severity) {
 }
 
 // ---- start ---------------------------------------------------------------------------------
-function tick() { $("clock").textContent = new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }); }
+function tick() { $("clock").textContent = clockTime(new Date()); watchdog(); }
 
 document.addEventListener("DOMContentLoaded", () => {
   $("ack-form").addEventListener("submit", submitAck);
@@ -345,7 +375,7 @@ document.addEventListener("DOMContentLoaded", () => {
     if (app.soundWanted && app.audio && app.audio.state === "running") { app.soundWanted = false; updateSoundButton(); }
     else enableSound(true);
   });
-  tick(); setInterval(tick, 10000);
+  tick(); setInterval(tick, 2000);
   renderProcedure(); renderStudies();
   connect();
 });
