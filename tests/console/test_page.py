@@ -65,11 +65,15 @@ def test_usable_at_800x480_and_loads_nothing_external(station, page):
     s = station()
     for _ in range(4):
         raise_alert(s)
+    for n in range(10):  # a busy hour: more studies than the panel holds
+        s.agent.pipeline.ingest(rdsr.encode(rdsr.ct_report([rdsr.CTSeries("Head")], accession=f"ACC{n:04d}")), "test")
     open_console(page, s)
     page.wait_for_selector("#banner .item")
-    # nothing is cut off sideways, the first alert's button and the new-patient button are on screen
+    # one screen: nothing is cut off sideways or below, the panels scroll inside themselves;
+    # the first alert's button and the new-patient button are on screen
     assert page.evaluate("document.documentElement.scrollWidth") <= 800
-    for selector in ("#banner .item button.ack", "#new-patient"):
+    assert page.evaluate("document.documentElement.scrollHeight") <= 480
+    for selector in ("#banner .item button.ack", "#new-patient", "#sound"):
         box = page.locator(selector).first.bounding_box()
         assert box and box["x"] >= 0 and box["x"] + box["width"] <= 800 and box["y"] + box["height"] <= 480, selector
         assert box["height"] >= 40, f"{selector} too small to touch"
@@ -256,3 +260,28 @@ def test_a_kiosk_whose_token_was_changed_shows_the_login_instead_of_waiting_for_
     page.wait_for_selector("#live.on", timeout=20_000)
     alert = raise_alert(s, severity="warning")
     page.wait_for_selector(f'#banner [data-alert-id="{alert.id}"]', state="visible", timeout=20_000)
+
+
+def test_a_tone_for_warnings_and_criticals_not_for_info_and_a_large_backlog_is_amber(station, page):
+    """Info (a DRL flag on about a quarter of exams) sounded like a warning; a backlog of 1,000 or more
+    was drawn grey like a part that is not configured."""
+    from tests.uplink.conftest import enqueue
+
+    s = station()
+    page.add_init_script("""
+        window.tones = 0;
+        const make = AudioContext.prototype.createOscillator;
+        AudioContext.prototype.createOscillator = function () { window.tones += 1; return make.call(this); };
+    """)
+    open_console(page, s)
+    page.click("#sound")
+    page.wait_for_function("() => app.audio && app.audio.state === 'running'", timeout=10_000)
+    raise_alert(s, severity="info")
+    page.wait_for_selector("#banner .item")
+    page.wait_for_timeout(500)
+    assert page.evaluate("window.tones") == 0
+    raise_alert(s, severity="warning")
+    page.wait_for_function("() => window.tones > 0", timeout=10_000)
+    enqueue(s.store, 1200)
+    s.bus.publish("outbox", None)
+    expect(page.locator('#health li[data-part="backlog"]')).to_have_class("warn", timeout=30_000)

@@ -303,7 +303,7 @@ function renderStudies() {
 
 // ---- health --------------------------------------------------------------------------------
 function chip(name, ok, text) {
-  const cls = ok === true ? "ok" : ok === false ? "bad" : "unknown";
+  const cls = ok === true ? "ok" : ok === false ? "bad" : ok === "warn" ? "warn" : "unknown";
   return el("li", { class: cls, dataset: { part: name } }, text);
 }
 
@@ -316,7 +316,7 @@ function renderHealth() {
   list.append(chip("dicom", p.dicom.ok, p.dicom.ok === null ? "DICOM off" : p.dicom.ok ? `DICOM :${p.dicom.port}` : "DICOM down"));
   list.append(chip("broker", p.broker.ok, p.broker.ok === null ? "Uplink off" : p.broker.ok ? "Central ✓" : "Central offline"));
   const backlog = p.backlog.pending + p.backlog.inflight;
-  list.append(chip("backlog", p.backlog.ok && backlog < 1000 ? true : p.backlog.ok ? null : false,
+  list.append(chip("backlog", p.backlog.ok && backlog < 1000 ? true : p.backlog.ok ? "warn" : false,
     `Backlog ${backlog}${p.backlog.dead ? ` · ${p.backlog.dead} failed` : ""}`));
   const devices = p.serial.devices || [];
   if (devices.length) {
@@ -350,6 +350,8 @@ function updateSoundButton() {
 
 function beep(severity) {
   const ctx = app.audio;
+  // a tone for warning and critical only (as `alerts --follow` rings): info flags a quarter of exams
+  if ((SEVERITY_RANK[severity] || 0) < SEVERITY_RANK.warning) return;
   if (!app.soundWanted || !ctx || ctx.state !== "running") return;
   const tones = severity === "critical" ? [880, 660, 880, 660] : [880, 660];
   tones.forEach((freq, i) => {
