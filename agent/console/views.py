@@ -64,6 +64,8 @@ def key_doses(db: sqlite_utils.Database, study: dict[str, Any]) -> list[dict[str
         for quantity in ("dap_total_Gym2", "dose_rp_total_Gy", "fluoro_time_total_s"):
             if totals.get(quantity) is not None:
                 out.append(dose(quantity, totals[quantity]))
+        if not out:  # a report that states none of them: say so, rather than an empty cell
+            out.append(dose("dap_total_Gym2", None))
     return out
 
 

@@ -80,6 +80,16 @@ def test_key_doses_are_coloured_against_the_configured_drl(station):
     assert study["level"] == "info"
 
 
+def test_a_radiograph_whose_report_states_no_dap_says_so_in_the_studies_table(station):
+    """Its key-doses cell was empty, which reads as "not loaded yet" rather than "not stated"."""
+    from tests.conftest import CORPUS
+
+    s = station()
+    assert s.agent.pipeline.ingest((CORPUS / "DX-RDSR-Canon_CXDI_noDAP.dcm").read_bytes(), "test").status == "stored"
+    (study,) = s.request("/api/state")[2]["studies"]
+    assert [(d["label"], d["display"]) for d in study["doses"]] == [("DAP", "–")]
+
+
 def test_healthz_is_503_when_dicom_stops_listening(station):
     s = station(dicom=True)
     status, _, health = s.request("/healthz")

@@ -285,3 +285,25 @@ def test_a_tone_for_warnings_and_criticals_not_for_info_and_a_large_backlog_is_a
     enqueue(s.store, 1200)
     s.bus.publish("outbox", None)
     expect(page.locator('#health li[data-part="backlog"]')).to_have_class("warn", timeout=30_000)
+
+
+def test_after_an_acknowledgement_the_keyboard_focus_goes_on_and_dose_levels_are_in_words(station, page):
+    """The acknowledged alert's button vanished with the focus on it (focus fell to the page); a dose's level
+    was its colour alone, which a screen reader (or a colour-blind technologist) does not get."""
+    s = station(dicom=True)
+    from agent.sources.dicom.scu import send
+
+    report = rdsr.ct_report([rdsr.CTSeries("Head", ctdivol="1100", dlp="16500")], accession="HIGH1")
+    assert send([report], "127.0.0.1", s.agent.dicom.port) == [0]
+    raise_alert(s, severity="warning")
+    open_console(page, s)
+    page.locator("#banner button.ack").first.focus()
+    page.keyboard.press("Enter")
+    page.fill("#ack-by", "RT7")
+    page.check("#ack-reasons input[value='clinically justified']")
+    page.locator("#ack-submit").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => !document.getElementById('ack-dialog').open")
+    assert page.evaluate("document.activeElement.matches('#banner button.ack, #new-patient')")
+    dose = page.locator("#studies .dose").first
+    assert "(critical alert)" in dose.text_content()

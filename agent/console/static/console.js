@@ -4,6 +4,9 @@
 
 const $ = (id) => document.getElementById(id);
 const SEVERITY_RANK = { info: 1, warning: 2, critical: 3 };
+// a dose's colour in words, for a screen reader (and anyone who does not tell the colours apart)
+const LEVEL_WORDS = { ok: "below its reference level", above: "at or above its reference level",
+                      warning: "warning alert", critical: "critical alert", alert: "alert" };
 const app = { bannerExpanded: false, held: null, csrf: "", reasons: [], alerts: new Map(), studies: [], procedure: null, health: null, alarms: [],
               audio: null, soundWanted: false, ackFor: null, source: null };
 
@@ -168,8 +171,12 @@ function alertDetail(alert) {
 function renderBanner() {
   const banner = $("banner");
   const alerts = openAlerts();
+  // the banner is rebuilt: a keyboard user's focus in it stays on the same alert (or the next one)
+  const focused = banner.contains(document.activeElement) ? document.activeElement : null;
+  const focusedId = focused && focused.closest(".item") ? focused.closest(".item").dataset.alertId : null;
+  const wasMore = focused && focused.classList.contains("more");
   banner.replaceChildren();
-  if (!alerts.length) { banner.hidden = true; return; }
+  if (!alerts.length) { banner.hidden = true; if (focused) $("new-patient").focus(); return; }
   const top = alerts[0].severity || "warning";
   banner.className = `banner ${top}`;
   const shown = window.innerHeight < 600 ? 2 : 3; // keep the kiosk's panels on screen
@@ -195,6 +202,12 @@ function renderBanner() {
     app.bannerExpanded = false;
   }
   banner.hidden = false;
+  if (focused) {
+    const same = focusedId && [...banner.querySelectorAll(".item")].find((n) => n.dataset.alertId === focusedId);
+    const target = (wasMore && banner.querySelector("button.more")) || (same && same.querySelector("button.ack"))
+      || banner.querySelector("button.ack");
+    target.focus();
+  }
 }
 
 // ---- acknowledgement -----------------------------------------------------------------------
@@ -238,6 +251,8 @@ async function submitAck(event) {
     if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
     app.alerts.delete(alert.id);
     closeAck();
+    // the button that opened the dialog is gone: keyboard focus goes to the next alert's (or New patient)
+    ($("banner").querySelector("button.ack") || $("new-patient")).focus();
     renderBanner();
   } catch (err) {
     error.textContent = `Not recorded: ${err.message}`;
@@ -297,7 +312,8 @@ function renderStudies() {
       el("td", { class: "time" }, localTime(study.received_at)),
       el("td", { class: "accession" }, study.accession_number || "–"),
       el("td", { class: "exam" }, study.exam || study.modality || "–", study.patient_name ? el("div", { class: "muted small" }, study.patient_name) : null),
-      el("td", {}, study.doses.map((d) => el("span", { class: `dose level-${d.level}`, title: d.reference || "" }, `${d.label} ${d.display} ${d.unit}`)))));
+      el("td", {}, study.doses.map((d) => el("span", { class: `dose level-${d.level}`, title: d.reference || "" },
+        `${d.label} ${d.display} ${d.unit}`, LEVEL_WORDS[d.level] ? el("span", { class: "sr" }, ` (${LEVEL_WORDS[d.level]})`) : null)))));
   }
 }
 
