@@ -274,8 +274,9 @@ def test_a_tone_for_warnings_and_criticals_not_for_info_and_a_large_backlog_is_a
         AudioContext.prototype.createOscillator = function () { window.tones += 1; return make.call(this); };
     """)
     open_console(page, s)
-    page.click("#sound")
-    page.wait_for_function("() => app.audio && app.audio.state === 'running'", timeout=10_000)
+    if page.locator("#sound").text_content() != "Sound on":  # headless Chromium may allow it without a tap
+        page.click("#sound")
+    expect(page.locator("#sound")).to_have_text("Sound on")
     raise_alert(s, severity="info")
     page.wait_for_selector("#banner .item")
     page.wait_for_timeout(500)

@@ -350,7 +350,10 @@ function renderHealth() {
 // ---- sound (WebAudio, no file) ----------------------------------------------------------------
 function enableSound(fromClick) {
   try {
-    app.audio = app.audio || new AudioContext();
+    if (!app.audio) {
+      app.audio = new AudioContext();
+      app.audio.onstatechange = () => updateSoundButton(); // resume() is asynchronous: say "Sound on" when it is
+    }
     if (app.audio.state === "suspended") app.audio.resume();
     app.soundWanted = true;
   } catch (err) { app.soundWanted = false; }
