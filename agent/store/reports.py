@@ -234,15 +234,32 @@ def list_studies(db: sqlite_utils.Database, limit: int | None = None) -> list[di
                MIN(modality) AS modality, MIN(kind) AS kind, MIN(study_datetime) AS study_datetime,
                MIN(accession_number) AS accession_number, MIN(study_description) AS description,
                MIN(manufacturer) AS manufacturer, MIN(model) AS model, COUNT(*) AS report_count
-        FROM reports GROUP BY study_instance_uid ORDER BY last_received DESC
+        FROM reports {where} GROUP BY study_instance_uid ORDER BY last_received DESC
     """
-    if limit:
-        sql += f" LIMIT {int(limit)}"
+    args: list[Any] = []
+    where = ""
+    if limit:  # the newest studies found from the newest reports (an index walk), not a sort of every study:
+        newest = _newest_studies(db, int(limit))  # the console asks after every report, and a store grows for years
+        args = [uid for uid in newest if uid is not None]
+        where = f"WHERE study_instance_uid IN ({','.join('?' * len(args))})" + \
+            (" OR study_instance_uid IS NULL" if None in newest else "")
     studies = []
-    for row in db.query(sql):
+    for row in db.query(sql.format(where=where), args):
         row["totals"] = study_totals(db, row["study_instance_uid"])
         studies.append(without_identity(db, row))
     return studies
+
+
+def _newest_studies(db: sqlite_utils.Database, n: int) -> list[str]:
+    """The study UIDs of the ``n`` most recently received studies (reports newest first, through their index)."""
+    found: list[str] = []
+    for (uid,) in db.execute("SELECT study_instance_uid FROM reports INDEXED BY reports_received "
+                             "ORDER BY received_at DESC"):
+        if uid not in found:
+            found.append(uid)
+            if len(found) == n:
+                break
+    return found
 
 
 def without_identity(db: sqlite_utils.Database, study: dict[str, Any]) -> dict[str, Any]:
