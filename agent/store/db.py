@@ -25,6 +25,9 @@ from . import migrations
 log = structlog.get_logger("agent.store")
 
 
+WAL_LIMIT_BYTES = 8 * 1024 * 1024  # what a checkpoint leaves of the log after a burst or a long read
+
+
 class StoreError(Exception):
     """The store cannot take a write (disk full, read-only, quota reached)."""
 
@@ -40,6 +43,7 @@ class StoreBusy(StoreError):
 def _configure(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")  # a checkpointed WAL is cut back, not kept at its peak
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=10000")
 

@@ -179,3 +179,30 @@ def sqlite_utils_db(path):
     import sqlite_utils
 
     return sqlite_utils.Database(sqlite3.connect(path, isolation_level=None))
+
+
+def test_the_wal_is_cut_back_after_a_checkpoint_not_kept_at_its_peak(tmp_path):
+    """A long read (the console's) let the WAL grow to 48 MB over a 20,000-report soak, and it stayed there."""
+    from agent.store.db import WAL_LIMIT_BYTES
+
+    store = Store.open(tmp_path / "agent.sqlite")
+    reader = store.reader()
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()  # holds a snapshot: no checkpoint passes it
+        with store.transaction() as tx:
+            tx.execute("CREATE TABLE filler (b BLOB)")
+            for _ in range(40):
+                tx.execute("INSERT INTO filler VALUES (?)", [b"x" * 500_000])
+        wal = tmp_path / "agent.sqlite-wal"
+        assert wal.stat().st_size > 2 * WAL_LIMIT_BYTES
+        reader.execute("COMMIT")
+        with store.transaction() as tx:
+            tx.execute("DELETE FROM filler")
+        store.db.execute("PRAGMA wal_checkpoint")  # (as the automatic checkpoint does)
+        with store.transaction() as tx:
+            tx.execute("INSERT INTO filler VALUES (x'00')")  # the next writer restarts the log and cuts it back
+        assert wal.stat().st_size <= WAL_LIMIT_BYTES
+    finally:
+        reader.conn.close()
+        store.close()
