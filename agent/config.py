@@ -428,6 +428,11 @@ class Config(Section):
         shared = sorted({i for i in ids if ids.count(i) > 1})
         if shared:  # readings, ledgers and alerts are kept per device id
             raise ValueError(f"two [[serial]] entries share the device id(s) {shared}: give each its own device = ...")
+        worn = [(p.wearer, p.body_part) for p in ports if p.resolved_role == "staff"]
+        twice = sorted({f"{w} ({part})" for w, part in worn if worn.count((w, part)) > 1})
+        if twice:  # over and under the apron estimate one dose: their sum would be neither (and a false level)
+            raise ValueError(f"two staff dosimeters are worn by {', '.join(twice)} at the same body part: a wearer's "
+                             "dose per body part comes from one dosimeter (give the other its own body_part, or leave it out)")
         return ports
 
 

@@ -106,3 +106,15 @@ def test_problems_in_arrays_of_tables_point_at_their_own_entry():
     assert any(p.startswith("serial.0 (line 1)") and "nosuch" in p for p in problems), problems
     assert "checks.level.0.foo (line 12): Extra inputs are not permitted" in problems
     assert any(p.startswith("checks.level.0.value (line 11)") for p in problems)
+
+
+def test_two_staff_dosimeters_at_one_wearers_same_body_part_are_refused():
+    """Over and under the apron, both whole_body: the quarter held their sum (1.4 mSv from 0.8 and 0.6) and
+    raised an investigational level that neither dosimeter had reached."""
+    two = ('[[serial]]\ndriver = "generic"\nprofile = "config/serial-profiles/bgeigie-nano.toml"\nport = "/dev/ttyUSB0"\n'
+           'wearer = "W3"\ndevice = "W3-collar"\n\n'
+           '[[serial]]\ndriver = "generic"\nprofile = "config/serial-profiles/bgeigie-nano.toml"\nport = "/dev/ttyUSB1"\n'
+           'wearer = "W3"\ndevice = "W3-under"\n')
+    problems = check_text(two)
+    assert any("W3 (whole_body)" in p and "one dosimeter" in p for p in problems), problems
+    assert check_text(two.replace('device = "W3-under"', 'device = "W3-under"\nbody_part = "lens"')) == []
