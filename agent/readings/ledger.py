@@ -289,9 +289,18 @@ class Ledger:
     def _device(self, tx, ctx: DeviceContext) -> tuple[dict, Optional[dict]]:
         row = tx.execute("SELECT state, procedure_id FROM serial_devices WHERE device = ?", [ctx.device]).fetchone()
         if row is None:
-            tx.execute("INSERT INTO serial_devices (device, driver, port, role, updated_at) VALUES (?, ?, ?, ?, ?)",
-                       [ctx.device, ctx.driver, ctx.port, ctx.role, utc_iso(time.time())])
             row = ("{}", None)
+            if ctx.role in ("staff", "room"):  # the dosimeter on this port given to another wearer or location
+                before = tx.execute(  # (its id defaults to the wearer): its counter goes on, its dose is not new
+                    "SELECT device, state FROM serial_devices WHERE port = ? AND driver = ? AND role = ? "
+                    "ORDER BY updated_at DESC LIMIT 1", [ctx.port, ctx.driver, ctx.role]).fetchone()
+                if before is not None:
+                    carried = {"cum": json.loads(before[1] or "{}").get("cum", {})}
+                    row = (json.dumps(carried), None)
+                    log.warning("serial_device_continues", device=ctx.device, previous=before[0], port=ctx.port,
+                                hint="the same dosimeter under a new id: its dose so far stays with the previous one")
+            tx.execute("INSERT INTO serial_devices (device, driver, port, role, state, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                       [ctx.device, ctx.driver, ctx.port, ctx.role, row[0], utc_iso(time.time())])
         state = json.loads(row[0])
         state.setdefault("cum", {})
         state.setdefault("rate", {})

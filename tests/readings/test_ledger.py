@@ -214,3 +214,17 @@ def test_a_small_flipped_digit_that_passed_is_taken_back_as_the_meter_moves_on(s
     for n, value in enumerate(values):
         record(store, ledger, c, [reading("dap", value, 1000.0 + 0.3 * n)])
     assert procedures(store) == [("room-3:dev:1", "first_seen", None, 0.021)]
+
+
+def test_a_dosimeter_given_to_another_wearer_does_not_bring_the_first_wearers_dose(store, hooks):
+    """The device id defaults to the wearer: the same dosimeter on the same port under wearer W5 was a new
+    device, and its whole reading since reset (W4's 1 mSv) was credited to W5 as well."""
+    ledger, _ = hooks
+    w4 = ctx(role="staff", driver="generic", device="W4", subject="W4")
+    record(store, ledger, w4, [reading("dose", 0.9e-3, 100.0)])
+    record(store, ledger, w4, [reading("dose", 1.0e-3, 101.0)])
+    w5 = ctx(role="staff", driver="generic", device="W5", subject="W5")  # the configuration now names W5
+    record(store, ledger, w5, [reading("dose", 1.0e-3, 200.0)])
+    record(store, ledger, w5, [reading("dose", 1.01e-3, 201.0)])
+    doses = dict(store.db.execute("SELECT subject, dose_Sv FROM staff_dose").fetchall())
+    assert doses["W4"] == 1.0e-3 and abs(doses["W5"] - 1e-5) < 1e-15
