@@ -307,7 +307,9 @@ class Console:
     def _serial_health(self) -> dict[str, Any]:
         serial = getattr(self.agent, "serial", None)
         devices = [dict(h, device=name) for name, h in serial.health().items()] if serial is not None else []
-        return {"ok": all(d.get("connected") for d in devices) if devices else None, "devices": devices}
+        # a meter over its range is connected but not measuring: the technologist must not trust its gauge
+        ok = all(d.get("connected") and not d.get("overload") for d in devices) if devices else None
+        return {"ok": ok, "devices": devices}
 
     # -- what the page changes -------------------------------------------------------------
     def acknowledge(self, alert_id: str, by: str, reason: Optional[str], note: Optional[str]) -> dict[str, Any]:

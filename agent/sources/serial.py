@@ -181,10 +181,12 @@ class PortWorker:
         self._unsaved: list[Reading] = []  # readings the store refused, retried first (at most UNSAVED_MAX)
         self._retry_at = 0.0
         self._logged_at: dict[str, float] = {}
+        self.overload_at: Optional[float] = None  # the device last said it is over its range (dose unmeasured)
 
     def health(self) -> dict[str, Any]:
+        overload = self.overload_at is not None and (self.last_reading_at is None or self.overload_at > self.last_reading_at)
         return {"port": self.cfg.port, "resolved": self.resolved, "driver": self.cfg.driver, "role": self.ctx.role,
-                "connected": self.connected, "readings": self.readings, "reconnects": self.reconnects,
+                "connected": self.connected, "overload": overload, "readings": self.readings, "reconnects": self.reconnects,
                 "last_reading_at": utc_iso(self.last_reading_at) if self.last_reading_at else None,
                 "errors": dict(self.errors), "info": dict(self.driver.info)}
 
@@ -285,6 +287,8 @@ class PortWorker:
     def _problem(self, problem: Problem) -> None:
         """Count it; log the first of its kind, then at most one summary a minute."""
         self.errors[problem.kind] += 1
+        if problem.kind == "overload":  # until the next reading: the dose now is not being measured
+            self.overload_at = time.time()
         now = time.monotonic()
         last = self._logged_at.get(problem.kind)
         if last is not None and now - last < SUMMARY_EVERY_S:

@@ -337,7 +337,9 @@ function renderHealth() {
   const devices = p.serial.devices || [];
   if (devices.length) {
     const up = devices.filter((d) => d.connected).length;
-    list.append(chip("serial", up === devices.length, `Meters ${up}/${devices.length}`));
+    const over = devices.filter((d) => d.overload).map((d) => d.device);
+    list.append(over.length ? chip("serial", false, `Overload: ${over.join(", ")} not measuring`)
+      : chip("serial", up === devices.length, `Meters ${up}/${devices.length}`));
   }
   if (!p.store.ok) list.append(chip("store", false, "Store not writable"));
   // alarms the uplink keeps (e.g. store quota reached), and those heard on the bus since the agent started

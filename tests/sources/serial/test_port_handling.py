@@ -134,3 +134,33 @@ def test_readings_the_store_refuses_are_kept_and_stored_once_it_takes_them_again
     assert "store_error" in r.health["errors"]
     times = [t for (t,) in r.rows("SELECT t FROM serial_samples ORDER BY t")]
     assert len(times) >= 25 and max(b - a for a, b in zip(times, times[1:])) < 0.5  # no second missing
+
+
+def test_a_meter_over_its_range_is_unhealthy_on_the_console_until_it_measures_again(tmp_path):
+    """DIAMENTOR E4 (charge overflow): the procedure's DAP stops growing although dose is delivered, yet the
+    console showed the meter healthy and its gauge green."""
+    import types
+
+    from agent.bus import Bus
+    from agent.config import SerialPortConfig
+    from agent.console.component import Console
+    from agent.sources.serial import SerialSource
+    from agent.store import Store
+    from drivers.base import Problem, Reading
+
+    store = Store.open(tmp_path / "agent.sqlite")
+    try:
+        source = SerialSource([SerialPortConfig(driver="diamentor", port=str(tmp_path / "no-port"))], store, Bus(),
+                              station="room-3")
+        (worker,) = source.workers
+        worker.connected = True
+        console = types.SimpleNamespace(agent=types.SimpleNamespace(serial=source))
+        assert Console._serial_health(console)["ok"] is True
+        worker.handle([Problem("overload", "E4: charge overflow")])
+        health = Console._serial_health(console)
+        assert health["ok"] is False and health["devices"][0]["overload"] is True
+        worker.handle([Reading(device=worker.ctx.device, quantity="dap", value=0.02, unit="Gy.m2", kind="cumulative",
+                               time=time.time())])
+        assert Console._serial_health(console)["ok"] is True
+    finally:
+        store.close()
