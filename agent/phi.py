@@ -26,9 +26,17 @@ from agent.extract.record import PHI
 
 REDACTED = "[removed]"
 
-_MONTHS = ("jan(?:uary)?", "feb(?:ruary)?", "mar(?:ch)?", "apr(?:il)?", "may", "june?", "july?", "aug(?:ust)?",
-           "sep(?:t(?:ember)?)?", "oct(?:ober)?", "nov(?:ember)?", "dec(?:ember)?")
+_MONTHS = ("jan(?:uary)?", "f[eé]v?b?(?:ruary)?", "m(?:a|ä|ae)r(?:ch|z)?", "a(?:pr|vr)(?:il)?", "ma[iy]", "jui?ne?",
+           "jui?l(?:y|let)?", "(?:aug(?:ust)?|ao[uû]t?)", "sep(?:t(?:ember)?)?", "o[ck]t(?:ober)?", "nov(?:ember)?",
+           "d[eé][cz](?:ember)?")  # English, German, French
 _GERMAN = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss"})
+# letters that Unicode does not decompose into a base letter and an accent: one Latin letter, or two
+_SINGLE = str.maketrans({"ø": "o", "Ø": "O", "æ": "ae", "Æ": "Ae", "å": "a", "Å": "A", "ł": "l", "Ł": "L", "đ": "d",
+                         "Đ": "D", "œ": "oe", "Œ": "Oe", "þ": "th", "Þ": "Th", "ð": "d", "Ð": "D", "ı": "i"})
+_DOUBLE = str.maketrans({"ø": "oe", "Ø": "Oe", "å": "aa", "Å": "Aa"})
+# a name part written alone in lower case that is a particle, not a name: matched only with the rest of the name
+_PARTICLES = {"de", "la", "le", "del", "della", "da", "das", "do", "dos", "di", "du", "van", "von", "der", "den", "ten",
+              "ter", "zu", "zur", "y", "e", "el", "al", "bin", "ben", "af", "av"}
 
 
 def pattern(phi: PHI, include_id: bool = False) -> Optional[re.Pattern[str]]:
@@ -44,12 +52,20 @@ def _pattern(patient_name: Optional[str], patient_id: Optional[str], birth_date:
         for group in patient_name.split("="):  # alphabetic, ideographic, phonetic
             whole = re.sub(r"\^+", " ", group).strip()
             words |= _forms(whole)
-            for component in group.split("^"):  # run together: Van-der Berg → Vanderberg, Anna Maria → AnnaMaria
+            components = [c for c in group.split("^") if c.strip()]
+            for component in components:  # run together: Van-der Berg → Vanderberg, Anna Maria → AnnaMaria
                 words |= _forms(re.sub(r"[\s,'’.-]", "", component))
+            if len(components) >= 2:  # family and given name run together, in either order: SMITHJOHN, JohnSmith
+                joined = [re.sub(r"[\s,'’.-]", "", c) for c in components[:2]]
+                words |= _forms(joined[0] + joined[1]) | _forms(joined[1] + joined[0])
             for token in re.split(r"[\^ ,]+", group):
+                if token.lower() in _PARTICLES:  # "de" alone would take "TC de Cráneo" for the patient
+                    continue
                 words |= _forms(token)
                 words |= _forms(re.sub(r"[-'’.]", "", token))  # O'Brien → OBrien
                 for part in re.split(r"[-'’.]+", token):
+                    if part.lower() in _PARTICLES:
+                        continue
                     if len(part) >= 2 or (part and not part.isascii()):  # a single CJK character is a name
                         words |= _forms(part)
     words = {w for w in words if len(w) >= 2 or (w and not w.isascii())}
@@ -96,12 +112,17 @@ def scrub_tree(node: Any, found: re.Pattern[str], path: str = "", changed: Optio
 
 
 def _forms(text: str) -> set[str]:
-    """``text`` as written, with its accents dropped, and transliterated the German way."""
+    """``text`` as written, with its accents dropped (ø, æ, å, ł … as o, ae, a, l and oe, aa), transliterated
+    the German way, and for an ASCII name also with ae/oe/ue/ss written as ä/ö/ü/ß (Mueller: Müller)."""
     text = text.strip()
     if not text:
         return set()
-    folded = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    return {text, folded, text.translate(_GERMAN)}
+    forms = {text, text.translate(_GERMAN), text.translate(_DOUBLE)}
+    if text.isascii():  # (the pattern ignores case)
+        forms.add(re.sub("ss", "ß", re.sub("ue", "ü", re.sub("oe", "ö", re.sub("ae", "ä", text.lower())))))
+    for form in list(forms):
+        forms.add("".join(c for c in unicodedata.normalize("NFKD", form.translate(_SINGLE)) if not unicodedata.combining(c)))
+    return forms
 
 
 _SEP = "['’ -]?"
@@ -123,13 +144,17 @@ def _id_pattern(patient_id: str) -> Optional[str]:
     if not parts or sum(len(p) for p in parts) < 4:
         return None
 
-    def number(digits: str) -> str:  # leading zeros as many as written, or none
-        return "0*" + re.escape(digits.lstrip("0") or "0")
+    def number(digits: str) -> str:
+        """Leading zeros as many as written or none, and (five digits or more besides them) a space, dot or dash
+        anywhere between digits (001 234 56); a shorter number only as written (id 0000000025 is not every 25)."""
+        significant = digits.lstrip("0") or "0"
+        if len(significant) < 5:
+            return re.escape(digits)
+        return "0*" + "[ .-]?".join(re.escape(c) for c in significant)
 
-    def bounded(form: str, first: str, last: str) -> str:  # a number may follow or precede letters: ID00123456
+    def bounded(form: str, first: str, last: str) -> str:  # a number may follow letters (ID00123456), not sit inside a word
         before = r"(?<![0-9])" if first.isdigit() else r"(?<![A-Za-z0-9])"
-        after = r"(?![0-9])" if last.isdigit() else r"(?![A-Za-z0-9])"
-        return before + form + after
+        return before + form + r"(?![A-Za-z0-9])"
 
     forms = {bounded(r"[\W_]*".join(number(p) if p.isdigit() else re.escape(p) for p in parts), parts[0], parts[-1])}
     forms |= {bounded(number(p), p, p) for p in parts if p.isdigit() and len(p.lstrip("0")) >= 5}
@@ -144,14 +169,18 @@ def _date_pattern(birth_date: Optional[str]) -> Optional[str]:
     if not (1 <= m <= 12 and 1 <= d <= 31):
         return None
     mm, dd = f"0?{m}", f"0?{d}"
-    year = f"(?:{y4}|{y2})"
     month_name = _MONTHS[m - 1]
     nth = "(?:st|nd|rd|th)?"
+    sep = r" ?[./‐–—-] ?"  # one separator, dashes of every kind, spaced or not
+    year = f"(?:{y4}|'?{y2})"
     return "|".join([
         rf"{y4}(?P<s1>[./ -]?){mm}(?P=s1){dd}",                    # 1952-03-14, 19520314, 1952.3.14
+        rf"{y4}{sep}{mm}{sep}{dd}",                                # 1952 – 03 – 14
         rf"{y2}(?P<s4>[./ -]?){mm}(?P=s4){dd}",                    # 52-03-14, 520314
-        rf"{dd}(?P<s2>[./ -]){mm}(?P=s2){year}", rf"{d:02d}{m:02d}(?:{y4}|{y2})",  # 14.03.1952, 14/3/52, 14031952, 140352
-        rf"{mm}(?P<s3>[./ -]){dd}(?P=s3){year}", rf"{m:02d}{d:02d}(?:{y4}|{y2})",  # 03/14/1952, 3-14-52, 03141952, 031452
-        rf"{dd}{nth}[ .-]?(?:of )?{month_name}[a-z]*\.?[ .,-]*{year}",  # 14-Mar-1952, 14 March 52, 14th of March 1952
-        rf"{month_name}[a-z]*\.?[ .-]*{dd}{nth},?[ ]*{year}",      # Mar 14, 1952; March 14th 1952
+        rf"{dd}(?P<s2>[./ -]){mm}(?P=s2){year}", rf"{dd}{sep}{mm}{sep}{year}",  # 14.03.1952, 14/3/52, 14 - 03 - 1952
+        rf"{d:02d}{m:02d}(?:{y4}|{y2})",                           # 14031952, 140352
+        rf"{mm}(?P<s3>[./ -]){dd}(?P=s3){year}", rf"{m:02d}{d:02d}(?:{y4}|{y2})",  # 03/14/1952, 3-14-52, 03141952
+        rf"{dd}{nth}[ .-]*(?:of )?{month_name}[a-zäéû]*\.?[ .,'/-]*{year}",  # 14-Mar-1952, 14. März 52, 14th of March 1952
+        rf"{month_name}[a-zäéû]*\.?[ ./-]*{dd}{nth}[ ,./'-]*{year}",   # Mar 14, 1952; Mar-14-1952; Mar 14 '52
+        rf"{y4}[ ./-]*{month_name}[a-zäéû]*\.?[ ./-]*{dd}{nth}",       # 1952 March 14
     ])

@@ -90,3 +90,48 @@ def test_an_id_of_digits_is_found_right_after_letters(text):
 @pytest.mark.parametrize("text", ["pat 0778899", "MRN 0778899", "mrn-778899"])
 def test_an_id_of_letters_and_digits_run_together_is_found_with_its_parts_apart(text):
     assert "[removed]" in redact(text, pattern(PHI(patient_id="MRN0778899"))), text
+
+
+@pytest.mark.parametrize("text, name, pid, birth", [
+    ("re-scan 001 234 56", None, "00123456", None),
+    ("id 1234 5678", None, "12345678", None),
+    ("12.345.678 chest", None, "12345678", None),
+    ("CT Thorax BJORNSTAD", "Bjørnstad^Øyvind", None, None),
+    ("Bjoernstad follow-up", "Bjørnstad^Øyvind", None, None),
+    ("Lukasz Walesa CT", "Wałęsa^Łukasz", None, None),
+    ("Aasmund abdomen", "Åsmund^Ågot", None, None),
+    ("Nguyen Van Duc", "Nguyễn^Văn Đức", None, None),
+    ("Müller Abdomen", "Mueller^Hans", None, None),
+    ("Straße", "Strasse^Hans", None, None),
+    ("SMITHJOHN head", "Smith^John", None, None),
+    ("JohnSmith", "Smith^John", None, None),
+    ("dob Jan-31-1980", None, None, "19800131"),
+    ("geb. 31. Januar 1980", None, None, "19800131"),
+    ("born 31–01–1980", None, None, "19800131"),
+    ("31 - 01 - 1980", None, None, "19800131"),
+    ("1980 January 31", None, None, "19800131"),
+    ("Jan 31 '80", None, None, "19800131"),
+])
+def test_identity_written_in_more_ways_is_found(text, name, pid, birth):
+    """A second audit: ids with spaces or dots inside, letters Unicode does not decompose (ø, ł, å, đ),
+    an ASCII header against an umlaut in the text, family and given name run together, dates with dashes of
+    every kind, German month names and years first; each of these reached the central site."""
+    found = pattern(PHI(patient_id=pid, patient_name=name, birth_date=birth))
+    assert "[removed]" in redact(text, found), text
+
+
+@pytest.mark.parametrize("text, name, pid", [
+    ("2026-03-25T00:00:00", None, "0000000025"),
+    ("CT Thorax 25 mm", None, "0000000025"),
+    ("CT Thorax 1.25 mm", None, "00000001"),
+    ("CTAWP00001", None, "00000001"),
+    ("qwer12345j", None, "12345"),
+    ("TC de Cráneo", "de la Cruz^María", None),
+    ("Fuß van links", "van der Berg^Jan", None),
+    ("von Willebrand", "von Müller^Hans", None),
+])
+def test_what_only_resembles_a_short_id_or_a_name_particle_is_left_alone(text, name, pid):
+    """Over-redaction: id 0000000025 removed every 25 (the study's date reached the central site as
+    [removed]); the particle "de" of a patient's name removed "TC de Cráneo"."""
+    found = pattern(PHI(patient_id=pid, patient_name=name))
+    assert redact(text, found) == text
