@@ -19,6 +19,7 @@ from typing import Optional
 from agent.checks.alerts import Alert, alert_id, utcnow
 from agent.checks.rules import Rules
 from agent.checks.study import EventView, StudyView
+from agent.checks.tables import phantom_of
 from agent.checks.units import QUANTITIES, exact, short, total_of
 
 SCANNER_SOURCE = "the scanner's own dose check (NEMA XR-25), as recorded in the RDSR (TID 10015 CT Dose Check Details)"
@@ -47,8 +48,8 @@ def notification_values(study: StudyView, new: set[str], rules: Rules) -> list[A
             if observed is None:
                 continue
             for row in rules.select(["notification_value"], modality=study.modality, quantity=quantity,
-                                    exam=e.exam.name, region=e.exam.region, age=study.age, weight=study.weight,
-                                    phantom=e.data.get("phantom")):
+                                    exam=e.exam.name, region=e.exam.region or _region_by_phantom(e), age=study.age,
+                                    weight=study.weight, phantom=e.data.get("phantom")):
                 if observed >= row.threshold:
                     out.append(Alert.for_row(
                         "ct_notification_value", row, station=study.station, subject=(e.subject,), observed=observed,
@@ -56,6 +57,12 @@ def notification_values(study: StudyView, new: set[str], rules: Rules) -> list[A
                                 f"{{threshold}} ({e.exam.label}, {row.group_label()}): check the protocol before the next scan.",
                         study_instance_uid=study.study_uid, irradiation_event_uid=e.uid, exam=e.exam.label))
     return out
+
+
+def _region_by_phantom(e: EventView) -> str:
+    """A series no exam rule names still meets a notification value: the head's for a 16-cm (head) CTDI
+    phantom, else the torso's (the lower one, as for an unknown region)."""
+    return "head" if phantom_of(e.data.get("phantom")) == "head" else "torso"
 
 
 def alert_values(study: StudyView, rules: Rules) -> list[Alert]:

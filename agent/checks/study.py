@@ -13,6 +13,7 @@ study's exam; a study no rule names takes its series' exam when they all agree, 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Optional
@@ -41,6 +42,9 @@ STANDARD_SAMPLES = {
 }
 
 
+_MONITORING = re.compile(r"monitor|bolus|smart.?prep|sure.?start|care.?bolus|tracker|tracking", re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class Exam:
     name: Optional[str]
@@ -67,8 +71,10 @@ class EventView:
 
     @property
     def localizer(self) -> bool:
-        """A CT localizer (scout, topogram): not a sequence in the DRL sense."""
-        return "constant angle" in (self.data.get("event_type") or "").lower()
+        """A CT localizer (scout, topogram) or a bolus-tracking / monitoring series: not a sequence in the DRL
+        sense (it does not name the study's exam, nor enter a sequence's statistics; its dose counts in the totals)."""
+        return "constant angle" in (self.data.get("event_type") or "").lower() or \
+            bool(_MONITORING.search(self.data.get("protocol") or ""))
 
     @property
     def name(self) -> str:

@@ -31,6 +31,7 @@ known, or whose unit is not a unit of its quantity, is refused with a message na
 from __future__ import annotations
 
 import re
+import unicodedata
 from decimal import Decimal
 from functools import cached_property
 from typing import Literal, Optional, Union
@@ -310,7 +311,10 @@ class ExamRule(BaseModel):
         return rx is None or bool(event_type and rx.search(event_type))
 
     def names(self, fields: dict[str, Optional[str]]) -> bool:
-        """True when one of the name patterns finds its field's text (``fields``: field → text)."""
+        """True when one of the name patterns finds its field's text (``fields``: field → text), as written,
+        with ``_`` as a space (``CAP_C+``: ``\bCAP\b``) or with accents dropped (``Tórax``), or ``pattern``
+        finds the texts together (a series "Perfusion" whose target region is "Abdomen")."""
+        texts = []
         for name, text in fields.items():
             if not text:
                 continue
@@ -318,8 +322,16 @@ class ExamRule(BaseModel):
                 if text.strip().lower() in (c.lower() for c in self.procedure_code):
                     return True
                 continue
+            texts.append(text)
             for key in (name, "pattern"):
                 rx = self.compiled.get(key)
-                if rx is not None and rx.search(text):
+                if rx is not None and any(rx.search(t) for t in _spellings(text)):
                     return True
-        return False
+        rx = self.compiled.get("pattern")
+        return rx is not None and len(texts) > 1 and any(rx.search(t) for t in _spellings(" ".join(texts)))
+
+
+def _spellings(text: str) -> set[str]:
+    """A name as written, with underscores as spaces, and with its accents dropped."""
+    spaced = text.replace("_", " ")
+    return {text, spaced, "".join(c for c in unicodedata.normalize("NFKD", spaced) if not unicodedata.combining(c))}

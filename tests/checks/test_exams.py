@@ -136,3 +136,39 @@ def test_whole_body_and_body_perfusion_series_get_the_torso_notification_value(c
                                            ("Head", "CT head"), ("Head and neck angio", "CT head")])
 def test_the_head_of_an_organ_or_a_bone_is_not_the_head(protocol, exam):
     assert exam_of(ct_report([ct_event(protocol)])).name == exam
+
+
+@pytest.mark.parametrize("protocol,target,exam", [
+    # underscores and accents (an audit: each was unmatched, or taken for another region)
+    ("CAP_C+", None, "CT chest-abdomen-pelvis"), ("CTPA_Routine", None, "CT pulmonary angiography"),
+    ("KUB_LowDose", None, "CT KUB"), ("Tórax", None, "CT chest"), ("Crâne", None, "CT head"),
+    # perfusion: the organ decides, a bare "Perfusion" its target region
+    ("Perfusion", "Abdomen", "CT body perfusion"), ("Perfusion", "Chest", "CT body perfusion"),
+    ("Perfusion Leber", None, "CT body perfusion"), ("Perfusione epatica", None, "CT body perfusion"),
+    ("Perfusion", "Head", "CT brain perfusion"), ("Neuro_Perf", None, "CT brain perfusion"),
+    ("Myocardial Perfusion", None, "CT cardiac spiral"),
+    # words inside other words
+    ("Shoulder abduction", None, "CT extremity"), ("Head of pancreas", None, "CT abdomen-pelvis"),
+    ("Pankreaskopf", "Abdomen", "CT abdomen-pelvis"), ("Sinus vein thrombosis", "Head", "CT head"),
+])
+def test_vendor_and_language_spellings_and_words_inside_words(protocol, target, exam):
+    assert exam_of(ct_report([ct_event(protocol, target_region=target)])).name == exam
+
+
+def test_a_bolus_tracking_series_does_not_unname_the_study_nor_enter_the_sequence_statistics():
+    """"Bolus tracking" (target Chest) beside a CTPA left a study without description unmatched (no DLP DRL
+    check), and monitoring series entered another exam's per-sequence median."""
+    report = ct_report([ct_event("Bolus tracking", 3.0, 4.0, target_region="Chest", event_type="Stationary Acquisition"),
+                        ct_event("CTPA", 8.0, 395.0)])
+    study = view([report.to_dict()], DEFAULTS, "CT1")
+    assert study.exam.name == "CT pulmonary angiography"
+    assert [s.value for s in study.samples(DEFAULTS) if s.scope == "per_event" and s.quantity == "CTDIvol"] == [8]
+
+
+def test_a_ct_series_no_rule_names_still_meets_a_notification_value_by_its_phantom(checked):
+    """docs/dose-checks.md: an unmatched series still gets the notification values; "CTA Aorta" at 120 mGy
+    (body phantom) and "CCT nativ" at 150 mGy (head phantom) raised nothing."""
+    body = ct_report([ct_event("CTA Aorta", 120.0, 1000.0, target_region="Aorta", phantom="IEC Body Dosimetry Phantom")])
+    head = ct_report([ct_event("CCT nativ", 150.0, 2000.0, target_region="Unknown", phantom="IEC Head Dosimetry Phantom")])
+    assert [a.rule for a in checked.ingest(body) if a.kind == "ct_notification_value"] == ["aapm2011-adult-torso"]
+    assert [a.rule for a in checked.ingest(head) if a.kind == "ct_notification_value"] == ["aapm2011-adult-head"]
