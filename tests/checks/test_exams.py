@@ -172,3 +172,21 @@ def test_a_ct_series_no_rule_names_still_meets_a_notification_value_by_its_phant
     head = ct_report([ct_event("CCT nativ", 150.0, 2000.0, target_region="Unknown", phantom="IEC Head Dosimetry Phantom")])
     assert [a.rule for a in checked.ingest(body) if a.kind == "ct_notification_value"] == ["aapm2011-adult-torso"]
     assert [a.rule for a in checked.ingest(head) if a.kind == "ct_notification_value"] == ["aapm2011-adult-head"]
+
+
+@pytest.mark.parametrize("protocol,exam", [
+    ("CCT nativ", "CT head"), ("Encefalo", "CT head"), ("Encéphale", "CT head"), ("Felsenbein", "CT head"),
+    ("NNH", "CT sinuses"), ("Angio Pulmonalis", "CT pulmonary angiography"), ("Embolie pulmonaire", "CT pulmonary angiography"),
+    ("Lunge", "CT chest"), ("Addome", "CT abdomen-pelvis"), ("Torace-Addome", "CT chest-abdomen"),
+    ("Tórax-Abdomen-Pelvis", "CT chest-abdomen-pelvis"), ("Thoraco-abdomino-pelvien", "CT chest-abdomen-pelvis"),
+    ("Neck+CAP+C", "CT neck-chest-abdomen-pelvis"), ("Knie", "CT extremity"), ("Thigh", "CT extremity"),
+])
+def test_other_languages_and_spellings_name_their_exam(protocol, exam):
+    assert exam_of(ct_report([ct_event(protocol)])).name == exam
+
+
+@pytest.mark.parametrize("procedure,exam", [("Linksherzkatheter", "XA coronary angiography"),
+                                            ("Herzkatheter", "XA coronary angiography"),
+                                            ("Coro", "XA coronary angiography")])
+def test_catheter_lab_procedures_in_german_name_their_exam(procedure, exam):
+    assert exam_of(rf_report(dap_Gym2=0.01, description=procedure), station="XA1").name == exam
