@@ -38,6 +38,9 @@ HELP = "run the agent in the foreground (Ctrl-C or SIGTERM stops it cleanly)"
 
 log = structlog.get_logger("agent.daemon")
 
+# what stops a start in one clear line, without a traceback: another agent holds the store, a path not
+# writable, the site secret unusable (run and import say it alike, start_error)
+START_ERRORS = (StoreError, OSError, sqlite3.Error, SiteSecretError)
 RELOADABLE = {"checks"}  # configuration sections that SIGHUP applies to the running agent
 HEALTH_S = 5.0  # health check and watchdog ping interval (WatchdogSec in the unit is larger)
 
@@ -138,6 +141,11 @@ class Agent:
             reload(cfg)
 
 
+def start_error(exc: BaseException) -> str:
+    """One of :data:`START_ERRORS` as one line (a file error names its file)."""
+    return f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     # The pipeline's worker extracts in pure Python while pynetdicom's threads wait on sockets and
@@ -148,9 +156,8 @@ def run(args: argparse.Namespace) -> int:
     notifier = sdnotify.SystemdNotifier()
     try:
         agent = Agent(cfg)
-    except (StoreError, OSError, sqlite3.Error, SiteSecretError) as exc:  # another agent holds the store, a path not writable…
-        error = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
-        log.error("agent_start_failed", error=error, store=str(cfg.store.path))  # one clear line, no traceback
+    except START_ERRORS as exc:
+        log.error("agent_start_failed", error=start_error(exc), store=str(cfg.store.path))  # one clear line, no traceback
         return 1
     except Exception as exc:  # a fault of ours: still one JSON line, with the traceback in it
         log.exception("agent_start_failed", error=f"{type(exc).__name__}: {exc}")

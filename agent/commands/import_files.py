@@ -10,15 +10,13 @@ import argparse
 import collections
 import io
 import json
-import sqlite3
 import sys
 from pathlib import Path
 
 import pydicom
 
 from agent.commands.common import add_config_argument, iter_files, load_config
-from agent.store import StoreBusy, StoreError
-from agent.uplink.privacy import SiteSecretError
+from agent.store import StoreBusy
 
 HELP = "ingest DICOM files from disk as if they had arrived by C-STORE (backfill)"
 
@@ -42,7 +40,7 @@ def part10(path) -> bytes:
 
 def run(args: argparse.Namespace) -> int:
     from agent import logs
-    from agent.daemon import Agent
+    from agent.daemon import START_ERRORS, Agent, start_error
 
     cfg = load_config(args)
     logs.configure("warning", stream=sys.stderr)
@@ -56,9 +54,8 @@ def run(args: argparse.Namespace) -> int:
         agent = Agent(cfg, with_sources=False)
     except StoreBusy:
         return _send_to_running_agent(cfg, files, args.json) or (1 if missing else 0)
-    except (StoreError, OSError, sqlite3.Error, SiteSecretError) as exc:  # one clear line, as `run` says it
-        error = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
-        print(f"alara-edge import: cannot start: {error}", file=sys.stderr)
+    except START_ERRORS as exc:  # one clear line, as `run` says it
+        print(f"alara-edge import: cannot start: {start_error(exc)}", file=sys.stderr)
         return 2
     counts: collections.Counter[str] = collections.Counter()
     try:
