@@ -36,7 +36,7 @@ READ_AT_START = [("dicom", "tls_cert_file"), ("dicom", "tls_key_file"), ("dicom"
 
 def _files(cfg: config.Config, text: str) -> list[str]:
     """What a valid configuration names on disk and the agent would refuse at start."""
-    from agent.uplink.privacy import SiteSecret, SiteSecretError
+    from agent.uplink.privacy import SiteSecret, SiteSecretError, secret_path
 
     problems = []
     for section, key in READ_AT_START:
@@ -49,7 +49,7 @@ def _files(cfg: config.Config, text: str) -> list[str]:
         except OSError as exc:
             line = config.locate(text, (section, key))
             problems.append(f"{section}.{key}{f' (line {line})' if line else ''}: cannot read {path}: {exc.strerror}")
-    secret = cfg.privacy.secret_file or cfg.store.path.parent / "site-secret"  # made at the first start if missing
+    secret = secret_path(cfg)  # made at the first start if missing
     if cfg.mqtt.enabled and cfg.privacy.patient_id == "pseudonymise" and secret.exists():
         try:
             SiteSecret.read(secret)

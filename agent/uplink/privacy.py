@@ -13,17 +13,22 @@ import hmac
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import structlog
 
-from agent.config import PrivacyConfig
+from agent.config import Config, PrivacyConfig
 from agent.extract.record import PHI
 from agent.phi import pattern, scrub_tree
 
 log = structlog.get_logger("agent.uplink")
 
 _SECRET_BYTES = 32
+
+
+def secret_path(config: Config) -> Path:
+    """The site secret's file: ``[privacy] secret_file``, else ``site-secret`` beside the store database."""
+    return config.privacy.secret_file or Path(config.store.path).parent / "site-secret"
 
 
 class SiteSecretError(ValueError):

@@ -6,7 +6,6 @@ the report and its outbox row commit together: one is never on disk without the 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
@@ -15,7 +14,7 @@ from agent.config import Config
 from agent.store import outbox
 from agent.store.reports import study_totals
 
-from .privacy import Privacy
+from .privacy import Privacy, secret_path
 
 if TYPE_CHECKING:
     from agent.pipeline import Ingest
@@ -28,7 +27,7 @@ class ReportOutboxStage:
     """
 
     def __init__(self, config: Config):
-        self.privacy = Privacy(config.privacy, default_secret=Path(config.store.path).parent / "site-secret")
+        self.privacy = Privacy(config.privacy, default_secret=secret_path(config))
 
     def __call__(self, tx: sqlite_utils.Database, ingest: Ingest) -> None:
         body = report_body(tx, ingest, self.privacy)
