@@ -126,6 +126,7 @@ def _forms(text: str) -> set[str]:
 
 
 _SEP = "['’ -]?"
+BARE_ID_DIGITS = 5  # an id's number is found alone (and with separators inside) from this many digits, zeros aside
 
 
 def _spaced(word: str) -> str:
@@ -148,7 +149,7 @@ def _id_pattern(patient_id: str) -> Optional[str]:
         """Leading zeros as many as written or none, and (five digits or more besides them) a space, dot or dash
         anywhere between digits (001 234 56); a shorter number only as written (id 0000000025 is not every 25)."""
         significant = digits.lstrip("0") or "0"
-        if len(significant) < 5:
+        if len(significant) < BARE_ID_DIGITS:
             return re.escape(digits)
         return "0*" + "[ .-]?".join(re.escape(c) for c in significant)
 
@@ -157,7 +158,7 @@ def _id_pattern(patient_id: str) -> Optional[str]:
         return before + form + r"(?![A-Za-z0-9])"
 
     forms = {bounded(r"[\W_]*".join(number(p) if p.isdigit() else re.escape(p) for p in parts), parts[0], parts[-1])}
-    forms |= {bounded(number(p), p, p) for p in parts if p.isdigit() and len(p.lstrip("0")) >= 5}
+    forms |= {bounded(number(p), p, p) for p in parts if p.isdigit() and len(p.lstrip("0")) >= BARE_ID_DIGITS}
     return "|".join(sorted(forms, key=len, reverse=True))
 
 

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 
 from agent.extract import codes as C
 from agent.extract import units as U
-from agent.extract.common import (Notes, below, apply_sr_context, code_meaning, count, dt_iso, laterality, num,
+from agent.extract.common import (Notes, apply_sr_context, below, code_meaning, count, dt_iso, laterality, num,
                                   num_decimal, start_report)
 from agent.extract.record import Event, Filter, Report, Totals
 from agent.extract.sr import ContentItem, Index

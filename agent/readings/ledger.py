@@ -159,7 +159,7 @@ class Ledger:
             if jump or credit.event != "reset":
                 log.warning("serial_glitch", device=ctx.device, quantity=r.quantity, value=suspect[0],
                             hint="one reading looked like a counter reset or a jump and was not confirmed: ignored")
-            elif credit.event == "reset":
+            else:
                 return credit, reference  # the reset is confirmed
         if credit.event == "reset" and ctx.role == "dap_meter" and last is not None and \
                 before.get(r.quantity) is not None and before[r.quantity] <= r.value < last:
