@@ -194,7 +194,8 @@ class MqttConfig(Section):
     """A silent broker is noticed after 1.5-2 times this."""
     window: int = Field(default=20, ge=1, le=100)
     """Messages out at once (published, PUBACK not yet committed locally): the most one failure can duplicate.
-    Capped by the broker's Receive Maximum (Mosquitto: max_inflight_messages, 20)."""
+    Of them at most the broker's Receive Maximum (Mosquitto: max_inflight_messages, 20) unacknowledged;
+    a window above it keeps sending while PUBACKs are committed."""
     rate_per_s: float = Field(default=100, ge=0)
     """Drain pace in messages per second, so that a backlog cannot overflow a subscriber's queue; 0 = unpaced."""
     ack_timeout_s: float = Field(default=60, gt=0)

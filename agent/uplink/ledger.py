@@ -43,6 +43,7 @@ class Ledger:
         self.require_subscriber = require_subscriber
         self._wake = wake
         self._out: dict[int, tuple[int, str, str, float]] = {}  # mid -> (seq, event_id, kind, sent at)
+        self._unacked = 0  # of _out, those whose PUBACK has not arrived
         self._acks: list[tuple[int, Any]] = []
         self._first_ack = 0.0
         self._sent: list[int] = []
@@ -52,6 +53,7 @@ class Ledger:
     # -- the network side --------------------------------------------------------------------
     def sent(self, mid: int, row: outbox.Row, now: float) -> None:
         self._out[mid] = (row.seq, row.event_id, row.kind, now)
+        self._unacked += 1
         self._sent.append(row.seq)
 
     def acked(self, mid: int, reason_code: Any) -> None:
@@ -59,6 +61,7 @@ class Ledger:
             if not self._acks:
                 self._first_ack = time.monotonic()
             self._acks.append((mid, reason_code))
+            self._unacked -= 1
 
     def commit_due_in(self) -> Optional[float]:
         """Seconds until gathered PUBACKs are due for a commit (None: nothing gathered or one running)."""
@@ -69,6 +72,10 @@ class Ledger:
     def in_use(self) -> int:
         """Window slots taken: published and not yet durably settled."""
         return len(self._out)
+
+    def unacked(self) -> int:
+        """Published and not yet acknowledged by the broker: what its Receive Maximum counts."""
+        return self._unacked
 
     def unsettled_head(self) -> Optional[tuple[int, str, str]]:
         """(seq, event_id, kind) of the lowest-seq message published and not settled, if any."""
@@ -102,6 +109,7 @@ class Ledger:
         """The connection is gone: whatever was not settled will be sent again. Returns how many."""
         n = len(self._out)
         self._out.clear()
+        self._unacked = 0
         self._acks.clear()
         self._sent.clear()
         return n

@@ -6,7 +6,8 @@ One thread owns the connection and drives paho's external-loop API (``loop_read`
 
 * CONNECT with a clean session and a retained *offline* status as the will; on CONNACK rows
   left ``inflight`` go back to ``pending`` and a retained *online* status is published;
-* at most ``window`` messages in flight (QoS 1), oldest seq first, paced by a token bucket at
+* at most ``window`` messages unsettled (published, PUBACK not yet committed), of them at most the
+  broker's Receive Maximum unacknowledged (QoS 1), oldest seq first, paced by a token bucket at
   ``rate_per_s``;
 * PUBACK success → ``delivered``; failure reason code (≥ 0x80) → ``dead`` with an alarm, never
   retried; 0x10 "no matching subscribers" → kept pending and the drain pauses (the central
@@ -83,6 +84,7 @@ class Uplink:
         self._buffer: deque[outbox.Row] = deque()
         self._cursor = 0
         self._window = self.cfg.window
+        self._inflight = self.cfg.window  # unacknowledged at once: the window, or the broker's Receive Maximum
         self._max_packet: Optional[int] = None
         self._connack_deadline = 0.0
         self._lost: Optional[str] = None
@@ -250,7 +252,7 @@ class Uplink:
         due = self.ledger.commit_due_in()
         if due is not None:
             limit = min(limit, due)
-        if self._connected and self.ledger.in_use() < self._limit() and self._has_work():
+        if self._connected and self._room() and self._has_work():
             if now < self._paused_until:
                 return min(limit, self._paused_until - now)
             if self.cfg.rate_per_s and self._tokens < 1:
@@ -258,9 +260,12 @@ class Uplink:
             return 0.0
         return limit
 
-    def _limit(self) -> int:
-        """Messages that may be out unsettled: the window, or one while a lost connection is explained."""
-        return 1 if self._probing else self._window
+    def _room(self) -> bool:
+        """May one more message go out?  At most the window unsettled (the most a failure re-sends), of them
+        at most the broker's Receive Maximum unacknowledged; one at a time while a lost connection is explained."""
+        if self._probing:
+            return not self.ledger.in_use()
+        return self.ledger.in_use() < self._window and self.ledger.unacked() < self._inflight
 
     def _has_work(self) -> bool:
         if not self._buffer:
@@ -302,6 +307,7 @@ class Uplink:
         self._cursor = 0
         self._lost = None
         self._window = self.cfg.window
+        self._inflight = self.cfg.window
         self._max_packet = None
 
     def _retry_later(self, error: str) -> None:
@@ -317,7 +323,7 @@ class Uplink:
             return
         receive_max = getattr(properties, "ReceiveMaximum", None)
         if receive_max:
-            self._window = min(self._window, receive_max)
+            self._inflight = min(self._window, receive_max)
         self.ledger.batch = max(1, self._window // 2)
         self._max_packet = getattr(properties, "MaximumPacketSize", None)
         try:
@@ -334,7 +340,8 @@ class Uplink:
         self._last_error = None
         self._tokens = float(self._window)
         self._next_status = 0.0
-        log.info("uplink_connected", broker=f"{self.cfg.host}:{self.cfg.port}", window=self._window)
+        log.info("uplink_connected", broker=f"{self.cfg.host}:{self.cfg.port}", window=self._window,
+                 inflight=self._inflight)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
         if self._lost is None:  # keep the first cause (a refused CONNACK is followed by a disconnect)
@@ -385,8 +392,7 @@ class Uplink:
         assert client is not None
         v5 = is_v5(self.cfg)
         sent = now_iso()
-        while self.ledger.in_use() < self._limit() and (not self.cfg.rate_per_s or self._tokens >= 1) \
-                and self._has_work():
+        while self._room() and (not self.cfg.rate_per_s or self._tokens >= 1) and self._has_work():
             row = self._buffer.popleft()
             payload = envelope(kind=row.kind, event_id=row.event_id, seq=row.seq, site=self.site,
                                station=self.station, created=row.created_at, body_json=row.body, sent=sent,

@@ -131,6 +131,32 @@ def test_drain_is_paced(broker, store, tmp_path, running, central):
     assert 0.95 * (80 - cfg.mqtt.window) / 40 <= elapsed < 10, elapsed
 
 
+def test_a_window_above_the_brokers_receive_maximum_never_exceeds_it(tmp_path, store, running, central):
+    # window 20 (the most a failure may re-send) against a broker that takes 4 unacknowledged QoS 1
+    # messages at a time (MQTT 5 Receive Maximum, which a client must not exceed; Mosquitto 2.0 does
+    # not enforce it, so the test counts): sending on while PUBACKs are committed leaves at most 4 out
+    broker = Mosquitto(tmp_path / "small-broker", persistence=False, extra="max_inflight_messages 4").start()
+    try:
+        cfg = make_config(tmp_path, broker.port, window=20)
+        central(cfg)
+        bus = Bus()
+        ids = enqueue(store, 300)
+        uplink = Uplink(cfg, store, bus)
+        out = []
+        sent = uplink.ledger.sent
+
+        def counted(*args):
+            sent(*args)
+            out.append(uplink.ledger.unacked())
+        uplink.ledger.sent = counted
+        running(uplink)
+        wait_for(lambda: _received(cfg) >= 300, timeout=30, what="300 messages")
+        _assert_exactly_once(cfg, ids, max_duplicates=0)
+        assert len(out) == 300 and max(out) == 4
+    finally:
+        broker.stop()
+
+
 def test_mqtt_311_end_to_end(broker, store, tmp_path, running, central):
     cfg = make_config(tmp_path, broker.port, protocol="3.1.1")
     central(cfg)
