@@ -22,14 +22,13 @@ from agent.checks.alerts import Alert, utcnow
 from agent.checks.rules import Rules
 from agent.checks.study import Sample, StudyView
 from agent.checks.tables import DRL_KINDS, LevelRow
-from agent.checks.units import text
+from agent.checks.units import short, text
 
 
 def exam_above_drl(study: StudyView, samples: list[Sample], new: set[str], rules: Rules) -> list[Alert]:
     """``samples``: ``study.samples(rules)``; per-event ones are checked only for events in ``new``."""
     out = []
     factor = rules.exam_drl_factor
-    times = "" if factor == 1 else f"{text(factor)} × "
     for sample in samples:
         if sample.scope == "per_event" and sample.subject not in new:
             continue
@@ -37,12 +36,15 @@ def exam_above_drl(study: StudyView, samples: list[Sample], new: set[str], rules
             limit = row.threshold * factor
             if sample.value < limit:
                 continue
+            # the limit is factor × DRL: name the DRL itself too, so that the limit is not read as the DRL
+            above = "the DRL {threshold}" if factor == 1 else \
+                f"{{threshold}} ({text(factor)} × the DRL {short(row.value)} {row.unit})"
             what = "This examination" if sample.scope == "per_examination" else f"Series/view '{_event_name(study, sample)}'"
             out.append(Alert.for_row(
                 "exam_above_drl", row, station=study.station, subject=(sample.subject,), observed=sample.value,
                 limit=limit,
-                message=f"{what} ({sample.exam.label}) has {row.quantity} {{value}}, at or above {times}the DRL "
-                        f"{{threshold}}: review it (one examination above a DRL is not a DRL exceedance).",
+                message=f"{what} ({sample.exam.label}) has {row.quantity} {{value}}, at or above {above}: "
+                        "review it (one examination above a DRL is not a DRL exceedance).",
                 study_instance_uid=study.study_uid, exam=sample.exam.label,
                 irradiation_event_uid=sample.subject if sample.scope == "per_event" else None))
     return out

@@ -55,6 +55,14 @@ def test_factor_on_the_single_examination_check(store):
     assert drl_alerts(c.ingest(ct_report([ct_event("Head", 70.0, 100.0)]))) == []
     (a,) = [a for a in c.ingest(ct_report([ct_event("Head", 70.5, 100.0)])) if a.kind == "exam_above_drl"]
     assert a.threshold == Decimal("70.5") and "1.5 × the DRL" in a.message
+    # the message names the DRL itself (47 mGy), not the factored limit as if it were the DRL
+    assert "at or above 70.5 mGy (1.5 × the DRL 47 mGy)" in a.message
+    assert "the DRL 70.5" not in a.message
+
+
+def test_message_without_factor_names_the_drl(uk):
+    (a,) = [a for a in uk.ingest(ct_report([ct_event("Head", 47.0, 100.0)])) if a.kind == "exam_above_drl"]
+    assert "at or above the DRL 47 mGy:" in a.message
 
 
 @pytest.mark.parametrize("age,weight,ctdivol,expected", [
