@@ -92,10 +92,13 @@ class Alert:
                 observed: Decimal, message: str, limit: Optional[Decimal] = None, **where: Any) -> "Alert":
         """An alert raised by ``row``.  ``observed`` and ``limit`` (the value crossed, when it is not
         the row's own) are in canonical units; both are reported in the row's unit.  ``message``
-        may use ``{value}`` and ``{threshold}``, which are written with that unit."""
+        may use ``{value}`` and ``{threshold}``, which are written with that unit.  Only these two are
+        replaced: the message quotes a modality's free text (a protocol name such as "Head {routine}"),
+        which must not be read as a format string."""
         value = plain(from_canonical(row.q, observed, row.unit))
         threshold = row.value if limit is None else plain(from_canonical(row.q, limit, row.unit))
-        text = message.format(value=f"{short(value)} {row.unit}", threshold=f"{short(threshold)} {row.unit}")
+        text = message.replace("{value}", f"{short(value)} {row.unit}") \
+            .replace("{threshold}", f"{short(threshold)} {row.unit}")
         return cls(
             id=alert_id(row.id, *subject), kind=kind, severity=SEVERITY.get(row.kind) or SEVERITY[kind],
             station=station, rule=row.id, source=row.source_text, message=text, raised_at=utcnow(),

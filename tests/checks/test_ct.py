@@ -27,6 +27,14 @@ def test_adult_head_notification_fires_at_and_above_80_mgy(checked, ctdivol, fir
         assert "Head" in a.message and "80 mGy" in a.message
 
 
+@pytest.mark.parametrize("protocol", ["Head {routine}", "Head {0}", "Head }", "Head {"])
+def test_braces_in_a_protocol_name_do_not_lose_the_alert(checked, protocol):
+    # a protocol name is the modality's free text, quoted in the message: never a format string
+    (a,) = notified(checked, protocol, 95.0)
+    assert a.rule == "aapm2011-adult-head"
+    assert f"of series '{protocol}' is at or above the notification value 80 mGy" in a.message
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.decimals(min_value=Decimal("0.01"), max_value=Decimal("400"), places=2), st.sampled_from(["Head", "Chest"]))
 def test_notification_boundary_is_exact_for_any_value(tmp_path_factory, ctdivol, protocol):
