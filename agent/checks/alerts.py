@@ -46,6 +46,12 @@ SEVERITY = {
 }
 
 
+# The console's fixed acknowledgement reasons: the agent's own words, never the patient's identity, so
+# they leave the box as chosen (a patient registered as "UNKNOWN^TRAUMA PATIENT" must not turn
+# "large patient" into "large [removed]" at the central site).
+ACK_REASONS = ("clinically justified", "large patient", "repeat for motion", "protocol error", "other")
+
+
 class UnknownAlert(LookupError):
     pass
 
@@ -161,8 +167,9 @@ def acknowledge(tx: sqlite_utils.Database, alert_id: str, by: str, reason: Optio
     sent = dict(alert.ack)  # the store keeps what was typed; what leaves the box loses the patient's identity
     patient = study_identity(tx, alert.study_instance_uid)
     found = phi.pattern(patient) if patient else None
-    for key in ("reason", "note"):
-        sent[key] = phi.redact(sent[key], found)
+    if sent["reason"] not in ACK_REASONS:
+        sent["reason"] = phi.redact(sent["reason"], found)
+    sent["note"] = phi.redact(sent["note"], found)
     outbox.enqueue(tx, "ack", outbox.event_id("ack", alert_id), {"alert_id": alert_id, "station": alert.station, **sent})
     return alert
 

@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 
 from agent.checks import ChecksStage, Rules
-from agent.checks.alerts import acknowledge, list_alerts
+from agent.checks.alerts import ACK_REASONS, acknowledge, list_alerts
 from agent.config import ConsoleConfig
 from agent.store import outbox
 
@@ -32,7 +32,7 @@ from .live import Hub
 
 log = structlog.get_logger("agent.console")
 
-REASONS = ["clinically justified", "large patient", "repeat for motion", "protocol error", "other"]
+REASONS = list(ACK_REASONS)
 MARK_LABELS = {"notification_first": "1st notification", "SRDL": "SRDL"}
 BUS_TOPICS = {"alert", "ack", "report", "reading", "alarm", "outbox"}
 HEALTH_PUSH_S = 5.0

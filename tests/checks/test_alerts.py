@@ -65,3 +65,29 @@ def test_unknown_alert_and_anonymous_acknowledgement_are_refused(checked, store)
         acknowledge(tx, "alert-nope", "RT-1", "x")
     with store.transaction() as tx, pytest.raises(ValueError, match="who acknowledges"):
         acknowledge(tx, alert.id, " ", "x")
+
+
+def test_a_fixed_reason_is_sent_as_chosen_while_free_text_loses_the_patients_name(checked, store):
+    # an unidentified emergency patient is often registered with placeholder words that are also the
+    # console's reasons: the chosen reason must reach the central site whole, a typed note still redacted
+    report = ct_report([ct_event("Head", 85.0, 900.0)])
+    report.phi = PHI(patient_id="ER-0001", patient_name="UNKNOWN^TRAUMA PATIENT")
+    (alert,) = checked.ingest(report)
+    with store.transaction() as tx:
+        acknowledge(tx, alert.id, "RT-12", "large patient", note="Trauma patient, clinically justified")
+    (row,) = checked.outbox("ack")
+    body = json.loads(row["body"])
+    assert body["reason"] == "large patient"
+    assert "rauma" not in body["note"] and "[removed]" in body["note"]
+    (stored,) = list_alerts(store.db, acknowledged=True)
+    assert stored.ack["reason"] == "large patient"
+
+
+def test_a_typed_reason_still_loses_the_patients_name(checked, store):
+    report = ct_report([ct_event("Head", 85.0, 900.0)])
+    report.phi = PHI(patient_id="PID-4711", patient_name="Doe^Jane")
+    (alert,) = checked.ingest(report)
+    with store.transaction() as tx:
+        acknowledge(tx, alert.id, "RT-12", "Mrs Doe asked to proceed")
+    (row,) = checked.outbox("ack")
+    assert "Doe" not in json.loads(row["body"])["reason"]
