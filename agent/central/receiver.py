@@ -29,6 +29,7 @@ log = structlog.get_logger("agent.central")
 
 BATCH_MAX = 200
 STORE_ID = re.compile(r"[0-9a-f]{32}")  # docs/schemas/envelope.json
+SEQ_MAX = 2**63 - 1  # BIGINT in both databases
 ENVELOPE_FIELDS = {"schema": dict, "event_id": str, "seq": int, "site": str, "station": str, "kind": str,
                    "created": str, "sent": str, "body": dict}
 
@@ -63,6 +64,9 @@ def parse(prefix: str, topic: str, payload: bytes) -> Message:
             raise Invalid(f"missing or mistyped field {name!r}")
     if (doc["site"], doc["station"], doc["kind"]) != (site, station, kind):
         raise Invalid("site, station or kind differ from the topic")
+    low = 0 if kind == "status" else 1  # docs/schemas: an event's seq starts at 1, a status's may be 0
+    if not low <= doc["seq"] <= SEQ_MAX:
+        raise Invalid(f"seq {doc['seq']} is outside {low}..{SEQ_MAX}")
     schema = doc["schema"]
     if not isinstance(schema.get("name"), str) or not isinstance(schema.get("version"), int):
         raise Invalid("schema needs a name and a version")

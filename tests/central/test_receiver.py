@@ -277,3 +277,17 @@ def test_a_store_that_is_not_an_id_is_refused(broker, station, tmp_path, central
     station.publish(message(2, store="a\u0000b"))
     station.publish(message(3))
     wait_for(lambda: _stored(cfg) == 1 and rx.counts["rejected"] == 2, what="1 stored, 2 rejected")
+
+
+def test_a_seq_out_of_range_is_kept_aside_and_never_blocks_the_rest(broker, station, tmp_path, central):
+    cfg = make_config(tmp_path, broker.port)
+    rx = central(cfg)
+    station.publish(message(1))
+    for seq in (-5, 0, 10**23):  # negative, zero for an event, beyond the databases' BIGINT
+        doc = json.loads(message(1, tag=f"bad{seq}"))
+        doc["seq"] = seq
+        station.publish(json.dumps(doc).encode())
+    station.publish(message(2))
+    wait_for(lambda: _stored(cfg) == 2 and rx.counts["rejected"] == 3, what="2 stored, 3 rejected")
+    view = central_view(cfg)
+    assert (view["seq_gaps"], view["missing_seq"], view["max_seq"]) == (0, [], 2)
