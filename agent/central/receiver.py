@@ -226,8 +226,8 @@ class Receiver:
             if m.kind == "status":
                 continue
             self.counts["stored" if new else "duplicates"] += 1
-            if new and not self.central.shared_group:  # a shared subscription sees only its share of the seqs
-                self._track_seq(m)
+            if not self.central.shared_group:  # a shared subscription sees only its share of the seqs
+                self._track_seq(m)  # a duplicate too: another store may have numbered it (a reinstalled station)
         for message in batch:
             if message.qos > 0:
                 client.ack(message.mid, message.qos)

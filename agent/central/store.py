@@ -50,11 +50,28 @@ def _v2(postgres: bool) -> list[str]:
     ]
 
 
+def _v3(postgres: bool) -> list[str]:
+    # a copy of a known event that another store (or station) numbered: its seq is not missing there
+    return [
+        """CREATE TABLE central_seq_aliases (
+            site TEXT NOT NULL, station TEXT NOT NULL, store TEXT NOT NULL, seq BIGINT NOT NULL,
+            event_id TEXT NOT NULL, received_at TEXT NOT NULL, created TEXT NOT NULL,
+            PRIMARY KEY (site, station, store, seq, event_id))""",
+    ]
+
+
+# Every seq a station's store has been heard with: its stored events, and the copies of events first
+# stored under another store or station ('' in central_seq_aliases is NULL, an agent that named no store).
+NUMBERED = ("(SELECT site, station, store, seq, event_id, received_at, created FROM central_events UNION ALL "
+            "SELECT site, station, NULLIF(store, ''), seq, event_id, received_at, created FROM central_seq_aliases) e")
+
+
 # Versioned schema steps (version, name, statements for SQLite or PostgreSQL); versions only grow
 # and a released step is never edited: a change is a new step that migrates what is there.
 SCHEMA: list[tuple[int, str, Callable[[bool], list[str]]]] = [
     (1, "events, stations, rejects", _v1),
     (2, "store of each event", _v2),
+    (3, "seq numbers of copies from another store", _v3),
 ]
 
 
@@ -224,6 +241,8 @@ class CentralStore:
                      m.created, m.sent, now, m.envelope))
                 new = cur.rowcount == 1
                 fresh.append(new)
+                if not new:
+                    self._alias(m, now)
                 column = "last_received_at" if new else "duplicates_dropped"
                 value = p if new else "duplicates_dropped + 1"
                 self.conn.execute(
@@ -237,6 +256,20 @@ class CentralStore:
                 pass
             raise CentralStoreError(str(exc), data=_refused_value(exc)) from exc
         return fresh
+
+    def _alias(self, m: Message, now: str) -> None:
+        """A duplicate that its station's store numbered otherwise than the stored copy (a station given
+        a new store re-sends what it had sent before; one object sent to two stations): keep its seq, so
+        that it is not shown missing there."""
+        p = self.p
+        row = self.conn.execute(f"SELECT site, station, store, seq FROM central_events WHERE event_id = {p}",
+                                (m.event_id,)).fetchone()
+        if row is None or tuple(row) == (m.site, m.station, m.store, m.seq):
+            return
+        self.conn.execute(
+            f"INSERT INTO central_seq_aliases (site, station, store, seq, event_id, received_at, created) "
+            f"VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING",
+            (m.site, m.station, m.store or "", m.seq, m.event_id, now, m.created))
 
     def reject(self, topic: str, reason: str, payload: bytes) -> None:
         """Keep what could not be read (first 64 KiB) with the reason; never raises for bad input."""
@@ -275,13 +308,13 @@ class CentralStore:
         groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for site, station, store, max_seq, distinct, since, last, first_created in self.conn.execute(
                 "SELECT site, station, store, MAX(seq), COUNT(DISTINCT seq), MIN(received_at), MAX(received_at), "
-                "MIN(created) FROM central_events GROUP BY site, station, store").fetchall():
+                f"MIN(created) FROM {NUMBERED} GROUP BY site, station, store").fetchall():
             groups.setdefault((site, station), []).append({
                 "store": store, "since": since, "last_received_at": last, "max_seq": int(max_seq),
                 "distinct": int(distinct), "first_created": first_created})
         reused: dict[tuple[str, str, Optional[str]], int] = {}
         for site, station, store, n in self.conn.execute(  # one store numbering two events alike (a restore)
-                "SELECT site, station, store, COUNT(*) FROM (SELECT site, station, store, seq FROM central_events "
+                f"SELECT site, station, store, COUNT(*) FROM (SELECT site, station, store, seq FROM {NUMBERED} "
                 "GROUP BY site, station, store, seq HAVING COUNT(*) > 1) r GROUP BY site, station, store").fetchall():
             reused[(site, station, store)] = int(n)
         for (site, station), found in groups.items():
@@ -321,9 +354,9 @@ class CentralStore:
         """Distinct seqs and seqs numbering two events, over a first store and the messages before it."""
         p = self.p
         where, args = self._series(store, True)
-        (distinct,) = self.conn.execute(f"SELECT COUNT(DISTINCT seq) FROM central_events WHERE site = {p} AND "
+        (distinct,) = self.conn.execute(f"SELECT COUNT(DISTINCT seq) FROM {NUMBERED} WHERE site = {p} AND "
                                         f"station = {p} AND {where}", (site, station, *args)).fetchone()
-        (twice,) = self.conn.execute(f"SELECT COUNT(*) FROM (SELECT seq FROM central_events WHERE site = {p} AND "
+        (twice,) = self.conn.execute(f"SELECT COUNT(*) FROM (SELECT seq FROM {NUMBERED} WHERE site = {p} AND "
                                      f"station = {p} AND {where} GROUP BY seq HAVING COUNT(*) > 1) r",
                                      (site, station, *args)).fetchone()
         return int(distinct), int(twice)
@@ -334,7 +367,7 @@ class CentralStore:
         where, args = self._series(store, with_legacy)
         rows = self.conn.execute(
             f"SELECT prev + 1, seq - 1 FROM (SELECT seq, LAG(seq, 1, 0) OVER (ORDER BY seq) AS prev "
-            f"FROM (SELECT DISTINCT seq FROM central_events WHERE site = {p} AND station = {p} AND {where}) s) t "
+            f"FROM (SELECT DISTINCT seq FROM {NUMBERED} WHERE site = {p} AND station = {p} AND {where}) s) t "
             f"WHERE seq - prev > 1 ORDER BY seq LIMIT {MISSING_RANGES_SHOWN}", (site, station, *args)).fetchall()
         return [[int(a), int(b)] for a, b in rows]
 
