@@ -90,13 +90,18 @@ def redact(text: Optional[str], found: Optional[re.Pattern[str]]) -> Optional[st
     return found.sub(REDACTED, text)
 
 
+SPARED = ("pseudonym", "pseudonym_key", "datetime", "datetime_started", "datetime_stopped")
+
+
 def scrub_tree(node: Any, found: re.Pattern[str], path: str = "", changed: Optional[list[str]] = None) -> list[str]:
     """Replace every string value of ``node`` (dicts and lists) in which ``found`` finds something by
     ``[removed]``; identifiers (``*_uid``) and pseudonym fields are left alone.  Returns the dotted
-    keys changed (never the values)."""
+    keys changed (never the values).  Date-times the object states (``study.datetime``, an event's
+    ``datetime_started``) are not free text and are sent as stated: a newborn examined on the day of
+    birth keeps the date of the examination."""
     changed = [] if changed is None else changed
     if isinstance(node, dict):
-        entries = [(k, v) for k, v in node.items() if not (k.endswith("_uid") or k in ("pseudonym", "pseudonym_key"))]
+        entries = [(k, v) for k, v in node.items() if not (k.endswith("_uid") or k in SPARED)]
     elif isinstance(node, list):
         entries = list(enumerate(node))
     else:

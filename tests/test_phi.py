@@ -65,6 +65,14 @@ def test_scrub_tree_replaces_whole_values_and_spares_uids_and_pseudonyms():
     assert body["study_instance_uid"] == "1.2.3.19520314"
 
 
+def test_scrub_tree_keeps_the_date_of_an_examination_on_the_day_of_birth():
+    body = {"study": {"datetime": "2014-06-20T10:48:05", "description": "born 2014-06-20"},
+            "events": [{"datetime_started": "2014-06-20T10:48:05", "protocol": "Chest"}]}
+    changed = scrub_tree(body, pattern(PHI(patient_name="Smithson^Johanna", birth_date="20140620")))
+    assert changed == ["study.description"]
+    assert body["study"]["datetime"] == body["events"][0]["datetime_started"] == "2014-06-20T10:48:05"
+
+
 @pytest.mark.parametrize("text", ["Head CT MRN0778899", "MRN 0778899 chest", "mrn778899 abdomen", "pt 778899 abdomen",
                                   "MRN_0778899", "O'Connell head", "Siobhan O Connell", "OCONNELL knee"])
 def test_the_id_and_the_name_are_found_written_otherwise(text):
