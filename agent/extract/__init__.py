@@ -29,7 +29,7 @@ from pydicom.dataset import Dataset
 
 from agent.extract import codes as C
 from agent.extract import ct, headers, projection, radiopharmaceutical
-from agent.extract.common import Notes, hstr, sop_class_of
+from agent.extract.common import Notes, apply_utc_offset, hstr, sop_class_of
 from agent.extract.reader import read_dataset
 from agent.extract.record import ExtractionError, Rejected, Report
 from agent.extract.sr import ContentItem, content_tree
@@ -99,6 +99,7 @@ def _extract(ds: Dataset) -> Report:
         report = headers.secondary_capture(ds, notes)
     else:
         report = headers.image(ds, "image-header", notes)
+    apply_utc_offset(ds, report, notes)
     report.warnings.extend(notes.as_list())
     return report
 

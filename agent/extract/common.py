@@ -13,7 +13,7 @@ from collections import OrderedDict
 from datetime import date
 from decimal import Decimal
 from functools import lru_cache
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
@@ -183,6 +183,42 @@ def dt_iso(value: Optional[str], notes: Optional[Notes] = None, label: str = "Da
     if tz:
         out += f"{tz[:3]}:{tz[3:]}"
     return out
+
+
+_OFFSET = re.compile(r"^([+-])(\d{2})(\d{2})$")
+
+
+def utc_offset(ds: Dataset, notes: Optional[Notes] = None) -> Optional[str]:
+    """Timezone Offset From UTC (0008,0201) as ISO 8601 (``-0500`` → ``-05:00``); absent or invalid → None."""
+    value = hstr(ds, "TimezoneOffsetFromUTC")
+    if not value:
+        return None
+    m = _OFFSET.match(value.strip())
+    if not m or int(m.group(2)) > 14 or int(m.group(3)) > 59:
+        if notes:
+            notes.add(f"TimezoneOffsetFromUTC: '{value}' is not an offset (+HHMM or -HHMM); times are kept without one")
+        return None
+    return f"{m.group(1)}{m.group(2)}:{m.group(3)}"
+
+
+def with_offset(iso: Optional[str], offset: Optional[str]) -> Optional[str]:
+    """``iso`` with the object's UTC offset where it has a time of day and states no offset of its own."""
+    if not iso or not offset or "T" not in iso or re.search(r"[+-]\d{2}:\d{2}$", iso):
+        return iso
+    return iso + offset
+
+
+def apply_utc_offset(ds: Dataset, report: Any, notes: Optional[Notes] = None) -> None:
+    """DICOM: Timezone Offset From UTC holds for every DA/TM of the object and every DT without its own
+    offset; put it on the record's date-times (study, events, administrations)."""
+    offset = utc_offset(ds, notes)
+    if not offset:
+        return
+    report.study.datetime = with_offset(report.study.datetime, offset)
+    for item in list(report.events) + list(report.administrations):
+        item.datetime_started = with_offset(item.datetime_started, offset)
+        if hasattr(item, "datetime_stopped"):
+            item.datetime_stopped = with_offset(item.datetime_stopped, offset)
 
 
 def da_tm_iso(da: Optional[str], tm: Optional[str], notes: Optional[Notes] = None, label: str = "Date") -> Optional[str]:
