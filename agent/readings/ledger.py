@@ -70,7 +70,8 @@ def quarter_of(t: float, tz: Optional[tzinfo] = None) -> str:
 
 
 def utc_iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(round((t % 1) * 1000)) % 1000:03d}Z"
+    ms = round(t * 1000)  # round once, then split: x.9996 s is x+1.000, not x.000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
 def minute_of(t: float) -> str:

@@ -228,3 +228,13 @@ def test_a_dosimeter_given_to_another_wearer_does_not_bring_the_first_wearers_do
     record(store, ledger, w5, [reading("dose", 1.01e-3, 201.0)])
     doses = dict(store.db.execute("SELECT subject, dose_Sv FROM staff_dose").fetchall())
     assert doses["W4"] == 1.0e-3 and abs(doses["W5"] - 1e-5) < 1e-15
+
+
+def test_utc_iso_rounds_up_into_the_next_second():
+    from agent.readings.ledger import utc_iso
+
+    # a procedure's ended_at must not come out almost a second early (before its started_at)
+    assert utc_iso(1700000000.9996) == "2023-11-14T22:13:21.000Z"
+    assert utc_iso(1700000000.2) == "2023-11-14T22:13:20.200Z"
+    assert utc_iso(1700000000.0004) == "2023-11-14T22:13:20.000Z"
+    assert utc_iso(1700000000.9996) > utc_iso(1700000000.2)
