@@ -2,15 +2,32 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sqlite3
 import sys
 from pathlib import Path
 from typing import Iterator, Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlite_utils
 
 from agent import config as config_mod
 from agent.store import connect
+
+
+def local_time(iso: Optional[str], timezone: Optional[str] = None) -> str:
+    """A UTC ISO 8601 time the agent set, as ``YYYY-MM-DD HH:MM:SS`` in the station's time zone
+    (``[station] timezone``, else the machine's), as the console shows it; ``-`` if there is none."""
+    if not iso:
+        return "-"
+    try:
+        moment = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.timezone.utc)
+        local = moment.astimezone(ZoneInfo(timezone)) if timezone else moment.astimezone()
+    except (ValueError, ZoneInfoNotFoundError):
+        return iso
+    return local.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from agent.commands.common import add_config_argument, load_config, positive, read_store
+from agent.commands.common import add_config_argument, load_config, local_time, positive, read_store
 from agent.store.inbox import MAX_ATTEMPTS, count_pending
 from agent.store.reports import count_failed, failed_receipts, list_studies
 
@@ -39,13 +39,13 @@ def run(args: argparse.Namespace) -> int:
         doses = "  ".join([f"{label} {t[key] * factor:.6g}" for key, label, factor in COLUMNS if t.get(key) is not None]
                           + [f"{AGD_SIDES.get(side, 'AGD ' + side)} {value:.6g}"
                              for side, value in (t.get("agd_total_mGy") or {}).items()])
-        print(f"{s['last_received'][:19]}  {s.get('modality') or '?':3} {s.get('accession_number') or '-':12} "
+        print(f"{local_time(s['last_received'], cfg.station.timezone)}  {s.get('modality') or '?':3} {s.get('accession_number') or '-':12} "
               f"{(s.get('description') or '')[:28]:28} reports {s['report_count']} events {t['events']}  {doses}")
     if failed:
         newest = f" (the newest {len(failed)})" if failed_count > len(failed) else ""
         print(f"\n{failed_count} received object(s) could not be stored as reports (kept for inspection){newest}:")
         for f in failed:
-            print(f"{f['received_at'][:19]}  {f['status']:8} {f['path']}\n    {f['reason']}")
+            print(f"{local_time(f['received_at'], cfg.station.timezone)}  {f['status']:8} {f['path']}\n    {f['reason']}")
     if waiting - held:
         print(f"\n{waiting - held} received object(s) waiting to be processed (the agent processes them when it runs; "
               "if it is running and they stay, its log says why: processing_stalled)")

@@ -9,7 +9,6 @@ reads the same over SSH, on a serial or text console, and in a log file.
 """
 from __future__ import annotations
 
-import datetime as dt
 import os
 import sqlite3
 import sys
@@ -19,6 +18,7 @@ from typing import Any, Callable, Optional, TextIO
 import sqlite_utils
 
 from agent.checks.alerts import list_alerts
+from agent.commands.common import local_time
 from agent.config import Config
 
 from .client import ConsoleClient, ConsoleRefused, ConsoleUnavailable
@@ -31,8 +31,9 @@ POLL_S = 2.0
 class Printer:
     """Prints each alert once when raised and once when acknowledged."""
 
-    def __init__(self, out: TextIO, colour: bool, bell: bool):
+    def __init__(self, out: TextIO, colour: bool, bell: bool, timezone: Optional[str] = None):
         self.out, self.colour, self.bell = out, colour, bell
+        self.timezone = timezone  # [station] timezone: times as the console shows them
         self.seen: dict[str, bool] = {}  # alert id → acknowledged
 
     def alert(self, a: dict[str, Any], announce: bool = True) -> None:
@@ -41,7 +42,7 @@ class Printer:
         if known is None and not a.get("acknowledged"):
             severity = a.get("severity") or "info"
             where = "  ".join(x for x in (a.get("station"), _acc(a), a.get("exam")) if x)
-            self._line(severity, f"{_local(a.get('raised_at'))}  {severity.upper():8}  {where}  {a.get('message', '')}"
+            self._line(severity, f"{local_time(a.get('raised_at'), self.timezone)}  {severity.upper():8}  {where}  {a.get('message', '')}"
                                  f"  [{a['id']}]", ring=announce and severity in ("warning", "critical"))
         elif a.get("acknowledged") and (known is None or known is False) and announce:
             self.ack(a)
@@ -50,7 +51,7 @@ class Printer:
         self.seen[a["id"]] = True
         ack = a.get("ack") or {}
         why = f" ({ack['reason']})" if ack.get("reason") else ""
-        self._line("ack", f"{_local(ack.get('at'))}  ACK       {a['id']} by {ack.get('by')}{why}")
+        self._line("ack", f"{local_time(ack.get('at'), self.timezone)}  ACK       {a['id']} by {ack.get('by')}{why}")
 
     def note(self, text: str) -> None:
         self.out.write(f"-- {text}\n")
@@ -68,7 +69,7 @@ def follow(cfg: Config, out: TextIO = sys.stdout, bell: bool = True, colour: Opt
     """Print open alerts, then follow until interrupted (or ``stop()`` returns True)."""
     if colour is None:
         colour = out.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
-    printer = Printer(out, colour, bell)
+    printer = Printer(out, colour, bell, cfg.station.timezone)
     for a in reversed(_from_store(cfg)):
         if not a.get("acknowledged"):
             printer.alert(a, announce=False)
@@ -125,12 +126,3 @@ def _from_store(cfg: Config, limit: int = 50) -> list[dict[str, Any]]:
 
 def _acc(a: dict[str, Any]) -> Optional[str]:
     return f"Acc {a['accession_number']}" if a.get("accession_number") else None
-
-
-def _local(iso: Optional[str]) -> str:
-    if not iso:
-        return "-"
-    try:
-        return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return iso

@@ -6,7 +6,7 @@ import json
 
 from agent.checks.alerts import KINDS, list_alerts
 from agent.checks.units import short
-from agent.commands.common import add_config_argument, load_config, positive, read_store
+from agent.commands.common import add_config_argument, load_config, local_time, positive, read_store
 
 HELP = "list dose alerts, newest first (--json: a list of alert objects)"
 
@@ -43,6 +43,6 @@ def run(args: argparse.Namespace) -> int:
     for a in alerts:
         state = f"acknowledged by {a.ack['by']}" if a.ack else "OPEN"
         observed = f"{short(a.value)} / {short(a.threshold)} {a.unit}" if a.value is not None and a.threshold is not None else ""
-        print(f"{a.raised_at[:19]}  {a.severity:8} {a.kind:27} {observed:24} {state}\n"
+        print(f"{local_time(a.raised_at, cfg.station.timezone)}  {a.severity:8} {a.kind:27} {observed:24} {state}\n"
               f"    {a.id}  rule {a.rule}  exam {a.exam or '-'}\n    {a.message}\n    source: {a.source}")
     return 0
