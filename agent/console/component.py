@@ -354,7 +354,16 @@ def _utcnow() -> str:
 
 
 def system_zone() -> Optional[str]:
-    """The machine's IANA time zone (``/etc/localtime`` → ``…/zoneinfo/Europe/Zurich``), or None."""
+    """The agent's IANA time zone: ``TZ`` when it names one (as the agent's own local-time rules, staff
+    quarters, use it), else ``/etc/localtime`` → ``…/zoneinfo/Europe/Zurich``; or None."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if name:
+        try:
+            from zoneinfo import ZoneInfo
+            ZoneInfo(name)
+            return name
+        except (ValueError, OSError, KeyError):
+            pass
     try:
         target = os.path.realpath("/etc/localtime")
     except OSError:
