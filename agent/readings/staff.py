@@ -19,6 +19,7 @@ from typing import Any, Optional
 from zoneinfo import ZoneInfo
 
 from agent.checks import load_rules
+from agent.checks.units import exact
 from agent.commands.common import add_config_argument, load_config, read_store
 
 from .ledger import quarter_of
@@ -56,9 +57,14 @@ def staff_quarter(db, quarter: str) -> list[dict[str, Any]]:
             " FROM staff_dose WHERE quarter = ? ORDER BY subject_kind DESC, subject, body_part", [quarter]).fetchall()
     except sqlite3.OperationalError:  # a store that never had a serial device
         return []
-    return [{"subject": s, "subject_kind": k, "body_part": b, "dose_mSv": dose * 1000, "derived_mSv": derived * 1000,
+    return [{"subject": s, "subject_kind": k, "body_part": b, "dose_mSv": _mSv(dose), "derived_mSv": _mSv(derived),
              "samples": n, "first_at": _iso(first), "last_at": _iso(last), "devices": [d for d in devices.split(",") if d]}
             for s, k, b, dose, derived, n, first, last, devices in rows]
+
+
+def _mSv(sievert: float) -> float:
+    """Sv as stored → mSv as written (0.00012 Sv is 0.12 mSv, not 0.12000000000000001)."""
+    return float(exact(sievert) * 1000)
 
 
 def with_levels(rows: list[dict[str, Any]], rules: Any) -> list[dict[str, Any]]:

@@ -46,3 +46,18 @@ def test_staff_json_lists_the_quarter(tmp_path):
     empty = json.loads(run_agent("staff", "--quarter", "2027Q1", "--json", "-c", str(config)).stdout)
     assert empty["rows"] == []
     assert run_agent("staff", "--quarter", "2026-4", "-c", str(config)).returncode == 2
+
+
+def test_a_quarters_dose_is_given_in_mSv_as_written(tmp_path):
+    # 0.12 mSv on a badge: the RSO's JSON says 0.12, not 0.12000000000000001 (Sv × 1000 in floating point)
+    db = tmp_path / "agent.sqlite"
+    store = Store.open(db)
+    t = datetime(2026, 11, 2, 10, 0, 0, tzinfo=BERLIN).timestamp()
+    record(store, Ledger(), ctx(role="staff", driver="generic", body_part="whole_body"),
+           [reading("dose", 0.0, t), reading("dose", 1.2e-4, t + 60)])
+    store.close()
+    config = tmp_path / "a.toml"
+    config.write_text(f'[station]\ntimezone = "Europe/Berlin"\n[store]\npath = "{db}"\n')
+    done = run_agent("staff", "--quarter", "2026Q4", "--json", "-c", str(config))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows"][0]["dose_mSv"] == 0.12
