@@ -21,7 +21,9 @@ without dose attributes).  Every unexpected failure inside extraction becomes an
 """
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Union
 
@@ -100,8 +102,33 @@ def _extract(ds: Dataset) -> Report:
     else:
         report = headers.image(ds, "image-header", notes)
     apply_utc_offset(ds, report, notes)
+    _drop_non_finite(report, "", notes)
     report.warnings.extend(notes.as_list())
     return report
+
+
+def _drop_non_finite(obj: object, path: str, notes: Notes) -> None:
+    """A stated number too large for a float (DS '1e400', or one that a unit conversion takes past
+    1.8e308) would be inf: not a value, and not JSON.  It is left out, with a warning."""
+    for f in fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        where = f"{path}{f.name}"
+        if isinstance(value, float) and not math.isfinite(value):
+            setattr(obj, f.name, None)
+            notes.add(f"{where}: value out of range; omitted")
+        elif isinstance(value, dict):
+            bad = [k for k, v in value.items() if isinstance(v, float) and not math.isfinite(v)]
+            for key in bad:
+                del value[key]
+                notes.add(f"{where}.{key}: value out of range; omitted")
+            if bad and not value:
+                setattr(obj, f.name, None)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if is_dataclass(item):
+                    _drop_non_finite(item, f"{where}[{i}].", notes)
+        elif is_dataclass(value):
+            _drop_non_finite(value, f"{where}.", notes)
 
 
 def _extract_sr(ds: Dataset, sop_class: str, notes: Notes) -> Report:

@@ -126,3 +126,38 @@ def test_values_that_are_not_there_are_never_zero(tmp_path, name, how):
     assert all(a.activity_MBq is None for a in rep.administrations)
     if how != "empty":
         assert any("is not a number" in w for w in rep.warnings)
+
+
+# -- a number too large for a float ---------------------------------------------------------------
+def _ctdivol(text: str, unit: str, tmp_path: Path) -> Report:
+    ds = pydicom.dcmread(Path(corpus_files()[0]).parent / "CT-RDSR-Siemens-Multi-1.dcm")
+    stack = list(ds.ContentSequence)
+    while stack:
+        item = stack.pop()
+        if item.get("ValueType") == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == "113830":
+            mv = item.MeasuredValueSequence[0]
+            mv["NumericValue"] = DataElement(0x0040A30A, "LO", text)  # as text: pydicom checks DS
+            mv.MeasurementUnitsCodeSequence[0].CodeValue = unit
+        stack.extend(item.get("ContentSequence", []))
+    path = tmp_path / "big.dcm"
+    ds.save_as(path)
+    return extract_file(path)
+
+
+@pytest.mark.parametrize("text", ["1e400", "-1e400"])
+def test_a_value_too_large_for_a_float_is_omitted_not_infinity(tmp_path, text):
+    """DS allows '1e400'; as a float it is inf: not a dose, and not JSON (the MQTT report carried
+    'Infinity' and the console's /api/state answered 500)."""
+    rep = _ctdivol(text, "mGy", tmp_path)
+    _assert_sound(rep)
+    assert all(e.ctdivol_mGy is None for e in rep.events)
+    if text == "1e400":
+        assert any("ctdivol_mGy: value out of range; omitted" in w for w in rep.warnings)
+
+
+def test_a_conversion_that_overflows_is_omitted(tmp_path):
+    """A CTDIvol of 1e306 Gy is finite as stated and inf in mGy: omitted, with a warning."""
+    rep = _ctdivol("1e306", "Gy", tmp_path)
+    _assert_sound(rep)
+    assert all(e.ctdivol_mGy is None for e in rep.events)
+    assert any("value out of range" in w for w in rep.warnings)
