@@ -242,7 +242,9 @@ class Console:
             for study in studies:
                 uid = study["study_instance_uid"]
                 refs = views.references(db, rules, self.agent.cfg.station.id, uid) if rules and uid else {}
-                views.colour(study, [a.to_dict() for a in list_alerts(db, study_instance_uid=uid)], refs)
+                # list_alerts(study_instance_uid=None) is every alert: a study without a UID has none of its own
+                alerts = list_alerts(db, study_instance_uid=uid) if uid else []
+                views.colour(study, [a.to_dict() for a in alerts], refs)
             return studies
 
     def snapshot(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ a ``display`` string converted exactly (the checks' decimal unit table: 0.0312 G
 """
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any, Optional
 
@@ -51,9 +52,14 @@ def key_doses(db: sqlite_utils.Database, study: dict[str, Any]) -> list[dict[str
     totals = study["totals"]
     out: list[dict[str, Any]] = []
     if study.get("kind") == "ct":
-        (ctdi,) = db.execute(
-            "SELECT MAX(e.ctdivol_mGy) FROM events e JOIN reports r ON r.sop_instance_uid = e.sop_instance_uid "
-            "WHERE e.study_instance_uid = ? AND r.superseded_by IS NULL", [study["study_instance_uid"]]).fetchone()
+        if study["study_instance_uid"] is None:  # a report without a study UID: its own events
+            ctdi = max((e["ctdivol_mGy"] for r in db.execute("SELECT record FROM reports WHERE sop_instance_uid = ?",
+                                                             [study.get("sop_instance_uid")]).fetchall()
+                        for e in json.loads(r[0]).get("events", []) if e.get("ctdivol_mGy") is not None), default=None)
+        else:
+            (ctdi,) = db.execute(
+                "SELECT MAX(e.ctdivol_mGy) FROM events e JOIN reports r ON r.sop_instance_uid = e.sop_instance_uid "
+                "WHERE e.study_instance_uid = ? AND r.superseded_by IS NULL", [study["study_instance_uid"]]).fetchone()
         out.append(dose("ctdivol_max_mGy", ctdi))
         out.append(dose("ct_dlp_total_mGycm", totals.get("ct_dlp_total_mGycm")))
     elif totals.get("agd_total_mGy"):

@@ -228,35 +228,52 @@ def event_category(event: dict[str, Any]) -> str:
 
 def list_studies(db: sqlite_utils.Database, limit: int | None = None) -> list[dict[str, Any]]:
     """Stored studies, newest first, each with its totals (no PHI: a patient's name, birth date or id
-    that a modality wrote into the description or the accession number is removed, :func:`without_identity`)."""
+    that a modality wrote into the description or the accession number is removed, :func:`without_identity`).
+
+    A report without a Study Instance UID is a study of its own (``study_instance_uid`` None, and its
+    ``sop_instance_uid``): reports of different patients that all lack one are never merged."""
     sql = """
         SELECT study_instance_uid, MAX(received_at) AS last_received, MIN(station) AS station,
                MIN(modality) AS modality, MIN(kind) AS kind, MIN(study_datetime) AS study_datetime,
                MIN(accession_number) AS accession_number, MIN(study_description) AS description,
-               MIN(manufacturer) AS manufacturer, MIN(model) AS model, COUNT(*) AS report_count
-        FROM reports {where} GROUP BY study_instance_uid ORDER BY last_received DESC
+               MIN(manufacturer) AS manufacturer, MIN(model) AS model, COUNT(*) AS report_count,
+               MIN(sop_instance_uid) AS sop_instance_uid
+        FROM reports {where} GROUP BY COALESCE(study_instance_uid, 'sop:' || sop_instance_uid)
+        ORDER BY last_received DESC
     """
     args: list[Any] = []
     where = ""
     if limit:  # the newest studies found from the newest reports (an index walk), not a sort of every study:
         newest = _newest_studies(db, int(limit))  # the console asks after every report, and a store grows for years
-        args = [uid for uid in newest if uid is not None]
-        where = f"WHERE study_instance_uid IN ({','.join('?' * len(args))})" + \
-            (" OR study_instance_uid IS NULL" if None in newest else "")
+        uids = [uid for uid, _ in newest if uid is not None]
+        sops = [sop for uid, sop in newest if uid is None]
+        where = "WHERE " + " OR ".join(
+            [f"study_instance_uid IN ({','.join('?' * len(uids))})"] * bool(uids)
+            + [f"(study_instance_uid IS NULL AND sop_instance_uid IN ({','.join('?' * len(sops))}))"] * bool(sops)
+            or ["0"])
+        args = uids + sops
     studies = []
     for row in db.query(sql.format(where=where), args):
-        row["totals"] = study_totals(db, row["study_instance_uid"])
+        if row["study_instance_uid"] is None:
+            records = [json.loads(r[0]) for r in db.execute(
+                "SELECT record FROM reports WHERE sop_instance_uid = ?", [row["sop_instance_uid"]]).fetchall()]
+            row["totals"] = combine_totals(records)
+        else:
+            del row["sop_instance_uid"]
+            row["totals"] = study_totals(db, row["study_instance_uid"])
         studies.append(without_identity(db, row))
     return studies
 
 
-def _newest_studies(db: sqlite_utils.Database, n: int) -> list[str]:
-    """The study UIDs of the ``n`` most recently received studies (reports newest first, through their index)."""
-    found: list[str] = []
-    for (uid,) in db.execute("SELECT study_instance_uid FROM reports INDEXED BY reports_received "
-                             "ORDER BY received_at DESC"):
-        if uid not in found:
-            found.append(uid)
+def _newest_studies(db: sqlite_utils.Database, n: int) -> list[tuple[Optional[str], Optional[str]]]:
+    """The ``n`` most recently received studies (reports newest first, through their index), as
+    (study UID, None), or (None, SOP instance UID) for a report without a study UID."""
+    found: list[tuple[Optional[str], Optional[str]]] = []
+    for uid, sop in db.execute("SELECT study_instance_uid, sop_instance_uid FROM reports INDEXED BY reports_received "
+                               "ORDER BY received_at DESC"):
+        key = (uid, None) if uid is not None else (None, sop)
+        if key not in found:
+            found.append(key)
             if len(found) == n:
                 break
     return found

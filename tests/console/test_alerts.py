@@ -169,3 +169,25 @@ def test_an_open_critical_alert_stays_in_the_state_behind_many_newer_warnings(st
     alerts = s.request("/api/state")[2]["alerts"]
     assert critical.id in [a["id"] for a in alerts]
     assert len(alerts) == 51 and alerts[-1]["id"] == critical.id  # newest first, the critical one too
+
+
+def test_a_study_without_a_uid_is_not_coloured_by_every_alert_in_the_store(station):
+    """A report whose Study Instance UID is empty: its row on the console showed the level and count
+    of every alert of every study (list_alerts(study_instance_uid=None) means no filter), and no dose."""
+    from agent.extract.record import Event, Report, Totals
+    from agent.store.reports import Receipt, save_report
+
+    s = station()
+    raise_alert(s)  # a critical alert of another study
+    report = Report(sop_instance_uid="1.2.3.9", sop_class_uid="1.2.840.10008.5.1.4.1.1.88.67", study_instance_uid=None,
+                    series_instance_uid=None, kind="ct", modality="CT", source="rdsr",
+                    totals=Totals(ct_dlp_total_mGycm=7.46, ct_event_count=1),
+                    events=[Event(irradiation_event_uid="1.2.3.9.1", ctdivol_mGy=0.15, dlp_mGycm=7.46)])
+    with s.store.transaction() as tx:
+        save_report(tx, report, Receipt(received_at="2026-11-02T09:31:00.000000Z", origin="dicom", path="x.dcm",
+                                        sha256="0", size_bytes=1), "ct-1")
+    status, _, state = s.request("/api/state")
+    assert status == 200
+    (row,) = [st for st in state["studies"] if st["study_instance_uid"] is None]
+    assert row["alerts"] == 0 and row["level"] == "none"
+    assert {d["quantity"]: d["value"] for d in row["doses"]} == {"ctdivol_max_mGy": 0.15, "ct_dlp_total_mGycm": 7.46}

@@ -127,3 +127,17 @@ def test_the_newest_studies_are_those_last_received_and_cost_the_same_in_a_store
         steps[size] = count[0]
         store.close()
     assert steps[2000] < 2 * steps[100], steps
+
+
+def test_reports_without_a_study_uid_are_each_a_study_with_their_own_totals(store):
+    """Two reports of different patients that both lack a Study Instance UID were one row of the
+    listing, with no dose at all (the totals were looked up WHERE study_instance_uid = NULL)."""
+    save(store, ct("5.1", None, [("n1", 100.0)], 100.0))
+    save(store, ct("5.2", None, [("n2", 40.0)], 40.0))
+    save(store, ct("5.3", "5.5", [("n3", 7.0)], 7.0))
+    for listing in (list_studies(store.db), list_studies(store.db, 8)):
+        orphans = sorted((s["sop_instance_uid"], s["totals"].get("ct_dlp_total_mGycm"), s["report_count"])
+                         for s in listing if s["study_instance_uid"] is None)
+        assert orphans == [("5.1", 100.0, 1), ("5.2", 40.0, 1)]
+        assert [s["totals"]["ct_dlp_total_mGycm"] for s in listing if s["study_instance_uid"] == "5.5"] == [7.0]
+    assert len(list_studies(store.db, 2)) == 2
