@@ -171,6 +171,8 @@ def dt_iso(value: Optional[str], notes: Optional[Notes] = None, label: str = "Da
         date(int(y), int(mo or 1), int(d or 1))
         if int(h or 0) > 23 or int(mi or 0) > 59 or int(sec or 0) > 60:
             raise ValueError
+        if tz and (int(tz[3:]) > 59 or not -1200 <= int(tz[:3]) * 100 + int(tz[0] + tz[3:]) <= 1400):
+            raise ValueError  # DICOM's offsets run from -1200 to +1400; '+9999' is no time zone
     except ValueError:
         if notes:
             notes.add(f"{label}: '{value}' is not a valid date-time; omitted")

@@ -61,3 +61,17 @@ def test_counts_accept_annotations_but_not_physical_units():
                                             ("", None), ("nan", None), ("inf", None)])
 def test_parse_decimal(text, expected):
     assert U.parse_decimal(text) == expected
+
+
+def test_a_datetime_with_an_impossible_utc_offset_is_omitted_with_a_note():
+    """'+9999' was passed on as '2024-01-01T10:10:10+99:99', which no ISO 8601 reader accepts."""
+    from agent.extract.common import Notes, dt_iso
+
+    notes = Notes()
+    assert dt_iso("20240101101010+1400", notes) == "2024-01-01T10:10:10+14:00"
+    assert dt_iso("20240101101010-1200", notes) == "2024-01-01T10:10:10-12:00"
+    assert dt_iso("20240101101010+0545", notes) == "2024-01-01T10:10:10+05:45"
+    assert notes.as_list() == []
+    for bad in ("20240101101010+9999", "20240101101010+1460", "20240101101010-1300", "20240101101010+1401"):
+        assert dt_iso(bad, notes) is None
+    assert len(notes.as_list()) == 4 and all("not a valid date-time" in n for n in notes.as_list())
