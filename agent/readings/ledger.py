@@ -151,6 +151,8 @@ class Ledger:
         held = state.setdefault("held", {})
         before = state.setdefault("before", {})  # the reference before the last increase
         suspect = held.pop(r.quantity, None)
+        # the previous reading fell back below an overshoot: the meter's true value is still under it
+        below_overshoot = state.setdefault("jitter", {}).pop(r.quantity, False)
         last = state["cum"][r.quantity][0] if r.quantity in state["cum"] else None
         jump = suspect is not None and len(suspect) > 2
         if jump and r.value >= suspect[0]:  # the jump stays: real
@@ -166,6 +168,7 @@ class Ledger:
                 before.get(r.quantity) is not None and before[r.quantity] <= r.value < last:
             log.warning("serial_glitch", device=ctx.device, quantity=r.quantity, value=last,
                         hint="the last increase overshot: nothing is credited until the meter passes it")
+            state["jitter"][r.quantity] = True
             return Credit(0.0, "jitter"), last
         if credit.event == "reset":
             held[r.quantity] = [r.value, r.time]
@@ -176,7 +179,10 @@ class Ledger:
             if bound is not None and credit.amount > bound * max(1.0, r.time - since):
                 held[r.quantity] = [r.value, r.time, "jump"]
                 return Credit(0.0, "held"), last
-            before[r.quantity] = last
+            if not (below_overshoot and before.get(r.quantity) is not None):
+                # a rise straight after readings that fell back below an overshoot may be a second flipped
+                # digit: the true values still lie above the value before the first one, not above this one
+                before[r.quantity] = last
         return credit, reference
 
     # -- procedures ----------------------------------------------------------------------------------

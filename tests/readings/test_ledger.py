@@ -238,3 +238,19 @@ def test_utc_iso_rounds_up_into_the_next_second():
     assert utc_iso(1700000000.2) == "2023-11-14T22:13:20.200Z"
     assert utc_iso(1700000000.0004) == "2023-11-14T22:13:20.000Z"
     assert utc_iso(1700000000.9996) > utc_iso(1700000000.2)
+
+
+def test_two_flipped_digits_in_a_row_do_not_split_the_procedure(store, hooks):
+    """An idle meter at 5000.19 cGy·cm² on a noisy line: 5400.19 (flip, passes), 5000.19 …, 5800.19 (another
+    flip, passes), 5000.19, 5000.19.  The second flip moved 'the value before the overshoot' up to 5400.19,
+    so the true 5000.19 looked like a meter reset: the procedure was split and its 50 Gy·cm² counted again
+    in a second one (seen with the simulator's bit_flip fault on a DIAMENTOR)."""
+    ledger, calls = hooks
+    c = ctx()
+    values = [0.00500019, 0.00540019, 0.00500019, 0.00500019, 0.00580019, 0.00500019, 0.00500019, 0.00500019,
+              0.0059, 0.006]
+    for n, value in enumerate(values):
+        record(store, ledger, c, [reading("dap", value, 1000.0 + 0.5 * n)])
+    ((uid, start, end, dap),) = procedures(store)
+    assert (uid, start, end) == ("room-3:dev:1", "first_seen", None)
+    assert dap < 0.0065  # the meter's 0.006, plus at most the overshoots: never a second 0.005
