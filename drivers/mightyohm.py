@@ -2,7 +2,8 @@
 
 9600 8N1, lines end CR LF: ``CPS, <n>, CPM, <n>, uSv/hr, <x.xx>, SLOW|FAST|INST``.  CPM is a 60-s
 sliding sum (SLOW), a 5-s average ×12 above 1000 CPM (FAST), or CPS×60 above 255 CPS (INST); the µSv/h
-figure is the firmware's CPM × 57/10000 for the kit's SBM-20 tube.  Forks send only ``CPS, n, CPM, n``
+figure is the firmware's CPM × 57/10000 for the kit's SBM-20 tube; a line whose two figures disagree is
+damaged (there is no checksum) and is a problem, not a reading.  Forks send only ``CPS, n, CPM, n``
 and mark an overflowing counter with ``*``.  Boot banner lines are skipped.
 """
 from __future__ import annotations
@@ -48,6 +49,10 @@ class MightyOhm(Driver):
                 out.append(Problem("garbage", "line not understood", line))
                 continue
             self.seen_data = True
+            if m["usv"] is not None and not _agree(int(m["cpm"]), float(m["usv"])):
+                # the line has no checksum: a damaged digit would be integrated as the wearer's dose
+                out.append(Problem("implausible", f"uSv/hr {m['usv'][:12]} does not agree with CPM {m['cpm'][:12]}", line))
+                continue
             status = "overload" if m["cpm_over"] or m["cps_over"] else "ok"
             if m["mode"]:
                 self.info["mode"] = m["mode"]
@@ -55,6 +60,12 @@ class MightyOhm(Driver):
             if m["usv"] is not None:
                 out.append(self.reading("dose_rate", "rate", m["usv"], "uSv/h", now, line, status=status))
         return out
+
+
+def _agree(cpm: int, usv: float) -> bool:
+    """Whether the line's µSv/h is the firmware's own CPM × 57/10000 (printed with two decimals, cut)."""
+    expected = cpm * 57 / 10000
+    return abs(usv - expected) <= 0.011 + 0.02 * expected
 
 
 DRIVER = MightyOhm

@@ -142,6 +142,20 @@ def test_mightyohm_lines_banner_and_fork_variant():
     assert h.driver.info["banner"] == "mightyohm.com Geiger Counter 1.00"
 
 
+def test_mightyohm_line_whose_dose_rate_contradicts_its_count_is_not_a_reading():
+    # one damaged digit in a staff Geiger counter's line was integrated as 27.8 mSv for its wearer
+    # (a critical investigational level): the firmware's µSv/h is CPM × 0.0057, so the line contradicts itself
+    h = Harness(drivers.create("mightyohm", "geiger"))
+    h.driver.framer.reset(drop_first=False)
+    h.feed(b"CPS, 1, CPM, 60, uSv/hr, 0.34, SLOW\r\nCPS, 1, CPM, 60, uSv/hr, 99999999.34, SLOW\r\n")
+    h.feed(b"CPS, 1, CPM, 100000000000000000000000000000000000000000060, uSv/hr, 0.34, SLOW\r\n")
+    h.feed(b"CPS, 9, CPM, 540, uSv/hr, 3.07, SLOW\r\nCPS, 99, CPM, 12000, uSv/hr, 68.40, FAST\r\n")
+    got = [(r.quantity, r.value) for r in h.readings]
+    assert got == [("count_rate", 60.0), ("dose_rate", 3.4e-07), ("count_rate", 540.0), ("dose_rate", 3.07e-06),
+                   ("count_rate", 12000.0), ("dose_rate", 6.84e-05)]
+    assert [p.kind for p in h.problems] == ["implausible", "implausible"]
+
+
 def test_radpro_counter_rate_and_sensitivity():
     h = Harness(drivers.create("radpro", "radpro"))
     answers = {b"GET deviceId\r\n": b"OK FS2011 (STM32F051C8);Rad Pro 2.0/en;b57\r\n",
