@@ -103,8 +103,21 @@ def _extract(ds: Dataset) -> Report:
         report = headers.image(ds, "image-header", notes)
     apply_utc_offset(ds, report, notes)
     _drop_non_finite(report, "", notes)
+    _repeated_event_uids(report, notes)
     report.warnings.extend(notes.as_list())
     return report
+
+
+def _repeated_event_uids(report: Report, notes: Notes) -> None:
+    """Irradiation events are told apart by their UID (a study's totals never count one twice): events
+    that share one are a fault of the report, and only the first of them is kept as an event."""
+    seen: dict[str, int] = {}
+    for event in report.events:
+        if event.irradiation_event_uid:
+            seen[event.irradiation_event_uid] = seen.get(event.irradiation_event_uid, 0) + 1
+    for uid, n in seen.items():
+        if n > 1:
+            notes.add(f"{n} irradiation events share the UID {uid}: only the first is stored as an event")
 
 
 def _drop_non_finite(obj: object, path: str, notes: Notes) -> None:

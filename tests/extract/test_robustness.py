@@ -161,3 +161,22 @@ def test_a_conversion_that_overflows_is_omitted(tmp_path):
     _assert_sound(rep)
     assert all(e.ctdivol_mGy is None for e in rep.events)
     assert any("value out of range" in w for w in rep.warnings)
+
+
+def test_events_that_share_an_irradiation_event_uid_are_said(tmp_path):
+    # eight fluoroscopy events under one UID: the store keeps one event, so the report must say why
+    ds = pydicom.dcmread(Path(corpus_files()[0]).parent / "RF-RDSR-Siemens-Zee.dcm")
+    stack, n = list(ds.ContentSequence), 0
+    while stack:
+        item = stack.pop()
+        if item.get("ValueType") == "UIDREF" and item.ConceptNameCodeSequence[0].CodeValue == "113769":
+            item.UID = "1.2.3.4.5"
+            n += 1
+        stack.extend(item.get("ContentSequence", []))
+    path = tmp_path / "one-uid.dcm"
+    ds.save_as(path)
+    rep = extract_file(path)
+    assert n == len(rep.events) > 1
+    assert f"{n} irradiation events share the UID 1.2.3.4.5: only the first is stored as an event" in rep.warnings
+    assert not any("share the UID" in w for w in extract_file(Path(corpus_files()[0]).parent
+                                                              / "RF-RDSR-Siemens-Zee.dcm").warnings)
