@@ -126,9 +126,15 @@ def test_gmc_discards_stale_bytes_before_a_command():
     assert "garbage" in [p.kind for p in h.problems]
 
 
-def test_mightyohm_lines_banner_and_fork_variant():
+def _mightyohm() -> Harness:
+    """A MightyOhm driver that takes the very first line (no partial line to drop at open)."""
     h = Harness(drivers.create("mightyohm", "geiger"))
     h.driver.framer.reset(drop_first=False)
+    return h
+
+
+def test_mightyohm_lines_banner_and_fork_variant():
+    h = _mightyohm()
     h.feed(b"mightyohm.com Geiger Counter 1.00\r\nhttp://mightyohm.com/geiger\r\n")
     h.feed(b"CPS, 0, CPM, 13, uSv/hr, 0.07, SLOW\r\nCPS, 1, CP")
     h.feed(b"M, 7*\r\n")
@@ -145,8 +151,7 @@ def test_mightyohm_lines_banner_and_fork_variant():
 def test_mightyohm_line_whose_dose_rate_contradicts_its_count_is_not_a_reading():
     # one damaged digit in a staff Geiger counter's line was integrated as 27.8 mSv for its wearer
     # (a critical investigational level): the firmware's µSv/h is CPM × 0.0057, so the line contradicts itself
-    h = Harness(drivers.create("mightyohm", "geiger"))
-    h.driver.framer.reset(drop_first=False)
+    h = _mightyohm()
     h.feed(b"CPS, 1, CPM, 60, uSv/hr, 0.34, SLOW\r\nCPS, 1, CPM, 60, uSv/hr, 99999999.34, SLOW\r\n")
     h.feed(b"CPS, 1, CPM, 100000000000000000000000000000000000000000060, uSv/hr, 0.34, SLOW\r\n")
     h.feed(b"CPS, 9, CPM, 540, uSv/hr, 3.07, SLOW\r\nCPS, 99, CPM, 12000, uSv/hr, 68.40, FAST\r\n")
