@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `alara-edge studies | head`
         return 0
+    except PermissionError as exc:  # the store (or a file beside it) is another user's: one line, not a traceback
+        from agent.commands.common import AS_AGENT_USER
+
+        print(f"{args.command}: permission denied: {exc.filename or exc}; {AS_AGENT_USER}", file=sys.stderr)
+        return 1
 
 
 def _version() -> str:

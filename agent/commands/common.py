@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -56,6 +57,20 @@ def store_present(path: Path) -> bool:
     return False
 
 
+AS_AGENT_USER = ("run the command as the user the agent runs as "
+                 "(on an installed box: sudo -u alara-edge /opt/alara-edge/venv/bin/alara-edge ... "
+                 "-c /etc/alara-edge/alara-edge.toml)")
+
+
+def not_writable(path: Path) -> Optional[Path]:
+    """The store's file or directory that this user may not write (the store is another user's), if any.
+    SQLite needs both, also to read a store in WAL mode."""
+    for p in (path, path.parent):
+        if p.exists() and not os.access(p, os.W_OK):
+            return p
+    return None
+
+
 def positive(text: str) -> int:
     """A --limit: a positive number (0 or less listed everything)."""
     value = int(text)
@@ -78,6 +93,11 @@ def read_store(path: Path) -> Optional[sqlite_utils.Database]:
             return db
         except sqlite3.DatabaseError as exc:
             problem = str(exc)
+            denied = not_writable(path)
+            if denied is not None:  # another user's store, not a foreign file
+                print(f"{path.absolute()}: this user may not write {denied.absolute()} ({problem}); {AS_AGENT_USER}",
+                      file=sys.stderr)
+                raise SystemExit(1)
     print(f"{path.absolute()} is not an alara-edge store ({problem}); give -c CONFIG for the agent's", file=sys.stderr)
     raise SystemExit(1)
 
