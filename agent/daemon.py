@@ -157,7 +157,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         agent = Agent(cfg)
     except START_ERRORS as exc:
-        log.error("agent_start_failed", error=start_error(exc), store=str(cfg.store.path))  # one clear line, no traceback
+        hint = ({"hint": "the agent's user must be able to write the store's directory and files: run it as their "
+                         "owner (installed: systemctl start alara-edge) or set [store] path and spool_dir"}
+                if isinstance(exc, PermissionError) else {})
+        log.error("agent_start_failed", error=start_error(exc), store=str(cfg.store.path), **hint)  # one line, no traceback
         return 1
     except Exception as exc:  # a fault of ours: still one JSON line, with the traceback in it
         log.exception("agent_start_failed", error=f"{type(exc).__name__}: {exc}")
