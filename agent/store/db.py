@@ -70,6 +70,10 @@ class Store:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock_writer(path)
+        if path.exists() and not os.access(path, os.W_OK):  # SQLite would open it read-only and fail each write
+            os.close(lock_fd)
+            raise StoreError(f"{path} is not writable by this user: give it to the user the agent runs as "
+                             f"(a restored copy: chown alara-edge:alara-edge {path})")
         if path.exists() and path.stat().st_size > 0:
             try:
                 _quarantine_if_corrupt(path)
