@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Union
 
@@ -122,26 +121,26 @@ def _repeated_event_uids(report: Report, notes: Notes) -> None:
 
 def _drop_non_finite(obj: object, path: str, notes: Notes) -> None:
     """A stated number too large for a float (DS '1e400', or one that a unit conversion takes past
-    1.8e308) would be inf: not a value, and not JSON.  It is left out, with a warning."""
-    for f in fields(obj):  # type: ignore[arg-type]
-        value = getattr(obj, f.name)
-        where = f"{path}{f.name}"
-        if isinstance(value, float) and not math.isfinite(value):
-            setattr(obj, f.name, None)
-            notes.add(f"{where}: value out of range; omitted")
-        elif isinstance(value, dict):
-            bad = [k for k, v in value.items() if isinstance(v, float) and not math.isfinite(v)]
+    1.8e308) would be inf: not a value, and not JSON.  It is left out, with a warning.  (Walks the
+    record's attributes directly: ``dataclasses.fields`` made this 7 % of a small report's extraction.)"""
+    for name, value in vars(obj).items():
+        if type(value) is float:
+            if not math.isfinite(value):
+                setattr(obj, name, None)  # an existing key: the dict's size does not change
+                notes.add(f"{path}{name}: value out of range; omitted")
+        elif type(value) is dict:
+            bad = [k for k, v in value.items() if type(v) is float and not math.isfinite(v)]
             for key in bad:
                 del value[key]
-                notes.add(f"{where}.{key}: value out of range; omitted")
+                notes.add(f"{path}{name}.{key}: value out of range; omitted")
             if bad and not value:
-                setattr(obj, f.name, None)
-        elif isinstance(value, list):
+                setattr(obj, name, None)
+        elif type(value) is list:
             for i, item in enumerate(value):
-                if is_dataclass(item):
-                    _drop_non_finite(item, f"{where}[{i}].", notes)
-        elif is_dataclass(value):
-            _drop_non_finite(value, f"{where}.", notes)
+                if hasattr(item, "__dataclass_fields__"):
+                    _drop_non_finite(item, f"{path}{name}[{i}].", notes)
+        elif hasattr(value, "__dataclass_fields__"):
+            _drop_non_finite(value, f"{path}{name}.", notes)
 
 
 def _extract_sr(ds: Dataset, sop_class: str, notes: Notes) -> Report:
