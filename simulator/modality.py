@@ -17,6 +17,7 @@ from typing import Iterable
 import pydicom
 import structlog
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from agent.sources.dicom.scu import echo, send  # noqa: F401  (echo re-exported for tests)
 from simulator import rdsr
 
@@ -75,9 +76,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--aet", default="SIM_MODALITY", help="calling AE title")
     p.add_argument("--aec", default="ALARA_EDGE", help="called AE title")
     args = p.parse_args(argv)
-    files = [f for name in args.paths for f in (sorted(Path(name).rglob("*")) if Path(name).is_dir() else [Path(name)])
-             if f.is_file()]
-    datasets = [pydicom.dcmread(f) for f in files] if files else [demo_report(random.Random())]
+    files, datasets = [], []
+    for name in args.paths:
+        folder = Path(name).is_dir()
+        for f in sorted(Path(name).rglob("*")) if folder else [Path(name)]:
+            if not f.is_file() and folder:
+                continue
+            try:
+                datasets.append(pydicom.dcmread(f))
+            except (InvalidDicomError, OSError) as exc:
+                if not folder:  # a file named on purpose
+                    print(f"{f}: {exc}", file=sys.stderr)
+                    return 1
+                print(f"{f}\tnot DICOM, not sent", file=sys.stderr)  # a README beside the files
+                continue
+            files.append(f)
+    if not args.paths:
+        datasets = [demo_report(random.Random())]
+    elif not datasets:
+        print("no DICOM file to send", file=sys.stderr)
+        return 1
     statuses = send(datasets, args.host, args.port, args.aec, args.aet)
     for f, s in zip(files or ["<synthetic>"], statuses):
         print(f"{f}\t0x{s:04X}")

@@ -4,6 +4,7 @@ import resource
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 
 import pydicom
@@ -11,7 +12,7 @@ import pytest
 
 from agent.sources.dicom.scu import echo, send
 from simulator import rdsr
-from tests.conftest import CORPUS, dcmtk, wait_for
+from tests.conftest import CORPUS, REPO, dcmtk, wait_for
 
 DOSE_FILES = sorted(p.name for p in CORPUS.glob("*RDSR*.dcm")) + ["CT-ESR-GE_Optima.dcm", "CT-ESR-GE_VCT.dcm"]
 
@@ -248,3 +249,18 @@ def test_a_sender_that_stops_in_the_middle_of_a_message_frees_its_slot_after_the
     time.sleep(4)
     assert echo("127.0.0.1", agent.dicom_port) == 0
     stalled.abort()
+
+
+def test_the_simulated_modality_sends_a_folder_that_also_holds_a_readme(agent_process, tmp_path):
+    # `python -m simulator.modality FOLDER` on a corpus folder (it has a README.md) sends the DICOM files
+    agent = agent_process()
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "README.md").write_text("# what these files are\n")
+    for name in ("CT-RDSR-Siemens-Multi-1.dcm", "RF-RDSR-Siemens-Zee.dcm"):
+        (folder / name).write_bytes((CORPUS / name).read_bytes())
+    done = subprocess.run([sys.executable, "-m", "simulator.modality", "--port", str(agent.dicom_port), str(folder)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\t0x0000") == 2 and "README.md\tnot DICOM, not sent" in done.stderr
+    assert stored_count(agent) == 2
