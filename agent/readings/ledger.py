@@ -37,6 +37,10 @@ PROCEDURE_COLUMNS = {"dap": ("dap_Gym2", "dap_base"), "air_kerma": ("air_kerma_G
 # what a DAP meter cannot have measured in a second, generously above any fluoroscopy or acquisition run
 # (canonical units: 200 Gy·cm² and 1 Gy of air kerma per second): a larger rise waits for the next reading
 MAX_RATE = {"dap": 0.02, "air_kerma": 1.0}
+# a dose rate no survey meter or personal dosimeter in a radiology department reads (Sv/h; a Geiger tube
+# saturates far below): a larger value is a damaged line, and integrating it for one second would add
+# tens of mSv to a wearer's quarter
+MAX_DOSE_RATE = 10.0
 
 
 @dataclass(frozen=True)
@@ -107,11 +111,12 @@ class Ledger:
                                      ctx.max_gap_s, 1 / 3600)
                 if credited > 0:  # delivered at the rate held since the last reading: that moment's quarter
                     staff_touched.add(self._add_staff(tx, ctx, last[1], credited, derived=True))
-            if r.kind == "rate":
-                state["rate"][r.quantity] = [r.value, r.time]
-            samples.append((ctx.device, r.time, r.quantity, r.kind, r.value, r.unit, r.native, r.status, credited,
-                            procedure["id"] if procedure else None, r.raw))
-            self._aggregate(tx, ctx, r, credited or 0.0)
+            damaged = r.kind == "rate" and not self._hold_rate(ctx, state, r)
+            samples.append((ctx.device, r.time, r.quantity, r.kind, r.value, r.unit, r.native,
+                            "implausible" if damaged else r.status, credited, procedure["id"] if procedure else None,
+                            r.raw))
+            if not damaged:  # kept in the samples for inspection, not in the minute summaries sent on
+                self._aggregate(tx, ctx, r, credited or 0.0)
         tx.conn.executemany(
             "INSERT INTO serial_samples (device, t, quantity, kind, value, unit, native, status, credited,"
             " procedure_id, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", samples)
@@ -184,6 +189,21 @@ class Ledger:
                 # digit: the true values still lie above the value before the first one, not above this one
                 before[r.quantity] = last
         return credit, reference
+
+    @staticmethod
+    def _hold_rate(ctx: DeviceContext, state: dict, r: Reading) -> bool:
+        """Hold the rate integrated until the next reading: this one, or, for a dose rate beyond
+        :data:`MAX_DOSE_RATE`, the last plausible one (the line was damaged; the device did not stop).
+        Returns whether the reading is plausible."""
+        if r.quantity == "dose_rate" and r.value > MAX_DOSE_RATE:
+            log.warning("serial_glitch", device=ctx.device, quantity=r.quantity, value=r.value,
+                        hint=f"a dose rate above {MAX_DOSE_RATE:g} Sv/h is a damaged reading: not integrated")
+            last = state["rate"].get(r.quantity)
+            if last is not None:
+                state["rate"][r.quantity] = [last[0], r.time]
+            return False
+        state["rate"][r.quantity] = [r.value, r.time]
+        return True
 
     # -- procedures ----------------------------------------------------------------------------------
     def _procedure_step(self, tx, ctx: DeviceContext, procedure: Optional[dict], r: Reading, event: str,
