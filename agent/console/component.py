@@ -222,10 +222,10 @@ class Console:
         finally:
             db.conn.close()
 
-    def alerts(self, open_only: bool = False, limit: int = 50) -> list[dict[str, Any]]:
-        """Alerts newest first (only unacknowledged ones with ``open_only``), with their accession number.
-        Open critical alerts are all there, however many newer warnings there are: a page (re)loading
-        must never lose one from its banner."""
+    def alerts(self, open_only: bool = False, limit: Optional[int] = 50) -> list[dict[str, Any]]:
+        """Alerts newest first (only unacknowledged ones with ``open_only``; ``limit=None``: all of them),
+        with their accession number.  Open critical alerts are all there, however many newer warnings
+        there are: a page (re)loading must never lose one from its banner."""
         with self._reader() as db:
             found = list_alerts(db, acknowledged=False if open_only else None, limit=limit)
             if open_only:
@@ -252,7 +252,9 @@ class Console:
         return {
             "station": station.id, "site": station.site, "csrf": self.access.csrf, "sound": self.cfg.sound,
             "timezone": station.timezone or system_zone(),
-            "reasons": REASONS, "alerts": self.alerts(open_only=True), "studies": self.studies(),
+            # every open alert: the banner's "+ N more open alerts: show all" lists each one with its
+            # Acknowledge button, so a page (re)loading behind a burst must not drop the older ones
+            "reasons": REASONS, "alerts": self.alerts(open_only=True, limit=None), "studies": self.studies(),
             "procedure": self.procedure, "health": self.health(), "alarms": list(self.alarms),
         }
 

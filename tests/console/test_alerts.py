@@ -168,7 +168,23 @@ def test_an_open_critical_alert_stays_in_the_state_behind_many_newer_warnings(st
                              message="CTDIvol above the notification value", study_instance_uid=f"1.2.3.{n}"))
     alerts = s.request("/api/state")[2]["alerts"]
     assert critical.id in [a["id"] for a in alerts]
-    assert len(alerts) == 51 and alerts[-1]["id"] == critical.id  # newest first, the critical one too
+    assert len(alerts) == 61 and alerts[-1]["id"] == critical.id  # newest first, the critical one too
+
+
+def test_every_open_alert_is_in_the_state_however_many_there_are(station):
+    """The banner's "+ N more open alerts: show all" lists every open one (docs/console.md): a page
+    (re)loading after a burst of 60 warnings (one CT study of many series) must get the older open
+    ones too, or they can no longer be seen nor acknowledged on the console."""
+    s = station()
+    older = raise_alert(s, severity="warning", publish=False)
+    with s.store.transaction() as tx:
+        for n in range(60):
+            record(tx, Alert(id=f"alert-burst-{n}", kind="ct_notification_value", severity="warning", station="ct-1",
+                             rule="aapm-ct-nv-adult-head", source="test", raised_at=f"2026-11-02T11:{n:02d}:00.000Z",
+                             message="CTDIvol above the notification value", study_instance_uid=f"1.2.4.{n}"))
+    alerts = s.request("/api/state")[2]["alerts"]
+    assert len(alerts) == 61 and alerts[-1]["id"] == older.id
+    assert len(s.request("/api/alerts?open=1")[2]["alerts"]) == 50  # the API's own limit is unchanged
 
 
 def test_a_study_without_a_uid_is_not_coloured_by_every_alert_in_the_store(station):
