@@ -53,14 +53,19 @@ def exam_above_drl(study: StudyView, samples: list[Sample], new: set[str], rules
 def median_above_drl(tx: sqlite_utils.Database, study: StudyView, samples: list[Sample], rules: Rules) -> list[Alert]:
     """Record this study's ``samples`` in the window, then compare each applicable DRL with its rolling median."""
     now = utcnow()
+    # when the examination was performed: the window is the *last* N examinations, also when older ones are
+    # backfilled later (`alara-edge import`); a report without a study date counts as performed when received
+    performed = (study.records[-1].get("study") or {}).get("datetime") if study.records else None
     for s in samples:
         tx.execute(
             "INSERT INTO check_samples (station, quantity, scope, subject, exam, value, age_years, weight_kg, phantom, "
-            "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (station, quantity, scope, subject) DO UPDATE "
+            "recorded_at, performed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (station, quantity, scope, subject) DO UPDATE "
             "SET exam = excluded.exam, value = excluded.value, age_years = excluded.age_years, "
-            "weight_kg = excluded.weight_kg, phantom = excluded.phantom",
+            "weight_kg = excluded.weight_kg, phantom = excluded.phantom, "
+            "performed_at = coalesce(excluded.performed_at, check_samples.performed_at)",
             [study.station, s.quantity, s.scope, s.subject, s.exam.label, text(s.value), study.age, study.weight,
-             s.phantom, now])
+             s.phantom, now, performed])
     out = []
     seen: set[str] = set()
     for s in samples:
@@ -87,11 +92,14 @@ def median_above_drl(tx: sqlite_utils.Database, study: StudyView, samples: list[
 def rolling_median(db: sqlite_utils.Database, row: LevelRow, station: str, exam: str, rules: Rules) -> Decimal | None:
     """The median of the last ``median_window`` values of ``row``'s exam, quantity, patient group and
     (for a row on one CTDI phantom) phantom at ``station``; None while there are fewer than that.
+    "Last" by when the examination was performed (when it was received, if the report states no date), so
+    that a backfill of older reports does not push the recent ones out of the window.
     A value whose phantom is not stated counts for either."""
     window: list[Decimal] = []
     cursor = db.execute(
         "SELECT value, age_years, weight_kg, phantom FROM check_samples WHERE station = ? AND exam = ? AND quantity = ? "
-        "AND scope = ? ORDER BY rowid DESC", [station, exam, row.quantity, row.scope])
+        "AND scope = ? ORDER BY coalesce(performed_at, recorded_at) DESC, rowid DESC",
+        [station, exam, row.quantity, row.scope])
     for value, age, weight, phantom in cursor:
         if row.applies_to_patient(age, weight, rules.adult_age) and row.applies_to_phantom(phantom):
             window.append(Decimal(value))

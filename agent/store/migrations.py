@@ -139,6 +139,18 @@ MIGRATIONS: list[tuple[int, str, str]] = [
           AND (SELECT MIN(phantom) FROM event_phantom WHERE study = check_samples.subject AND NOT localizer) IS NOT NULL;
     DROP TABLE event_phantom;
     """),
+    (14, "check_samples_performed_at", """
+    -- when the examination was performed (the study date and time the report states): the rolling median's
+    -- window is the last N examinations by that time, so that backfilled older reports do not displace recent ones
+    ALTER TABLE check_samples ADD COLUMN performed_at TEXT;
+    UPDATE check_samples SET performed_at = (SELECT MAX(study_datetime) FROM reports
+                                             WHERE reports.study_instance_uid = check_samples.subject)
+        WHERE scope = 'per_examination';
+    UPDATE check_samples SET performed_at = (SELECT MAX(r.study_datetime) FROM events e
+                                             JOIN reports r ON r.study_instance_uid = e.study_instance_uid
+                                             WHERE e.irradiation_event_uid = check_samples.subject)
+        WHERE scope = 'per_event';
+    """),
     (20, "uplink_retention", """
     CREATE TABLE spool_pruned (          -- spooled files deleted after their report was delivered
         receipt_id INTEGER PRIMARY KEY REFERENCES receipts(id),

@@ -105,6 +105,25 @@ def test_median_above_drl_fires_once_per_episode(store):
     assert b.level == "episode 2" and b.id != a.id
 
 
+def test_median_window_is_the_last_examinations_performed_not_the_last_imported(store):
+    # the station has been running: its last 5 CT heads (November) are below the DRL.  A physicist then backfills
+    # the year before (`alara-edge import`), at higher doses: those are older examinations, not the last 5.
+    c = Checked(store, rules_from(UK + "median_window = 5\n"))
+
+    def exam(dlp, when):
+        report = ct_report([ct_event("Head", 20.0, dlp)])
+        report.study.datetime = when
+        return [a for a in c.ingest(report) if a.kind == "median_above_drl"]
+
+    for day in range(1, 6):
+        assert exam(400, f"2026-11-0{day}T09:00:00") == []
+    for day in range(1, 6):
+        assert exam(900, f"2025-01-0{day}T09:00:00") == []  # older: the window stays November's (median 400)
+    assert exam(400, "2026-11-06T09:00:00") == []
+    (a,) = exam(900, "2026-11-07T09:00:00") + exam(900, "2026-11-08T09:00:00") + exam(900, "2026-11-09T09:00:00")
+    assert a.value == 900  # the last 5 performed: 400 400 900 900 900
+
+
 def test_median_is_exactly_at_the_drl(store):
     c = Checked(store, rules_from(UK + "median_window = 2\n"))
     assert [a for a in c.ingest(ct_report([ct_event("Head", 20.0, 789.99)])) if a.kind == "median_above_drl"] == []
