@@ -103,10 +103,27 @@ def read_store(path: Path) -> Optional[sqlite_utils.Database]:
 
 
 def iter_files(paths: list[str]) -> Iterator[Path]:
-    """Files named, and every file below directories named, in a stable order."""
+    """Files named, and every file below directories named, in a stable order.
+
+    Symbolic links below a directory are followed (a folder linked into an export is read, each real folder
+    once, so a link back up does not loop); a link that leads nowhere is listed, so that it is reported."""
     for name in paths:
         p = Path(name)
         if p.is_dir():
-            yield from sorted(q for q in p.rglob("*") if q.is_file())
+            yield from sorted(_walk(p))
         else:
             yield p
+
+
+def _walk(top: Path) -> Iterator[Path]:
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(top, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        for f in files:
+            q = Path(folder, f)
+            if q.is_file() or q.is_symlink():  # a regular file, or a dangling link (reported, not skipped)
+                yield q

@@ -89,3 +89,21 @@ def test_a_mistyped_path_is_an_error_and_the_others_are_imported(tmp_path):
     assert f"alara-edge import: {tmp_path / 'no-such.dcm'}: no such file or directory" in r.stderr
     assert "stored" in r.stdout and "Traceback" not in r.stderr
     assert agent.cli("import", str(tmp_path / "no-such.dcm")).returncode == 1
+
+
+def test_an_export_folder_with_symbolic_links_is_imported_and_a_dangling_link_is_reported(tmp_path):
+    """A folder linked into the export was skipped without a word (Path.rglob does not follow links), so a
+    backfill was silently incomplete; a link that leads nowhere was skipped as well."""
+    agent = AgentProcess(tmp_path / "a")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(CORPUS / "RF-RDSR-Siemens-Zee.dcm", elsewhere / "rf.dcm")
+    export = tmp_path / "export"
+    (export / "ct").mkdir(parents=True)
+    shutil.copy(CORPUS / "CT-RDSR-Siemens-Multi-1.dcm", export / "ct" / "ct.dcm")
+    (export / "rf").symlink_to(elsewhere)
+    (export / "ct" / "up").symlink_to("..")  # a loop: each real folder is read once
+    (export / "gone.dcm").symlink_to(tmp_path / "no-such.dcm")
+    r = agent.cli("import", str(export), "--json")
+    statuses = {json.loads(l)["file"].removeprefix(str(export) + "/"): json.loads(l)["status"] for l in r.stdout.splitlines()}
+    assert statuses == {"ct/ct.dcm": "stored", "rf/rf.dcm": "stored", "gone.dcm": "error"}
