@@ -151,6 +151,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
                                              WHERE e.irradiation_event_uid = check_samples.subject)
         WHERE scope = 'per_event';
     """),
+    (15, "check_samples_window_index", """
+    -- the rolling median reads the newest N samples of one exam and quantity by when they were performed:
+    -- with migration 11's index (without the time) every check sorted all of them: 10 ms at 20,000 samples
+    DROP INDEX check_samples_window;
+    CREATE INDEX check_samples_window ON check_samples (station, exam, quantity, scope,
+                                                        coalesce(performed_at, recorded_at));
+    """),
     (20, "uplink_retention", """
     CREATE TABLE spool_pruned (          -- spooled files deleted after their report was delivered
         receipt_id INTEGER PRIMARY KEY REFERENCES receipts(id),

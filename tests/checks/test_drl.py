@@ -148,3 +148,11 @@ def test_fluoroscopy_drl_from_a_table_in_cgy_cm2_compares_exactly(store):
     assert (a.rule, a.value, a.threshold, a.unit) == ("ch2007-coronary-angiography-kap", 80, 80, "Gy·cm²")
     assert [a for a in c.ingest(rf_report(description="Coronary angiography", dap_Gym2=0.0079999))
             if a.kind == "exam_above_drl"] == []
+
+
+def test_the_median_window_is_read_through_an_index_not_a_sort_of_every_sample(store):
+    # a station's year of CT heads is tens of thousands of samples: each check reads the newest N of them
+    plan = " ".join(str(row[-1]) for row in store.db.execute(
+        "EXPLAIN QUERY PLAN SELECT value FROM check_samples WHERE station = 'a' AND exam = 'CT head' "
+        "AND quantity = 'CTDIvol' AND scope = 'per_event' ORDER BY coalesce(performed_at, recorded_at) DESC, rowid DESC"))
+    assert "USING INDEX check_samples_window" in plan and "TEMP B-TREE" not in plan, plan
