@@ -99,6 +99,7 @@ class Uplink:
         self._tokens = float(self._window)
         self._tokens_at = time.monotonic()
         self._next_housekeeping = 0.0
+        self._clock = retention.ClockWatch()  # a wall clock set forward must not make fresh deliveries look old
         self._next_status = 0.0
         self._status_at = 0.0  # when the last status went out: an alarm's new count waits STATUS_MIN_S after it
 
@@ -491,6 +492,7 @@ class Uplink:
     # -- housekeeping ---------------------------------------------------------------------------
     def _housekeeping(self) -> None:
         try:
+            retention.correct_clock_step(self.store, self._clock)
             retention.prune(self.store, self.spool_dir, self.cfg.retention_days)
         except StoreError as exc:
             log.error("outbox_prune_failed", error=str(exc))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 
 from agent.bus import Bus
@@ -135,3 +136,30 @@ def test_pruning_frees_quota_so_the_pipeline_accepts_again(tmp_path):
         assert pipeline.ingest(encoded(4), "import").status == "stored"
     finally:
         store.close()
+
+
+def test_a_wall_clock_set_forward_does_not_prune_what_was_just_delivered(store, tmp_path, monkeypatch):
+    """A box without RTC delivers under a clock years behind; NTP then sets it: the rows and spooled
+    files delivered a minute ago are kept for retention_days, not deleted at the next housekeeping."""
+    cfg = make_config(tmp_path, 1, retention_days=30)
+    seq, path = _spooled_report(store, cfg, 1)
+    last_seq, _ = _spooled_report(store, cfg, 2)  # the newest row is never pruned; keep it out of the way
+    boot = datetime(2021, 1, 2, 17, 0, tzinfo=timezone.utc).timestamp()  # the clock at boot, 6 years behind
+    clock = {"wall": boot, "mono": 1000.0}
+    monkeypatch.setattr(time, "time", lambda: clock["wall"])
+    monkeypatch.setattr(time, "monotonic", lambda: clock["mono"])
+    uplink = Uplink(cfg, store, Bus())
+    with store.transaction() as tx:
+        outbox.settle(tx, sent=[seq], delivered=[seq], at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(boot + 20)))
+
+    clock["mono"] += 60  # a minute later NTP sets the wall clock to the real time
+    clock["wall"] = datetime.now(timezone.utc).timestamp()
+    uplink._housekeeping()  # prunes with the (now right) clock
+
+    assert path.exists()
+    (delivered_at,) = store.db.execute("SELECT delivered_at FROM outbox WHERE seq = ?", [seq]).fetchone()
+    assert abs(datetime.fromisoformat(delivered_at.replace("Z", "+00:00")).timestamp() - (clock["wall"] - 40)) < 5
+    # still pruned once retention_days have really passed
+    later = datetime.now(timezone.utc) + timedelta(days=31)
+    assert retention.prune(store, cfg.store.spool_dir, 30, now=later).files == 1
+    assert not path.exists()
