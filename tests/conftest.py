@@ -45,6 +45,36 @@ def agent_env(**extra: str) -> dict[str, str]:
     return env
 
 
+DROP_WRITE_RIGHTS = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+                     "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def run_unprivileged(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``alara-edge ARGS`` as this user without root's right to ignore file modes (a user in the agent's
+    group, or the service user on a file restored as root); skips the test where that cannot be done."""
+    import shutil
+
+    if os.geteuid() == 0 and not shutil.which("setpriv"):
+        pytest.skip("root without setpriv cannot drop its right to write any file")
+    prefix = DROP_WRITE_RIGHTS if os.geteuid() == 0 else []
+    return subprocess.run(prefix + agent_cmd(*args), cwd=cwd, env=agent_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def start_failures_unprivileged(tmp_path: Path, store: Path, spool: Path, timeout: float = 60) -> list[dict]:
+    """``alara-edge run`` on ``store`` and ``spool``, run by :func:`run_unprivileged` (free ports, no MQTT),
+    expected to stop at once: its ``agent_start_failed`` lines."""
+    import json
+
+    config = tmp_path / "a.toml"
+    config.write_text(f'[dicom]\nport = {free_port()}\n[console]\nport = {free_port()}\n[mqtt]\nenabled = false\n'
+                      f'[store]\npath = "{store}"\nspool_dir = "{spool}"\n')
+    result = run_unprivileged("run", "-c", str(config), cwd=tmp_path, timeout=timeout)
+    assert result.returncode == 1, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() + result.stderr.splitlines()
+            if '"agent_start_failed"' in line]
+
+
 def run_agent(*args: str, cwd: Path | None = None, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(agent_cmd(*args), cwd=cwd, env=agent_env(), capture_output=True, text=True,
                           timeout=timeout, **kw)

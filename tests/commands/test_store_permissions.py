@@ -2,21 +2,11 @@
 says so and what to do, instead of "not an alara-edge store" or a traceback."""
 import os
 import shutil
-import subprocess
 
 import pytest
 
 from agent.store import Store
-from tests.conftest import agent_cmd, agent_env
-
-DROP = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
-
-
-def _run_unprivileged(*args, cwd):
-    """As this user, but without root's right to ignore file modes (a user in the agent's group)."""
-    prefix = DROP if os.geteuid() == 0 else []
-    return subprocess.run(prefix + agent_cmd(*args), cwd=cwd, env=agent_env(), capture_output=True, text=True,
-                          timeout=120)
+from tests.conftest import run_unprivileged as _run_unprivileged
 
 
 @pytest.fixture

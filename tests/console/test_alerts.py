@@ -157,15 +157,21 @@ def test_malformed_requests_are_answered_not_crashed_on(station):
     assert s.request("/healthz")[0] == 200 and s.outbox("ack") == []
 
 
+def _warnings_after(s, n: int, hour: int) -> None:
+    """``n`` open CT notification warnings, one a minute from ``hour``:00 (one study of many series)."""
+    with s.store.transaction() as tx:
+        for i in range(n):
+            record(tx, Alert(id=f"alert-warning-{hour}-{i}", kind="ct_notification_value", severity="warning",
+                             station="ct-1", rule="aapm-ct-nv-adult-head", source="test",
+                             raised_at=f"2026-11-02T{hour:02d}:{i:02d}:00.000Z",
+                             message="CTDIvol above the notification value", study_instance_uid=f"1.2.{hour}.{i}"))
+
+
 def test_an_open_critical_alert_stays_in_the_state_behind_many_newer_warnings(station):
     """A page (re)loading takes /api/state: a critical alert raised before 60 warnings must still be there."""
     s = station()
     critical = raise_alert(s, publish=False)
-    with s.store.transaction() as tx:
-        for n in range(60):
-            record(tx, Alert(id=f"alert-warning-{n}", kind="ct_notification_value", severity="warning", station="ct-1",
-                             rule="aapm-ct-nv-adult-head", source="test", raised_at=f"2026-11-02T10:{n:02d}:00.000Z",
-                             message="CTDIvol above the notification value", study_instance_uid=f"1.2.3.{n}"))
+    _warnings_after(s, 60, hour=10)
     alerts = s.request("/api/state")[2]["alerts"]
     assert critical.id in [a["id"] for a in alerts]
     assert len(alerts) == 61 and alerts[-1]["id"] == critical.id  # newest first, the critical one too
@@ -177,11 +183,7 @@ def test_every_open_alert_is_in_the_state_however_many_there_are(station):
     ones too, or they can no longer be seen nor acknowledged on the console."""
     s = station()
     older = raise_alert(s, severity="warning", publish=False)
-    with s.store.transaction() as tx:
-        for n in range(60):
-            record(tx, Alert(id=f"alert-burst-{n}", kind="ct_notification_value", severity="warning", station="ct-1",
-                             rule="aapm-ct-nv-adult-head", source="test", raised_at=f"2026-11-02T11:{n:02d}:00.000Z",
-                             message="CTDIvol above the notification value", study_instance_uid=f"1.2.4.{n}"))
+    _warnings_after(s, 60, hour=11)
     alerts = s.request("/api/state")[2]["alerts"]
     assert len(alerts) == 61 and alerts[-1]["id"] == older.id
     assert len(s.request("/api/alerts?open=1")[2]["alerts"]) == 50  # the API's own limit is unchanged
