@@ -112,7 +112,10 @@ def test_no_subscriber_holds_messages_until_the_central_session_exists(broker, s
     ids = enqueue(store, 20)
     uplink = running(Uplink(cfg, store, bus))
     wait_for(lambda: any(a["kind"] == "no_subscriber" for a in uplink.health()["alarms"]), what="the alarm")
-    assert uplink.health()["delivered"] == 0 and uplink.health()["pending"] == 20
+    # held, not delivered: a message still out when the alarm went up is back in the backlog once its PUBACK
+    # (0x10, no subscriber) is recorded
+    wait_for(lambda: uplink.health()["pending"] == 20, timeout=5, what="all 20 held")
+    assert uplink.health()["delivered"] == 0
     running(Receiver(cfg))
     wait_for(lambda: _received(cfg) >= 20, timeout=20, what="the held messages")
     _assert_exactly_once(cfg, ids, max_duplicates=0)
