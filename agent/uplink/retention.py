@@ -34,44 +34,32 @@ class ClockWatch:
     """
 
     def __init__(self) -> None:
-        self._wall, self._mono = lambda: time.time(), lambda: time.monotonic()
-        self._last_wall, self._last_mono = self._wall(), self._mono()
+        self._last_wall, self._last_mono = time.time(), time.monotonic()
         self.since = self._last_wall  # this run's start, on the clock its delivery times were written with
 
-    def forward_step(self) -> Optional[tuple[float, float]]:
-        """``(step_s, old_latest)`` if the wall clock was set forward since the last call: the step and
-        the latest time the old clock can have given; None otherwise."""
-        wall, mono = self._wall(), self._mono()
+    def correct(self, store: Store) -> int:
+        """If the wall clock moved :data:`CLOCK_STEP_S` more than the monotonic one since the last call,
+        move the delivery times this run wrote under the old clock forward by the step, so that
+        ``retention_days`` counts from the real delivery; returns the rows.  If the store refuses
+        (StoreError), the step is noticed again at the next call."""
+        wall, mono = time.time(), time.monotonic()
         elapsed = mono - self._last_mono
         step, old_latest = (wall - self._last_wall) - elapsed, self._last_wall + elapsed
+        rows = 0
+        if step >= CLOCK_STEP_S:
+            with store.transaction() as tx:
+                rows = tx.execute(
+                    "UPDATE outbox SET delivered_at = strftime('%Y-%m-%dT%H:%M:%SZ', delivered_at, ?) "
+                    "WHERE state = 'delivered' AND delivered_at >= ? AND delivered_at <= ?",
+                    [f"+{int(step)} seconds", _iso(self.since), _iso(old_latest + 1)]).rowcount
+            log.warning("clock_stepped", step_s=round(step), delivered_rows_corrected=rows)
+            self.since += step
         self._last_wall, self._last_mono = wall, mono
-        return (step, old_latest) if step >= CLOCK_STEP_S else None
+        return rows
 
 
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-def correct_clock_step(store: Store, clock: ClockWatch) -> int:
-    """After a forward step of the wall clock, move the delivery times this run wrote under the old
-    clock forward by the step, so that ``retention_days`` counts from the real delivery; returns the rows."""
-    before = clock._last_wall, clock._last_mono
-    found = clock.forward_step()
-    if found is None:
-        return 0
-    step, old_latest = found
-    try:
-        with store.transaction() as tx:
-            rows = tx.execute(
-                "UPDATE outbox SET delivered_at = strftime('%Y-%m-%dT%H:%M:%SZ', delivered_at, ?) "
-                "WHERE state = 'delivered' AND delivered_at >= ? AND delivered_at <= ?",
-                [f"+{int(step)} seconds", _iso(clock.since), _iso(old_latest + 1)]).rowcount
-    except Exception:
-        clock._last_wall, clock._last_mono = before  # noticed again next time
-        raise
-    log.warning("clock_stepped", step_s=round(step), delivered_rows_corrected=rows)
-    clock.since += step
-    return rows
 
 
 @dataclass

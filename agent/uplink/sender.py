@@ -83,7 +83,6 @@ class Uplink:
         self._status_mids: set[int] = set()
         self._buffer: deque[outbox.Row] = deque()
         self._cursor = 0
-        self._window = self.cfg.window
         self._inflight = self.cfg.window  # unacknowledged at once: the window, or the broker's Receive Maximum
         self._max_packet: Optional[int] = None
         self._connack_deadline = 0.0
@@ -96,7 +95,7 @@ class Uplink:
         self._pause = Backoff(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
         self._paused_until = 0.0
         self._next_connect = 0.0
-        self._tokens = float(self._window)
+        self._tokens = float(self.cfg.window)
         self._tokens_at = time.monotonic()
         self._next_housekeeping = 0.0
         self._clock = retention.ClockWatch()  # a wall clock set forward must not make fresh deliveries look old
@@ -115,7 +114,7 @@ class Uplink:
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
         self._thread.start()
         log.info("uplink_started", broker=f"{self.cfg.host}:{self.cfg.port}", client_id=self.client_id,
-                 protocol=self.cfg.protocol, window=self._window, rate_per_s=self.cfg.rate_per_s, requeued=reset)
+                 protocol=self.cfg.protocol, window=self.cfg.window, rate_per_s=self.cfg.rate_per_s, requeued=reset)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Say offline (retained status), disconnect, stop the thread; nothing unsent is lost."""
@@ -266,7 +265,7 @@ class Uplink:
         at most the broker's Receive Maximum unacknowledged; one at a time while a lost connection is explained."""
         if self._probing:
             return not self.ledger.in_use()
-        return self.ledger.in_use() < self._window and self.ledger.unacked() < self._inflight
+        return self.ledger.in_use() < self.cfg.window and self.ledger.unacked() < self._inflight
 
     def _has_work(self) -> bool:
         if not self._buffer:
@@ -281,7 +280,7 @@ class Uplink:
             client = new_client(self.cfg, self.client_id)
         except (CredentialsError, OSError, ValueError) as exc:
             return self._retry_later(f"client setup: {exc}")
-        client.max_inflight_messages_set(self._window)
+        client.max_inflight_messages_set(self.cfg.window)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -307,7 +306,6 @@ class Uplink:
         self._buffer.clear()
         self._cursor = 0
         self._lost = None
-        self._window = self.cfg.window
         self._inflight = self.cfg.window
         self._max_packet = None
 
@@ -324,8 +322,8 @@ class Uplink:
             return
         receive_max = getattr(properties, "ReceiveMaximum", None)
         if receive_max:
-            self._inflight = min(self._window, receive_max)
-        self.ledger.batch = max(1, self._window // 2)
+            self._inflight = min(self.cfg.window, receive_max)
+        self.ledger.batch = max(1, self.cfg.window // 2)
         self._max_packet = getattr(properties, "MaximumPacketSize", None)
         try:
             with self.store.transaction() as tx:
@@ -339,9 +337,9 @@ class Uplink:
         self._progressed = False  # the back-off is reset by a PUBACK, not by a CONNACK (a broker that
         # drops the connection at every publish must not be hammered)
         self._last_error = None
-        self._tokens = float(self._window)
+        self._tokens = float(self.cfg.window)
         self._next_status = 0.0
-        log.info("uplink_connected", broker=f"{self.cfg.host}:{self.cfg.port}", window=self._window,
+        log.info("uplink_connected", broker=f"{self.cfg.host}:{self.cfg.port}", window=self.cfg.window,
                  inflight=self._inflight)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
@@ -387,7 +385,7 @@ class Uplink:
         if now < self._paused_until:
             return
         if self.cfg.rate_per_s:
-            self._tokens = min(float(self._window), self._tokens + (now - self._tokens_at) * self.cfg.rate_per_s)
+            self._tokens = min(float(self.cfg.window), self._tokens + (now - self._tokens_at) * self.cfg.rate_per_s)
         self._tokens_at = now
         client = self._client
         assert client is not None
@@ -492,7 +490,7 @@ class Uplink:
     # -- housekeeping ---------------------------------------------------------------------------
     def _housekeeping(self) -> None:
         try:
-            retention.correct_clock_step(self.store, self._clock)
+            self._clock.correct(self.store)
             retention.prune(self.store, self.spool_dir, self.cfg.retention_days)
         except StoreError as exc:
             log.error("outbox_prune_failed", error=str(exc))
