@@ -18,6 +18,7 @@ import pydicom
 import structlog
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from agent.commands.common import iter_files
 from agent.sources.dicom.scu import echo, send  # noqa: F401  (echo re-exported for tests)
 from simulator import rdsr
 
@@ -76,21 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--aet", default="SIM_MODALITY", help="calling AE title")
     p.add_argument("--aec", default="ALARA_EDGE", help="called AE title")
     args = p.parse_args(argv)
+    named = {Path(name) for name in args.paths if not Path(name).is_dir()}  # files named on purpose
     files, datasets = [], []
-    for name in args.paths:
-        folder = Path(name).is_dir()
-        for f in sorted(Path(name).rglob("*")) if folder else [Path(name)]:
-            if not f.is_file() and folder:
-                continue
-            try:
-                datasets.append(pydicom.dcmread(f))
-            except (InvalidDicomError, OSError) as exc:
-                if not folder:  # a file named on purpose
-                    print(f"{f}: {exc}", file=sys.stderr)
-                    return 1
-                print(f"{f}\tnot DICOM, not sent", file=sys.stderr)  # a README beside the files
-                continue
-            files.append(f)
+    for f in iter_files(args.paths):
+        try:
+            datasets.append(pydicom.dcmread(f))
+        except (InvalidDicomError, OSError) as exc:
+            if f in named:
+                print(f"{f}: {exc}", file=sys.stderr)
+                return 1
+            print(f"{f}\tnot DICOM, not sent", file=sys.stderr)  # a README beside the files
+            continue
+        files.append(f)
     if not args.paths:
         datasets = [demo_report(random.Random())]
     elif not datasets:
