@@ -12,7 +12,8 @@ import sqlite3
 import sys
 import threading
 import time
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import sdnotify
 import structlog
@@ -30,7 +31,7 @@ from agent.readings.reconcile import Reconcile
 from agent.sources.dicom.scp import DicomSource
 from agent.sources.dicom.tls import TlsSetupError
 from agent.sources.serial import SerialSource
-from agent.store import Store, StoreError
+from agent.store import Store, StoreError, first_unwritable
 from agent.uplink import ReportOutboxStage, Uplink
 from agent.uplink.privacy import SiteSecretError
 
@@ -88,12 +89,19 @@ class Agent:
             self.reloaders.append(lambda new: self.dicom.reload_tls())
 
     def store_writable(self) -> bool:
+        return self.store_problem() is None
+
+    def store_problem(self) -> Optional[str]:
+        """Why the store, or the spool its objects are kept in, cannot take a write now (None: it can)."""
+        denied = self.store.unwritable() or first_unwritable(Path(self.cfg.store.spool_dir))
+        if denied is not None:
+            return f"{denied} is not writable (read-only file system, or its owner or mode)"
         try:
             with self.store.transaction() as tx:
                 tx.execute("SELECT 1")
-            return True
-        except Exception:
-            return False
+            return None
+        except Exception as exc:
+            return f"store: {exc}"
 
     def accepting(self) -> bool:
         """C-ECHO's answer: the store is writable and an object sent now would be taken (disk space,
@@ -107,8 +115,9 @@ class Agent:
             out.append("pipeline worker not running")
         elif self.pipeline.stuck():
             out.append(f"pipeline worker stuck on one object for {self.pipeline.busy_for():.0f} s")
-        if not out and not self.store_writable():  # (not behind a stuck worker: it may hold the store)
-            out.append("store not writable")
+        problem = None if out else self.store_problem()  # (not behind a stuck worker: it may hold the store)
+        if problem:
+            out.append(problem)
         if self.dicom is not None and self.dicom.server is None:
             out.append("DICOM not listening")
         return out

@@ -4,6 +4,9 @@ import sqlite3
 import subprocess
 import sys
 import signal
+import threading
+
+import pytest
 
 from agent.sources.dicom.scu import send
 from simulator import rdsr
@@ -166,3 +169,70 @@ def test_an_unexpected_fault_at_start_ends_in_one_json_line_and_exit_code_1(tmp_
     (line,) = [json.loads(line) for line in r.stdout.splitlines()]
     assert line["event"] == "agent_start_failed" and line["error"] == "RuntimeError: a fault of ours"
     assert "Traceback" in line["exception"]
+
+
+def _own_tmpfs_at(folder):
+    """preexec_fn: the agent in a mount namespace of its own with a tmpfs at ``folder``, which the test can
+    remount read-only, as the kernel does an SD card's after I/O errors, while no file on it is open."""
+    import ctypes
+    import os
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def setup():
+        ms_rec, ms_private, clone_newns = 0x4000, 0x40000, 0x20000
+        if (libc.unshare(clone_newns) or libc.mount(None, b"/", None, ms_rec | ms_private, None)
+                or libc.mount(b"tmpfs", os.fsencode(folder), b"tmpfs", 0, b"size=64m")):
+            raise OSError(ctypes.get_errno(), "unshare or mount")
+    return setup
+
+
+def test_a_spool_whose_file_system_turns_read_only_is_reported_and_its_objects_wait(agent_process, tmp_path):
+    """A transaction that writes nothing, the old health check, succeeds whatever the disk: /healthz said ok
+    and C-ECHO success on a read-only file system until objects stopped being processed.  Now the health
+    check asks the file system; what arrives waits in the inbox and is processed once the disk is back."""
+    import shutil
+    import urllib.error
+    import urllib.request
+
+    from agent.sources.dicom.scu import echo
+
+    if not shutil.which("nsenter"):
+        pytest.skip("nsenter (util-linux) is not installed")
+    spool = tmp_path / "agent" / "var" / "spool"
+    spool.mkdir(parents=True)
+    try:
+        agent = agent_process(preexec_fn=_own_tmpfs_at(spool))
+    except (RuntimeError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"no mount namespace here: {exc}")
+
+    def healthz():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{agent.console_port}/healthz", timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def remount(mode):
+        subprocess.run(["nsenter", "-t", str(agent.proc.pid), "-m", "mount", "-o", f"remount,{mode}", str(spool)],
+                       check=True)
+
+    assert send([rdsr.ct_report([rdsr.CTSeries("Head")])], "127.0.0.1", agent.dicom_port) == [0]
+    wait_for(lambda: agent.log_text().count('"report_stored"') == 1, 20)
+    assert healthz()[0] == 200 and echo("127.0.0.1", agent.dicom_port) == 0
+    remount("ro")
+    status, health = healthz()
+    assert status == 503 and health["parts"]["store"]["ok"] is False
+    assert str(spool) in health["parts"]["store"]["detail"] and "read-only" in health["parts"]["store"]["detail"]
+    assert echo("127.0.0.1", agent.dicom_port) == 0x0110  # a modality's "test connection" says it would fail
+    wait_for(lambda: '"agent_unhealthy"' in agent.log_text(), 15)  # the journal says why
+    answered = []
+    sender = threading.Thread(target=lambda: answered.extend(
+        send([rdsr.ct_report([rdsr.CTSeries("Chest")])], "127.0.0.1", agent.dicom_port)))
+    sender.start()
+    wait_for(lambda: '"processing_stalled"' in agent.log_text(), 20)  # accepted into the inbox, waiting
+    remount("rw")
+    sender.join(30)
+    assert answered == [0]
+    wait_for(lambda: agent.log_text().count('"report_stored"') == 2, 30)
+    assert healthz()[0] == 200

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import sqlite_utils
 
 from agent import config as config_mod
-from agent.store import connect
+from agent.store import connect, first_unwritable
 
 
 def local_time(iso: Optional[str], timezone: Optional[str] = None) -> str:
@@ -65,10 +65,7 @@ AS_AGENT_USER = ("run the command as the user the agent runs as "
 def not_writable(path: Path) -> Optional[Path]:
     """The store's file or directory that this user may not write (the store is another user's), if any.
     SQLite needs both, also to read a store in WAL mode."""
-    for p in (path, path.parent):
-        if p.exists() and not os.access(p, os.W_OK):
-            return p
-    return None
+    return first_unwritable(path, path.parent)
 
 
 def positive(text: str) -> int:

@@ -277,7 +277,8 @@ class Console:
     def _store_health(self) -> dict[str, Any]:
         if self.agent.pipeline.stuck():  # it may hold the store: do not wait behind it
             return {"ok": False, "detail": "not checked: the pipeline's worker is stuck"}
-        return {"ok": self.agent.store_writable()}
+        problem = self.agent.store_problem()
+        return {"ok": True} if problem is None else {"ok": False, "detail": problem}
 
     def _pipeline_health(self) -> dict[str, Any]:
         pipeline = self.agent.pipeline

@@ -1,4 +1,4 @@
 """Durable state: SQLite via sqlite-utils (see :mod:`agent.store.db`)."""
-from .db import QuotaExceeded, Store, StoreBusy, StoreError, connect
+from .db import QuotaExceeded, Store, StoreBusy, StoreError, connect, first_unwritable
 
-__all__ = ["Store", "StoreError", "QuotaExceeded", "StoreBusy", "connect"]
+__all__ = ["Store", "StoreError", "QuotaExceeded", "StoreBusy", "connect", "first_unwritable"]

@@ -36,6 +36,19 @@ class QuotaExceeded(StoreError):
     pass
 
 
+def first_unwritable(*paths: Path) -> Path | None:
+    """The first of ``paths`` (those that exist) this process may not write: on a file system mounted
+    read-only (an SD card's, remounted by the kernel after I/O errors), or whose mode or owner keeps this
+    user out (a restored copy owned by root)."""
+    for path in paths:
+        try:
+            if os.statvfs(path).f_flag & os.ST_RDONLY or not os.access(path, os.W_OK):
+                return path
+        except FileNotFoundError:  # not made yet (a spool before its first object, a log not yet written)
+            continue
+    return None
+
+
 class StoreBusy(StoreError):
     """Another process (a running agent) is the store's writer."""
 
@@ -69,6 +82,9 @@ class Store:
     def open(cls, path: str | os.PathLike, quota_bytes: int | None = None) -> "Store":
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            raise StoreError(f"{path.parent} is on a file system mounted read-only (the kernel remounts an SD card "
+                             "so after I/O errors: check the card and the kernel's messages, dmesg)")
         lock_fd = _lock_writer(path)
         if path.exists() and not os.access(path, os.W_OK):  # SQLite would open it read-only and fail each write
             os.close(lock_fd)
@@ -108,6 +124,12 @@ class Store:
                 raise StoreError(str(exc)) from exc
             except sqlite3.DatabaseError as exc:
                 raise StoreError(str(exc)) from exc
+
+    def unwritable(self) -> Path | None:
+        """The store's file, log or folder that cannot be written now, if any.  A transaction that changes
+        nothing still commits on a store whose file system turned read-only while it was open (SQLite
+        writes nothing to commit it), so health checks ask the file system too."""
+        return first_unwritable(self.path, Path(f"{self.path}-wal"), self.path.parent)
 
     def reader(self) -> sqlite_utils.Database:
         """A separate connection for reads (console, CLI); never used to write."""
