@@ -86,3 +86,17 @@ def test_site_secret_defaults_to_beside_the_store(tmp_path):
     cfg = Config.model_validate({"store": {"path": str(tmp_path / "state" / "agent.sqlite")}})
     ReportOutboxStage(cfg)
     assert (tmp_path / "state" / "site-secret").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_report_whose_uids_break_the_64_character_limit_still_validates(store, tmp_path):
+    """Some modalities write UIDs longer than DICOM's 64 characters, or with a letter or a trailing space;
+    the agent stores and sends them as the object states them, so the published schema accepts them too
+    (a central site validating against it dropped those reports)."""
+    study = "1.2.826.0.1.3680043.10.1." + "1234567890" * 5  # 75 characters
+    report = ct_report(study=study)
+    report.series_instance_uid = "1.2.3.4.A "
+    row = _queued_report(store, tmp_path, report=report)
+    message = json.loads(envelope(kind="report", event_id=row.event_id, seq=row.seq, site="st-test",
+                                  station="ct-01", created=row.created_at, body_json=row.body))
+    assert message["body"]["study_instance_uid"] == study
+    assert errors(message) == []
