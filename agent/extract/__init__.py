@@ -144,11 +144,11 @@ def _drop_non_finite(obj: object, path: str, notes: Notes) -> None:
 
 
 def _extract_sr(ds: Dataset, sop_class: str, notes: Notes) -> Report:
-    root, by_meaning = content_tree(ds)
+    root, tree_notes = content_tree(ds)
     if sop_class in (RDSR, RRDSR) and not root.children:
         raise ExtractionError(f"{SR_CLASSES[sop_class]} with no content: the Content Sequence is missing or empty")
-    for code in sorted(by_meaning):
-        notes.add(f"code {code} is not the standard code for its meaning; matched by meaning")
+    for message in tree_notes:
+        notes.once(message)
     source = "rdsr" if sop_class in (RDSR, RRDSR) else "enhanced-sr"
     title = root.concept
     if root.is_(C.XRAY_DOSE_REPORT):

@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from agent.extract import codes as C
 from agent.extract import units as U
 from agent.extract.record import ExtractionError, Report
-from agent.extract.sr import ContentItem, Index, value_text
+from agent.extract.sr import ContentItem, Index, utf8_note, utf8_undeclared, value_text
 
 
 class Notes:
@@ -34,6 +34,10 @@ class Notes:
     def add(self, message: Optional[str]) -> None:
         if message:
             self._counts[message] = self._counts.get(message, 0) + 1
+
+    def once(self, message: str) -> None:
+        """A message about the whole object (how it was read), not counted."""
+        self._counts.setdefault(message, 1)
 
     def as_list(self) -> list[str]:
         return [m if n == 1 else f"{m} ({n} times)" for m, n in self._counts.items()]
@@ -233,8 +237,10 @@ def da_tm_iso(da: Optional[str], tm: Optional[str], notes: Optional[Notes] = Non
 
 
 # -- the DICOM header -----------------------------------------------------------------------
-def hstr(ds: Dataset, keyword: str) -> Optional[str]:
-    """A header attribute as text (multi-values joined with '\\'); empty or unreadable → None."""
+def hstr(ds: Dataset, keyword: str, notes: Optional[Notes] = None) -> Optional[str]:
+    """A header attribute as text (multi-values joined with '\\'); empty or unreadable → None.
+    Latin-1 text whose bytes are UTF-8 is read as UTF-8 (:func:`~agent.extract.sr.utf8_undeclared`),
+    with a warning in ``notes``."""
     tag = tag_for_keyword(keyword)
     elem = ds.get_item(tag) if tag else None  # the element as read: still encoded unless something used it
     if elem is None and tag:
@@ -252,6 +258,11 @@ def hstr(ds: Dataset, keyword: str) -> Optional[str]:
     if value is None:
         return None
     text = value_text(value).strip(" \x00")
+    utf8 = utf8_undeclared(text, ds.original_character_set or ())
+    if utf8 is not None:
+        text = utf8
+        if notes is not None:
+            notes.once(utf8_note(ds))
     return text or None
 
 
@@ -346,22 +357,22 @@ def start_report(ds: Dataset, kind: str, modality: Optional[str], source: str, t
         template=template,
     )
     dev = report.device
-    dev.manufacturer = hstr(ds, "Manufacturer")
-    dev.model = hstr(ds, "ManufacturerModelName")
+    dev.manufacturer = hstr(ds, "Manufacturer", notes)
+    dev.model = hstr(ds, "ManufacturerModelName", notes)
     dev.serial_number = hstr(ds, "DeviceSerialNumber")
-    dev.station_name = hstr(ds, "StationName")
-    dev.institution_name = hstr(ds, "InstitutionName")
-    dev.software_versions = hstr(ds, "SoftwareVersions")
+    dev.station_name = hstr(ds, "StationName", notes)
+    dev.institution_name = hstr(ds, "InstitutionName", notes)
+    dev.software_versions = hstr(ds, "SoftwareVersions", notes)
 
     st = report.study
     st.datetime = da_tm_iso(hstr(ds, "StudyDate"), hstr(ds, "StudyTime"), notes, "Study date/time")
-    st.description = hstr(ds, "StudyDescription")
+    st.description = hstr(ds, "StudyDescription", notes)
     st.accession_number = hstr(ds, "AccessionNumber")
-    st.requested_procedure = hstr(ds, "RequestedProcedureDescription")
+    st.requested_procedure = hstr(ds, "RequestedProcedureDescription", notes)
     procedure = ds.get("ProcedureCodeSequence")
     if procedure:
         st.procedure_code = hstr(procedure[0], "CodeValue")
-        st.requested_procedure = st.requested_procedure or hstr(procedure[0], "CodeMeaning")
+        st.requested_procedure = st.requested_procedure or hstr(procedure[0], "CodeMeaning", notes)
 
     pt = report.patient
     pt.sex = hstr(ds, "PatientSex")

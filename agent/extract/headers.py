@@ -70,9 +70,9 @@ def _projection_event(ds: Dataset, modality: str, notes: Notes) -> Event:
     ev = Event()
     ev.datetime_started = dt_iso(hstr(ds, "AcquisitionDateTime"), notes, "AcquisitionDateTime") or \
         da_tm_iso(hstr(ds, "AcquisitionDate"), hstr(ds, "AcquisitionTime"), notes, "Acquisition date/time")
-    ev.protocol = hstr(ds, "ProtocolName")
+    ev.protocol = hstr(ds, "ProtocolName", notes)
     region = ds.get("AnatomicRegionSequence")
-    ev.target_region = (hstr(region[0], "CodeMeaning") if region else None) or hstr(ds, "BodyPartExamined")
+    ev.target_region = (hstr(region[0], "CodeMeaning") if region else None) or hstr(ds, "BodyPartExamined", notes)
     ev.laterality = laterality(letter=hstr(ds, "ImageLaterality") or hstr(ds, "Laterality"))
     ev.image_view = hstr(ds, "ViewPosition")
     ev.kvp = _scaled(ds, "KVP", _D(1), notes)
@@ -191,7 +191,7 @@ def _ct_dose_info(ds: Dataset, notes: Notes) -> Report:
     if total and _is_number(total):
         report.totals.ct_dlp_total_mGycm = float(_D(total))
     else:
-        m = re.search(r"Total DLP\s*=\s*([0-9.]+)", hstr(ds, "CommentsOnRadiationDose") or "")
+        m = re.search(r"Total DLP\s*=\s*([0-9.]+)", hstr(ds, "CommentsOnRadiationDose", notes) or "")
         if m:
             report.totals.ct_dlp_total_mGycm = float(_D(m.group(1)))
             notes.add("total DLP read from Comments on Radiation Dose (rounded as printed there)")

@@ -151,6 +151,7 @@ class _Decoder:
         self.encodings = list(encodings)
         self.fd = struct.Struct("<d" if little else ">d")
         self.matched_by_meaning: set[str] = set()
+        self.read_as_utf8 = False  # a text item's Latin-1 bytes were UTF-8 (see utf8_undeclared)
         self._codes: dict[tuple, Code] = {}  # reports repeat the same few hundred codes
 
     def text(self, raw: Optional[_Raw], tag: int = 0) -> Optional[str]:
@@ -164,6 +165,9 @@ class _Decoder:
                     s = decode_bytes(raw, self.encodings, _PN_DELIMITERS if tag == _PN else set())
                 except Exception:  # undecodable text must not lose the dose values around it
                     s = raw.decode("latin-1")
+                utf8 = utf8_undeclared(s, self.encodings)
+                if utf8 is not None:
+                    s, self.read_as_utf8 = utf8, True
         else:
             s = str(raw)
         s = s.strip(" \x00\r\n\t")
@@ -273,10 +277,37 @@ def value_text(value) -> str:
     return str(value)
 
 
-def content_tree(ds: Dataset) -> tuple[ContentItem, set[str]]:
-    """The document root of an SR dataset, and the codes that were matched by meaning."""
+def content_tree(ds: Dataset) -> tuple[ContentItem, list[str]]:
+    """The document root of an SR dataset, and warnings about its reading (each code matched by meaning,
+    text that was UTF-8 under another declared character set), each once."""
     encodings = convert_encodings(ds.get("SpecificCharacterSet"))
     little = ds.original_encoding[1] if ds.original_encoding[1] is not None else True
     decoder = _Decoder(encodings, little)
     root = decoder.item(_from_pydicom(ds))
-    return root, decoder.matched_by_meaning
+    notes = [f"code {code} is not the standard code for its meaning; matched by meaning"
+             for code in sorted(decoder.matched_by_meaning)]
+    if decoder.read_as_utf8:
+        notes.append(utf8_note(ds))
+    return root, notes
+
+
+LATIN_1 = frozenset({"latin_1", "iso8859"})  # pydicom's codecs for ISO_IR 100 and the default repertoire
+
+
+def utf8_undeclared(text: str, encodings: Sequence[str]) -> Optional[str]:
+    """``text`` read again as UTF-8, if it was read as Latin-1 (ISO_IR 100, or no Specific Character Set)
+    from bytes that are UTF-8: modalities that write UTF-8 without declaring ISO_IR 192 give 'TÃ³rax' for
+    'Tórax', which no exam name matches.  Latin-1 text is practically never valid UTF-8 (that needs an
+    accented capital followed by a control character or a symbol such as ° or ±).  None: leave it."""
+    if text.isascii() or not set(encodings) <= LATIN_1:
+        return None
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return None
+
+
+def utf8_note(ds: Dataset) -> str:
+    declared = ds.get("SpecificCharacterSet")
+    declared = f"declares {value_text(declared)}" if declared else "declares no Specific Character Set"
+    return f"text is UTF-8 though the object {declared}: read as UTF-8"
