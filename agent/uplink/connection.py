@@ -39,7 +39,7 @@ def new_client(cfg: MqttConfig, client_id: str, *, persistent_session: bool = Fa
                          clean_session=None if is_v5(cfg) else not persistent_session,
                          reconnect_on_failure=False, manual_ack=manual_ack)
     client.connect_timeout = 10.0
-    if cfg.tls or cfg.ca_file or cfg.cert_file:  # a client certificate means TLS: never CONNECT in clear text
+    if uses_tls(cfg):  # a client certificate means TLS: never CONNECT in clear text
         files = [str(f) for f in (cfg.ca_file, cfg.cert_file, cfg.key_file) if f]
         try:
             client.tls_set(ca_certs=_path(cfg.ca_file), certfile=_path(cfg.cert_file), keyfile=_path(cfg.key_file),
@@ -67,6 +67,32 @@ def connect(client: mqtt.Client, cfg: MqttConfig, *, session_expiry_s: Optional[
             kwargs["clean_start"] = False
             kwargs["properties"] = props
     client.connect(cfg.host, cfg.port, **kwargs)
+
+
+def uses_tls(cfg: MqttConfig) -> bool:
+    return bool(cfg.tls or cfg.ca_file or cfg.cert_file)
+
+
+def connect_error(cfg: MqttConfig, exc: BaseException) -> str:
+    """Why a connection attempt failed, with what to check where the error alone does not say:
+    a TLS handshake that the broker ends without a word ("Connection reset by peer") is TLS sent
+    to a plain MQTT port, or a client certificate the broker refuses."""
+    text = f"connect: {exc}"
+    handshake = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, ssl.SSLError)
+    if uses_tls(cfg) and isinstance(exc, handshake) and not isinstance(exc, ssl.SSLCertVerificationError):
+        text += (f" (the TLS handshake with {cfg.host}:{cfg.port} failed: is it a plain MQTT port, usually 1883? "
+                 "TLS is on because of tls, ca_file or cert_file; Mosquitto's TLS port is usually 8883)")
+    return text
+
+
+def closed_before_connack(cfg: MqttConfig, reason: str) -> str:
+    """A broker that closes the connection before its CONNACK says nothing about why; say what to check."""
+    text = f"{reason}: {cfg.host}:{cfg.port} closed the connection before answering CONNECT"
+    if uses_tls(cfg):
+        return text + (" (it may refuse the client certificate: check cert_file and key_file against the "
+                       "broker's cafile, and the broker's log)")
+    return text + (" (is it a TLS port, usually 8883? then set ca_file or tls = true; "
+                   "plain MQTT is usually port 1883)")
 
 
 def read_password(cfg: MqttConfig) -> Optional[str]:

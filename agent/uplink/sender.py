@@ -34,7 +34,8 @@ from agent.store import Store, StoreError, outbox
 from agent.store.spool import QUOTA_CLEAR_FRACTION, usage_bytes
 
 from . import retention
-from .connection import Backoff, CredentialsError, connect, is_v5, new_client, reason_text, reason_value
+from .connection import (Backoff, CredentialsError, closed_before_connack, connect, connect_error, is_v5, new_client,
+                         reason_text, reason_value)
 from .ledger import Ledger, Outcome
 from .payloads import PackedProperties, envelope, now_iso, topic, user_schema
 from .status import Alarms, status_message, will_properties
@@ -293,7 +294,7 @@ class Uplink:
         try:
             connect(client, self.cfg)
         except (OSError, ValueError) as exc:  # refused, unreachable, TLS handshake, timeout
-            return self._retry_later(f"connect: {exc}")
+            return self._retry_later(connect_error(self.cfg, exc))
         sock = client.socket()
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle wait behind the window
@@ -368,6 +369,8 @@ class Uplink:
                 sock.close()
         was_connected, self._connected = self._connected, False
         self._connected_since = None
+        if not was_connected and reason.startswith(("disconnected:", "connection lost")):
+            reason = closed_before_connack(self.cfg, reason)
         if was_connected and not reason.startswith(OUR_OWN_DROPS):  # the broker closed it, not our timeouts
             self._suspect_of(self.ledger.unsettled_head(), reason)
         if was_connected and time.monotonic() - self._connected_at >= STABLE_S:

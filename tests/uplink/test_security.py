@@ -106,3 +106,26 @@ def test_tls_files_that_cannot_be_read_are_named_in_the_error(tmp_path):
     cfg = make_config(tmp_path, 1883, ca_file=str(tmp_path / "missing-ca.pem"))
     with pytest.raises(OSError, match="missing-ca.pem"):
         new_client(cfg.mqtt, "x")
+
+
+def test_plain_mqtt_to_a_tls_port_and_tls_to_a_plain_port_say_what_to_check(tmp_path, store):
+    """Either slip left only "disconnected: 0x80 Unspecified error" or "Connection reset by peer" in the log
+    and /healthz; the error must point at the port and the TLS keys."""
+    pki = make_pki(tmp_path / "pki")
+    tls_broker = Mosquitto(tmp_path / "tls-broker", listener_extra="\n".join([
+        f"cafile {pki.ca}", f"certfile {pki.server_cert}", f"keyfile {pki.server_key}"])).start()
+    plain_broker = Mosquitto(tmp_path / "plain-broker").start()
+    try:
+        cases = ((tls_broker.port, {}, "is it a TLS port"),
+                 (plain_broker.port, {"ca_file": str(pki.ca)}, "is it a plain MQTT port"))
+        for n, (port, tls, hint) in enumerate(cases):
+            uplink = Uplink(make_config(tmp_path / str(n), port, **tls), store, Bus())
+            uplink.start()
+            try:
+                wait_for(lambda: uplink.health()["last_error"], what="a failed connection")
+                assert hint in uplink.health()["last_error"]
+            finally:
+                uplink.stop()
+    finally:
+        tls_broker.stop()
+        plain_broker.stop()
