@@ -41,6 +41,13 @@ def new_client(cfg: MqttConfig, client_id: str, *, persistent_session: bool = Fa
     client.connect_timeout = 10.0
     if uses_tls(cfg):  # a client certificate means TLS: never CONNECT in clear text
         files = [str(f) for f in (cfg.ca_file, cfg.cert_file, cfg.key_file) if f]
+        for key in ("ca_file", "cert_file", "key_file"):  # which one: "Permission denied" alone names none
+            path = getattr(cfg, key)
+            try:
+                if path is not None:
+                    Path(path).open("rb").close()
+            except OSError as exc:
+                raise OSError(f"TLS {key} {path}: {exc.strerror}") from None
         try:
             client.tls_set(ca_certs=_path(cfg.ca_file), certfile=_path(cfg.cert_file), keyfile=_path(cfg.key_file),
                            cert_reqs=ssl.CERT_REQUIRED)

@@ -129,3 +129,18 @@ def test_plain_mqtt_to_a_tls_port_and_tls_to_a_plain_port_say_what_to_check(tmp_
     finally:
         tls_broker.stop()
         plain_broker.stop()
+
+
+def test_the_tls_file_that_cannot_be_read_is_the_one_named(tmp_path):
+    """A client key the agent's user may not read was reported as "TLS files CA, CERT, KEY: Permission denied",
+    leaving hospital IT to guess which of the three to fix."""
+    import pytest
+
+    from agent.uplink.connection import new_client
+
+    pki = make_pki(tmp_path / "pki")
+    key = tmp_path / "unreadable.key"  # missing here: the tests may run as root, who reads any file
+    cfg = make_config(tmp_path, 1883, ca_file=str(pki.ca), cert_file=str(pki.client_cert), key_file=str(key))
+    with pytest.raises(OSError) as caught:
+        new_client(cfg.mqtt, "x")
+    assert f"key_file {key}" in str(caught.value) and str(pki.ca) not in str(caught.value)
