@@ -65,7 +65,9 @@ def server_context(cfg: DicomConfig) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.handshake_timeout_s = min(HANDSHAKE_TIMEOUT_S, cfg.acse_timeout_s)
     assert cfg.tls_cert_file is not None and cfg.tls_key_file is not None  # the config requires them
-    _load(cfg.tls_cert_file, "tls_cert_file/tls_key_file",
+    _readable(cfg.tls_cert_file, "tls_cert_file")
+    _readable(cfg.tls_key_file, "tls_key_file")  # OpenSSL names the certificate when it cannot read the key
+    _load(f"{cfg.tls_cert_file} with {cfg.tls_key_file}", "tls_cert_file/tls_key_file",
           lambda: context.load_cert_chain(str(cfg.tls_cert_file), str(cfg.tls_key_file)))
     if cfg.tls_ca_file is not None:
         _load(cfg.tls_ca_file, "tls_ca_file", lambda: context.load_verify_locations(cafile=str(cfg.tls_ca_file)))
@@ -73,7 +75,15 @@ def server_context(cfg: DicomConfig) -> ssl.SSLContext:
     return context
 
 
-def _load(path: Path, key: str, load) -> None:
+def _readable(path: Path, key: str) -> None:
+    """Raise :class:`TlsSetupError` naming ``key`` and its file when the agent's user cannot open it."""
+    try:
+        path.open("rb").close()
+    except OSError as exc:
+        raise TlsSetupError(f"[dicom] {key}: cannot read {path}: {exc.strerror}") from exc
+
+
+def _load(path: Path | str, key: str, load) -> None:
     try:
         load()
     except (OSError, ssl.SSLError) as exc:
