@@ -16,6 +16,7 @@ A hook that raises is rolled back to a savepoint and logged; the readings are st
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
@@ -81,6 +82,13 @@ def utc_iso(t: float) -> str:
 def minute_of(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(t))
 
+
+
+def procedure_uid(ctx: DeviceContext, pid: int) -> str:
+    """``station:device:id.random``: the row id alone comes again in a store restored from a backup or
+    a replacement box's new store, and the central site would drop that procedure's reading and alerts
+    (their event ids derive from it) as duplicates of the earlier one's."""
+    return f"{ctx.station}:{ctx.device}:{pid}.{secrets.token_hex(4)}"
 
 class Ledger:
     def __init__(self, on_cumulative: Optional[CumulativeHook] = None, on_staff_total: Optional[StaffHook] = None):
@@ -242,7 +250,7 @@ class Ledger:
             "INSERT INTO serial_procedures (station, device, start_t, start_reason, dap_base, air_kerma_base)"
             " VALUES (?, ?, ?, ?, ?, ?)", [ctx.station, ctx.device, t, reason, base["dap"], base["air_kerma"]])
         pid = cur.lastrowid
-        uid = f"{ctx.station}:{ctx.device}:{pid}"
+        uid = procedure_uid(ctx, pid)
         tx.execute("UPDATE serial_procedures SET uid = ? WHERE id = ?", [uid, pid])
         log.info("procedure_started", device=ctx.device, procedure_id=uid, reason=reason)
         return _row(tx, "SELECT * FROM serial_procedures WHERE id = ?", [pid])

@@ -40,6 +40,11 @@ def hooks():
     return Ledger(on_cumulative, on_staff_total), calls
 
 
+def plain(uid: str) -> str:
+    """A procedure id without its random part: ``room-3:dev:1.0f3a9c2e`` is ``room-3:dev:1``."""
+    return uid.rsplit(".", 1)[0]
+
+
 def record(store, ledger, context, readings):
     with store.transaction() as tx:
         return ledger.record(tx, context, readings)

@@ -6,7 +6,7 @@ from agent.config import ChecksConfig
 from agent.readings.hooks import checks_hooks
 from agent.readings.ledger import Ledger
 
-from .conftest import ctx, reading, record
+from .conftest import ctx, plain, reading, record
 
 
 def ledger() -> Ledger:
@@ -20,13 +20,13 @@ def test_kap_first_notification_fires_at_exactly_300_Gycm2_not_below(store):
     assert out.alerts == []
     out = record(store, led, ctx(), [reading("dap", 0.03, 2.0)])  # 30000.00 cGy·cm² from the meter
     (alert,) = out.alerts
-    assert (alert.kind, alert.level, alert.procedure_id, float(alert.threshold)) == \
+    assert (alert.kind, alert.level, plain(alert.procedure_id), float(alert.threshold)) == \
         ("fluoro_threshold", "first notification", "room-3:dev:1", 300.0)
     assert record(store, led, ctx(), [reading("dap", 0.0301, 3.0)]).alerts == []  # once per procedure
     # a meter reset (confirmed by the next reading) is a new procedure: its thresholds count again
     record(store, led, ctx(), [reading("dap", 0.001, 4.0)])
     record(store, led, ctx(), [reading("dap", 0.002, 5.0)])
-    assert [a.procedure_id for a in record(store, led, ctx(), [reading("dap", 0.0305, 16.0)]).alerts] == \
+    assert [plain(a.procedure_id) for a in record(store, led, ctx(), [reading("dap", 0.0305, 16.0)]).alerts] == \
         ["room-3:dev:2"]
     assert len(list_alerts(store.db)) == 2
 

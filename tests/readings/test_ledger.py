@@ -6,11 +6,12 @@ from datetime import datetime
 
 from agent.readings.ledger import Ledger, quarter_of
 
-from .conftest import BERLIN, ctx, reading, record
+from .conftest import BERLIN, ctx, plain, reading, record
 
 
 def procedures(store):
-    return store.db.execute("SELECT uid, start_reason, end_reason, dap_Gym2 FROM serial_procedures ORDER BY id").fetchall()
+    rows = store.db.execute("SELECT uid, start_reason, end_reason, dap_Gym2 FROM serial_procedures ORDER BY id")
+    return [(plain(uid), *rest) for uid, *rest in rows.fetchall()]
 
 
 def test_dap_meter_procedure_grows_calls_the_hook_and_resets(store, hooks):
@@ -18,19 +19,19 @@ def test_dap_meter_procedure_grows_calls_the_hook_and_resets(store, hooks):
     c = ctx()
     out = record(store, ledger, c, [reading("dap", 0.0100, 1.0), reading("dap", 0.0001, 1.0, kind="rate",
                                                                           unit="Gy.m2/s")])
-    assert out.gauge["procedure_id"] == "room-3:dev:1" and out.gauge["dap_Gym2"] == 0.01
+    assert plain(out.gauge["procedure_id"]) == "room-3:dev:1" and out.gauge["dap_Gym2"] == 0.01
     record(store, ledger, c, [reading("dap", 0.0300, 2.0)])
     record(store, ledger, c, [reading("dap", 0.0300, 3.0)])  # unchanged: no hook call
     out = record(store, ledger, c, [reading("dap", 0.0050, 4.0)])  # the meter was reset...
-    assert out.enqueued == 0 and out.gauge["procedure_id"] == "room-3:dev:1"  # ...held until confirmed
+    assert out.enqueued == 0 and plain(out.gauge["procedure_id"]) == "room-3:dev:1"  # ...held until confirmed
     out = record(store, ledger, c, [reading("dap", 0.0060, 5.0)])  # confirmed: a new procedure from here
     assert [v for _, _, v, _ in calls["cumulative"]] == [0.01, 0.03, 0.006]
-    assert calls["cumulative"][1] == ("room-3:dev:1", "dap", 0.03, "Gy.m2")
-    assert out.enqueued == 1 and out.gauge["procedure_id"] == "room-3:dev:2"
+    assert (plain(calls["cumulative"][1][0]), *calls["cumulative"][1][1:]) == ("room-3:dev:1", "dap", 0.03, "Gy.m2")
+    assert out.enqueued == 1 and plain(out.gauge["procedure_id"]) == "room-3:dev:2"
     assert procedures(store) == [("room-3:dev:1", "first_seen", "meter_reset", 0.03),
                                  ("room-3:dev:2", "meter_reset", None, 0.006)]
     (body,) = [json.loads(b) for (b,) in store.db.execute("SELECT body FROM outbox WHERE kind = 'reading'")]
-    assert body["type"] == "procedure" and body["dap_Gym2"] == 0.03 and body["procedure_id"] == "room-3:dev:1"
+    assert body["type"] == "procedure" and body["dap_Gym2"] == 0.03 and plain(body["procedure_id"]) == "room-3:dev:1"
 
 
 def test_hook_alerts_are_returned_and_a_failing_hook_does_not_lose_readings(store, hooks):
@@ -55,7 +56,7 @@ def test_new_patient_counts_from_the_meters_present_value(store, hooks):
     with store.transaction() as tx:
         uid = ledger.new_procedure(tx, c, 2.0)
     record(store, ledger, c, [reading("dap", 0.0250, 3.0)])
-    assert uid == "room-3:dev:2"
+    assert plain(uid) == "room-3:dev:2"
     assert procedures(store)[1] == ("room-3:dev:2", "new_patient", None, 0.005)  # exactly, not 0.005000000000000001
     assert calls["cumulative"][-1][0] == uid
 
@@ -271,3 +272,24 @@ def test_two_flipped_digits_in_a_row_do_not_split_the_procedure(store, hooks):
     ((uid, start, end, dap),) = procedures(store)
     assert (uid, start, end) == ("room-3:dev:1", "first_seen", None)
     assert dap < 0.0065  # the meter's 0.006, plus at most the overshoots: never a second 0.005
+
+
+def test_a_restored_or_replaced_store_never_gives_a_procedure_an_id_already_sent(tmp_path, store, hooks):
+    """A store restored from a backup, or a replacement box's new one, numbers its procedures from the same
+    row ids again: the ids (and so the event ids of the procedure's reading and alerts) must still differ,
+    or the central site drops the new procedure's messages as duplicates of the earlier one's."""
+    from agent.store import Store
+
+    ledger, _ = hooks
+    other = Store.open(tmp_path / "replacement.sqlite")
+    try:
+        for s in (store, other):
+            record(s, ledger, ctx(), [reading("dap", 0.031, 1.0)])
+            record(s, ledger, ctx(), [reading("dap", 0.001, 2.0)])  # a meter reset, confirmed next: the
+            record(s, ledger, ctx(), [reading("dap", 0.002, 3.0)])  # first procedure is closed and queued
+        sent = [{json.loads(b)["procedure_id"]: e for e, b in s.db.execute(
+            "SELECT event_id, body FROM outbox WHERE kind = 'reading'")} for s in (store, other)]
+    finally:
+        other.close()
+    assert len(sent[0]) == len(sent[1]) == 1
+    assert sent[0].keys() != sent[1].keys() and set(sent[0].values()).isdisjoint(sent[1].values())

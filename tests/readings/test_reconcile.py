@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from agent.extract.record import Event, Report, Totals
 from agent.readings.reconcile import Reconcile
 
-from .conftest import BERLIN, ctx, reading, record
+from .conftest import BERLIN, ctx, plain, reading, record
 
 
 def rdsr(dap_total, start: datetime, minutes: int = 10, sop="1.2.3.4") -> SimpleNamespace:
@@ -54,7 +54,7 @@ def test_a_difference_above_tolerance_is_a_qa_finding_sent_once(store, hooks):
     assert reconciliations(store) == [(1, 0.04, 0.03, 0.3333, 1)]
     bodies = [json.loads(b) for (b,) in store.db.execute("SELECT body FROM outbox")]
     finding = [b for b in bodies if b["type"] == "reconciliation"]
-    assert len(finding) == 1 and finding[0]["qa_finding"] is True and finding[0]["procedure_id"] == "room-3:dev:1"
+    assert len(finding) == 1 and finding[0]["qa_finding"] is True and plain(finding[0]["procedure_id"]) == "room-3:dev:1"
 
 
 def test_an_rdsr_from_another_time_matches_nothing(store, hooks):
