@@ -6,7 +6,9 @@
   single examinations at a typical site are above it.
 - ``median_above_drl`` (warning): the median of the last N examinations (``median_window``)
   of one station × exam × patient group at or above the DRL — the exceedance in the sense of
-  ICRP 135.  Raised once each time the median goes from below to at-or-above (an "episode").
+  ICRP 135.  Raised once each time the median goes from below to at-or-above (an "episode");
+  its id names the study that opened the episode, as the episode numbers start again in a store
+  restored from a backup or a replacement box's new one (the central site keeps each id once).
 
 Every stored examination leaves its values in ``check_samples`` (one row per study or event;
 a cumulative report updates its study's row), which is the rolling window.
@@ -80,7 +82,7 @@ def median_above_drl(tx: sqlite_utils.Database, study: StudyView, samples: list[
             if episode is None:
                 continue
             out.append(Alert.for_row(
-                "median_above_drl", row, station=study.station, subject=(study.station, episode), observed=median,
+                "median_above_drl", row, station=study.station, subject=(study.station, episode, study.study_uid), observed=median,
                 message=f"The median {row.quantity} of the last {rules.median_window} {s.exam.label} "
                         f"{'examinations' if row.scope == 'per_examination' else 'series/views'} "
                         f"({row.group_label()}) on station {study.station} is {{value}}, at or above the DRL {{threshold}}: "

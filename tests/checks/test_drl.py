@@ -105,6 +105,25 @@ def test_median_above_drl_fires_once_per_episode(store):
     assert b.level == "episode 2" and b.id != a.id
 
 
+def test_an_episode_in_a_restored_or_replaced_store_has_an_alert_id_of_its_own(store, tmp_path):
+    """Episode numbers start again in a store restored from a backup or a new store on a replacement box:
+    the new episode's alert must not carry the id of the earlier one, which the central site already
+    holds and would drop the new alert as a duplicate of."""
+    from agent.store import Store
+
+    other = Store.open(tmp_path / "replacement.sqlite")
+    try:
+        found = []
+        for s in (store, other):
+            c = Checked(s, rules_from(UK + "median_window = 5\n"))
+            found += [a for dlp in (900, 900, 900, 900, 900)
+                      for a in c.ingest(ct_report([ct_event("Head", 20.0, dlp)])) if a.kind == "median_above_drl"]
+    finally:
+        other.close()
+    a, b = found
+    assert a.level == b.level == "episode 1" and a.id != b.id
+
+
 def test_median_window_is_the_last_examinations_performed_not_the_last_imported(store):
     # the station has been running: its last 5 CT heads (November) are below the DRL.  A physicist then backfills
     # the year before (`alara-edge import`), at higher doses: those are older examinations, not the last 5.
