@@ -66,7 +66,9 @@ class Agent:
         self.pipeline = Pipeline(self.store, cfg.store.spool_dir, cfg.station.id, self.bus,
                                  stages=[self.checks, Reconcile.from_config(cfg)])
         if cfg.mqtt.enabled:  # the report's outbox row, after the stages that add alerts and findings
-            self.pipeline.stages.append(ReportOutboxStage(cfg))
+            reports = ReportOutboxStage(cfg)
+            reports.check_site_secret(self.store.db)
+            self.pipeline.stages.append(reports)
         self.dicom = (DicomSource(cfg.dicom, self.pipeline, healthy=self.accepting)
                       if cfg.dicom.enabled and with_sources else None)
         self.components: list[Any] = []  # started in order, stopped in reverse (stop() is safe unstarted)

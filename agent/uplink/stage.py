@@ -9,6 +9,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
+import structlog
 
 from agent.config import Config
 from agent.store import outbox
@@ -19,6 +20,8 @@ from .privacy import Privacy, secret_path
 if TYPE_CHECKING:
     from agent.pipeline import Ingest
 
+log = structlog.get_logger("agent.uplink")
+
 
 class ReportOutboxStage:
     """Pipeline stage: queue each stored report for the central site, privacy applied.
@@ -28,6 +31,23 @@ class ReportOutboxStage:
 
     def __init__(self, config: Config):
         self.privacy = Privacy(config.privacy, default_secret=secret_path(config))
+
+    def check_site_secret(self, db: sqlite_utils.Database) -> bool:
+        """Log ``site_secret_changed`` (error) and return False if the store's last queued pseudonym was
+        made with another site secret: a store restored without its ``site-secret`` file, or the file
+        replaced, gives every patient a new pseudonym and splits their history at the central site."""
+        if self.privacy.secret is None:
+            return True
+        row = db.execute("SELECT json_extract(body, '$.patient.pseudonym_key') FROM outbox WHERE kind = 'report' "
+                         "AND json_extract(body, '$.patient.pseudonym_key') IS NOT NULL "
+                         "ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None or row[0] == self.privacy.secret.key_id:
+            return True
+        log.error("site_secret_changed", previous_key=row[0], key=self.privacy.secret.key_id,
+                  hint="this store's reports were pseudonymised with another site secret: restore the site-secret "
+                       "file that belongs to it (from the backup or another station of the site), or every patient "
+                       "gets a new pseudonym at the central site")
+        return False
 
     def __call__(self, tx: sqlite_utils.Database, ingest: Ingest) -> None:
         body = report_body(tx, ingest, self.privacy)

@@ -100,3 +100,27 @@ def test_a_short_secret_is_one_clear_line_from_check_config_import_and_run(tmp_p
                                                     "at the next start; then copy it to the site's other stations)"]
     ran = run_agent("run", "-c", str(agent.config_path), cwd=agent.workdir, timeout=60)
     assert ran.returncode == 1 and "Traceback" not in ran.stdout + ran.stderr and "16 bytes" in ran.stdout
+
+
+def test_a_store_restored_without_its_site_secret_says_so_at_start(tmp_path, store):
+    """Restored from a backup without the ``site-secret`` file, the agent makes a new one: every patient
+    would get a new pseudonym at the central site. The start says so as an error, not only as a new file."""
+    from structlog.testing import capture_logs
+
+    from agent.uplink import ReportOutboxStage
+    from tests.uplink.conftest import make_config
+    from tests.uplink.reports import ct_report, ingest
+
+    cfg = make_config(tmp_path, 1883)
+    stage = ReportOutboxStage(cfg)
+    with store.transaction() as tx:
+        stage(tx, ingest(tx, ct_report(n=0, study="1.2.826.0.1.3680043.10.1.0")))
+    assert stage.check_site_secret(store.db)  # the same secret: nothing to say
+    secret = stage.privacy.secret.key_id
+    for path in tmp_path.rglob("site-secret"):
+        path.unlink()  # the backup did not hold it: a new one is made at the next start
+    with capture_logs() as logs:
+        again = ReportOutboxStage(cfg)
+        assert not again.check_site_secret(store.db)
+    (line,) = [e for e in logs if e["event"] == "site_secret_changed"]
+    assert line["log_level"] == "error" and line["previous_key"] == secret and "restore the site-secret" in line["hint"]
