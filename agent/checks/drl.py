@@ -82,7 +82,8 @@ def median_above_drl(tx: sqlite_utils.Database, study: StudyView, samples: list[
             if episode is None:
                 continue
             out.append(Alert.for_row(
-                "median_above_drl", row, station=study.station, subject=(study.station, episode, study.study_uid), observed=median,
+                "median_above_drl", row, station=study.station, subject=(study.station, episode, study.study_uid),
+                observed=median,
                 message=f"The median {row.quantity} of the last {rules.median_window} {s.exam.label} "
                         f"{'examinations' if row.scope == 'per_examination' else 'series/views'} "
                         f"({row.group_label()}) on station {study.station} is {{value}}, at or above the DRL {{threshold}}: "

@@ -83,12 +83,12 @@ def minute_of(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(t))
 
 
-
 def procedure_uid(ctx: DeviceContext, pid: int) -> str:
     """``station:device:id.random``: the row id alone comes again in a store restored from a backup or
     a replacement box's new store, and the central site would drop that procedure's reading and alerts
     (their event ids derive from it) as duplicates of the earlier one's."""
     return f"{ctx.station}:{ctx.device}:{pid}.{secrets.token_hex(4)}"
+
 
 class Ledger:
     def __init__(self, on_cumulative: Optional[CumulativeHook] = None, on_staff_total: Optional[StaffHook] = None):
