@@ -29,6 +29,7 @@ SCHEMA_VERSION = 2
 MAX_ATTEMPTS = 3  # runs that died with an object in hand: the next start sets it aside
 FREE_PAGES_KEPT = 1024  # pages (4 MiB) of free space the file may keep for the next objects
 WAL_LIMIT_BYTES = 4 * 1024 * 1024  # the WAL is cut back to this after a checkpoint
+WRITE_CHUNK = 1 << 20  # put() writes an object's bytes into its row this much at a time
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
     id INTEGER PRIMARY KEY,
@@ -89,11 +90,26 @@ class Inbox:
 
     def put(self, data: bytes, received_at: float, origin: str, calling_ae: str | None = None,
             called_ae: str | None = None, peer: str | None = None) -> Item:
-        """Store one object durably; raises ``sqlite3.Error`` (disk full, read-only) if it cannot."""
+        """Store one object durably; raises ``sqlite3.Error`` (disk full, read-only) if it cannot.
+
+        The bytes are written into the row piece by piece (:data:`WRITE_CHUNK`): bound as one value,
+        SQLite copied them twice in memory, and a 400 MB angiography run took 1.2 GB more at once."""
         with self._lock:
-            cur = self._conn.execute(
-                "INSERT INTO inbox (received_at, origin, calling_ae, called_ae, peer, data) VALUES (?, ?, ?, ?, ?, ?)",
-                (received_at, origin, calling_ae, called_ae, peer, data))
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._conn.execute(
+                    "INSERT INTO inbox (received_at, origin, calling_ae, called_ae, peer, data) "
+                    "VALUES (?, ?, ?, ?, ?, zeroblob(?))", (received_at, origin, calling_ae, called_ae, peer, len(data)))
+                if data:
+                    view = memoryview(data)
+                    with self._conn.blobopen("inbox", "data", cur.lastrowid) as blob:
+                        for start in range(0, len(view), WRITE_CHUNK):
+                            blob.write(view[start:start + WRITE_CHUNK])
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:  # (SQLite may have rolled back already, on a full disk)
+                    self._conn.execute("ROLLBACK")
+                raise
         return Item(cur.lastrowid, received_at, origin, calling_ae, called_ae, peer, data, len(data))
 
     def pending(self) -> list[Item]:
