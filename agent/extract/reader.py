@@ -9,6 +9,8 @@ keeps a 300-event report well under a second (see :mod:`agent.extract.srparse`).
 undefined-length Content Sequence has to be walked to find its end; the items read on the
 way are kept with the bytes (:class:`~agent.extract.srparse.ParsedSequence`).
 
+Pixel data, and whatever follows it, is not read: the agent needs only the header.
+
 Use it instead of ``pydicom.dcmread`` wherever the object is then extracted.
 """
 from __future__ import annotations
@@ -30,11 +32,14 @@ from agent.extract import srparse
 from agent.extract.record import ExtractionError
 
 _CONTENT = Tag(srparse.CONTENT_SEQUENCE)
+_PIXEL_DATA = 0x7FE00000  # group 7FE0: (float) pixel data and its offset tables
 _UNDEFINED = 0xFFFFFFFF
 
 
 def _stop_at_content(tag, vr, length) -> bool:
-    return tag == srparse.CONTENT_SEQUENCE
+    """Stop at the SR Content Sequence (read apart, below) or at the pixel data, which is never
+    read: a 400 MB angiography run would otherwise be copied whole into the dataset."""
+    return tag == srparse.CONTENT_SEQUENCE or tag >= _PIXEL_DATA
 
 
 def read_dataset(source: Union[bytes, bytearray, memoryview, str, os.PathLike]) -> FileDataset:
@@ -47,13 +52,13 @@ def read_dataset(source: Union[bytes, bytearray, memoryview, str, os.PathLike]) 
     fp = io.BytesIO(data)
     ds = read_partial(fp, stop_when=_stop_at_content, force=True)
     if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-        return pydicom.dcmread(io.BytesIO(data), force=True)  # rare; positions refer to the inflated stream
+        return pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)  # rare; positions refer to the inflated stream
     start = fp.tell()
     implicit, little = ds.original_encoding
     if start >= len(data) or implicit is None:
         return ds  # no Content Sequence: pydicom read everything
     tag, length, vpos = srparse.element_header(data, start, implicit, little)
-    if tag != srparse.CONTENT_SEQUENCE:
+    if tag != srparse.CONTENT_SEQUENCE:  # the pixel data (and what follows it) is left unread
         return ds
     if length == _UNDEFINED:
         value, after = srparse.read_undefined_sequence(data, vpos, implicit, little)
