@@ -52,7 +52,8 @@ def read_dataset(source: Union[bytes, bytearray, memoryview, str, os.PathLike]) 
     fp = io.BytesIO(data)
     ds = read_partial(fp, stop_when=_stop_at_content, force=True)
     if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-        return pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)  # rare; positions refer to the inflated stream
+        # rare; positions refer to the inflated stream
+        return pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
     start = fp.tell()
     implicit, little = ds.original_encoding
     if start >= len(data) or implicit is None:

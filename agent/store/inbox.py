@@ -113,7 +113,8 @@ class Inbox:
             try:
                 cur = self._conn.execute(
                     "INSERT INTO inbox (received_at, origin, calling_ae, called_ae, peer, data) "
-                    "VALUES (?, ?, ?, ?, ?, zeroblob(?))", (received_at, origin, calling_ae, called_ae, peer, len(data)))
+                    "VALUES (?, ?, ?, ?, ?, zeroblob(?))",
+                    (received_at, origin, calling_ae, called_ae, peer, len(data)))
                 if data:
                     view = memoryview(data)
                     with self._conn.blobopen("inbox", "data", cur.lastrowid) as blob:
