@@ -31,6 +31,13 @@ install -d -m 0755 /opt/alara-edge
 release=/opt/alara-edge/venv-$(date +%Y%m%d%H%M%S)
 python3 -m venv "$release"
 "$release/bin/pip" install --quiet --disable-pip-version-check "$package"
+# an upgrade checks the box's configuration with the new version before switching to it: a problem
+# stops here with the running version, its venv.previous and its unit untouched
+if [ -f /etc/alara-edge/alara-edge.toml ] && ! "$release/bin/alara-edge" check-config /etc/alara-edge/alara-edge.toml; then
+    rm -rf "$release"
+    echo "nothing was changed: fix the configuration for this version (above), then run install.sh again" >&2
+    exit 1
+fi
 if [ -L /opt/alara-edge/venv ]; then
     old=$(readlink /opt/alara-edge/venv)
     [ -L /opt/alara-edge/venv.previous ] && prev=$(readlink /opt/alara-edge/venv.previous) && [ "$prev" != "$old" ] && rm -rf "$prev"

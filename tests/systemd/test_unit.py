@@ -77,3 +77,13 @@ def test_an_upgrade_brings_new_reference_tables_but_keeps_a_table_edited_on_the_
     assert (etc / table.name).read_text() == "version 2, local values\n"
     assert (etc / f"{table.name}.dist").read_text() == "version 4\n"
 
+
+
+def test_an_upgrade_checks_the_configuration_with_the_new_version_before_switching_to_it():
+    """A configuration the new version rejects stops install.sh before /opt/alara-edge/venv is switched:
+    otherwise the aborted upgrade left the service's next start on the new code with the old unit, and
+    a re-run deleted the venv.previous that held the version still running (no rollback left)."""
+    script = (REPO / "systemd" / "install.sh").read_text()
+    check = script.index('"$release/bin/alara-edge" check-config /etc/alara-edge/alara-edge.toml')
+    assert check < script.index('ln -sfn "$release" /opt/alara-edge/venv')
+    assert check < script.index('ln -sfn "$old" /opt/alara-edge/venv.previous')
