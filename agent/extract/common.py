@@ -478,13 +478,29 @@ def _patient_characteristics(report: Report, root: ContentItem, notes: Notes) ->
     if pt.age_years is None:
         pt.age_years = coarse_age(num(chars.child(C.SUBJECT_AGE), U.AGE, notes))
     if pt.sex is None:
-        sex = chars.child(C.SUBJECT_SEX)
-        if sex is not None and sex.code is not None:
-            pt.sex = (sex.code.value or sex.code.meaning or "")[:1].upper() or None
+        pt.sex = subject_sex(chars.child(C.SUBJECT_SEX))
     if pt.weight_kg is None:
         pt.weight_kg = num(chars.child(C.PATIENT_WEIGHT), U.MASS, notes)
     if pt.height_m is None:
         pt.height_m = num(chars.child(C.PATIENT_HEIGHT), U.HEIGHT, notes)
+
+
+# CID 7455 Sex → Patient's Sex (0010,0040): M, F or O; an unknown or undetermined sex is no value
+_SEX = {("DCM", "M"): "M", ("DCM", "F"): "F", ("SCT", "248153007"): "M", ("SCT", "248152002"): "F",
+        ("DCM", "U"): None, ("DCM", "121103"): None}
+
+
+def subject_sex(item: Optional[ContentItem]) -> Optional[str]:
+    """Subject Sex (CID 7455) as the header would state it: Male → M, Female → F, unknown or
+    undetermined → nothing, any other sex of the context group (Other, Ambiguous, ...) → O."""
+    if item is None or item.code is None:
+        return None
+    if item.code.key in _SEX:
+        return _SEX[item.code.key]
+    value, meaning = (item.code.value or "").strip().upper(), (item.code.meaning or "").strip().lower()
+    if value in ("M", "F") or meaning in ("male", "female"):  # the same codes under another scheme
+        return value if value in ("M", "F") else meaning[0].upper()
+    return None if "unknown" in meaning or "undetermined" in meaning else "O"
 
 
 def below(root: ContentItem, concept: Concept, notes: Notes) -> list[ContentItem]:

@@ -43,3 +43,45 @@ def test_patient_characteristics_from_the_sr_when_the_header_has_none():
     rep = extract_dataset(pydicom.dcmread(io.BytesIO(buffer.getvalue())))
     assert (rep.patient.age_years, rep.patient.sex, rep.patient.weight_kg, rep.patient.height_m) == \
         (63.0, "M", 110.0, 1.78)
+
+
+def _rrdsr_with_patient_characteristics(*items):
+    """A minimal standard RRDSR (TID 10021, one administration) whose header states no age or sex,
+    with the given rows of its Patient Characteristics (TID 10023)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from simulator.rdsr import _code, container, num
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.68"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.StudyInstanceUID, ds.StudyDate, ds.Modality = generate_uid(), "20260315", "SR"
+    ds.ValueType, ds.ContinuityOfContent = "CONTAINER", "SEPARATE"
+    ds.ConceptNameCodeSequence = Sequence([_code("113500", "DCM", "Radiopharmaceutical Radiation Dose Report")])
+    ds.ContentSequence = Sequence([
+        container(("113502", "DCM", "Radiopharmaceutical Administration"), [
+            num(("113507", "DCM", "Administered activity"), "20", ("MBq", "UCUM", "MBq"))]),
+        container(("121118", "DCM", "Patient Characteristics"), list(items)),
+    ])
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return extract_dataset(pydicom.dcmread(io.BytesIO(buffer.getvalue())))
+
+
+def test_subject_sex_codes_other_than_male_and_female_are_not_a_digit():
+    from simulator.rdsr import code
+
+    def sex(value, meaning):
+        rep = _rrdsr_with_patient_characteristics(
+            code(("121032", "DCM", "Subject Sex"), (value, "DCM", meaning)))
+        return rep.patient.sex
+
+    assert (sex("M", "Male"), sex("F", "Female")) == ("M", "F")
+    assert sex("121102", "Other sex") == "O"  # CID 7455; Patient's Sex (0010,0040) says O
+    assert sex("121104", "Ambiguous sex") == "O"
+    assert (sex("121103", "Undetermined sex"), sex("U", "Unknown sex")) == (None, None)
+
