@@ -38,7 +38,8 @@ _UNITS: dict[str, dict[str, Decimal]] = {
     "activity": {"MBq": _D(1), "Bq": _D("0.000001"), "kBq": _D("0.001"), "GBq": _D(1000),
                  "mCi": _D(37), "uCi": _D("0.037"), "Ci": _D(37000)},
     "mass": {"kg": _D(1), "g": _D("0.001")},
-    "age": {"a": _D(1), "mo": _D(1) / _D(12), "wk": _D(7) / _D("365.25"), "d": _D(1) / _D("365.25")},
+    "age": {"a": _D(1), "mo": _D(1) / _D(12), "wk": _D(7) / _D("365.25"), "d": _D(1) / _D("365.25"),
+            "h": _D(1) / _D("8766"), "min": _D(1) / _D("525960")},  # CID 7456: a newborn's age in hours
     "effective_dose": {"Sv": _D(1000), "mSv": _D(1), "uSv": _D("0.001")},
     "rate": {"/s": _D(1), "{pulse}/s": _D(1), "{pulses}/s": _D(1), "pulse/s": _D(1), "1/s": _D(1), "Hz": _D(1)},
     "number": {"1": _D(1)},
@@ -163,7 +164,7 @@ ANGLE = Quantity("Angle", "angle", "deg", ("deg",))
 ACTIVITY = Quantity("Activity", "activity", "MBq", ("MBq", "Bq"))
 MASS = Quantity("Patient weight", "mass", "kg", ("kg",))
 HEIGHT = Quantity("Patient height", "length", "m", ("m", "cm"))
-AGE = Quantity("Subject age", "age", "a", ("a", "mo", "wk", "d"))
+AGE = Quantity("Subject age", "age", "a", ("a", "mo", "wk", "d", "h", "min"))
 EFFECTIVE_DOSE = Quantity("Effective dose", "effective_dose", "mSv", ("mSv",))
 RATE = Quantity("Pulse rate", "rate", "/s", tuple(_UNITS["rate"]))
 NUMBER = Quantity("Number", "number", "1", ("1",))

@@ -85,3 +85,10 @@ def test_subject_sex_codes_other_than_male_and_female_are_not_a_digit():
     assert sex("121104", "Ambiguous sex") == "O"
     assert (sex("121103", "Undetermined sex"), sex("U", "Unknown sex")) == (None, None)
 
+
+def test_a_newborns_subject_age_in_hours_is_read():
+    from simulator.rdsr import num
+
+    rep = _rrdsr_with_patient_characteristics(num(("121033", "DCM", "Subject Age"), "36", ("h", "UCUM", "hour")))
+    assert rep.patient.age_years == 0.0  # CID 7456 allows h and min: 36 hours is 0 completed months
+    assert not [w for w in rep.warnings if "Subject Age" in w]
