@@ -28,6 +28,8 @@ _ELEMENTS = {"FLUORINE": "F", "CARBON": "C", "NITROGEN": "N", "OXYGEN": "O", "GA
 
 def extract(ds: Dataset, root: ContentItem, template: str, source: str, notes: Notes) -> Report:
     report = start_report(ds, "radiopharmaceutical", None, source, template, notes)
+    if report.study.datetime is None:  # Study Date is type 2: without it, when the first administration began
+        report.study.datetime = _first_start(root, notes)
     apply_sr_context(report, root, notes)
     associated = root.child(C.ASSOCIATED_PROCEDURE)
     report.study.procedure_reported = code_meaning(associated) or report.study.procedure_reported
@@ -73,6 +75,15 @@ def administration(item: ContentItem, notes: Notes) -> tuple[Administration, Opt
     effective = next((d for d in item.descendants() if d.is_(C.EFFECTIVE_DOSE)), None)
     admin.effective_dose_mSv = num(effective, U.EFFECTIVE_DOSE, notes)
     return admin, activity
+
+
+def _first_start(root: ContentItem, notes: Notes) -> Optional[str]:
+    """The Radiopharmaceutical Start DateTime of the first administration that states one."""
+    for item in root.all(C.RADIOPHARMACEUTICAL_ADMINISTRATION):
+        start = item.child(C.RADIOPHARMACEUTICAL_START)
+        if start is not None and start.datetime:
+            return dt_iso(start.datetime, notes, "Radiopharmaceutical Start DateTime")
+    return None
 
 
 def _modality(report: Report) -> str:

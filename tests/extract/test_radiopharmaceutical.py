@@ -92,3 +92,24 @@ def test_a_newborns_subject_age_in_hours_is_read():
     rep = _rrdsr_with_patient_characteristics(num(("121033", "DCM", "Subject Age"), "36", ("h", "UCUM", "hour")))
     assert rep.patient.age_years == 0.0  # CID 7456 allows h and min: 36 hours is 0 completed months
     assert not [w for w in rep.warnings if "Subject Age" in w]
+
+
+def test_without_a_study_date_the_study_is_dated_by_its_first_administration():
+    from pydicom.sequence import Sequence
+
+    from simulator.rdsr import _code, container, num
+
+    def administration(start):
+        item = container(("113502", "DCM", "Radiopharmaceutical Administration"), [
+            num(("113507", "DCM", "Administered activity"), "185", ("MBq", "UCUM", "MBq"))])
+        stamp = pydicom.Dataset()
+        stamp.RelationshipType, stamp.ValueType, stamp.DateTime = "CONTAINS", "DATETIME", start
+        stamp.ConceptNameCodeSequence = Sequence([_code("123003", "DCM", "Radiopharmaceutical Start DateTime")])
+        item.ContentSequence.append(stamp)
+        return item
+
+    ds = pydicom.dcmread(CORPUS / "NM-RRDSR-Siemens.dcm")
+    ds.StudyDate, ds.StudyTime = "", ""  # type 2: present, empty
+    ds.ContentSequence = Sequence([administration("20260315091500"), administration("20260315141500")])
+    rep = extract_dataset(ds)
+    assert rep.study.datetime == "2026-03-15T09:15:00"
