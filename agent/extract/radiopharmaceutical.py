@@ -41,6 +41,9 @@ def extract(ds: Dataset, root: ContentItem, template: str, source: str, notes: N
             activities.append(activity)
     if len(activities) > 1:
         notes.add(f"{len(activities)} administrations: administered_activity_MBq is their sum")
+    if 0 < len(activities) < len(report.administrations):
+        notes.add(f"administered activity is stated for {len(activities)} of the {len(report.administrations)} "
+                  "administrations: administered_activity_MBq may be partial")
     if activities:
         report.totals.administered_activity_MBq = float(sum(activities, Decimal(0)))
     report.modality = _modality(report)

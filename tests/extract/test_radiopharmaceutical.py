@@ -113,3 +113,23 @@ def test_without_a_study_date_the_study_is_dated_by_its_first_administration():
     ds.ContentSequence = Sequence([administration("20260315091500"), administration("20260315141500")])
     rep = extract_dataset(ds)
     assert rep.study.datetime == "2026-03-15T09:15:00"
+
+
+def test_a_total_activity_missing_an_administrations_activity_says_it_may_be_partial():
+    from pydicom.sequence import Sequence
+
+    from simulator.rdsr import _code, container, num
+
+    unknown = num(("113507", "DCM", "Administered activity"), "0", ("MBq", "UCUM", "MBq"))
+    unknown.MeasuredValueSequence = Sequence([])  # an empty value, with the reason why
+    unknown.NumericValueQualifierCodeSequence = Sequence([_code("114006", "DCM", "Measurement failure")])
+    ds = pydicom.dcmread(CORPUS / "NM-RRDSR-Siemens.dcm")
+    ds.ContentSequence = Sequence([
+        container(("113502", "DCM", "Radiopharmaceutical Administration"),
+                  [num(("113507", "DCM", "Administered activity"), "350", ("MBq", "UCUM", "MBq"))]),
+        container(("113502", "DCM", "Radiopharmaceutical Administration"), [unknown]),
+    ])
+    rep = extract_dataset(ds)
+    assert [a.activity_MBq for a in rep.administrations] == [350.0, None]
+    assert rep.totals.administered_activity_MBq == 350.0
+    assert any("stated for 1 of the 2 administrations" in w for w in rep.warnings)
