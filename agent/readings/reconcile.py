@@ -101,13 +101,18 @@ class Reconcile:
         return moment.timestamp()
 
     def _match(self, tx: sqlite_utils.Database, station: str, start: float, end: float):
-        """The procedure whose dose period overlaps the events' span (± window) the most."""
+        """Of the procedures whose dose period lies within the events' span ± window, the one that overlaps
+        the span itself the most, or, when none does, lies nearest to it.
+
+        The window only admits candidates (a modality clock may be minutes off): measured against the
+        widened span, every procedure of a busy room is wholly inside it, and the longest one took the
+        RDSRs of its neighbours."""
         rows = tx.execute(
             "SELECT id, uid, device, dap_Gym2, first_dose_t, last_dose_t FROM serial_procedures"
             " WHERE station = ? AND dap_Gym2 > 0 AND first_dose_t <= ? AND last_dose_t >= ?",
             [station, end + self.window_s, start - self.window_s]).fetchall()
         if not rows:
             return None
-        lo, hi = start - self.window_s, end + self.window_s
-        best = max(rows, key=lambda r: (min(hi, r[5]) - max(lo, r[4]), -abs(r[4] - start)))
+        # overlap with the span (negative: the gap between them), then the nearer start
+        best = max(rows, key=lambda r: (min(end, r[5]) - max(start, r[4]), -abs(r[4] - start)))
         return best[0], best[1], best[2], best[3]

@@ -64,3 +64,26 @@ def test_an_rdsr_from_another_time_matches_nothing(store, hooks):
     with store.transaction() as tx:
         Reconcile({}, 900.0, BERLIN)(tx, rdsr(0.0300, datetime(2026, 11, 23, 14, 0, 0)))
     assert reconciliations(store) == []
+
+
+def test_back_to_back_procedures_each_take_their_own_rdsr(store, hooks):
+    """A long procedure, then a short one three minutes later: the short one's RDSR is compared with the
+    short procedure, not with the long one (a false 300 % QA finding, and no comparison for the short one)."""
+    ledger, _ = hooks
+    a = datetime(2026, 11, 23, 9, 0, 0, tzinfo=BERLIN).timestamp()
+    record(store, ledger, ctx(), [reading("dap", 0.0, a)])
+    for i in range(1, 11):  # 9:01 to 9:10, 0.04 Gy·m²
+        record(store, ledger, ctx(), [reading("dap", 0.004 * i, a + 60 * i)])
+    b = a + 13 * 60  # the meter is reset at 9:13 (the reset is confirmed by the next reading)
+    record(store, ledger, ctx(), [reading("dap", 0.0, b)])
+    record(store, ledger, ctx(), [reading("dap", 0.0, b + 1)])
+    for i in range(1, 4):  # 9:14 to 9:16, 0.0099 Gy·m²
+        record(store, ledger, ctx(), [reading("dap", 0.0033 * i, b + 60 * i)])
+    stage = Reconcile({"dev": 0.25}, 900.0, BERLIN)
+    with store.transaction() as tx:  # the short procedure's RDSR first
+        stage(tx, rdsr(0.0099, datetime(2026, 11, 23, 9, 14, 0), minutes=3, sop="B"))
+    with store.transaction() as tx:
+        stage(tx, rdsr(0.0400, datetime(2026, 11, 23, 9, 1, 0), minutes=10, sop="A"))
+    rows = store.db.execute("SELECT sop_instance_uid, procedure_id, finding FROM serial_reconciliations"
+                            " ORDER BY sop_instance_uid").fetchall()
+    assert rows == [("A", 1, 0), ("B", 2, 0)]
