@@ -7,8 +7,11 @@ output dumps whole datasets, patient names included.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import sys
+import threading
+import time
 import warnings
 from typing import Any
 
@@ -77,3 +80,28 @@ def configure(level: str = "info", stream: Any = None, fmt: str = "json") -> Non
     # raw lines on stderr; pydicom logs each of its warnings itself too, so that second copy is dropped.
     logging.captureWarnings(True)
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+
+
+class Repeats:
+    """The same thing happening again and again (a modality retrying an object or an association every
+    few seconds, for hours): the first time of each key is logged, then at most one line per
+    ``every_s`` with how many times it happened since the last line, so that the log still says what
+    is going on without a line per retry.  The least recently seen keys beyond ``kept`` are forgotten."""
+
+    def __init__(self, kept: int = 1024) -> None:
+        self._seen: collections.OrderedDict[Any, tuple[float, int]] = collections.OrderedDict()
+        self._kept = kept
+        self._lock = threading.Lock()
+
+    def note(self, key: Any, every_s: float) -> int | None:
+        """Count one more time of ``key``: the times since its last line (this one included) if a
+        line is due now, else None."""
+        now = time.monotonic()
+        with self._lock:
+            last, count = self._seen.pop(key, (None, 0))
+            count += 1
+            due = last is None or now - last >= every_s
+            self._seen[key] = (now, 0) if due else (last, count)
+            while len(self._seen) > self._kept:
+                self._seen.popitem(last=False)
+        return count if due else None

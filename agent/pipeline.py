@@ -44,6 +44,7 @@ from agent.bus import Bus
 from agent.extract import extract_dataset, read_dataset
 from agent.extract.common import hstr
 from agent.extract.record import ExtractionError, Rejected, Report
+from agent.logs import Repeats
 from agent.store import Store, StoreError
 from agent.store.inbox import MAX_ATTEMPTS, Inbox, Item, path_for as inbox_path
 from agent.store.reports import Receipt, SaveResult, record_receipt, save_report
@@ -71,6 +72,7 @@ MIN_FREE_BYTES = 1 << 20  # below this free on the inbox's or the spool's disk, 
 PROCESSING_STALLED = "processing_stalled"  # the alarm while accepted objects cannot be stored
 FINISH_S = 30.0  # on stop, the object in hand gets this long to finish
 WORKER_STALL_S = 120.0  # one object held longer than this: the worker is stuck (a hung disk), the agent unhealthy
+REPEAT_LOG_S = 60.0  # the same object received again and again: one line, then at most one a minute with a count
 
 
 @dataclass
@@ -107,6 +109,7 @@ class Pipeline:
         self._busy_since: float | None = None  # monotonic time the worker took the object in hand
         self._overcounted: set[int] = set()  # inbox rows whose try count could not be taken back
         self._quota_refusals = 0  # objects refused since the quota was last found with room
+        self._repeats = Repeats()  # objects received again: logged once a minute each, with a count
 
     # -- the entry points ---------------------------------------------------------------
     def receive(self, encoded: bytes, origin: str, *, calling_ae: str | None = None,
@@ -383,10 +386,12 @@ class Pipeline:
         status = "duplicate" if saved.duplicate else "stored"
         if saved.duplicate and not keep_file:
             _unlink_quietly(path)  # the first copy is the record
-        log.info("report_" + status, origin=origin, calling_ae=calling_ae, sop_instance_uid=report.sop_instance_uid,
-                 kind=report.kind, modality=report.modality, source=report.source, events=len(report.events),
-                 new_events=len(saved.new_event_uids), alerts=len(ingest.alerts), warnings=len(report.warnings),
-                 ms=round((time.time() - received) * 1000, 1))
+        repeats = self._repeats.note("stored " + str(report.sop_instance_uid), REPEAT_LOG_S) if saved.duplicate else 1
+        if repeats is not None:
+            log.info("report_" + status, origin=origin, calling_ae=calling_ae, sop_instance_uid=report.sop_instance_uid,
+                     kind=report.kind, modality=report.modality, source=report.source, events=len(report.events),
+                     new_events=len(saved.new_event_uids), alerts=len(ingest.alerts), warnings=len(report.warnings),
+                     ms=round((time.time() - received) * 1000, 1), **({"times": repeats} if saved.duplicate else {}))
         if not saved.duplicate:
             self.bus.publish("report", ingest)
             for alert in ingest.alerts:
@@ -427,8 +432,10 @@ class Pipeline:
         if kept is not None:  # the same bytes were set aside before (a re-send): one copy, one receipt
             if Path(kept) != Path(receipt.path):  # (the same spool name within one second: it is that copy)
                 _unlink_quietly(Path(receipt.path))
-            log.info("report_" + status + "_again", origin=receipt.origin, calling_ae=receipt.calling_ae,
-                     sop_class_uid=receipt.sop_class_uid, kept_at=kept)
+            repeats = self._repeats.note(f"{status} {receipt.sha256}", REPEAT_LOG_S)
+            if repeats is not None:  # times: received since the last line about it
+                log.info("report_" + status + "_again", origin=receipt.origin, calling_ae=receipt.calling_ae,
+                         sop_class_uid=receipt.sop_class_uid, kept_at=kept, times=repeats)
             return Outcome(status, reason=reason, path=kept)
         src = Path(receipt.path)
         dest = self.failed_dir / src.name

@@ -356,3 +356,27 @@ def test_a_rejected_object_sent_again_is_kept_once(store, tmp_path):
     assert list((tmp_path / "spool").rglob("*.dcm")) == []  # the re-sent copies were not left in the spool
     other = p.ingest((CORPUS / "NM-PetIm-GE.dcm").read_bytes(), "dicom")
     assert other.status == "rejected" and len(list((tmp_path / "failed").iterdir())) == 2
+
+
+def test_an_object_sent_again_and_again_is_logged_once_a_minute_with_a_count_not_once_per_retry(store, tmp_path,
+                                                                                                 monkeypatch):
+    from structlog.testing import capture_logs
+
+    import agent.pipeline
+
+    broken = rdsr.ct_report([rdsr.CTSeries("Head", ctdivol="40.5")])
+    del broken.ContentSequence
+    broken, good = rdsr.encode(broken), encoded(1)
+    pipeline = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    with capture_logs() as logs:
+        for _ in range(30):  # a modality retrying every 2 s for a minute
+            assert pipeline.ingest(broken, "dicom", calling_ae="CT1").status == "error"
+            assert pipeline.ingest(good, "dicom", calling_ae="CT1").status in ("stored", "duplicate")
+    events = [e["event"] for e in logs]
+    assert events.count("report_error") == 1 and events.count("report_error_again") == 1
+    assert events.count("report_stored") == 1 and events.count("report_duplicate") == 1
+    monkeypatch.setattr(agent.pipeline, "REPEAT_LOG_S", 0.0)  # a minute later: one line each, counting those since
+    with capture_logs() as logs:
+        pipeline.ingest(broken, "dicom", calling_ae="CT1")
+        pipeline.ingest(good, "dicom", calling_ae="CT1")
+    assert [(e["event"], e["times"]) for e in logs] == [("report_error_again", 29), ("report_duplicate", 29)]
