@@ -5,7 +5,10 @@ One AE listens on ``[dicom] port`` and, when ``tls_port`` is set, also on that p
 """
 from __future__ import annotations
 
+import logging
 import socket
+import sys
+import threading
 import time
 from typing import Callable
 
@@ -14,11 +17,15 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import Verification
 
 from agent.config import DicomConfig
+from agent.logs import Repeats
 from agent.pipeline import Pipeline
 
 from . import echo, store, tls
 
 log = structlog.get_logger("agent.dicom")
+
+REPEAT_LOG_S = 60.0  # the same rejection, abort or unreadable data again: at most one line a minute, with a count
+_repeats = Repeats()  # times: how often it happened since the last line about it
 
 # Dose objects and the image/secondary-capture objects whose headers carry dose.
 STORAGE_SOP_CLASSES = {
@@ -81,6 +88,7 @@ class DicomSource:
         """Listen on the plain port, then on the TLS port if configured; raises ``OSError`` (a port
         that cannot be bound, a certificate that cannot be used) with nothing left listening."""
         context = tls.server_context(self.cfg) if self.cfg.tls_port is not None else None
+        UnreadableData.install()
         self.server = self._listen(self.cfg.bind, self.cfg.port)
         self.port = self.server.server_address[1]
         if context is not None:
@@ -170,10 +178,70 @@ def _log_rejected(event) -> None:
         why = {"reason": sent.reason_str, "result": sent.result_str}
     except (AttributeError, KeyError, ValueError):
         why = {}
-    log.warning("association_rejected", calling_ae=event.assoc.requestor.ae_title.strip(),
-                peer=event.assoc.requestor.address, **why)
+    calling_ae, peer = event.assoc.requestor.ae_title.strip(), event.assoc.requestor.address
+    times = _repeats.note(("rejected", calling_ae, peer, tuple(why.items())), REPEAT_LOG_S)
+    if times is not None:  # a modality retrying every few seconds: one line a minute, with the count
+        log.warning("association_rejected", calling_ae=calling_ae, peer=peer, times=times, **why)
 
 
 def _log_aborted(event) -> None:
-    log.warning("association_aborted", calling_ae=event.assoc.requestor.ae_title.strip(),
-                peer=event.assoc.requestor.address)
+    calling_ae, peer = event.assoc.requestor.ae_title.strip(), event.assoc.requestor.address
+    times = _repeats.note(("aborted", calling_ae, peer), REPEAT_LOG_S)
+    if times is not None:
+        log.warning("association_aborted", calling_ae=calling_ae, peer=peer, times=times)
+
+
+class UnreadableData(logging.Filter):
+    """pynetdicom's errors about a connection's bytes that are not DICOM PDUs (a port scanner or
+    monitoring probe, HTTP, TLS sent to the plain port, a peer that reset the connection in a PDU).
+
+    pynetdicom logs one error per 6 bytes it could not read as a PDU header and a traceback per reset
+    connection: about 20 lines, none naming the peer, for one 64-byte probe (90 KB a minute from a
+    scanner probing twice a second).  This filter drops them and logs ``dicom_unreadable_data``
+    instead: the first with the peer and what was wrong, then at most one a minute with how many
+    connections (about: counted by reader thread) sent such data since the last line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._logged_at: float | None = None
+        self._connections = 0  # connections with unreadable data since the last line
+        self._last_thread: int | None = None
+
+    @classmethod
+    def install(cls) -> None:
+        """Put the filter on pynetdicom's upper-layer logger (once)."""
+        dul = logging.getLogger("pynetdicom.dul")
+        if not any(isinstance(f, cls) for f in dul.filters):
+            dul.addFilter(cls())
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.funcName != "_read_pdu_data":
+            return True
+        if record.exc_info is not None and record.msg is record.exc_info[1]:
+            return False  # the traceback that follows pynetdicom's own line about the same read
+        with self._lock:
+            if record.thread != self._last_thread:  # each association has its own reader thread
+                self._last_thread = record.thread
+                self._connections += 1
+            now = time.monotonic()
+            if self._logged_at is not None and now - self._logged_at < REPEAT_LOG_S:
+                return False
+            self._logged_at, connections, self._connections = now, self._connections, 0
+        error = record.getMessage()
+        cause = sys.exc_info()[1]  # the socket error behind "Connection closed before the entire PDU ..."
+        if cause is not None:
+            error += f": {cause}"
+        hint = ("a TLS handshake: the peer uses TLS on the plain DICOM port" if "'0x16'" in error
+                else "not a DICOM peer (a port scanner, a health check, HTTP), or the connection was cut")
+        log.warning("dicom_unreadable_data", peer=_peer(), error=error, hint=hint, connections=connections)
+        return False
+
+
+def _peer() -> str | None:
+    """The peer of the association whose reader thread this is (pynetdicom's DUL thread)."""
+    try:
+        assoc = threading.current_thread().assoc  # type: ignore[attr-defined]
+        return f"{assoc.requestor.address}:{assoc.requestor.port}"
+    except Exception:
+        return None

@@ -267,3 +267,32 @@ def test_the_simulated_modality_sends_a_folder_that_also_holds_a_readme(agent_pr
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("\t0x0000") == 2 and "README.md\tnot DICOM, not sent" in done.stderr
     assert stored_count(agent) == 2
+
+
+def test_a_modality_retrying_a_refused_association_and_probes_sending_junk_log_one_clear_line_not_one_per_try(
+        agent_process):
+    import os
+    import socket
+    import ssl
+    import time
+
+    agent = agent_process('[dicom]\nallowed_calling_aes = ["CT_ROOM_1"]\nacse_timeout_s = 5\n')
+    for _ in range(10):  # a modality with the wrong AE title, retrying
+        with pytest.raises(ConnectionError):
+            send([rdsr.ct_report([rdsr.CTSeries("Head")])], "127.0.0.1", agent.dicom_port, calling_ae="INTRUDER")
+    tls = ssl.create_default_context()
+    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    for n in range(6):  # a modality set up for TLS on the plain port, and a scanner sending junk
+        with socket.create_connection(("127.0.0.1", agent.dicom_port), timeout=2) as s:
+            if n % 2:
+                s.sendall(os.urandom(64))
+            else:
+                with pytest.raises((OSError, ssl.SSLError)):
+                    tls.wrap_socket(s, server_hostname="agent")
+    time.sleep(1)
+    events = agent.log_events()
+    rejected = [e for e in events if e["event"] == "association_rejected"]
+    assert len(rejected) == 1 and rejected[0]["calling_ae"] == "INTRUDER" and rejected[0]["times"] == 1
+    (unreadable,) = [e for e in events if e["event"] == "dicom_unreadable_data"]
+    assert unreadable["peer"].startswith("127.0.0.1:") and "TLS" in unreadable["hint"]
+    assert not [e for e in events if e.get("logger", "").startswith("pynetdicom")]
