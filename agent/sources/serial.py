@@ -8,8 +8,8 @@ transaction (:class:`agent.readings.ledger.Ledger`) before publishing on the bus
 ``SerialException``/``OSError`` means the device is gone: the port is closed and reopened with
 exponential back-off (0.5 s doubling up to ``reconnect_max_s``).  Garbage, partial frames, checksum
 failures, timeouts and device errors are counted per kind (:meth:`SerialSource.health`) and logged
-(the first of each kind, then a summary at most once a minute); nothing a device sends can stop the
-thread.
+(the first of each kind, then a summary at most once a minute, and the end of a repeated one);
+nothing a device sends can stop the thread.
 
 Wiring (the daemon)::
 
@@ -181,6 +181,7 @@ class PortWorker:
         self._unsaved: list[Reading] = []  # readings the store refused, retried first (at most UNSAVED_MAX)
         self._retry_at = 0.0
         self._logged_at: dict[str, float] = {}
+        self._episodes: dict[str, tuple[float, float, int]] = {}  # kind: (started at, last seen at, count before)
         self.overload_at: Optional[float] = None  # the device last said it is over its range (dose unmeasured)
 
     def health(self) -> dict[str, Any]:
@@ -207,6 +208,8 @@ class PortWorker:
             opened_once = True
             backoff = 0.5
             self.connected = True
+            for kind in ("open_failed", "disconnected"):  # their end is this line
+                self._episodes.pop(kind, None)
             log.info("serial_connected", device=self.ctx.device, port=self.cfg.port, resolved=self.resolved,
                      baudrate=port.baudrate)
             try:
@@ -266,6 +269,8 @@ class PortWorker:
         readings = [i for i in items if isinstance(i, Reading)]
         for problem in (i for i in items if isinstance(i, Problem)):
             self._problem(problem)
+        if self._episodes:
+            self._end_episodes(time.monotonic())
         if not readings and not (self._unsaved and time.monotonic() >= self._retry_at):
             return
         batch = self._unsaved + readings  # in order: what the store refused before, then what is new
@@ -284,12 +289,26 @@ class PortWorker:
         self.readings += len(batch)
         self.last_reading_at = batch[-1].time
 
+    def _end_episodes(self, now: float) -> None:
+        """Log ``serial_problem_ended`` for each kind of problem that came more than once and not for
+        :data:`SUMMARY_EVERY_S`: the log says when garbage on the line (say) stopped, not only when it began."""
+        for kind, (started, last, before) in list(self._episodes.items()):
+            if now - last < SUMMARY_EVERY_S:
+                continue
+            del self._episodes[kind]
+            count = self.errors[kind] - before
+            if count > 1:
+                log.info("serial_problem_ended", device=self.ctx.device, kind=kind, count=count,
+                         lasted_s=round(last - started), quiet_s=round(now - last))
+
     def _problem(self, problem: Problem) -> None:
-        """Count it; log the first of its kind, then at most one summary a minute."""
+        """Count it; log the first of its kind, then at most one summary a minute (its end: :meth:`_end_episodes`)."""
         self.errors[problem.kind] += 1
         if problem.kind == "overload":  # until the next reading: the dose now is not being measured
             self.overload_at = time.time()
         now = time.monotonic()
+        started, _, before = self._episodes.get(problem.kind, (now, now, self.errors[problem.kind] - 1))
+        self._episodes[problem.kind] = (started, now, before)
         last = self._logged_at.get(problem.kind)
         if last is not None and now - last < SUMMARY_EVERY_S:
             return

@@ -94,3 +94,23 @@ def test_generic_profile_faults(rig):
     assert {"checksum", "garbage"} & set(r.health["errors"])
     credited = r.rows("SELECT SUM(credited) FROM serial_samples WHERE quantity = 'counts'")[0][0]
     assert 0 < credited <= r.sim.device.truth()["counts_total"]
+
+
+def test_garbage_for_a_while_logs_its_start_a_summary_and_its_end(rig, monkeypatch):
+    """A line that sends garbage for hours: one line when it starts, at most one a minute while it
+    lasts, and one when readings come without it again (here the minute is 1 s)."""
+    from structlog.testing import capture_logs
+
+    import agent.sources.serial
+
+    monkeypatch.setattr(agent.sources.serial, "SUMMARY_EVERY_S", 1.0)
+    garbage = [{"at_s": 0.5 + 0.1 * n, "kind": "garbage", "count": 1, "bytes": 40} for n in range(15)]
+    with capture_logs() as logs:
+        r = rig({"driver": "mightyohm", "seed": 11, "after": "hold", "device": {"interval_s": 0.1},
+                 "phase": [{"duration_s": 5.0, "rate": 20.0}], "fault": garbage})
+        r.wait_until_sim(4.5)
+    garbage_lines = [e for e in logs if e.get("kind") == "garbage"]
+    assert [e["event"] for e in garbage_lines][0] == "serial_problem"
+    assert 2 <= len(garbage_lines) <= 4, garbage_lines  # start, a summary, the end: not one per bad line
+    ended = garbage_lines[-1]
+    assert ended["event"] == "serial_problem_ended" and ended["count"] >= 10 and ended["device"]
