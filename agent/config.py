@@ -6,6 +6,7 @@ problem with its key and, where it can be found, its line.
 """
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 import socket
@@ -468,9 +469,26 @@ def check_text(text: str) -> list[str]:
             key = ".".join(str(p) for p in err["loc"])
             line = locate(text, err["loc"])
             where = f" (line {line})" if line else ""
-            out.append(f"{key}{where}: {err['msg']}")
+            msg = unknown_key(err["loc"]) if err["type"] == "extra_forbidden" else err["msg"]
+            out.append(f"{key}{where}: {msg}")
         return out
     return []
+
+
+def unknown_key(loc: tuple[Any, ...]) -> str:
+    """The message for a key the model does not have, with the nearest known one (``prot`` → ``port``)."""
+    model: Any = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return "unknown key"
+        model = next((a for a in (field.annotation, *get_args(field.annotation))
+                      if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    known = list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+    near = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return f"unknown key; did you mean {near[0]!r}?" if near else "unknown key"
 
 
 def read_text(path: str | Path) -> str:

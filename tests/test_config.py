@@ -18,7 +18,7 @@ def test_every_problem_is_reported_with_key_and_line():
     assert any(p.startswith("station.site (line 2)") for p in problems)
     assert any(p.startswith("dicom.port (line 5)") for p in problems)
     assert any(p.startswith("dicom.ae_title (line 6)") for p in problems)
-    assert any(p.startswith("dicom.colour (line 7)") and "Extra inputs" in p for p in problems)
+    assert any(p == "dicom.colour (line 7): unknown key" for p in problems)
     assert len(problems) == 4
 
 
@@ -104,7 +104,7 @@ def test_problems_in_arrays_of_tables_point_at_their_own_entry():
             'port = "/dev/ttyUSB1"\n\n[checks]\n\n[[checks.level]]\nfoo = 1\n')
     problems = check_text(text)
     assert any(p.startswith("serial.0 (line 1)") and "nosuch" in p for p in problems), problems
-    assert "checks.level.0.foo (line 12): Extra inputs are not permitted" in problems
+    assert "checks.level.0.foo (line 12): unknown key" in problems
     assert any(p.startswith("checks.level.0.value (line 11)") for p in problems)
 
 
@@ -118,3 +118,12 @@ def test_two_staff_dosimeters_at_one_wearers_same_body_part_are_refused():
     problems = check_text(two)
     assert any("W3 (whole_body)" in p and "one dosimeter" in p for p in problems), problems
     assert check_text(two.replace('device = "W3-under"', 'device = "W3-under"\nbody_part = "lens"')) == []
+
+
+def test_a_misspelt_key_is_named_unknown_with_the_nearest_known_key():
+    """A typo said only "Extra inputs are not permitted", which does not tell hospital IT what was meant."""
+    problems = check_text('[dicom]\nprot = 104\nacse_timout_s = 30\n\n[consol]\nport = 1\n\n[mqtt]\nwindows = 5\n')
+    assert problems == ["dicom.prot (line 2): unknown key; did you mean 'port'?",
+                        "dicom.acse_timout_s (line 3): unknown key; did you mean 'acse_timeout_s'?",
+                        "mqtt.windows (line 9): unknown key; did you mean 'window'?",
+                        "consol (line 5): unknown key; did you mean 'console'?"]
