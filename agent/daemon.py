@@ -23,6 +23,7 @@ from agent import logs
 from agent.bus import Bus
 from agent.checks import ChecksStage, load_rules
 from agent.console import Console
+from agent.console.access import TokenError
 from agent.commands.common import add_config_argument, load_config
 from agent.config import Config
 from agent.pipeline import Pipeline
@@ -41,7 +42,7 @@ log = structlog.get_logger("agent.daemon")
 
 # what stops a start in one clear line, without a traceback: another agent holds the store, a path not
 # writable, the site secret unusable (run and import say it alike, start_error)
-START_ERRORS = (StoreError, OSError, sqlite3.Error, SiteSecretError)
+START_ERRORS = (StoreError, OSError, sqlite3.Error, SiteSecretError, TokenError)
 RELOADABLE = {"checks"}  # configuration sections that SIGHUP applies to the running agent
 HEALTH_S = 5.0  # health check and watchdog ping interval (WatchdogSec in the unit is larger)
 

@@ -10,7 +10,7 @@ import pytest
 
 from agent.sources.dicom.scu import send
 from simulator import rdsr
-from tests.conftest import REPO, agent_env, run_agent, wait_for
+from tests.conftest import REPO, agent_env, free_port, run_agent, wait_for
 
 
 def alerts(agent):
@@ -236,3 +236,17 @@ def test_a_spool_whose_file_system_turns_read_only_is_reported_and_its_objects_w
     assert answered == [0]
     wait_for(lambda: agent.log_text().count('"report_stored"') == 2, 30)
     assert healthz()[0] == 200
+
+
+def test_an_empty_console_token_file_is_caught_by_check_config_and_stops_run_in_one_line(tmp_path):
+    """An empty token file passed check-config ("ok"), then `run` failed with a ValueError traceback."""
+    (tmp_path / "token").write_text("")
+    config = tmp_path / "c.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "a.sqlite"}"\nspool_dir = "{tmp_path / "spool"}"\n\n'
+                      f'[dicom]\nport = {free_port()}\n\n[mqtt]\nenabled = false\n\n'
+                      f'[console]\nport = {free_port()}\ntoken_file = "{tmp_path / "token"}"\n')
+    checked = run_agent("check-config", str(config))
+    assert checked.returncode == 1
+    assert f"console.token_file (line 13): {tmp_path / 'token'}: the token must have at least 4 characters" in checked.stderr
+    failed = _start_failure(run_agent("run", "-c", str(config), timeout=60))
+    assert failed["error"].startswith("[console] token_file:") and "at least 4 characters" in failed["error"]

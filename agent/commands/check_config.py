@@ -49,6 +49,14 @@ def _files(cfg: config.Config, text: str) -> list[str]:
         except OSError as exc:
             line = config.locate(text, (section, key))
             problems.append(f"{section}.{key}{f' (line {line})' if line else ''}: cannot read {path}: {exc.strerror}")
+    if cfg.console.enabled and cfg.console.token_file is not None and not any("console.token_file" in p for p in problems):
+        from agent.console.access import TokenError, load_token
+
+        try:
+            load_token(cfg.console)  # an empty or too short token stopped `run` after check-config said ok
+        except TokenError as exc:
+            line = config.locate(text, ("console", "token_file"))
+            problems.append(f"console.token_file{f' (line {line})' if line else ''}: {exc.reason}")
     secret = secret_path(cfg)  # made at the first start if missing
     if cfg.mqtt.enabled and cfg.privacy.patient_id == "pseudonymise" and secret.exists():
         try:

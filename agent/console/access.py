@@ -39,15 +39,29 @@ LOCKOUT_S = 30.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class TokenError(ValueError):
+    """``token_file`` cannot be read or holds no usable token; ``reason`` says why (without the key)."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"[console] token_file: {reason}")
+        self.reason = reason
+
+
 def load_token(cfg: ConsoleConfig) -> Optional[str]:
-    """The configured token (from ``token`` or the first line of ``token_file``), or None."""
+    """The configured token (from ``token`` or the first line of ``token_file``), or None;
+    :class:`TokenError` if the file cannot be read or its first line is shorter than 4 characters."""
     if cfg.token is not None:
         return cfg.token.get_secret_value().strip()
     if cfg.token_file is not None:
-        lines = cfg.token_file.read_text(encoding="utf-8").splitlines()
+        try:
+            lines = cfg.token_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise TokenError(f"cannot read {cfg.token_file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise TokenError(f"{cfg.token_file} is not UTF-8 text") from None
         token = lines[0].strip() if lines else ""
         if len(token) < 4:
-            raise ValueError(f"{cfg.token_file}: the token must have at least 4 characters")
+            raise TokenError(f"{cfg.token_file}: the token must have at least 4 characters on its first line")
         return token
     return None
 
