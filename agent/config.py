@@ -466,6 +466,9 @@ def check_text(text: str) -> list[str]:
     except ValidationError as exc:
         out = []
         for err in exc.errors():
+            if tuple(err["loc"]) == ("checks",):  # the rules' problems, several lines in one
+                out.extend(_table_problems(text, data, err["msg"]))
+                continue
             key = ".".join(str(p) for p in err["loc"])
             line = locate(text, err["loc"])
             where = f" (line {line})" if line else ""
@@ -473,6 +476,24 @@ def check_text(text: str) -> list[str]:
             out.append(f"{key}{where}: {msg}")
         return out
     return []
+
+
+def _table_problem(data: dict[str, Any], line: str) -> bool:
+    """Whether a problem line of ``[checks]`` is about one of the files in ``tables`` (it starts with its path)."""
+    checks = data.get("checks")
+    tables = checks.get("tables") if isinstance(checks, dict) else None
+    return isinstance(tables, list) and any(isinstance(t, str) and line.startswith(f"{t}: ") for t in tables)
+
+
+def _table_problems(text: str, data: dict[str, Any], msg: str) -> list[str]:
+    """The rules' problems (one per line of ``msg``), each as its own problem: those of a listed table
+    under ``checks.tables`` and its line, the others under ``checks``."""
+    out = []
+    for problem in msg.removeprefix("Value error, ").splitlines():
+        loc = ("checks", "tables") if _table_problem(data, problem) else ("checks",)
+        line = locate(text, loc)
+        out.append(f"{'.'.join(loc)}{f' (line {line})' if line else ''}: {problem}")
+    return out
 
 
 def unknown_key(loc: tuple[Any, ...]) -> str:

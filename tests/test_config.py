@@ -127,3 +127,21 @@ def test_a_misspelt_key_is_named_unknown_with_the_nearest_known_key():
                         "dicom.acse_timout_s (line 3): unknown key; did you mean 'acse_timeout_s'?",
                         "mqtt.windows (line 9): unknown key; did you mean 'window'?",
                         "consol (line 5): unknown key; did you mean 'console'?"]
+
+
+def test_each_problem_of_a_listed_table_is_its_own_line_at_the_tables_key(tmp_path, monkeypatch):
+    """A table's problems came as one "checks (line 1): Value error, ..." problem spanning several lines
+    (the later ones without the key), a table saved with a byte order mark was "TOML syntax: Invalid
+    statement" although the configuration may have one, and a Latin-1 table gave a codec message."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "latin1.toml").write_bytes("# Zürich\n[[checks.level]]\n".encode("latin-1"))
+    (tmp_path / "rows.toml").write_text('[[checks.level]]\nid = "x"\n')
+    text = '[station]\nsite = "a"\n\n[checks]\ntables = ["latin1.toml", "rows.toml"]\n'
+    problems = check_text(text)
+    assert problems[0] == "checks.tables (line 5): latin1.toml: line 1: not UTF-8 text (byte 0xfc): save the file as UTF-8"
+    assert problems[1] == "checks.tables (line 5): rows.toml: checks.level[0] (id 'x').kind: Field required"
+    assert len(problems) > 2 and all(p.startswith("checks.tables (line 5): rows.toml: ") for p in problems[1:])
+    assert all("\n" not in p for p in problems)
+    example = (REPO / "config" / "local-drl.example.toml").read_text(encoding="utf-8")
+    (tmp_path / "bom.toml").write_text("\ufeff" + example, encoding="utf-8")
+    assert check_text('[checks]\ntables = ["bom.toml"]\n') == []

@@ -138,10 +138,15 @@ def load_rules(checks: "ChecksConfig") -> Rules:
 
 def _read_table(path: Path, problems: list[str]) -> Optional[_TableChecks]:
     """One table file, or None with its problems appended (each naming the row's id where it has one)."""
+    from agent.config import ConfigError, read_text
+
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_text(path))  # UTF-8, a byte order mark allowed, as the configuration
     except OSError as exc:
         problems.append(f"{path}: cannot read table: {exc.strerror or exc}")
+        return None
+    except ConfigError as exc:
+        problems.extend(f"{path}: {problem}" for problem in exc.problems)
         return None
     except tomllib.TOMLDecodeError as exc:
         problems.append(f"{path}: TOML syntax: {exc}")
