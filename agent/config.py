@@ -310,8 +310,9 @@ class SerialPortConfig(Section):
         except KeyError as exc:
             raise ValueError(exc.args[0]) from None
         except ValidationError as exc:
+            known = [*type(self).model_fields, *drivers.get(self.driver).Options.model_fields]
             raise ValueError("driver options: " + "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+                f"{'.'.join(map(str, e['loc']))}: {_option_problem(e, known)}" for e in exc.errors())) from None
         if self.wearer and self.location:
             raise ValueError("a dosimeter has a wearer or a location, not both")
         if self.resolved_role == "staff" and not self.wearer:
@@ -335,6 +336,14 @@ class SerialPortConfig(Section):
     @property
     def driver_options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+
+def _option_problem(err: Any, known: list[str]) -> str:
+    """A driver option's problem; for a misspelt key, the nearest key of ``[[serial]]`` or the driver."""
+    if err["type"] != "extra_forbidden":
+        return err["msg"]
+    near = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+    return f"unknown key; did you mean {near[0]!r}?" if near else "unknown key"
 
 
 def bind_address(value: str) -> str:

@@ -145,3 +145,11 @@ def test_each_problem_of_a_listed_table_is_its_own_line_at_the_tables_key(tmp_pa
     example = (REPO / "config" / "local-drl.example.toml").read_text(encoding="utf-8")
     (tmp_path / "bom.toml").write_text("\ufeff" + example, encoding="utf-8")
     assert check_text('[checks]\ntables = ["bom.toml"]\n') == []
+
+
+def test_a_misspelt_serial_key_names_the_nearest_known_one():
+    """In a [[serial]] entry a typo said "driver options: baudrat: Extra inputs are not permitted"."""
+    problems = check_text('[[serial]]\ndriver = "diamentor"\nport = "/dev/ttyUSB0"\nbaudrat = 9600\n\n'
+                          '[[serial]]\ndriver = "gmc"\nport = "/dev/ttyUSB1"\ncpm_per_usv = 150\n')
+    assert "driver options: baudrat: unknown key; did you mean 'baudrate'?" in problems[0]
+    assert "driver options: cpm_per_usv: unknown key; did you mean 'cpm_per_usv_h'?" in problems[1]
