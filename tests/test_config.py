@@ -153,3 +153,14 @@ def test_a_misspelt_serial_key_names_the_nearest_known_one():
                           '[[serial]]\ndriver = "gmc"\nport = "/dev/ttyUSB1"\ncpm_per_usv = 150\n')
     assert "driver options: baudrat: unknown key; did you mean 'baudrate'?" in problems[0]
     assert "driver options: cpm_per_usv: unknown key; did you mean 'cpm_per_usv_h'?" in problems[1]
+
+
+def test_a_password_file_not_in_utf8_is_caught_by_check_config(tmp_path):
+    """A password file saved as Latin-1 passed check-config; the uplink then retried for ever with
+    "client setup: 'utf-8' codec can't decode byte 0xe4", naming no file."""
+    (tmp_path / "pw").write_bytes("p\u00e4ss\n".encode("latin-1"))
+    config = tmp_path / "c.toml"
+    config.write_text(f'[mqtt]\nusername = "ct"\npassword_file = "{tmp_path / "pw"}"\n')
+    result = run_agent("check-config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"{config}: mqtt.password_file (line 3): password_file {tmp_path / 'pw'} is not UTF-8 text: save it as UTF-8"

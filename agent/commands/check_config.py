@@ -49,6 +49,14 @@ def _files(cfg: config.Config, text: str) -> list[str]:
         except OSError as exc:
             line = config.locate(text, (section, key))
             problems.append(f"{section}.{key}{f' (line {line})' if line else ''}: cannot read {path}: {exc.strerror}")
+    if cfg.mqtt.enabled and cfg.mqtt.password_file is not None and not any("mqtt.password_file" in p for p in problems):
+        from agent.uplink.connection import CredentialsError, read_password
+
+        try:
+            read_password(cfg.mqtt)  # one not in UTF-8 passed here, and the uplink then retried for ever
+        except CredentialsError as exc:
+            line = config.locate(text, ("mqtt", "password_file"))
+            problems.append(f"mqtt.password_file{f' (line {line})' if line else ''}: {exc}")
     if cfg.console.enabled and cfg.console.token_file is not None and not any("console.token_file" in p for p in problems):
         from agent.console.access import TokenError, load_token
 

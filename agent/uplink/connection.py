@@ -108,6 +108,8 @@ def read_password(cfg: MqttConfig) -> Optional[str]:
             lines = Path(cfg.password_file).read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise CredentialsError(f"cannot read password_file: {exc.strerror}") from exc
+        except UnicodeDecodeError:
+            raise CredentialsError(f"password_file {cfg.password_file} is not UTF-8 text: save it as UTF-8") from None
         return lines[0] if lines else ""
     if cfg.password_env is not None:
         value = os.environ.get(cfg.password_env)
