@@ -53,15 +53,26 @@ def test_the_space_of_a_burst_of_large_objects_is_given_back(tmp_path):
     assert (tmp_path / "x-inbox.sqlite").stat().st_size < 8_000_000
 
 
-def test_an_inbox_from_before_attempts_were_counted_keeps_its_rows(tmp_path):
-    path = tmp_path / "x-inbox.sqlite"
-    old = sqlite3.connect(path)  # schema 1, as an agent before this version left it, with one row waiting
+def _old_inbox(path, version: int, attempts: int = 0) -> None:
+    """An inbox as an agent of an earlier schema left it, with one row waiting (schema 1 had no count;
+    schema 2 kept it in the row)."""
+    old = sqlite3.connect(path)
+    counted = ", attempts INTEGER NOT NULL DEFAULT 0" if version >= 2 else ""
     old.execute("CREATE TABLE inbox (id INTEGER PRIMARY KEY, received_at REAL NOT NULL, origin TEXT NOT NULL, "
-                "calling_ae TEXT, called_ae TEXT, peer TEXT, data BLOB NOT NULL)")
-    old.execute("INSERT INTO inbox (received_at, origin, data) VALUES (1.0, 'dicom', x'00')")
-    old.execute("PRAGMA user_version=1")
+                f"calling_ae TEXT, called_ae TEXT, peer TEXT, data BLOB NOT NULL{counted})")
+    if version >= 2:
+        old.execute("INSERT INTO inbox (received_at, origin, data, attempts) VALUES (1.0, 'dicom', x'00', ?)",
+                    [attempts])
+    else:
+        old.execute("INSERT INTO inbox (received_at, origin, data) VALUES (1.0, 'dicom', x'00')")
+    old.execute(f"PRAGMA user_version={version}")
     old.commit()
     old.close()
+
+
+def test_an_inbox_from_before_attempts_were_counted_keeps_its_rows(tmp_path):
+    path = tmp_path / "x-inbox.sqlite"
+    _old_inbox(path, 1)
     inbox = Inbox(path)
     (item,) = inbox.pending()
     assert (inbox.load(item), item.attempts) == (b"\0", 0)
@@ -126,14 +137,7 @@ def test_counting_a_try_does_not_read_the_object(tmp_path):
 
 def test_the_counts_of_an_inbox_of_schema_2_are_kept(tmp_path):
     path = tmp_path / "x-inbox.sqlite"
-    old = sqlite3.connect(path)  # schema 2, with one row that an earlier run died on twice
-    old.execute("CREATE TABLE inbox (id INTEGER PRIMARY KEY, received_at REAL NOT NULL, origin TEXT NOT NULL, "
-                "calling_ae TEXT, called_ae TEXT, peer TEXT, data BLOB NOT NULL, "
-                "attempts INTEGER NOT NULL DEFAULT 0)")
-    old.execute("INSERT INTO inbox (received_at, origin, data, attempts) VALUES (1.0, 'dicom', x'00', 3)")
-    old.execute("PRAGMA user_version=2")
-    old.commit()
-    old.close()
+    _old_inbox(path, 2, attempts=3)  # a row that earlier runs died on three times
     inbox = Inbox(path)
     (item,) = inbox.pending()
     assert item.attempts == 3
