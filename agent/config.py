@@ -29,13 +29,19 @@ class Section(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _as_written(cls, value: Any, info: ValidationInfo) -> Any:
-        """No coercion that hides a slip: ``port = true`` is not port 1, ``sound = "no"`` not true."""
+        """No coercion that hides a slip: ``port = true`` is not port 1, ``sound = "no"`` not true,
+        ``enabled = 0`` not false, ``port = "104"`` not a number."""
         field = cls.model_fields.get(info.field_name or "")
         kinds = _kinds(field.annotation) if field else set()
         if isinstance(value, bool) and bool not in kinds and kinds & {int, float, Decimal}:
             raise ValueError(f"a number, not {str(value).lower()}")
-        if isinstance(value, str) and kinds and kinds <= {bool, type(None)}:
-            raise ValueError("true or false, without quotes")
+        if kinds and kinds <= {bool, type(None)}:
+            if isinstance(value, str):
+                raise ValueError("true or false, without quotes")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                raise ValueError(f"true or false, not {value}")
+        if isinstance(value, str) and kinds and kinds <= {int, float, Decimal, type(None)}:
+            raise ValueError("a number, without quotes")
         return value
 
 

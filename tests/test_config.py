@@ -97,6 +97,14 @@ def test_a_boolean_for_a_number_or_a_quoted_boolean_is_a_problem_not_a_coercion(
     assert check_text('[dicom]\nport = 104\n\n[store]\nquota_mb = 500\n\n[console]\nshow_patient_names = true\n') == []
 
 
+def test_a_number_for_a_boolean_or_a_quoted_number_is_a_problem_not_a_coercion():
+    """`[dicom] enabled = 0` turned the DICOM listener off without a word, and `port = "104"` passed."""
+    problems = check_text('[dicom]\nenabled = 0\nport = "104"\n\n[mqtt]\nwindow = "20"\n')
+    assert problems == ["dicom.enabled (line 2): Value error, true or false, not 0",
+                        "dicom.port (line 3): Value error, a number, without quotes",
+                        "mqtt.window (line 6): Value error, a number, without quotes"]
+
+
 def test_problems_in_arrays_of_tables_point_at_their_own_entry():
     """The first [[serial]]'s bad driver was reported at the last [[serial]] header, and a [[checks.level]]
     key at the [checks] header."""
