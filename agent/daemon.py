@@ -45,6 +45,7 @@ log = structlog.get_logger("agent.daemon")
 START_ERRORS = (StoreError, OSError, sqlite3.Error, SiteSecretError, TokenError)
 RELOADABLE = {"checks"}  # configuration sections that SIGHUP applies to the running agent
 HEALTH_S = 5.0  # health check and watchdog ping interval (WatchdogSec in the unit is larger)
+UNHEALTHY_LOG_S = 60.0  # the same problems again: agent_unhealthy at most once a minute, with a count
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -216,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
     notifier.notify("READY=1")
     try:
         next_health = time.monotonic() + HEALTH_S
+        unhealthy, unhealthy_since = logs.Repeats(), None
         while not stop.is_set():
             wake.wait(max(0.0, next_health - time.monotonic()))
             wake.clear()
@@ -230,8 +232,14 @@ def run(args: argparse.Namespace) -> int:
             problems = agent.problems()
             if not problems:
                 notifier.notify("WATCHDOG=1")
+                if unhealthy_since is not None:
+                    log.info("agent_healthy_again", unhealthy_s=round(time.monotonic() - unhealthy_since))
+                    unhealthy_since = None
             else:  # no watchdog ping: systemd restarts the agent after WatchdogSec
-                log.error("agent_unhealthy", problems=problems)
+                unhealthy_since = unhealthy_since or time.monotonic()
+                times = unhealthy.note(tuple(problems), UNHEALTHY_LOG_S)  # not a line every 5 s for hours
+                if times is not None:
+                    log.error("agent_unhealthy", problems=problems, times=times)
     finally:
         notifier.notify("STOPPING=1")
         log.info("agent_stopping")

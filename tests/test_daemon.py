@@ -5,6 +5,7 @@ import subprocess
 import sys
 import signal
 import threading
+import time
 
 import pytest
 
@@ -226,6 +227,7 @@ def test_a_spool_whose_file_system_turns_read_only_is_reported_and_its_objects_w
     assert str(spool) in health["parts"]["store"]["detail"] and "read-only" in health["parts"]["store"]["detail"]
     assert echo("127.0.0.1", agent.dicom_port) == 0x0110  # a modality's "test connection" says it would fail
     wait_for(lambda: '"agent_unhealthy"' in agent.log_text(), 15)  # the journal says why
+    time.sleep(6)  # a second health check with the same problem: no second line (was one every 5 s)
     answered = []
     sender = threading.Thread(target=lambda: answered.extend(
         send([rdsr.ct_report([rdsr.CTSeries("Chest")])], "127.0.0.1", agent.dicom_port)))
@@ -236,6 +238,8 @@ def test_a_spool_whose_file_system_turns_read_only_is_reported_and_its_objects_w
     assert answered == [0]
     wait_for(lambda: agent.log_text().count('"report_stored"') == 2, 30)
     assert healthz()[0] == 200
+    wait_for(lambda: '"agent_healthy_again"' in agent.log_text(), 15)  # and says when it is over
+    assert agent.log_text().count('"agent_unhealthy"') == 1
 
 
 def test_an_empty_console_token_file_is_caught_by_check_config_and_stops_run_in_one_line(tmp_path):
