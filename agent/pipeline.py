@@ -123,9 +123,11 @@ class Pipeline:
             return refused
         try:
             item = self.inbox.put(encoded, received, origin, calling_ae, called_ae, peer)
-        except sqlite3.Error as exc:  # disk full, read-only: nothing was kept, the sender must retry
-            log.error("inbox_write_failed", error=str(exc), origin=origin, calling_ae=calling_ae)
-            return Outcome("refused", f"inbox: {exc}")
+        except (sqlite3.Error, MemoryError) as exc:  # disk full, read-only, a huge object on a small box:
+            # nothing was kept, the sender must retry (SQLite's "out of memory" is a MemoryError)
+            error = str(exc) if isinstance(exc, sqlite3.Error) else f"out of memory for {len(encoded)} bytes"
+            log.error("inbox_write_failed", error=error, origin=origin, calling_ae=calling_ae)
+            return Outcome("refused", f"inbox: {error}")
         with self._cv:
             self._queue.append(item)
             self._cv.notify_all()

@@ -37,6 +37,22 @@ def test_accepted_objects_are_processed_in_order_and_leave_the_inbox(pipeline, s
     assert pipeline.inbox.pending() == []
 
 
+def test_an_object_the_inbox_has_no_memory_for_is_refused_and_the_next_is_taken(pipeline, monkeypatch):
+    """A 400 MB image on a box short of memory: SQLite's out-of-memory (a MemoryError) escaped the C-STORE
+    handler and pynetdicom answered with a status of its own; now it is 0xA700's "refused", as for a full disk."""
+    pipeline.start()
+    put = pipeline.inbox.put
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(pipeline.inbox, "put", no_memory)
+    outcome = pipeline.receive(encoded(1), "dicom")
+    assert outcome.status == "refused" and "out of memory" in outcome.reason
+    monkeypatch.setattr(pipeline.inbox, "put", put)
+    assert pipeline.receive(encoded(2), "dicom").status == "accepted"
+
+
 def test_what_an_earlier_run_left_in_the_inbox_is_processed_at_start(store, tmp_path):
     left = Inbox(path_for(store.path))  # an earlier run answered Success for these, then died
     for n in range(3):
