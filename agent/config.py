@@ -346,9 +346,12 @@ class SerialPortConfig(Section):
 
 def _option_problem(err: Any, known: list[str]) -> str:
     """A driver option's problem; for a misspelt key, the nearest key of ``[[serial]]`` or the driver."""
-    if err["type"] != "extra_forbidden":
-        return err["msg"]
-    near = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+    return _unknown(err["loc"][-1], known) if err["type"] == "extra_forbidden" else err["msg"]
+
+
+def _unknown(key: Any, known: list[str]) -> str:
+    """The message for a key that is not one of ``known``, with the nearest of them (``prot`` → ``port``)."""
+    near = difflib.get_close_matches(str(key), known, n=1)
     return f"unknown key; did you mean {near[0]!r}?" if near else "unknown key"
 
 
@@ -484,11 +487,8 @@ def check_text(text: str) -> list[str]:
             if tuple(err["loc"]) == ("checks",):  # the rules' problems, several lines in one
                 out.extend(_table_problems(text, data, err["msg"]))
                 continue
-            key = ".".join(str(p) for p in err["loc"])
-            line = locate(text, err["loc"])
-            where = f" (line {line})" if line else ""
             msg = unknown_key(err["loc"]) if err["type"] == "extra_forbidden" else err["msg"]
-            out.append(f"{key}{where}: {msg}")
+            out.append(problem_at(text, err["loc"], msg))
         return out
     return []
 
@@ -503,12 +503,14 @@ def _table_problem(data: dict[str, Any], line: str) -> bool:
 def _table_problems(text: str, data: dict[str, Any], msg: str) -> list[str]:
     """The rules' problems (one per line of ``msg``), each as its own problem: those of a listed table
     under ``checks.tables`` and its line, the others under ``checks``."""
-    out = []
-    for problem in msg.removeprefix("Value error, ").splitlines():
-        loc = ("checks", "tables") if _table_problem(data, problem) else ("checks",)
-        line = locate(text, loc)
-        out.append(f"{'.'.join(loc)}{f' (line {line})' if line else ''}: {problem}")
-    return out
+    return [problem_at(text, ("checks", "tables") if _table_problem(data, problem) else ("checks",), problem)
+            for problem in msg.removeprefix("Value error, ").splitlines()]
+
+
+def problem_at(text: str, loc: tuple[Any, ...], message: str) -> str:
+    """A problem as every one is printed: ``section.key (line N): message`` (the line where it is found)."""
+    line = locate(text, loc)
+    return f"{'.'.join(str(p) for p in loc)}{f' (line {line})' if line else ''}: {message}"
 
 
 def unknown_key(loc: tuple[Any, ...]) -> str:
@@ -522,9 +524,7 @@ def unknown_key(loc: tuple[Any, ...]) -> str:
             return "unknown key"
         model = next((a for a in (field.annotation, *get_args(field.annotation))
                       if isinstance(a, type) and issubclass(a, BaseModel)), None)
-    known = list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
-    near = difflib.get_close_matches(str(loc[-1]), known, n=1)
-    return f"unknown key; did you mean {near[0]!r}?" if near else "unknown key"
+    return _unknown(loc[-1], list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else [])
 
 
 def read_text(path: str | Path) -> str:

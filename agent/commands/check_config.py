@@ -36,8 +36,14 @@ READ_AT_START = [("dicom", "tls_cert_file"), ("dicom", "tls_key_file"), ("dicom"
 
 def _files(cfg: config.Config, text: str) -> list[str]:
     """What a valid configuration names on disk and the agent would refuse at start."""
+    from agent.console.access import TokenError, load_token
+    from agent.uplink.connection import CredentialsError, read_password
     from agent.uplink.privacy import SiteSecret, SiteSecretError, secret_path
 
+    # what the agent makes of a file's text at start: a password not in UTF-8 passed here and the uplink then
+    # retried for ever; an empty or too short token stopped `run` after check-config said ok
+    read_text = {("mqtt", "password_file"): lambda: read_password(cfg.mqtt),
+                 ("console", "token_file"): lambda: load_token(cfg.console)}
     problems = []
     for section, key in READ_AT_START:
         path = getattr(getattr(cfg, section), key)
@@ -46,25 +52,13 @@ def _files(cfg: config.Config, text: str) -> list[str]:
         try:
             with open(path, "rb"):
                 pass
+            read_text.get((section, key), lambda: None)()
         except OSError as exc:
-            line = config.locate(text, (section, key))
-            problems.append(f"{section}.{key}{f' (line {line})' if line else ''}: cannot read {path}: {exc.strerror}")
-    if cfg.mqtt.enabled and cfg.mqtt.password_file is not None and not any("mqtt.password_file" in p for p in problems):
-        from agent.uplink.connection import CredentialsError, read_password
-
-        try:
-            read_password(cfg.mqtt)  # one not in UTF-8 passed here, and the uplink then retried for ever
+            problems.append(config.problem_at(text, (section, key), f"cannot read {path}: {exc.strerror}"))
         except CredentialsError as exc:
-            line = config.locate(text, ("mqtt", "password_file"))
-            problems.append(f"mqtt.password_file{f' (line {line})' if line else ''}: {exc}")
-    if cfg.console.enabled and cfg.console.token_file is not None and not any("console.token_file" in p for p in problems):
-        from agent.console.access import TokenError, load_token
-
-        try:
-            load_token(cfg.console)  # an empty or too short token stopped `run` after check-config said ok
+            problems.append(config.problem_at(text, (section, key), str(exc)))
         except TokenError as exc:
-            line = config.locate(text, ("console", "token_file"))
-            problems.append(f"console.token_file{f' (line {line})' if line else ''}: {exc.reason}")
+            problems.append(config.problem_at(text, (section, key), exc.reason))
     secret = secret_path(cfg)  # made at the first start if missing
     if cfg.mqtt.enabled and cfg.privacy.patient_id == "pseudonymise" and secret.exists():
         try:
