@@ -45,7 +45,6 @@ log = structlog.get_logger("agent.daemon")
 START_ERRORS = (StoreError, OSError, sqlite3.Error, SiteSecretError, TokenError)
 RELOADABLE = {"checks"}  # configuration sections that SIGHUP applies to the running agent
 HEALTH_S = 5.0  # health check and watchdog ping interval (WatchdogSec in the unit is larger)
-UNHEALTHY_LOG_S = 60.0  # the same problems again: agent_unhealthy at most once a minute, with a count
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -237,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
                     unhealthy_since = None
             else:  # no watchdog ping: systemd restarts the agent after WatchdogSec
                 unhealthy_since = unhealthy_since or time.monotonic()
-                times = unhealthy.note(tuple(problems), UNHEALTHY_LOG_S)  # not a line every 5 s for hours
+                times = unhealthy.note(tuple(problems))  # not a line every 5 s for hours
                 if times is not None:
                     log.error("agent_unhealthy", problems=problems, times=times)
     finally:

@@ -82,6 +82,9 @@ def configure(level: str = "info", stream: Any = None, fmt: str = "json") -> Non
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
 
 
+REPEAT_LOG_S = 60.0  # the same thing again: at most one line a minute about it, with a count
+
+
 class Repeats:
     """The same thing happening again and again (a modality retrying an object or an association every
     few seconds, for hours): the first time of each key is logged, then at most one line per
@@ -93,9 +96,10 @@ class Repeats:
         self._kept = kept
         self._lock = threading.Lock()
 
-    def note(self, key: Any, every_s: float) -> int | None:
+    def note(self, key: Any, every_s: float | None = None) -> int | None:
         """Count one more time of ``key``: the times since its last line (this one included) if a
-        line is due now, else None."""
+        line is due now, else None.  ``every_s``: :data:`REPEAT_LOG_S` unless given."""
+        every_s = REPEAT_LOG_S if every_s is None else every_s
         now = time.monotonic()
         with self._lock:
             last, count = self._seen.pop(key, (None, 0))

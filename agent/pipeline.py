@@ -72,7 +72,6 @@ MIN_FREE_BYTES = 1 << 20  # below this free on the inbox's or the spool's disk, 
 PROCESSING_STALLED = "processing_stalled"  # the alarm while accepted objects cannot be stored
 FINISH_S = 30.0  # on stop, the object in hand gets this long to finish
 WORKER_STALL_S = 120.0  # one object held longer than this: the worker is stuck (a hung disk), the agent unhealthy
-REPEAT_LOG_S = 60.0  # the same object received again and again: one line, then at most one a minute with a count
 
 
 @dataclass
@@ -388,7 +387,7 @@ class Pipeline:
         status = "duplicate" if saved.duplicate else "stored"
         if saved.duplicate and not keep_file:
             _unlink_quietly(path)  # the first copy is the record
-        repeats = self._repeats.note("stored " + str(report.sop_instance_uid), REPEAT_LOG_S) if saved.duplicate else 1
+        repeats = self._repeats.note("stored " + str(report.sop_instance_uid)) if saved.duplicate else 1
         if repeats is not None:
             log.info("report_" + status, origin=origin, calling_ae=calling_ae, sop_instance_uid=report.sop_instance_uid,
                      kind=report.kind, modality=report.modality, source=report.source, events=len(report.events),
@@ -434,7 +433,7 @@ class Pipeline:
         if kept is not None:  # the same bytes were set aside before (a re-send): one copy, one receipt
             if Path(kept) != Path(receipt.path):  # (the same spool name within one second: it is that copy)
                 _unlink_quietly(Path(receipt.path))
-            repeats = self._repeats.note(f"{status} {receipt.sha256}", REPEAT_LOG_S)
+            repeats = self._repeats.note(f"{status} {receipt.sha256}")
             if repeats is not None:  # times: received since the last line about it
                 log.info("report_" + status + "_again", origin=receipt.origin, calling_ae=receipt.calling_ae,
                          sop_class_uid=receipt.sop_class_uid, kept_at=kept, times=repeats)

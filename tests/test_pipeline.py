@@ -378,7 +378,7 @@ def test_an_object_sent_again_and_again_is_logged_once_a_minute_with_a_count_not
                                                                                                  monkeypatch):
     from structlog.testing import capture_logs
 
-    import agent.pipeline
+    import agent.logs
 
     broken = rdsr.ct_report([rdsr.CTSeries("Head", ctdivol="40.5")])
     del broken.ContentSequence
@@ -391,7 +391,7 @@ def test_an_object_sent_again_and_again_is_logged_once_a_minute_with_a_count_not
     events = [e["event"] for e in logs]
     assert events.count("report_error") == 1 and events.count("report_error_again") == 1
     assert events.count("report_stored") == 1 and events.count("report_duplicate") == 1
-    monkeypatch.setattr(agent.pipeline, "REPEAT_LOG_S", 0.0)  # a minute later: one line each, counting those since
+    monkeypatch.setattr(agent.logs, "REPEAT_LOG_S", 0.0)  # a minute later: one line each, counting those since
     with capture_logs() as logs:
         pipeline.ingest(broken, "dicom", calling_ae="CT1")
         pipeline.ingest(good, "dicom", calling_ae="CT1")

@@ -41,6 +41,7 @@ import structlog
 import drivers
 from agent.bus import Bus
 from agent.config import SerialPortConfig
+from agent.logs import Repeats
 from agent.readings.ledger import CumulativeHook, DeviceContext, Ledger, StaffHook, utc_iso
 from agent.store import Store, StoreError
 from drivers.base import Driver, Problem, Reading
@@ -180,7 +181,7 @@ class PortWorker:
         self.errors: Counter[str] = Counter()
         self._unsaved: list[Reading] = []  # readings the store refused, retried first (at most UNSAVED_MAX)
         self._retry_at = 0.0
-        self._logged_at: dict[str, float] = {}
+        self._logged = Repeats()  # each kind of problem: the first logged, then a summary at most once a minute
         self._episodes: dict[str, tuple[float, float, int]] = {}  # kind: (started at, last seen at, count before)
         self.overload_at: Optional[float] = None  # the device last said it is over its range (dose unmeasured)
 
@@ -309,10 +310,8 @@ class PortWorker:
         now = time.monotonic()
         started, _, before = self._episodes.get(problem.kind, (now, now, self.errors[problem.kind] - 1))
         self._episodes[problem.kind] = (started, now, before)
-        last = self._logged_at.get(problem.kind)
-        if last is not None and now - last < SUMMARY_EVERY_S:
+        if self._logged.note(problem.kind, SUMMARY_EVERY_S) is None:
             return
-        self._logged_at[problem.kind] = now
         level = log.error if problem.kind in ("store_error", "overload") else log.warning  # overload: dose unmeasured
         level("serial_problem", device=self.ctx.device, kind=problem.kind, detail=problem.detail,
               raw=problem.raw[:32].hex(" ") if problem.raw else None, count=self.errors[problem.kind])

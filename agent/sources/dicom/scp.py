@@ -17,15 +17,14 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import Verification
 
 from agent.config import DicomConfig
-from agent.logs import Repeats
+from agent import logs
 from agent.pipeline import Pipeline
 
 from . import echo, store, tls
 
 log = structlog.get_logger("agent.dicom")
 
-REPEAT_LOG_S = 60.0  # the same rejection, abort or unreadable data again: at most one line a minute, with a count
-_repeats = Repeats()  # times: how often it happened since the last line about it
+_repeats = logs.Repeats()  # the same rejection or abort again: times, how often since the last line about it
 
 # Dose objects and the image/secondary-capture objects whose headers carry dose.
 STORAGE_SOP_CLASSES = {
@@ -179,14 +178,14 @@ def _log_rejected(event) -> None:
     except (AttributeError, KeyError, ValueError):
         why = {}
     calling_ae, peer = event.assoc.requestor.ae_title.strip(), event.assoc.requestor.address
-    times = _repeats.note(("rejected", calling_ae, peer, tuple(why.items())), REPEAT_LOG_S)
+    times = _repeats.note(("rejected", calling_ae, peer, tuple(why.items())))
     if times is not None:  # a modality retrying every few seconds: one line a minute, with the count
         log.warning("association_rejected", calling_ae=calling_ae, peer=peer, times=times, **why)
 
 
 def _log_aborted(event) -> None:
     calling_ae, peer = event.assoc.requestor.ae_title.strip(), event.assoc.requestor.address
-    times = _repeats.note(("aborted", calling_ae, peer), REPEAT_LOG_S)
+    times = _repeats.note(("aborted", calling_ae, peer))
     if times is not None:
         log.warning("association_aborted", calling_ae=calling_ae, peer=peer, times=times)
 
@@ -225,7 +224,7 @@ class UnreadableData(logging.Filter):
                 self._last_thread = record.thread
                 self._connections += 1
             now = time.monotonic()
-            if self._logged_at is not None and now - self._logged_at < REPEAT_LOG_S:
+            if self._logged_at is not None and now - self._logged_at < logs.REPEAT_LOG_S:
                 return False
             self._logged_at, connections, self._connections = now, self._connections, 0
         error = record.getMessage()
