@@ -173,11 +173,14 @@ def study_identity(db: sqlite_utils.Database, study_instance_uid: Optional[str])
     return PHI(*row) if row else None
 
 
-def study_totals(db: sqlite_utils.Database, study_instance_uid: str) -> dict[str, Any]:
-    """Dose totals of one study over the reports that are not superseded, each event counted once."""
+def study_totals(db: sqlite_utils.Database, study_instance_uid: Optional[str],
+                 sop_instance_uid: Optional[str] = None) -> dict[str, Any]:
+    """Dose totals of one study over the reports that are not superseded, each event counted once.
+    A report without a Study Instance UID is a study of its own: give None and its ``sop_instance_uid``."""
+    key, value = (("study_instance_uid", study_instance_uid) if study_instance_uid is not None
+                  else ("sop_instance_uid", sop_instance_uid))
     records = [json.loads(r[0]) for r in db.execute(
-        "SELECT record FROM reports WHERE study_instance_uid = ? AND superseded_by IS NULL ORDER BY received_at",
-        [study_instance_uid],
+        f"SELECT record FROM reports WHERE {key} = ? AND superseded_by IS NULL ORDER BY received_at", [value],
     ).fetchall()]
     return combine_totals(records)
 
@@ -254,13 +257,9 @@ def list_studies(db: sqlite_utils.Database, limit: int | None = None) -> list[di
         args = uids + sops
     studies = []
     for row in db.query(sql.format(where=where), args):
-        if row["study_instance_uid"] is None:
-            records = [json.loads(r[0]) for r in db.execute(
-                "SELECT record FROM reports WHERE sop_instance_uid = ?", [row["sop_instance_uid"]]).fetchall()]
-            row["totals"] = combine_totals(records)
-        else:
+        row["totals"] = study_totals(db, row["study_instance_uid"], row["sop_instance_uid"])
+        if row["study_instance_uid"] is not None:
             del row["sop_instance_uid"]
-            row["totals"] = study_totals(db, row["study_instance_uid"])
         studies.append(without_identity(db, row))
     return studies
 
