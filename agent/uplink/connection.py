@@ -15,8 +15,39 @@ from typing import Any, Optional
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MqttConfig
+
+
+_SUCCESS = ReasonCode(PacketTypes.PUBACK, "Success")
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)
+
+
+class SenderClient(mqtt.Client):
+    """paho's client for the uplink, which reads little else than PUBACKs.
+
+    A PUBACK of two bytes (success and no properties: what a broker answers to nearly every
+    message) is handed to ``on_publish`` with one shared success reason and one empty property
+    set, instead of paho decoding it into a new ``ReasonCode`` and ``Properties`` (two large
+    dictionaries) each time: about a sixth of the uplink thread's CPU in a backlog drain.  Any
+    other PUBACK (a failure or a "no matching subscribers" code, properties) goes to paho's own
+    decoding, as does everything should a paho release no longer have the state this reads.
+    """
+
+    def _handle_pubackcomp(self, cmd):  # type: ignore[no-untyped-def]
+        try:
+            packet = self._in_packet["packet"]
+            lock, out = self._out_message_mutex, self._out_messages
+        except (AttributeError, KeyError, TypeError):
+            packet = None
+        if cmd != "PUBACK" or packet is None or len(packet) != 2:
+            return super()._handle_pubackcomp(cmd)
+        mid = packet[0] << 8 | packet[1]
+        with lock:
+            if mid in out:
+                return self._do_on_publish(mid, _SUCCESS, _NO_PROPERTIES)
+        return mqtt.MQTT_ERR_SUCCESS
 
 
 class CredentialsError(Exception):
@@ -28,14 +59,14 @@ def is_v5(cfg: MqttConfig) -> bool:
 
 
 def new_client(cfg: MqttConfig, client_id: str, *, persistent_session: bool = False,
-               manual_ack: bool = False) -> mqtt.Client:
+               manual_ack: bool = False, sender: bool = False) -> mqtt.Client:
     """A client with TLS and credentials applied, not yet connected.
 
     ``persistent_session`` only matters for MQTT 3.1.1 (clean session off); with MQTT 5 the
-    session is chosen at :func:`connect`.
+    session is chosen at :func:`connect`.  ``sender``: a :class:`SenderClient`.
     """
     protocol = mqtt.MQTTv5 if is_v5(cfg) else mqtt.MQTTv311
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
+    client = (SenderClient if sender else mqtt.Client)(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
                          clean_session=None if is_v5(cfg) else not persistent_session,
                          reconnect_on_failure=False, manual_ack=manual_ack)
     client.connect_timeout = 10.0

@@ -278,7 +278,7 @@ class Uplink:
     # -- connecting -----------------------------------------------------------------------------
     def _open(self) -> None:
         try:
-            client = new_client(self.cfg, self.client_id)
+            client = new_client(self.cfg, self.client_id, sender=True)
         except (CredentialsError, OSError, ValueError) as exc:
             return self._retry_later(f"client setup: {exc}")
         client.max_inflight_messages_set(self.cfg.window)
