@@ -199,10 +199,10 @@ class MqttConfig(Section):
     """Default ``alara-edge-{site}-{station}``."""
     keepalive_s: int = Field(default=30, ge=2, le=3600)
     """A silent broker is noticed after 1.5-2 times this."""
-    window: int = Field(default=20, ge=1, le=100)
+    window: int = Field(default=50, ge=1, le=100)
     """Messages out at once (published, PUBACK not yet committed locally): the most one failure can duplicate.
     Of them at most the broker's Receive Maximum (Mosquitto: max_inflight_messages, 20) unacknowledged;
-    a window above it keeps sending while PUBACKs are committed."""
+    a window above it keeps sending while PUBACKs are committed, which drains a backlog faster (see docs/uplink.md)."""
     rate_per_s: float = Field(default=100, ge=0)
     """Drain pace in messages per second, so that a backlog cannot overflow a subscriber's queue; 0 = unpaced."""
     ack_timeout_s: float = Field(default=60, gt=0)

@@ -6,12 +6,12 @@ the same N payloads:
 1. ``mosquitto_pub -l`` (C, QoS 1, MQTT 5, content type + payload format + a user property)
    publishes the N envelopes the uplink would send, one per line (in runs of 50,000 lines:
    mosquitto_pub 2.0.11 silently stops after 65,535 packet ids in one run);
-2. the uplink drains N buffered outbox rows (unpaced; window 10, and 20, the default) to the
+2. the uplink drains N buffered outbox rows (unpaced; window 20, and 50, the default) to the
    same broker: SQLite reads, envelope building, PUBACK bookkeeping and the delivered marks
    (fsync'd) included.
 
 With ``--paho-alone``, also the ceiling of any uplink built on paho-mqtt: the same N envelopes
-published by paho alone (external loop API, the default window, QoS 1, MQTT 5, the same
+published by paho alone (external loop API, 20 unacknowledged: Mosquitto's Receive Maximum, QoS 1, MQTT 5, the same
 properties packed once; no SQLite, no envelope building, no bookkeeping).
 
 Rates are N / (first publish → consumer has all N).  The senders take turns, ``--rounds`` times
@@ -22,7 +22,7 @@ committed one at a time (one transaction each, as producers do) and each deliver
 next, with the process's ``write_bytes`` from /proc/self/io (file-system level, page
 granularity, not counting the ext4 journal) divided by the number of events.
 
-    python bench/uplink_drain.py [--events 100000] [--rounds 3] [--steady 1000] [--windows 10,20] [--paho-alone]
+    python bench/uplink_drain.py [--events 100000] [--rounds 3] [--steady 1000] [--windows 20,50] [--paho-alone]
 """
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ from tests.uplink.broker import Mosquitto  # noqa: E402
 
 TOPIC = "alara/bench-site/ct-01/reading"
 CHUNK = 50_000
+RECEIVE_MAXIMUM = 20  # Mosquitto's max_inflight_messages: paho alone keeps this many unacknowledged
 
 
 def body(i: int) -> dict:
@@ -207,13 +208,13 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3, help="times each sender runs, taking turns")
     parser.add_argument("--steady", type=int, default=1000, help="events for the disk-write figure (0: skip it)")
-    parser.add_argument("--windows", default="10,20", help="in-flight windows to drain with (comma-separated)")
+    parser.add_argument("--windows", default="20,50", help="in-flight windows to drain with (comma-separated)")
     parser.add_argument("--paho-alone", action="store_true",
                         help="also publish the same payloads with paho alone (the ceiling of a paho-based uplink)")
     args = parser.parse_args()
     windows = [int(w) for w in args.windows.split(",")]
     reference = "mosquitto_pub -l QoS 1"
-    paho_name = f"paho alone, window {Config().mqtt.window}"
+    paho_name = f"paho alone, window {RECEIVE_MAXIMUM}"
     rates: dict[str, list[float]] = {}
     notes: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -233,7 +234,7 @@ def main() -> int:
                         rates.setdefault(reference, []).append(args.events / run_mosquitto_pub(broker.port, files, args.events))
                         if args.paho_alone:
                             rates.setdefault(paho_name, []).append(
-                                args.events / run_paho_alone(broker.port, files, args.events, Config().mqtt.window))
+                                args.events / run_paho_alone(broker.port, files, args.events, RECEIVE_MAXIMUM))
                     drained, settled, cpu = run_uplink(cfg, store, args.events)
                     name = f"uplink, window {window}, unpaced"
                     rates.setdefault(name, []).append(args.events / drained)

@@ -66,9 +66,10 @@ def new_client(cfg: MqttConfig, client_id: str, *, persistent_session: bool = Fa
     session is chosen at :func:`connect`.  ``sender``: a :class:`SenderClient`.
     """
     protocol = mqtt.MQTTv5 if is_v5(cfg) else mqtt.MQTTv311
-    client = (SenderClient if sender else mqtt.Client)(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
-                         clean_session=None if is_v5(cfg) else not persistent_session,
-                         reconnect_on_failure=False, manual_ack=manual_ack)
+    kind = SenderClient if sender else mqtt.Client
+    client = kind(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
+                  clean_session=None if is_v5(cfg) else not persistent_session,
+                  reconnect_on_failure=False, manual_ack=manual_ack)
     client.connect_timeout = 10.0
     if uses_tls(cfg):  # a client certificate means TLS: never CONNECT in clear text
         files = [str(f) for f in (cfg.ca_file, cfg.cert_file, cfg.key_file) if f]
