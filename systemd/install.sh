@@ -4,7 +4,8 @@
 #   sudo sh systemd/install.sh --central   # the central site: the receiver (alara-edge-central.service)
 # - a system user `alara-edge` (in group dialout for serial dosimeters)
 # - the package in a new venv under /opt/alara-edge, linked as /opt/alara-edge/venv (an upgrade is a
-#   re-run from the new checkout: data and configuration stay, the previous venv is kept for rollback)
+#   re-run from the new checkout: data and configuration stay, the previous venv is kept for rollback;
+#   a re-run with the release already running keeps its venv and the rollback)
 # - /etc/alara-edge/alara-edge.toml from config/alara-edge.example.toml if there is none yet, and the
 #   example reference tables and serial profiles (a file edited here is kept on upgrade)
 # - with --central, PostgreSQL support (psycopg) for a [central] database URL
@@ -25,10 +26,14 @@ getent group alara-edge >/dev/null || groupadd --system alara-edge
 getent passwd alara-edge >/dev/null || useradd --system --gid alara-edge --groups dialout \
     --home-dir /var/lib/alara-edge --no-create-home --shell /usr/sbin/nologin alara-edge
 
-# each install is a new venv; /opt/alara-edge/venv is a symlink switched atomically (the previous one
-# stays as /opt/alara-edge/venv.previous for a rollback: ln -sfn "$(readlink venv.previous)" venv)
+# each install is a new venv; /opt/alara-edge/venv is a symlink switched atomically (the previous release
+# stays as /opt/alara-edge/venv.previous for a rollback: ln -sfn "$(readlink venv.previous)" venv).
+# A re-run with the release already running keeps it and its rollback (systemd/releases.sh).
+. ./systemd/releases.sh
 install -d -m 0755 /opt/alara-edge
+prune_releases /opt/alara-edge
 release=/opt/alara-edge/venv-$(date +%Y%m%d%H%M%S)
+trap 'rm -rf "$release"' EXIT  # a failed build (pip without network) leaves no venv behind
 python3 -m venv "$release"
 "$release/bin/pip" install --quiet --disable-pip-version-check "$package"
 # an upgrade checks the box's configuration with the new version before switching to it: a problem
@@ -38,12 +43,8 @@ if [ -f /etc/alara-edge/alara-edge.toml ] && ! "$release/bin/alara-edge" check-c
     echo "nothing was changed: fix the configuration for this version (above), then run install.sh again" >&2
     exit 1
 fi
-if [ -L /opt/alara-edge/venv ]; then
-    old=$(readlink /opt/alara-edge/venv)
-    [ -L /opt/alara-edge/venv.previous ] && prev=$(readlink /opt/alara-edge/venv.previous) && [ "$prev" != "$old" ] && rm -rf "$prev"
-    ln -sfn "$old" /opt/alara-edge/venv.previous
-fi
-ln -sfn "$release" /opt/alara-edge/venv
+trap - EXIT
+switch_release /opt/alara-edge "$release"
 
 install -d -m 0750 -o root -g alara-edge /etc/alara-edge
 if [ ! -f /etc/alara-edge/alara-edge.toml ]; then

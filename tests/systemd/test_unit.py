@@ -85,5 +85,4 @@ def test_an_upgrade_checks_the_configuration_with_the_new_version_before_switchi
     a re-run deleted the venv.previous that held the version still running (no rollback left)."""
     script = (REPO / "systemd" / "install.sh").read_text()
     check = script.index('"$release/bin/alara-edge" check-config /etc/alara-edge/alara-edge.toml')
-    assert check < script.index('ln -sfn "$release" /opt/alara-edge/venv')
-    assert check < script.index('ln -sfn "$old" /opt/alara-edge/venv.previous')
+    assert check < script.index('switch_release /opt/alara-edge "$release"')  # venv and venv.previous

@@ -1,0 +1,85 @@
+# Sourced by install.sh: the venvs under a base folder (/opt/alara-edge). BASE/venv links the release the
+# service runs, BASE/venv.previous the rollback (the last *different* release), each BASE/venv-* is a release.
+# A release is told by what pip installed in it, not by the version number alone (every checkout of a branch
+# may carry the same one): re-running install.sh with the release already running keeps the rollback.
+
+# release_id VENV: "VERSION BUILD STATE" of the alara-edge in VENV, from pip's metadata (RECORD). BUILD hashes
+# the package's recorded files and the names of the venv's distributions (--central adds psycopg); STATE is
+# "damaged" when a file any distribution recorded is missing or changed. Prints nothing for a venv without it.
+release_id() {
+    "$1/bin/python" -I -c '
+import base64, hashlib, importlib.metadata as md
+dists, me = list(md.distributions()), md.distribution("alara-edge")
+def ok(f):
+    try:
+        data = f.locate().read_bytes()
+    except OSError:
+        return False
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode() == f.hash.value
+intact = all(ok(f) for d in dists for f in d.files or () if f.hash and f.hash.mode == "sha256")
+own = [f"{f}={f.hash.value}" for f in me.files
+       if f.hash and not str(f).startswith("..") and f.name != "direct_url.json"]  # not bin/ nor the checkout path
+names = {(d.metadata["Name"] or "").lower() for d in dists} - {"pip", "setuptools", "wheel"}
+build = hashlib.sha256("\n".join(sorted(own) + sorted(names)).encode()).hexdigest()[:12]
+print(me.version, build, "intact" if intact else "damaged")' 2>/dev/null || true
+}
+
+# release_name VENV: "alara-edge VERSION (build BUILD)" for messages
+release_name() {
+    set -- "$1" $(release_id "$1")
+    if [ $# -ge 3 ]; then echo "alara-edge $2 (build $3)"; else echo "an unreadable venv ($1)"; fi
+}
+
+# prune_releases BASE: remove each BASE/venv-* that neither BASE/venv nor BASE/venv.previous links (one that an
+# interrupted or failed install left), so that at most three exist: the current, the rollback, the one built
+prune_releases() {
+    _cur=$(readlink "$1/venv" || true)
+    _prev=$(readlink "$1/venv.previous" || true)
+    for _dir in "$1"/venv-*; do
+        [ -d "$_dir" ] && [ "$_dir" != "$_cur" ] && [ "$_dir" != "$_prev" ] && rm -rf "$_dir"
+    done
+    return 0
+}
+
+# switch_release BASE NEW: make the release built in NEW the one BASE/venv links, says what happened.
+# - a different release (or the first): BASE/venv.previous links the one running until now, the one it
+#   linked before is removed
+# - the release already running: it stays (NEW is removed) and nothing needs a restart; if its files are
+#   damaged (or unreadable) NEW replaces it. Either way BASE/venv.previous is left as it was.
+# Sets RELEASE_SWITCHED=1 when BASE/venv links another folder than before.
+switch_release() {
+    _cur=$(readlink "$1/venv" || true)
+    _prev=$(readlink "$1/venv.previous" || true)
+    _new_id=$(release_id "$2")
+    _new_name=$(release_name "$2")
+    RELEASE_SWITCHED=
+    if [ -z "$_cur" ]; then
+        ln -sfn "$2" "$1/venv"
+        RELEASE_SWITCHED=1
+        echo "installed $_new_name"
+        return 0
+    fi
+    _cur_id=$(release_id "$_cur")
+    if [ -n "$_prev" ] && [ "$_prev" != "$_cur" ] && [ -d "$_prev" ]; then
+        _rollback="rollback still to $(release_name "$_prev")"
+    else
+        _rollback="no rollback (no earlier release kept)"
+    fi
+    if [ -n "$_new_id" ] && [ "$_cur_id" = "$_new_id" ]; then
+        rm -rf "$2"
+        echo "$_new_name is already installed: kept it, $_rollback"
+    elif [ -z "$_cur_id" ] || [ "${_cur_id% *}" = "${_new_id% *}" ]; then
+        ln -sfn "$2" "$1/venv"
+        RELEASE_SWITCHED=1
+        [ "$_cur" = "$_prev" ] || rm -rf "$_cur"
+        echo "$_new_name is already installed but its venv was damaged: reinstalled, $_rollback"
+    else
+        _old_name=$(release_name "$_cur")
+        [ -z "$_prev" ] || [ "$_prev" = "$_cur" ] || rm -rf "$_prev"
+        ln -sfn "$_cur" "$1/venv.previous"
+        ln -sfn "$2" "$1/venv"
+        RELEASE_SWITCHED=1
+        echo "installed $_new_name, rollback to $_old_name:" \
+            "ln -sfn \"\$(readlink $1/venv.previous)\" $1/venv"
+    fi
+}
