@@ -5,7 +5,8 @@
 # - a system user `alara-edge` (in group dialout for serial dosimeters)
 # - the package in a new venv under /opt/alara-edge, linked as /opt/alara-edge/venv (an upgrade is a
 #   re-run from the new checkout: data and configuration stay, the previous venv is kept for rollback;
-#   a re-run with the release already running keeps its venv and the rollback)
+#   a re-run with the release already running keeps its venv and the rollback, and restarts the service
+#   only if it changed something)
 # - /etc/alara-edge/alara-edge.toml from config/alara-edge.example.toml if there is none yet, and the
 #   example reference tables and serial profiles (a file edited here is kept on upgrade)
 # - with --central, PostgreSQL support (psycopg) for a [central] database URL
@@ -26,6 +27,13 @@ getent group alara-edge >/dev/null || groupadd --system alara-edge
 getent passwd alara-edge >/dev/null || useradd --system --gid alara-edge --groups dialout \
     --home-dir /var/lib/alara-edge --no-create-home --shell /usr/sbin/nologin alara-edge
 
+# the installed unit and configuration: the service is restarted only if these or its venv changed (or it is
+# not running), so that a re-run changing nothing leaves it running
+state() {
+    cat "/etc/systemd/system/$unit" 2>/dev/null || true
+    find /etc/alara-edge -type f -exec cksum {} + 2>/dev/null | sort
+}
+before=$(state)
 # each install is a new venv; /opt/alara-edge/venv is a symlink switched atomically (the previous release
 # stays as /opt/alara-edge/venv.previous for a rollback: ln -sfn "$(readlink venv.previous)" venv).
 # A re-run with the release already running keeps it and its rollback (systemd/releases.sh).
@@ -64,5 +72,9 @@ for f in config/serial-profiles/*.toml; do install_example "$f" /etc/alara-edge/
 install -m 0644 "systemd/$unit" "/etc/systemd/system/$unit"
 systemctl daemon-reload
 systemctl enable "$unit"
-systemctl restart "$unit"
+if [ -z "$RELEASE_SWITCHED" ] && [ "$(state)" = "$before" ] && systemctl is-active --quiet "$unit"; then
+    echo "nothing changed: ${unit%.service} was not restarted"
+else
+    systemctl restart "$unit"
+fi
 echo "${unit%.service} is running: systemctl status ${unit%.service}; journalctl -u ${unit%.service} -f"

@@ -124,8 +124,10 @@ def test_a_venv_left_by_an_interrupted_install_is_removed_by_the_next_one(box):
     assert box.venvs() == sorted([box.rollback(), box.current()])
 
 
-def test_install_switches_venvs_through_releases_sh():
+def test_install_switches_venvs_through_releases_sh_and_restarts_only_on_a_change():
     script = (REPO / "systemd" / "install.sh").read_text()
     assert script.index("prune_releases /opt/alara-edge") < script.index('python3 -m venv "$release"')
     assert 'switch_release /opt/alara-edge "$release"' in script
     assert not [line for line in script.splitlines() if "ln -sfn" in line and not line.lstrip().startswith("#")]
+    restart = script.index('systemctl restart "$unit"')
+    assert script.rindex('[ -z "$RELEASE_SWITCHED" ]', 0, restart) > script.index("switch_release /opt")
