@@ -8,6 +8,7 @@ readings, 40–49 console.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import sqlite_utils
 import structlog
@@ -248,18 +249,22 @@ class NewerStore(Exception):
     """The store holds migrations this version does not know: a newer version wrote it."""
 
 
-def apply(db: sqlite_utils.Database) -> list[int]:
-    """Apply every migration not yet recorded in ``schema_migrations``; returns the versions applied."""
+def apply(db: sqlite_utils.Database, step: Callable[[str], None] | None = None) -> list[int]:
+    """Apply every migration not yet recorded in ``schema_migrations``; returns the versions applied.
+    ``step`` hears what is being done as each migration begins (systemd's STATUS while the agent starts)."""
     db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at TEXT)")
     done = {row[0] for row in db.execute("SELECT version FROM schema_migrations").fetchall()}
     newer = sorted(done - {version for version, _, _ in MIGRATIONS})
     if newer:  # a rollback to an older version: it would write what the newer one misreads
         raise NewerStore(f"the store was written by a newer alara-edge (migrations {newer} are unknown to this "
                          "version): run that version, or restore the store's backup taken before the upgrade")
+    pending = [migration for migration in sorted(MIGRATIONS) if migration[0] not in done]
     applied = []
-    for version, name, sql in sorted(MIGRATIONS):
-        if version in done:
-            continue
+    for n, (version, name, sql) in enumerate(pending, 1):
+        log.info("migration_started", version=version, name=name, n=n, of=len(pending))
+        if step is not None:
+            step(f"upgrading the store: migration {version} {name} ({n} of {len(pending)} to apply)")
+        began = time.monotonic()
         with db.atomic():
             for statement in _statements(sql):
                 db.execute(statement)
@@ -268,7 +273,7 @@ def apply(db: sqlite_utils.Database) -> list[int]:
                 [version, name, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())],
             )
         applied.append(version)
-        log.info("migration_applied", version=version, name=name)
+        log.info("migration_applied", version=version, name=name, duration_s=round(time.monotonic() - began, 3))
     return applied
 
 
