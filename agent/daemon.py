@@ -32,6 +32,7 @@ from agent.readings.reconcile import Reconcile
 from agent.sources.dicom.scp import DicomSource
 from agent.sources.dicom.tls import TlsSetupError
 from agent.sources.serial import SerialSource
+from agent.startup import Startup
 from agent.store import Store, StoreError, first_unwritable
 from agent.uplink import ReportOutboxStage, Uplink
 from agent.uplink.privacy import SiteSecretError
@@ -57,11 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class Agent:
     """The running agent: every stage, built from one :class:`Config`."""
 
-    def __init__(self, cfg: Config, with_sources: bool = True):
+    def __init__(self, cfg: Config, with_sources: bool = True, startup: Startup | None = None):
         self.cfg = cfg
         self.bus = Bus()
         quota = int(cfg.store.quota_mb * 1024 * 1024) if cfg.store.quota_mb else None
-        self.store = Store.open(cfg.store.path, quota_bytes=quota)
+        self.store = Store.open(cfg.store.path, quota_bytes=quota, startup=startup)
         self.checks = ChecksStage(load_rules(cfg.checks))
         # stages run in this order inside the transaction that stores each report
         self.pipeline = Pipeline(self.store, cfg.store.spool_dir, cfg.station.id, self.bus,
@@ -128,10 +129,13 @@ class Agent:
     def healthy(self) -> bool:
         return not self.problems()
 
-    def start(self) -> None:
+    def start(self, startup: Startup | None = None) -> None:
         """Start the pipeline's worker, the DICOM source, then the components in order. Raises
         ``OSError`` if a port cannot be bound; :meth:`stop` then stops what had started."""
+        startup = startup or Startup()
+        startup.step("opening the inbox (what the last run received and did not process)")
         self.pipeline.start()  # first what an earlier run received and did not process
+        startup.step("starting the DICOM listener and the components")
         if self.dicom:
             self.dicom.start()
         for component in self.components:
@@ -166,43 +170,46 @@ def run(args: argparse.Namespace) -> int:
     sys.setswitchinterval(0.001)
     logs.configure(cfg.logging.level, fmt=cfg.logging.format)
     notifier = sdnotify.SystemdNotifier()
-    try:
-        agent = Agent(cfg)
-    except START_ERRORS as exc:
-        hint = ({"hint": "the agent's user must be able to write the store's directory and files: run it as their "
-                         "owner (installed: systemctl start alara-edge) or set [store] path and spool_dir"}
-                if isinstance(exc, PermissionError) else {})
-        log.error("agent_start_failed", error=start_error(exc), store=str(cfg.store.path), **hint)  # one line, no traceback
-        return 1
-    except Exception as exc:  # a fault of ours: still one JSON line, with the traceback in it
-        log.exception("agent_start_failed", error=f"{type(exc).__name__}: {exc}")
-        return 1
-    stop = threading.Event()
-    reload_requested = threading.Event()
-    wake = threading.Event()  # a signal wakes the main loop at once (a reload applies to the next report)
+    startup = Startup(notifier.notify)  # until READY: systemd hears that start-up work (a migration) goes on
+    with startup:
+        try:
+            agent = Agent(cfg, startup=startup)
+        except START_ERRORS as exc:
+            hint = ({"hint": "the agent's user must be able to write the store's directory and files: run it as their "
+                             "owner (installed: systemctl start alara-edge) or set [store] path and spool_dir"}
+                    if isinstance(exc, PermissionError) else {})
+            # one line, no traceback
+            log.error("agent_start_failed", error=start_error(exc), store=str(cfg.store.path), **hint)
+            return 1
+        except Exception as exc:  # a fault of ours: still one JSON line, with the traceback in it
+            log.exception("agent_start_failed", error=f"{type(exc).__name__}: {exc}")
+            return 1
+        stop = threading.Event()
+        reload_requested = threading.Event()
+        wake = threading.Event()  # a signal wakes the main loop at once (a reload applies to the next report)
 
-    def on_signal(flag: threading.Event) -> Callable[..., None]:
-        return lambda *_: (flag.set(), wake.set())
+        def on_signal(flag: threading.Event) -> Callable[..., None]:
+            return lambda *_: (flag.set(), wake.set())
 
-    signal.signal(signal.SIGTERM, on_signal(stop))
-    signal.signal(signal.SIGINT, on_signal(stop))
-    signal.signal(signal.SIGHUP, on_signal(reload_requested))
+        signal.signal(signal.SIGTERM, on_signal(stop))
+        signal.signal(signal.SIGINT, on_signal(stop))
+        signal.signal(signal.SIGHUP, on_signal(reload_requested))
 
-    try:
-        agent.start()
-    except TlsSetupError as exc:
-        log.error("agent_start_failed", error=str(exc), hint="the files must be PEM, readable by the agent's user")
-        agent.stop()
-        return 1
-    except (StoreError, sqlite3.Error) as exc:  # the inbox cannot be opened: a full disk, say
-        log.error("agent_start_failed", error=str(exc), store=str(cfg.store.path))
-        agent.stop()
-        return 1
-    except OSError as exc:
-        log.error("agent_start_failed", error=f"cannot listen: {exc.strerror or exc}",
-                  hint="is another agent or DICOM receiver running? set [dicom] port or [console] port")
-        agent.stop()
-        return 1
+        try:
+            agent.start(startup)
+        except TlsSetupError as exc:
+            log.error("agent_start_failed", error=str(exc), hint="the files must be PEM, readable by the agent's user")
+            agent.stop()
+            return 1
+        except (StoreError, sqlite3.Error) as exc:  # the inbox cannot be opened: a full disk, say
+            log.error("agent_start_failed", error=str(exc), store=str(cfg.store.path))
+            agent.stop()
+            return 1
+        except OSError as exc:
+            log.error("agent_start_failed", error=f"cannot listen: {exc.strerror or exc}",
+                      hint="is another agent or DICOM receiver running? set [dicom] port or [console] port")
+            agent.stop()
+            return 1
     demo = None
     if args.demo:
         from simulator.modality import DemoModality
@@ -212,8 +219,11 @@ def run(args: argparse.Namespace) -> int:
         demo.start()
     log.info("agent_started", station=cfg.station.id, site=cfg.station.site, store=str(cfg.store.path),
              dicom_port=agent.dicom.port if agent.dicom else None,
-             dicom_tls_port=agent.dicom.tls_port if agent.dicom else None, demo=bool(args.demo))
+             dicom_tls_port=agent.dicom.tls_port if agent.dicom else None, demo=bool(args.demo),
+             startup_s=round(startup.took_s(), 1))
     notifier.notify("READY=1")
+    if startup.told:
+        notifier.notify("STATUS=")  # the step shown while starting is over
     try:
         next_health = time.monotonic() + HEALTH_S
         unhealthy, unhealthy_since = logs.Repeats(), None

@@ -160,7 +160,7 @@ def test_an_unexpected_fault_at_start_ends_in_one_json_line_and_exit_code_1(tmp_
     line (with the traceback inside it) and systemd an exit code, not a bare Python traceback."""
     code = ("import argparse, sys\n"
             "from agent import daemon\n"
-            "def broken(_cfg):\n"
+            "def broken(*_args, **_kwargs):\n"
             "    raise RuntimeError('a fault of ours')\n"
             "daemon.Agent = broken\n"
             "sys.exit(daemon.run(argparse.Namespace(config=None, demo=False, demo_interval=10.0)))\n")

@@ -20,6 +20,8 @@ from typing import Iterator
 import sqlite_utils
 import structlog
 
+from agent.startup import Startup
+
 from . import migrations
 
 log = structlog.get_logger("agent.store")
@@ -79,7 +81,10 @@ class Store:
         self._lock = threading.RLock()
 
     @classmethod
-    def open(cls, path: str | os.PathLike, quota_bytes: int | None = None) -> "Store":
+    def open(cls, path: str | os.PathLike, quota_bytes: int | None = None, startup: Startup | None = None) -> "Store":
+        """Open (create, check, migrate) the store. ``startup``: the agent's start-up, told each step and
+        the progress of its SQLite work (what systemd hears before READY)."""
+        startup = startup or Startup()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
@@ -91,16 +96,17 @@ class Store:
             raise StoreError(f"{path} is not writable by this user: give it to the user the agent runs as "
                              f"(a restored copy: chown alara-edge:alara-edge {path})")
         if path.exists() and path.stat().st_size > 0:
+            startup.step("checking the store (quick_check)")
             try:
-                _quarantine_if_corrupt(path)
+                _quarantine_if_corrupt(path, startup)
             except StoreError:
                 os.close(lock_fd)
                 raise
         db = connect(path)
         store = cls(path, db, quota_bytes, lock_fd)
-        with store._lock:
+        with store._lock, startup.watching(db.conn):
             try:
-                migrations.apply(db)
+                migrations.apply(db, startup.step)
             except migrations.NewerStore as exc:
                 store.close()
                 raise StoreError(str(exc)) from None
@@ -160,12 +166,13 @@ def _lock_writer(path: Path) -> int:
 CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # error codes that say the file itself is damaged
 
 
-def _quarantine_if_corrupt(path: Path) -> None:
+def _quarantine_if_corrupt(path: Path, startup: Startup) -> None:
     """``quick_check`` at start; a corrupt file is renamed aside (never deleted) and the agent starts fresh."""
     try:
         conn = sqlite3.connect(str(path))
         try:
-            ok = conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+            with startup.watching(conn):  # reads every page: long for a large store on an SD card
+                ok = conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
