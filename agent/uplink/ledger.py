@@ -81,6 +81,10 @@ class Ledger:
         """(seq, event_id, kind) of the lowest-seq message published and not settled, if any."""
         return min(((e[0], e[1], e[2]) for e in self._out.values()), default=None)
 
+    def unsettled_seqs(self) -> set[int]:
+        """The seqs of the messages published on this connection and not yet settled."""
+        return {entry[0] for entry in self._out.values()}
+
     def oldest_unacked(self) -> Optional[float]:
         acked = {mid for mid, _ in self._acks} | set(self._committing[1] if self._committing else ())
         return min((e[3] for mid, e in self._out.items() if mid not in acked), default=None)

@@ -269,10 +269,15 @@ class Uplink:
         return self.ledger.in_use() < self.cfg.window and self.ledger.unacked() < self._inflight
 
     def _has_work(self) -> bool:
-        if not self._buffer:
-            self._buffer.extend(outbox.next_pending(self._db, self._cursor, PREFETCH))
-            if self._buffer:
-                self._cursor = self._buffer[-1].seq
+        while not self._buffer:
+            rows = outbox.next_pending(self._db, self._cursor, PREFETCH)
+            if not rows:
+                break
+            self._cursor = rows[-1].seq
+            # read again from the start (after a pause for a missing subscriber): a row still out on this
+            # connection is pending in the store until its PUBACK is committed, and must not go out twice
+            out = self.ledger.unsettled_seqs()
+            self._buffer.extend(row for row in rows if row.seq not in out)
         return bool(self._buffer)
 
     # -- connecting -----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """End to end through a real Mosquitto: outages, crashes of the broker, refusals, pacing, MQTT 3.1.1."""
 from __future__ import annotations
 
+import json
 import time
 
 from agent.bus import Bus
@@ -210,3 +211,30 @@ def test_a_message_the_broker_drops_the_connection_for_is_dead_lettered_not_retr
         wait_for(lambda: sorted(central_event_ids(cfg)) == sorted(before + after), what="the others at the central site")
     finally:
         broker.stop()
+
+
+def test_messages_out_when_the_drain_pauses_for_a_missing_subscriber_are_not_sent_twice(broker, store, tmp_path,
+                                                                                         running):
+    """Alerts have no subscriber (0x10: held, the drain pauses), readings have one: the readings that were still
+    out when a pause began must not go out again when it ends; nothing crashed, so nothing may arrive twice."""
+    import paho.mqtt.client as mqtt
+
+    got: list[str] = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="readings-only", protocol=mqtt.MQTTv5)
+    sub.on_message = lambda _c, _u, m: got.append(json.loads(m.payload)["event_id"])
+    sub.connect("127.0.0.1", broker.port)
+    sub.subscribe("alara/st-test/ct-01/reading", qos=1)
+    sub.loop_start()
+    try:
+        time.sleep(0.3)
+        readings = []
+        for n in range(30):  # an alert every eleventh message: the drain pauses again and again
+            readings += enqueue(store, 10, kind="reading", tag="r", start=10 * n)
+            enqueue(store, 1, kind="alert", tag="a", start=n)
+        cfg = make_config(tmp_path, broker.port, window=50, reconnect_min_s=0.001, reconnect_max_s=0.01)  # short pauses
+        uplink = running(Uplink(cfg, store, Bus()))
+        wait_for(lambda: uplink.health()["delivered"] == len(readings), timeout=30, what="every reading delivered")
+        time.sleep(0.5)  # pauses end, held alerts go out again: no reading with them
+        assert sorted(got) == sorted(readings)  # each once
+    finally:
+        sub.loop_stop()
