@@ -315,7 +315,8 @@ class CentralStore:
         reused: dict[tuple[str, str, Optional[str]], int] = {}
         for site, station, store, n in self.conn.execute(  # one store numbering two events alike (a restore)
                 f"SELECT site, station, store, COUNT(*) FROM (SELECT site, station, store, seq FROM {NUMBERED} "
-                "GROUP BY site, station, store, seq HAVING COUNT(*) > 1) r GROUP BY site, station, store").fetchall():
+                "GROUP BY site, station, store, seq HAVING COUNT(DISTINCT event_id) > 1) r "
+                "GROUP BY site, station, store").fetchall():
             reused[(site, station, store)] = int(n)
         for (site, station), found in groups.items():
             entry = out[(site, station)]
@@ -357,7 +358,8 @@ class CentralStore:
         (distinct,) = self.conn.execute(f"SELECT COUNT(DISTINCT seq) FROM {NUMBERED} WHERE site = {p} AND "
                                         f"station = {p} AND {where}", (site, station, *args)).fetchone()
         (twice,) = self.conn.execute(f"SELECT COUNT(*) FROM (SELECT seq FROM {NUMBERED} WHERE site = {p} AND "
-                                     f"station = {p} AND {where} GROUP BY seq HAVING COUNT(*) > 1) r",
+                                     f"station = {p} AND {where} GROUP BY seq "
+                                     "HAVING COUNT(DISTINCT event_id) > 1) r",
                                      (site, station, *args)).fetchone()
         return int(distinct), int(twice)
 

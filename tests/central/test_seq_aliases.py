@@ -61,3 +61,17 @@ def test_a_known_event_in_a_new_store_s_series_is_not_logged_as_a_gap(broker, st
         wait_for(lambda: rx.counts["stored"] + rx.counts["duplicates"] >= 4, what="4 messages")
     assert [e for e in logs if e.get("event") == "seq_gap"] == []
     assert central_view(cfg)["missing_seq"] == []
+
+
+def test_a_message_re_sent_across_the_upgrade_is_no_reused_seq(broker, station, tmp_path, central):
+    """Sent by the old agent (no store), its PUBACK lost, sent again by the upgraded agent naming its
+    store: one event, one seq, counted as a duplicate and not as a number given to two events."""
+    cfg = make_config(tmp_path, broker.port)
+    rx = central(cfg)
+    for seq in (1, 2, 3):
+        station.publish(message(seq, store=None))
+    for seq in (3, 4):
+        station.publish(message(seq))
+    wait_for(lambda: rx.counts["stored"] + rx.counts["duplicates"] >= 5, what="5 messages")
+    view = central_view(cfg)
+    assert (view["seq_reused"], view["duplicates_dropped"], view["seq_gaps"], view["max_seq"]) == (0, 1, 0, 4)
