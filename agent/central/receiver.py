@@ -7,6 +7,9 @@
   committed, so a receiver crash loses nothing (the broker sends it again; it is then dropped
   as a duplicate by ``event_id``).
 * Per-station ``seq`` gaps are logged as they appear and reported by ``central-report``.
+* A station's store numbering a second event with a seq already held (``seq_reused``: a store
+  restored from an older backup, boxes cloned from one image) is logged the first time, then at most
+  once a minute per station and store with a count.
 """
 from __future__ import annotations
 
@@ -21,15 +24,19 @@ import structlog
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.config import Config
+from agent.logs import Repeats
 from agent.uplink.connection import Backoff, CredentialsError, connect, is_v5, new_client, reason_text, reason_value
 
-from .store import KINDS, CentralStore, CentralStoreError, Message, safe_database
+from .store import DUPLICATE, KINDS, STORED, CentralStore, CentralStoreError, Message, safe_database
 
 log = structlog.get_logger("agent.central")
 
 BATCH_MAX = 200
 STORE_ID = re.compile(r"[0-9a-f]{32}")  # docs/schemas/envelope.json
 SEQ_MAX = 2**63 - 1  # BIGINT in both databases
+REUSE_HINT = ("this store numbered two different events with one seq: it was probably restored from an older "
+              "backup, or two boxes run copies of one store (cloned from one image). Check that station's "
+              "backup and restore; give a cloned box a store of its own. central-report counts these in seq_reused")
 ENVELOPE_FIELDS = {"schema": dict, "event_id": str, "seq": int, "site": str, "station": str, "kind": str,
                    "created": str, "sent": str, "body": dict}
 
@@ -95,6 +102,7 @@ class Receiver:
         self.counts = {"stored": 0, "duplicates": 0, "rejected": 0}
         self._batch: list[mqtt.MQTTMessage] = []
         self._max_seq: dict[tuple[str, str, str], int] = {}  # per site, station and store
+        self._reuses = Repeats()  # per site, station and store: the first seq_reused logged, then one a minute
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._lost: Optional[str] = None
@@ -213,7 +221,7 @@ class Receiver:
             except Invalid as exc:
                 self._reject(message, str(exc))
         try:
-            fresh = self.store.record(accepted)
+            outcomes = self.store.record(accepted)
         except CentralStoreError as exc:
             stored = self._one_by_one(raws, accepted) if exc.data else None
             if stored is None:
@@ -221,33 +229,54 @@ class Receiver:
                 self._lost = "store error"  # reconnect later: the broker sends the unacknowledged messages again
                 self._store_broken = True
                 return
-            accepted, fresh = stored
-        for m, new in zip(accepted, fresh):
+            accepted, outcomes = stored
+        numbered: list[Message] = []  # seqs new to the database: a reuse shows there
+        for m, outcome in zip(accepted, outcomes):
             if m.kind == "status":
                 continue
-            self.counts["stored" if new else "duplicates"] += 1
+            self.counts["stored" if outcome == STORED else "duplicates"] += 1
+            if outcome != DUPLICATE:
+                numbered.append(m)
             if not self.central.shared_group:  # a shared subscription sees only its share of the seqs
                 self._track_seq(m)  # a duplicate too: another store may have numbered it (a reinstalled station)
         for message in batch:
             if message.qos > 0:
                 client.ack(message.mid, message.qos)
+        self._log_reuses(numbered)
 
     def _one_by_one(self, raws: list[mqtt.MQTTMessage], accepted: list[Message]
-                    ) -> Optional[tuple[list[Message], list[bool]]]:
+                    ) -> Optional[tuple[list[Message], list[str]]]:
         """The database refused a value in the batch: store its messages one at a time, and keep the
         one(s) it refuses aside (acknowledged, like unreadable input) so that they cannot block the
         others forever. None if the database itself fails meanwhile."""
         kept: list[Message] = []
-        fresh: list[bool] = []
+        outcomes: list[str] = []
         for raw, m in zip(raws, accepted):
             try:
-                fresh += self.store.record([m])
+                outcomes += self.store.record([m])
                 kept.append(m)
             except CentralStoreError as exc:
                 if not exc.data:
                     return None
                 self._reject(raw, f"the database refused it: {exc}")
-        return kept, fresh
+        return kept, outcomes
+
+    def _log_reuses(self, numbered: list[Message]) -> None:
+        """Warn when a station's store gave a seq the database already holds to another event: asked of
+        the database (what every receiver stored), not of what this one saw.  The first time per site,
+        station and store is logged, then at most one line a minute with how many since the last."""
+        if not numbered:
+            return
+        try:
+            reused = self.store.reused(numbered)
+        except CentralStoreError as exc:  # stored and acknowledged all the same; central-report counts it
+            log.warning("seq_reuse_check_failed", error=str(exc), messages=len(numbered))
+            return
+        for m, again in zip(numbered, reused):
+            times = self._reuses.note((m.site, m.station, m.store)) if again else None
+            if times is not None:
+                log.warning("seq_reused", site=m.site, station=m.station, store=m.store, seq=m.seq, times=times,
+                            hint=REUSE_HINT)
 
     def _reject(self, message: mqtt.MQTTMessage, reason: str) -> None:
         self.counts["rejected"] += 1

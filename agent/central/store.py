@@ -16,6 +16,9 @@ from typing import Any, Callable, Optional
 from agent.uplink.payloads import now_iso as _now
 
 KINDS = ("report", "alert", "ack", "reading", "status")
+# what record() did with each message: stored; a copy of a known event that its store numbered otherwise (its
+# seq kept in central_seq_aliases); a plain duplicate (nothing new)
+STORED, COPY, DUPLICATE = "stored", "copy", "duplicate"
 MISSING_RANGES_SHOWN = 20
 MIGRATION_LOCK = 0x616C617261  # PostgreSQL advisory lock key held while the schema is brought up to date
 
@@ -112,6 +115,7 @@ class CentralStore:
         self.p = "%s" if self.postgres else "?"
         self.j = "%s::jsonb" if self.postgres else "?"
         self.conn: Any = self._connect()
+        self._first_store: dict[tuple[str, str], str] = {}  # per site and station, see _first_named_store
         try:
             self._create() if migrate else self._check_schema()
         except CentralStoreError:
@@ -216,11 +220,12 @@ class CentralStore:
         return int(version)
 
     # -- writes ---------------------------------------------------------------------------------
-    def record(self, messages: list[Message]) -> list[bool]:
-        """Store a batch in one transaction; per message True if new, False if a duplicate."""
+    def record(self, messages: list[Message]) -> list[str]:
+        """Store a batch in one transaction; per message :data:`STORED` (a status too), :data:`COPY` or
+        :data:`DUPLICATE`."""
         p, j = self.p, self.j
         now = _now()
-        fresh: list[bool] = []
+        outcomes: list[str] = []
         try:
             for m in messages:
                 self.conn.execute(
@@ -231,7 +236,7 @@ class CentralStore:
                         f"UPDATE central_stations SET status_received = status_received + 1, last_status = {j}, "
                         f"last_status_at = {p}, last_received_at = {p} WHERE site = {p} AND station = {p}",
                         (m.envelope, now, now, m.site, m.station))
-                    fresh.append(True)
+                    outcomes.append(STORED)
                     continue
                 cur = self.conn.execute(
                     f"INSERT INTO central_events (event_id, site, station, kind, seq, store, schema_name, "
@@ -240,9 +245,7 @@ class CentralStore:
                     (m.event_id, m.site, m.station, m.kind, m.seq, m.store, m.schema_name, m.schema_version,
                      m.created, m.sent, now, m.envelope))
                 new = cur.rowcount == 1
-                fresh.append(new)
-                if not new:
-                    self._alias(m, now)
+                outcomes.append(STORED if new else COPY if self._alias(m, now) else DUPLICATE)
                 column = "last_received_at" if new else "duplicates_dropped"
                 value = p if new else "duplicates_dropped + 1"
                 self.conn.execute(
@@ -255,21 +258,67 @@ class CentralStore:
             except Exception:  # the connection itself is gone; reopen() follows
                 pass
             raise CentralStoreError(str(exc), data=_refused_value(exc)) from exc
-        return fresh
+        return outcomes
 
-    def _alias(self, m: Message, now: str) -> None:
+    def _alias(self, m: Message, now: str) -> bool:
         """A duplicate that its station's store numbered otherwise than the stored copy (a station given
         a new store re-sends what it had sent before; one object sent to two stations): keep its seq, so
-        that it is not shown missing there."""
+        that it is not shown missing there.  True if that numbering is new."""
         p = self.p
         row = self.conn.execute(f"SELECT site, station, store, seq FROM central_events WHERE event_id = {p}",
                                 (m.event_id,)).fetchone()
         if row is None or tuple(row) == (m.site, m.station, m.store, m.seq):
-            return
-        self.conn.execute(
+            return False
+        cur = self.conn.execute(
             f"INSERT INTO central_seq_aliases (site, station, store, seq, event_id, received_at, created) "
             f"VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING",
             (m.site, m.station, m.store or "", m.seq, m.event_id, now, m.created))
+        return cur.rowcount == 1
+
+    def reused(self, messages: list[Message]) -> list[bool]:
+        """Per message (each a new numbering: :data:`STORED` or :data:`COPY`), whether its station's store
+        numbered another event with the same seq, as ``seq_reused`` in :meth:`stations` counts it.
+
+        Read after the batch has committed: of two receivers (a shared subscription) storing two such
+        events at once, the one committing last sees the other's.  Two indexed look-ups per message."""
+        try:
+            found = [self._numbered_alike(m) for m in messages]
+            self.conn.rollback()  # only read: end PostgreSQL's transaction
+        except Exception as exc:  # psycopg.Error, sqlite3.Error
+            raise CentralStoreError(str(exc)) from exc
+        return found
+
+    def _numbered_alike(self, m: Message) -> bool:
+        """Another event with ``m``'s site, station, store and seq (stored, or a copy's numbering)."""
+        p = self.p
+        # the copies kept under m's store and under none; an agent naming no store (rare now): under any
+        by_store, store_args = ("", ()) if m.store is None else (f" AND store IN ({p}, '')", (m.store,))
+        rows = self.conn.execute(
+            f"SELECT store FROM central_events WHERE site = {p} AND station = {p} AND seq = {p} AND event_id <> {p} "
+            f"UNION ALL SELECT NULLIF(store, '') FROM central_seq_aliases WHERE site = {p} AND station = {p} "
+            f"AND seq = {p} AND event_id <> {p}{by_store}",
+            (m.site, m.station, m.seq, m.event_id) * 2 + store_args).fetchall()
+        stores = {store for (store,) in rows}
+        if m.store in stores:
+            return True
+        # the messages that named no store count in the station's first store (stations())
+        if m.store is None:
+            return any(s is not None for s in stores) and self._first_named_store(m.site, m.station) in stores
+        return None in stores and m.store == self._first_named_store(m.site, m.station)
+
+    def _first_named_store(self, site: str, station: str) -> Optional[str]:
+        """The station's first store, ordered as in :meth:`stations`; read once (a later store cannot
+        come first), and only when a message without a store and one with it share a seq."""
+        key = (site, station)
+        if key not in self._first_store:
+            p = self.p
+            rows = self.conn.execute(
+                f"SELECT store, MIN(received_at), MIN(created) FROM {NUMBERED} WHERE site = {p} AND station = {p} "
+                "AND store IS NOT NULL GROUP BY store", (site, station)).fetchall()
+            if not rows:
+                return None
+            self._first_store[key] = min(rows, key=lambda r: (r[1], r[2], r[0]))[0]
+        return self._first_store[key]
 
     def reject(self, topic: str, reason: str, payload: bytes) -> None:
         """Keep what could not be read (first 64 KiB) with the reason; never raises for bad input."""

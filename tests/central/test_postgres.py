@@ -101,3 +101,27 @@ def test_a_message_postgresql_cannot_hold_is_kept_aside_and_the_others_are_store
     with psycopg.connect(pg_url) as db:
         (reason,) = db.execute("SELECT reason FROM central_rejects").fetchone()
     assert "refused" in reason
+
+
+def test_a_reused_seq_is_logged_once_in_postgres_mode(pg_url, broker, station, tmp_path, central):
+    from structlog.testing import capture_logs
+
+    cfg = make_config(tmp_path, broker.port)
+    cfg.central.database = pg_url
+    with capture_logs() as logs:
+        rx = central(cfg)
+        for seq in (1, 2, 3):
+            station.publish(message(seq, store=None))  # an agent from before stores were named, then upgraded
+        for seq in (3, 4, 5, 6, 4):  # 3 sent again naming its store; 4 a plain duplicate
+            station.publish(message(seq))
+        for seq in (2, 5, 6):  # restored from an older backup
+            station.publish(message(seq, tag="restored"))
+        wait_for(lambda: rx.counts["stored"] + rx.counts["duplicates"] >= 11, what="11 messages")
+    reused = [(e["station"], e["store"], e["seq"], e["times"]) for e in logs if e.get("event") == "seq_reused"]
+    assert reused == [("ct-01", "5e" * 16, 2, 1)]
+    db = CentralStore.open(pg_url)
+    try:
+        (s,) = db.stations()
+    finally:
+        db.close()
+    assert (s["seq_reused"], s["duplicates_dropped"], s["seq_gaps"]) == (3, 2, 0)
