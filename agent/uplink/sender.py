@@ -232,7 +232,8 @@ class Uplink:
         oldest = self.ledger.oldest_unacked()
         if oldest is not None and now - oldest > self.cfg.ack_timeout_s:
             return self._drop(f"no PUBACK within {self.cfg.ack_timeout_s:g} s")
-        if now >= self._next_status or (self.alarms.changed.is_set() and now >= self._status_at + STATUS_MIN_S):
+        status_due = now >= self._next_status or (self.alarms.changed.is_set() and now >= self._status_at + STATUS_MIN_S)
+        if status_due and self._unacked() < self._inflight:  # else at the next PUBACK
             self._publish_status("online")
         self._fill(now)
 
@@ -265,8 +266,13 @@ class Uplink:
         """May one more message go out?  At most the window unsettled (the most a failure re-sends), of them
         at most the broker's Receive Maximum unacknowledged; one at a time while a lost connection is explained."""
         if self._probing:
-            return not self.ledger.in_use()
-        return self.ledger.in_use() < self.cfg.window and self.ledger.unacked() < self._inflight
+            return not self.ledger.in_use() and self._unacked() < self._inflight
+        return self.ledger.in_use() < self.cfg.window and self._unacked() < self._inflight
+
+    def _unacked(self) -> int:
+        """QoS 1 messages the broker has not acknowledged yet, outbox rows and status messages alike: its
+        Receive Maximum counts them all (a broker that enforces it disconnects a client that sends more)."""
+        return self.ledger.unacked() + len(self._status_mids)
 
     def _has_work(self) -> bool:
         while not self._buffer:
@@ -514,16 +520,22 @@ class Uplink:
             self._cursor = 0  # pick up rows queued again by `alara-edge outbox requeue`
 
     def _close(self) -> None:
-        """On stop: retained offline status, wait briefly for outstanding PUBACKs, disconnect."""
+        """On stop: retained offline status (once the broker's Receive Maximum has room for it), wait briefly
+        for outstanding PUBACKs, disconnect."""
         client = self._client
         if client is None or not self._connected:
             if client is not None:
                 self._drop("stopping")
             return
-        self._publish_status("offline", reason="agent stopped")
         deadline = time.monotonic() + 2.0
-        while (self._status_mids or self.ledger.in_use()) and time.monotonic() < deadline \
-                and client.socket() is not None:
+        offline = False
+        while client.socket() is not None:
+            late = time.monotonic() >= deadline
+            if not offline and (late or self._unacked() < self._inflight):  # within the Receive Maximum if it can
+                self._publish_status("offline", reason="agent stopped")
+                offline = True
+            if late or offline and not (self._status_mids or self.ledger.in_use()):
+                break
             sock = client.socket()
             readable, writable = self._wait([sock], 0.05, write=client.want_write())
             if sock in readable:

@@ -4,12 +4,16 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from agent.bus import Bus
 from agent.central.receiver import Receiver
 from agent.store import outbox
 from agent.uplink import Uplink
 from tests.uplink.broker import Mosquitto
 from tests.uplink.conftest import central_event_ids, central_view, enqueue, make_config, wait_for
+from tests.uplink.tap import Tap
+from tests.uplink.wire import WireCount
 
 
 def _received(cfg) -> int:
@@ -158,6 +162,35 @@ def test_a_window_above_the_brokers_receive_maximum_never_exceeds_it(tmp_path, s
         _assert_exactly_once(cfg, ids, max_duplicates=0)
         assert len(out) == 300 and max(out) == 4
     finally:
+        broker.stop()
+
+
+@pytest.mark.parametrize("receive_maximum, window", [(4, 20), (20, 50)])  # (20, 50): Mosquitto's and ours by default
+def test_status_messages_share_the_brokers_receive_maximum_with_the_backlog(tmp_path, store, central,
+                                                                            receive_maximum, window):
+    """The retained status (sent every status_interval_s, here often, and when the agent stops) is a QoS 1
+    message too: with the backlog's messages it must stay within the Receive Maximum the broker announced,
+    counted on the wire, and the agent stopped mid-drain still leaves "offline, agent stopped" behind."""
+    broker = Mosquitto(tmp_path / "broker", persistence=False,
+                       extra=f"max_inflight_messages {receive_maximum}").start()
+    wire = WireCount(broker.port)
+    tap = Tap(broker.port, topic="alara/+/+/status")
+    try:
+        wait_for(tap.subscribed.is_set, what="the status tap")
+        central(make_config(tmp_path, broker.port))
+        cfg = make_config(tmp_path, wire.port, window=window, status_interval_s=0.01)
+        enqueue(store, 3000)
+        uplink = Uplink(cfg, store, Bus())
+        uplink.start()
+        wait_for(lambda: uplink.health()["delivered"] >= 1000, timeout=30, what="the drain under way")
+        uplink.stop()
+        assert uplink.health()["delivered"] < 3000  # stopped with messages out
+        assert len(tap.messages) > 10  # status messages went out in the middle of the drain
+        wait_for(lambda: tap.messages[-1].json["body"].get("reason") == "agent stopped", what="the offline status")
+        assert wire.max_out <= receive_maximum, wire.max_out
+    finally:
+        tap.close()
+        wire.close()
         broker.stop()
 
 
