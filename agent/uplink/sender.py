@@ -442,13 +442,18 @@ class Uplink:
             self._no_subscriber(len(outcome.retry))
 
     def _no_subscriber(self, held: int) -> None:
-        """Nobody subscribed: the broker would have dropped these. Keep them and pause the drain."""
-        delay = self._pause.next()
-        self._paused_until = time.monotonic() + delay
+        """Nobody subscribed: the broker would have dropped these. Keep them and pause the drain.
+
+        The pause grows once per attempt: the PUBACKs of the other rows that were out when it began come
+        in later commits (a window of 50 is two or three of them) and are part of the same attempt."""
+        now = time.monotonic()
+        if now >= self._paused_until:
+            self._paused_until = now + self._pause.next()
         self._buffer.clear()
         self._cursor = 0
         if not self.alarms.active("no_subscriber"):
-            log.error("uplink_no_subscriber", topic=self._topic("#"), held=held, retry_in_s=round(delay, 2),
+            log.error("uplink_no_subscriber", topic=self._topic("#"), held=held,
+                      retry_in_s=round(self._paused_until - now, 2),
                       hint="the central receiver's session is missing at the broker; nothing is dropped")
         self.alarms.raise_("no_subscriber")
 

@@ -127,6 +127,20 @@ def test_no_subscriber_holds_messages_until_the_central_session_exists(broker, s
     wait_for(lambda: not uplink.health()["alarms"], what="the alarm to clear")
 
 
+def test_the_pause_for_a_missing_subscriber_grows_once_per_attempt(broker, store, tmp_path, running):
+    """No subscriber at all: each attempt's rows come back 0x10 over several commits (a window of 50 is more
+    than Mosquitto's Receive Maximum of 20); the pause must double once per attempt, not once per commit, or
+    held data waits up to reconnect_max_s long after the central receiver is back."""
+    cfg = make_config(tmp_path, broker.port, reconnect_min_s=0.1, reconnect_max_s=60)
+    enqueue(store, 300)
+    running(Uplink(cfg, store, Bus()))
+
+    def attempts() -> int:  # the oldest row goes out first in every attempt
+        return store.db.execute("SELECT attempts FROM outbox WHERE seq = 1").fetchone()[0]
+    # pauses of at most 0.1, 0.2, 0.4 and 0.8 s: the fifth attempt within 1.5 s and a few turns
+    wait_for(lambda: attempts() >= 5, timeout=4, what="five attempts")
+
+
 def test_drain_is_paced(broker, store, tmp_path, running, central):
     cfg = make_config(tmp_path, broker.port, rate_per_s=40)
     central(cfg)
