@@ -204,7 +204,8 @@ class MqttConfig(Section):
     Of them at most the broker's Receive Maximum (Mosquitto: max_inflight_messages, 20) unacknowledged;
     a window above it keeps sending while PUBACKs are committed, which drains a backlog faster (see docs/uplink.md)."""
     rate_per_s: float = Field(default=100, ge=0)
-    """Drain pace in messages per second, so that a backlog cannot overflow a subscriber's queue; 0 = unpaced."""
+    """Drain pace in messages per second, so that a backlog cannot overflow a subscriber's queue; 0 = unpaced.
+    A burst is at most one second's worth (and at most ``window``)."""
     ack_timeout_s: float = Field(default=60, gt=0)
     """No PUBACK for this long: the connection is dropped and the message sent again."""
     reconnect_min_s: float = Field(default=1, gt=0)

@@ -8,7 +8,7 @@ One thread owns the connection and drives paho's external-loop API (``loop_read`
   left ``inflight`` go back to ``pending`` and a retained *online* status is published;
 * at most ``window`` messages unsettled (published, PUBACK not yet committed), of them at most the
   broker's Receive Maximum unacknowledged (QoS 1), oldest seq first, paced by a token bucket at
-  ``rate_per_s``;
+  ``rate_per_s`` whose burst is at most one second's worth (and at most the window);
 * PUBACK success → ``delivered``; failure reason code (≥ 0x80) → ``dead`` with an alarm, never
   retried; 0x10 "no matching subscribers" → kept pending and the drain pauses (the central
   receiver's session is missing, sending on would lose data) unless ``require_subscriber`` is off;
@@ -96,7 +96,8 @@ class Uplink:
         self._pause = Backoff(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
         self._paused_until = 0.0
         self._next_connect = 0.0
-        self._tokens = float(self.cfg.window)
+        self._burst = min(float(self.cfg.window), max(1.0, self.cfg.rate_per_s))  # at most a second's pace at once
+        self._tokens = self._burst
         self._tokens_at = time.monotonic()
         self._next_housekeeping = 0.0
         self._clock = retention.ClockWatch()  # a wall clock set forward must not make fresh deliveries look old
@@ -349,7 +350,7 @@ class Uplink:
         self._progressed = False  # the back-off is reset by a PUBACK, not by a CONNACK (a broker that
         # drops the connection at every publish must not be hammered)
         self._last_error = None
-        self._tokens = float(self.cfg.window)
+        self._tokens = self._burst
         self._next_status = 0.0
         log.info("uplink_connected", broker=f"{self.cfg.host}:{self.cfg.port}", window=self.cfg.window,
                  inflight=self._inflight)
@@ -399,7 +400,7 @@ class Uplink:
         if now < self._paused_until:
             return
         if self.cfg.rate_per_s:
-            self._tokens = min(float(self.cfg.window), self._tokens + (now - self._tokens_at) * self.cfg.rate_per_s)
+            self._tokens = min(self._burst, self._tokens + (now - self._tokens_at) * self.cfg.rate_per_s)
         self._tokens_at = now
         client = self._client
         assert client is not None

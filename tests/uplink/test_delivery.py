@@ -149,8 +149,20 @@ def test_drain_is_paced(broker, store, tmp_path, running, central):
     running(Uplink(cfg, store, Bus()))
     wait_for(lambda: _received(cfg) >= 80, timeout=20, what="80 messages")
     elapsed = time.monotonic() - started
-    # 80 messages at 40/s after a first burst of one window: at least (80 - window) / 40 s (1.5 s for 20)
-    assert 0.95 * (80 - cfg.mqtt.window) / 40 <= elapsed < 10, elapsed
+    # 80 messages at 40/s after a first burst of at most one second's worth (40): at least 1 s
+    assert 0.95 * (80 - 40) / 40 <= elapsed < 10, elapsed
+
+
+def test_a_pace_slower_than_the_window_is_kept_from_the_start(broker, store, tmp_path, running, central):
+    """rate_per_s = 10 with the window of 50: the first burst is one second's worth, not the window (which
+    would send five seconds' worth at once to a receiver sized for the pace)."""
+    cfg = make_config(tmp_path, broker.port, rate_per_s=10, window=50)
+    central(cfg)
+    enqueue(store, 30)
+    started = time.monotonic()
+    running(Uplink(cfg, store, Bus()))
+    wait_for(lambda: _received(cfg) >= 30, timeout=20, what="30 messages")
+    assert 0.95 * (30 - 10) / 10 <= time.monotonic() - started < 10
 
 
 def test_a_window_above_the_brokers_receive_maximum_never_exceeds_it(tmp_path, store, running, central):
