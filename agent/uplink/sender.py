@@ -233,7 +233,8 @@ class Uplink:
         oldest = self.ledger.oldest_unacked()
         if oldest is not None and now - oldest > self.cfg.ack_timeout_s:
             return self._drop(f"no PUBACK within {self.cfg.ack_timeout_s:g} s")
-        status_due = now >= self._next_status or (self.alarms.changed.is_set() and now >= self._status_at + STATUS_MIN_S)
+        alarm_news = self.alarms.changed.is_set() and now >= self._status_at + STATUS_MIN_S
+        status_due = now >= self._next_status or alarm_news
         if status_due and self._unacked() < self._inflight:  # else at the next PUBACK
             self._publish_status("online")
         self._fill(now)
