@@ -9,7 +9,10 @@ import os
 import random
 import signal
 
+import pytest
+
 from agent import config as config_mod
+from agent.config import Config
 from agent.store import connect
 from tests.uplink.conftest import central_event_ids, central_view, wait_for
 from tests.uplink.crash import feeder, kill_loop, write_config
@@ -18,8 +21,9 @@ from tests.uplink.tap import Tap
 ITERATIONS = 20
 
 
-def test_sender_killed_at_random_moments_loses_nothing(broker, tmp_path, central):
-    config = write_config(tmp_path, broker.port)
+@pytest.mark.parametrize("window", [10, Config().mqtt.window])  # a tight bound, and the default's
+def test_sender_killed_at_random_moments_loses_nothing(broker, tmp_path, central, window):
+    config = write_config(tmp_path, broker.port, window=window)
     cfg = config_mod.load(config)
     central(cfg)
     seed = int(os.environ.get("KILL_SEED", random.randrange(1 << 30)))
