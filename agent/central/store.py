@@ -317,7 +317,7 @@ class CentralStore:
                 "AND store IS NOT NULL GROUP BY store", (site, station)).fetchall()
             if not rows:
                 return None
-            self._first_store[key] = min(rows, key=lambda r: (r[1], r[2], r[0]))[0]
+            self._first_store[key] = min(rows, key=lambda r: _heard_order(*r))[0]
         return self._first_store[key]
 
     def reject(self, topic: str, reason: str, payload: bytes) -> None:
@@ -369,8 +369,7 @@ class CentralStore:
             reused[(site, station, store)] = int(n)
         for (site, station), found in groups.items():
             entry = out[(site, station)]
-            # in the order the stores were first heard from; a tie (one batch) by the agent's own times
-            found.sort(key=lambda g: (g["since"], g["first_created"], g["store"] or ""))
+            found.sort(key=lambda g: _heard_order(g["store"], g["since"], g["first_created"]))
             legacy = next((g for g in found if g["store"] is None), None)
             named = [g for g in found if g["store"] is not None]
             if legacy is not None and named:  # an upgraded agent: its earlier messages are its first store's
@@ -421,6 +420,11 @@ class CentralStore:
             f"FROM (SELECT DISTINCT seq FROM {NUMBERED} WHERE site = {p} AND station = {p} AND {where}) s) t "
             f"WHERE seq - prev > 1 ORDER BY seq LIMIT {MISSING_RANGES_SHOWN}", (site, station, *args)).fetchall()
         return [[int(a), int(b)] for a, b in rows]
+
+
+def _heard_order(store: Optional[str], since: str, first_created: str) -> tuple[str, str, str]:
+    """The order of a station's stores: as first heard from; a tie (one batch) by the agent's own times."""
+    return since, first_created, store or ""
 
 
 def _current_store(entry: dict[str, Any]) -> None:
