@@ -24,9 +24,10 @@ build = hashlib.sha256("\n".join(sorted(own) + sorted(names)).encode()).hexdiges
 print(me.version, build, "intact" if intact else "damaged")' 2>/dev/null || true
 }
 
-# release_name VENV: "alara-edge VERSION (build BUILD)" for messages
+# release_name VENV ID: "alara-edge VERSION (build BUILD)" for messages, from VENV's release_id ID (read once:
+# it hashes every installed file)
 release_name() {
-    set -- "$1" $(release_id "$1")
+    set -- "$1" $2
     if [ $# -ge 3 ]; then echo "alara-edge $2 (build $3)"; else echo "an unreadable venv ($1)"; fi
 }
 
@@ -51,7 +52,7 @@ switch_release() {
     _cur=$(readlink "$1/venv" || true)
     _prev=$(readlink "$1/venv.previous" || true)
     _new_id=$(release_id "$2")
-    _new_name=$(release_name "$2")
+    _new_name=$(release_name "$2" "$_new_id")
     RELEASE_SWITCHED=
     if [ -z "$_cur" ]; then
         ln -sfn "$2" "$1/venv"
@@ -61,7 +62,7 @@ switch_release() {
     fi
     _cur_id=$(release_id "$_cur")
     if [ -n "$_prev" ] && [ "$_prev" != "$_cur" ] && [ -d "$_prev" ]; then
-        _rollback="rollback still to $(release_name "$_prev")"
+        _rollback="rollback still to $(release_name "$_prev" "$(release_id "$_prev")")"
     else
         _rollback="no rollback (no earlier release kept)"
     fi
@@ -74,7 +75,7 @@ switch_release() {
         [ "$_cur" = "$_prev" ] || rm -rf "$_cur"
         echo "$_new_name is already installed but its venv was damaged: reinstalled, $_rollback"
     else
-        _old_name=$(release_name "$_cur")
+        _old_name=$(release_name "$_cur" "$_cur_id")
         [ -z "$_prev" ] || [ "$_prev" = "$_cur" ] || rm -rf "$_prev"
         ln -sfn "$_cur" "$1/venv.previous"
         ln -sfn "$2" "$1/venv"
