@@ -56,6 +56,8 @@ class Rules:
     stats_min_n: int = 20
     sources: tuple[str, ...] = ()
     by_kind: dict[str, tuple[LevelRow, ...]] = field(init=False, repr=False, compare=False)
+    # exam matches already made (study.match): a department's few protocol names recur in every report
+    matched: dict[tuple, Any] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         index: dict[str, list[LevelRow]] = {}

@@ -26,6 +26,7 @@ from agent.checks.units import exact, total_of
 from agent.store.reports import EVENT_SUMS, event_category
 
 UNMATCHED_LABEL = "unmatched"
+MATCHES_KEPT = 4096  # exam matches remembered per rule set (see match)
 
 # quantity → the event field / total field of the dose record holding it (canonical units)
 EVENT_FIELDS = {"CTDIvol": "ctdivol_mGy", "DLP": "dlp_mGycm", "KAP": "dap_Gym2", "Ka_r": "dose_rp_Gy", "AGD": "agd_mGy"}
@@ -191,11 +192,18 @@ def view(records: list[dict[str, Any]], rules: Rules, station: str) -> StudyView
 
 def match(rules: Rules, station: str, modality: str, fields: dict[str, Optional[str]],
           event_type: Optional[str] = None) -> Optional[Exam]:
-    """The first exam rule that holds here and names one of ``fields``; None if none does."""
-    for rule in rules.exams:
-        if rule.restricts(station, modality, event_type) and rule.names(fields):
-            return Exam(rule.exam, rule.region)
-    return None
+    """The first exam rule that holds here and names one of ``fields``; None if none does (remembered
+    in ``rules``, which a reload replaces: each rule's patterns run over each text, and a department's
+    few protocol names recur in every report)."""
+    key = (station, modality, event_type, *fields.items())
+    if key in rules.matched:
+        return rules.matched[key]
+    found = next((Exam(rule.exam, rule.region) for rule in rules.exams
+                  if rule.restricts(station, modality, event_type) and rule.names(fields)), None)
+    if len(rules.matched) >= MATCHES_KEPT:  # free-text names (a study description with a date) must not grow it
+        rules.matched.clear()
+    rules.matched[key] = found
+    return found
 
 
 def modality_of(record: dict[str, Any]) -> str:

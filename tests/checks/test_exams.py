@@ -1,7 +1,7 @@
 """Exam matching with the built-in rules and with a department's own."""
 import pytest
 
-from agent.checks.study import modality_of, view
+from agent.checks.study import MATCHES_KEPT, match, modality_of, view
 from tests.checks.conftest import ct_event, ct_report, rf_report, rules_from
 
 DEFAULTS = rules_from()
@@ -68,6 +68,39 @@ protocol = '^NR_7'
     report = ct_report([ct_event("NR_7 routine")])
     assert exam_of(report, rules, station="CT2").name == "CT head"
     assert exam_of(report, rules, station="CT1").label == "unmatched"
+
+
+def test_matches_remembered_by_a_rule_set_depend_on_every_input_and_a_reload_starts_afresh():
+    text = """
+[[checks.exam]]
+exam = "CT head"
+region = "head"
+modality = "CT"
+station = "CT2"
+protocol = '^NR_7'
+"""
+    rules = rules_from(text)
+    asked = [("CT2", "CT", {"protocol": "NR_7 routine"}, None), ("CT1", "CT", {"protocol": "NR_7 routine"}, None),
+             ("CT2", "DX", {"protocol": "NR_7 routine"}, None), ("CT2", "CT", {"protocol": "NR_8"}, None),
+             ("CT1", "CT", {"protocol": "Cardiac CTA"}, "Spiral Acquisition"),
+             ("CT1", "CT", {"protocol": "Cardiac CTA"}, "Sequenced Acquisition"),
+             ("CT1", "CT", {"protocol": "Series 1", "target_region": "Head"}, None),
+             ("CT1", "CT", {"protocol": "Series 1", "target_region": "Knee"}, None)]
+    for _ in range(2):  # the second time from what the first remembered
+        got = [match(rules, *a) for a in asked]
+        assert got == [match(rules_from(text), *a) for a in asked]
+    assert [e and e.name for e in got] == ["CT head", None, None, None, "CT cardiac spiral", "CT cardiac sequential",
+                                           "CT head", "CT extremity"]
+    reloaded = rules_from(text.replace('"CT head"', '"CT head NR7"'))  # what SIGHUP does: a new rule set
+    assert match(reloaded, *asked[0]).name == "CT head NR7"
+
+
+def test_a_rule_set_remembers_a_bounded_number_of_matches():
+    rules = rules_from()
+    for n in range(MATCHES_KEPT + 10):  # free-text study descriptions, each once (a date or a name in them)
+        match(rules, "CT1", "CT", {"study_description": f"CT HEAD {n}"})
+    assert 0 < len(rules.matched) <= MATCHES_KEPT
+    assert match(rules, "CT1", "CT", {"study_description": "CT HEAD 0"}).name == "CT head"
 
 
 def test_procedure_code_matches_exactly():
