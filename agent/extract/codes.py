@@ -216,7 +216,7 @@ BOTH = sct("51440002", "Right and left", "G-A102")
 UNPAIRED = sct("66459002", "Unpaired", "G-A103")
 LEFT_BREAST = sct("80248007", "Left breast", "T-04030")
 RIGHT_BREAST = sct("73056007", "Right breast", "T-04020")
-BOTH_BREASTS = sct("63762007", "Both breasts")
+BOTH_BREASTS = sct("63762007", "Both breasts", "T-04080")
 
 # radiopharmaceutical (TID 10021)
 RADIOPHARMACEUTICAL_ADMINISTRATION = dcm("113502", "Radiopharmaceutical Administration")

@@ -439,3 +439,16 @@ def test_a_fluoroscopy_systems_report_of_acquisitions_only_is_not_radiography():
     assert rep.totals.fluoro_time_total_s == 0 and rep.totals.dose_rp_total_Gy == 6.0
     assert rep.modality == "RF"
     assert any("modality RF" in w for w in rep.warnings)
+
+
+def test_accumulated_agd_of_both_breasts_under_the_snomed_rt_code():
+    """CID 6022 lists "Both breasts" as (T-04080, SRT) in editions before SNOMED-CT codes: the same concept
+    as (63762007, SCT), read by its code and with no warning that the code is not the standard one;
+    with a meaning that does not say "both" it was not read at all."""
+    ds, acc, (left, right) = _hologic_accumulated()
+    acc.ContentSequence.remove(right)
+    side = left.ContentSequence[0].ConceptCodeSequence[0]
+    side.CodeValue, side.CodingSchemeDesignator, side.CodeMeaning = "T-04080", "SRT", "Breasts"
+    rep = _reread(ds)
+    assert rep.totals.agd_total_mGy == {"both": 1.3}
+    assert not any("matched by meaning" in w or "without laterality" in w for w in rep.warnings)
