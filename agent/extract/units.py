@@ -30,7 +30,8 @@ _UNITS: dict[str, dict[str, Decimal]] = {
     "dlp": {f"{d}.{ln}": fd * fl for d, fd in _DOSE.items() for ln, fl in _LENGTH.items()},  # base Gy.mm
     "length": _LENGTH,  # base mm
     "area": _AREA,  # base m2
-    "time": {"s": _D(1), "ms": _D("0.001"), "us": _D("0.000001"), "min": _D(60), "h": _D(3600)},
+    "time": {"s": _D(1), "ms": _D("0.001"), "us": _D("0.000001"), "min": _D(60), "h": _D(3600),
+             "d": _D(86400)},  # a radionuclide's half-life may be stated in days
     "voltage": {"kV": _D(1), "V": _D("0.001")},
     "current": {"mA": _D(1), "uA": _D("0.001"), "A": _D(1000)},
     "charge": {"uA.s": _D(1), "mA.s": _D(1000), "A.s": _D(1000000)},
@@ -41,7 +42,7 @@ _UNITS: dict[str, dict[str, Decimal]] = {
     "age": {"a": _D(1), "mo": _D(1) / _D(12), "wk": _D(7) / _D("365.25"), "d": _D(1) / _D("365.25"),
             "h": _D(1) / _D("8766"), "min": _D(1) / _D("525960")},  # CID 7456: a newborn's age in hours
     "effective_dose": {"Sv": _D(1000), "mSv": _D(1), "uSv": _D("0.001")},
-    "rate": {"/s": _D(1), "{pulse}/s": _D(1), "{pulses}/s": _D(1), "pulse/s": _D(1), "1/s": _D(1), "Hz": _D(1)},
+    "rate": {"/s": _D(1), "pulse/s": _D(1), "1/s": _D(1), "Hz": _D(1)},  # {pulse}/s: see _ANNOTATION
     "number": {"1": _D(1)},
 }
 
@@ -53,6 +54,8 @@ _ALIASES = {
 
 
 _UNDOTTED = re.compile(r"^([a-z]?Gy)([a-z]?m2?)$")
+# UCUM annotations ({pulse}, {frames}, {Al}) carry no meaning of their own: {pulse}/s is /s
+_ANNOTATION = re.compile(r"\{[^{}]*\}")
 
 
 @dataclass(frozen=True)
@@ -76,12 +79,16 @@ NON_NEGATIVE = frozenset({"dap", "dose", "dlp", "time", "charge", "current", "vo
 
 
 def normalise_unit(code: Optional[str]) -> Optional[str]:
-    """A unit code in one spelling: ``Gy.cm^2`` → ``Gy.cm2``, ``µGy`` → ``uGy``, ``Gym2`` → ``Gy.m2``."""
+    """A unit code in one spelling: ``Gy.cm^2`` → ``Gy.cm2``, ``µGy`` → ``uGy``, ``Gym2`` → ``Gy.m2``,
+    ``{frames}/s`` → ``/s`` (UCUM: an annotation does not change the unit)."""
     if code is None:
         return None
     u = code.strip().replace(" ", "").replace("^", "").replace("·", ".").replace("*", ".")
     u = u.replace("µ", "u").replace("μ", "u").replace("²", "2")
     u = _ALIASES.get(u, u)
+    bare = _ANNOTATION.sub("", u)
+    if bare and bare != u:  # an annotated unit is the unit; a bare annotation ({events}) is a label
+        u = bare
     # a dose times a length or area written without the dot: dGycm2, uGym2, Gycm
     m = _UNDOTTED.match(u)
     return f"{m.group(1)}.{m.group(2)}" if m else u

@@ -35,6 +35,24 @@ def test_standard_units_and_their_old_spellings_need_no_note(unit, quantity):
     assert U.convert(Decimal("1.25"), unit, quantity) == (1.25, None)
 
 
+@pytest.mark.parametrize("unit", ["{frames}/s", "{frame}/s", "{Pulses}/s", "1{pulse}/s"])
+def test_a_ucum_annotation_does_not_change_the_unit(unit):
+    """UCUM annotations in braces carry no meaning: a pulse rate in {frames}/s is a rate in /s like the
+    standard's {pulse}/s (it was omitted as 'not a rate unit')."""
+    assert U.convert(Decimal("7.5"), unit, U.RATE) == (7.5, None)
+
+
+def test_a_count_in_an_annotated_physical_unit_is_not_a_count():
+    assert U.convert(Decimal("30"), "{pulses}/s", U.NUMBER)[0] is None
+    assert U.convert(Decimal("30"), "{pulses}", U.NUMBER) == (30.0, None)
+
+
+def test_a_half_life_in_days_is_converted_to_seconds():
+    """UCUM 'd' (Tc-99m 0.25 d, I-131 8.02 d): the radionuclide half-life was omitted as 'not a time unit'."""
+    assert U.convert(Decimal("8.02"), "d", U.TIME_S) == \
+        (692928.0, "Time given in d (standard: s); converted to s")
+
+
 def test_a_template_unit_other_than_the_canonical_one_is_converted_silently():
     assert U.convert(Decimal("1.25"), "ms", U.TIME_MS_STD) == (0.00125, None)  # projection exposure time
 
