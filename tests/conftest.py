@@ -33,9 +33,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def agent_cmd(*args: str) -> list[str]:
-    """The CLI as a user runs it, from this checkout (works with or without `pip install`)."""
-    return [sys.executable, "-m", "agent", *args]
+def agent_cmd(*args: str, module: str = "agent") -> list[str]:
+    """The CLI as a user runs it, from this checkout (works with or without `pip install`); ``module``: a test's
+    module that runs it (tests.quadratic_backfill)."""
+    return [sys.executable, "-m", module, *args]
 
 
 def agent_env(**extra: str) -> dict[str, str]:
@@ -113,7 +114,7 @@ class AgentProcess:
     """``alara-edge run`` as a real subprocess on free ports, with its JSON log captured."""
 
     def __init__(self, workdir: Path, config_text: str = "", extra_args: tuple[str, ...] = (), preexec_fn=None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, module: str = "agent"):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.dicom_port = free_port()
@@ -130,6 +131,7 @@ class AgentProcess:
         self.extra_args = extra_args
         self.preexec_fn = preexec_fn
         self.env = env or {}
+        self.module = module
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -140,7 +142,8 @@ class AgentProcess:
         import time
 
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(agent_cmd("run", "-c", str(self.config_path), *self.extra_args),
+        self.proc = subprocess.Popen(agent_cmd("run", "-c", str(self.config_path), *self.extra_args,
+                                               module=self.module),
                                      cwd=self.workdir, env=agent_env(**self.env), stdout=self._log, stderr=subprocess.STDOUT,
                                      preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + timeout
