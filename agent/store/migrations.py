@@ -1,9 +1,10 @@
 """Explicit, versioned schema migrations.
 
 Each entry is ``(version, name, sql)``; versions only ever grow and an applied migration is
-never edited.  Version ranges are allotted per stage so that stages can be developed side by
-side: 1–9 store and reports, 10–19 checks and alerts, 20–29 outbox and uplink, 30–39 serial
-readings, 40–49 console.
+never edited, except to do the same work faster (a store that applied it does not run it again,
+one that had not gets the same result).  Version ranges are allotted per stage so that stages
+can be developed side by side: 1–9 store and reports, 10–19 checks and alerts, 20–29 outbox and
+uplink, 30–39 serial readings, 40–49 console.
 """
 from __future__ import annotations
 
@@ -130,6 +131,9 @@ MIGRATIONS: list[tuple[int, str, str]] = [
                          OR json_extract(record, '$.phantom') LIKE '%16%' THEN 'head'
                     ELSE 'body' END AS phantom
         FROM events;
+    -- each sample looks up its event or its study's events: without these, every lookup read the whole table
+    CREATE INDEX event_phantom_uid ON event_phantom (uid);
+    CREATE INDEX event_phantom_study ON event_phantom (study);
     UPDATE check_samples SET phantom = (SELECT phantom FROM event_phantom WHERE uid = check_samples.subject)
         WHERE scope = 'per_event' AND phantom IS NULL;
     UPDATE check_samples SET phantom = (SELECT MIN(phantom) FROM event_phantom WHERE study = check_samples.subject
