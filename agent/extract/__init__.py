@@ -40,8 +40,11 @@ __all__ = ["extract_dataset", "extract_file", "read_dataset", "Report", "Rejecte
 RDSR = "1.2.840.10008.5.1.4.1.1.88.67"
 RRDSR = "1.2.840.10008.5.1.4.1.1.88.68"
 PATIENT_DOSE_SR = "1.2.840.10008.5.1.4.1.1.88.73"
+ENHANCED_RDSR = "1.2.840.10008.5.1.4.1.1.88.76"  # read by its content, as an X-Ray Radiation Dose SR is
+DOSE_SR_CLASSES = (RDSR, RRDSR, ENHANCED_RDSR)  # a dose report by its class: content it lacks is an error
 SR_CLASSES = {
     RDSR: "X-Ray Radiation Dose SR",
+    ENHANCED_RDSR: "Enhanced X-Ray Radiation Dose SR",
     RRDSR: "Radiopharmaceutical Radiation Dose SR",
     PATIENT_DOSE_SR: "Patient Radiation Dose SR",
     "1.2.840.10008.5.1.4.1.1.88.11": "Basic Text SR",
@@ -145,11 +148,11 @@ def _drop_non_finite(obj: object, path: str, notes: Notes) -> None:
 
 def _extract_sr(ds: Dataset, sop_class: str, notes: Notes) -> Report:
     root, tree_notes = content_tree(ds)
-    if sop_class in (RDSR, RRDSR) and not root.children:
+    if sop_class in DOSE_SR_CLASSES and not root.children:
         raise ExtractionError(f"{SR_CLASSES[sop_class]} with no content: the Content Sequence is missing or empty")
     for message in tree_notes:
         notes.once(message)
-    source = "rdsr" if sop_class in (RDSR, RRDSR) else "enhanced-sr"
+    source = "rdsr" if sop_class in DOSE_SR_CLASSES else "enhanced-sr"
     title = root.concept
     if root.is_(C.XRAY_DOSE_REPORT):
         template = _template(root, notes)
@@ -161,7 +164,7 @@ def _extract_sr(ds: Dataset, sop_class: str, notes: Notes) -> Report:
     if root.is_(C.SIEMENS_SUMMARY):
         return projection.siemens_summary(ds, root, source, notes)
     described = f"'{title.meaning}' ({title.scheme} {title.value})" if title else "no document title"
-    if sop_class in (RDSR, RRDSR):
+    if sop_class in DOSE_SR_CLASSES:
         raise ExtractionError(f"{SR_CLASSES[sop_class]} with an unknown document title: {described}")
     raise Rejected(f"{SR_CLASSES[sop_class]} is not a radiation dose report: document title {described}"
                    + (f", modality {hstr(ds, 'Modality')}" if hstr(ds, "Modality") else ""))

@@ -38,6 +38,21 @@ def test_dose_sr_with_an_unknown_document_title_is_an_error_not_a_rejection():
         extract_dataset(_roundtrip(ds))
 
 
+@pytest.mark.parametrize("name", ["CT-RDSR-Siemens-Multi-2.dcm", "RF-RDSR-Philips_Allura.dcm"])
+def test_an_enhanced_xray_radiation_dose_sr_is_read_by_its_content(name):
+    ds = _rdsr(name)
+    expected = extract_dataset(_roundtrip(ds)).to_dict()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.76"
+    got = extract_dataset(_roundtrip(ds)).to_dict()
+    assert got.pop("sop_class_uid") == "1.2.840.10008.5.1.4.1.1.88.76"
+    expected.pop("sop_class_uid")
+    assert got == expected and got["source"] == "rdsr" and got["events"]
+    ds.ConceptNameCodeSequence[0].CodeValue = "999999"  # a dose report by its class: unreadable content is an error
+    ds.ConceptNameCodeSequence[0].CodeMeaning = "Something"
+    with pytest.raises(ExtractionError, match="Enhanced X-Ray Radiation Dose SR with an unknown document title"):
+        extract_dataset(_roundtrip(ds))
+
+
 def test_dose_report_without_dose_content_is_an_error():
     ds = _rdsr()
     ds.ContentSequence = Sequence([item for item in ds.ContentSequence

@@ -31,6 +31,7 @@ STORAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.88.67": "X-Ray Radiation Dose SR",
     "1.2.840.10008.5.1.4.1.1.88.68": "Radiopharmaceutical Radiation Dose SR",
     "1.2.840.10008.5.1.4.1.1.88.73": "Patient Radiation Dose SR",
+    "1.2.840.10008.5.1.4.1.1.88.76": "Enhanced X-Ray Radiation Dose SR",
     "1.2.840.10008.5.1.4.1.1.88.22": "Enhanced SR",
     "1.2.840.10008.5.1.4.1.1.88.33": "Comprehensive SR",
     "1.2.840.10008.5.1.4.1.1.88.34": "Comprehensive 3D SR",

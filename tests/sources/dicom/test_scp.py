@@ -127,6 +127,18 @@ def test_a_dose_report_in_a_general_sr_class_is_received_and_read(agent_process,
     assert row == (sop_class, "enhanced-sr", 301.5)
 
 
+def test_an_enhanced_xray_radiation_dose_sr_is_received_and_read_as_a_dose_report(agent_process):
+    """The Enhanced X-Ray Radiation Dose SR class: its presentation context is accepted, and its content read."""
+    agent = agent_process()
+    ds = rdsr.ct_report([rdsr.CTSeries("Chest", target_region="Chest", ctdivol="7.25", dlp="301.5")])
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.76"
+    assert send([ds], "127.0.0.1", agent.dicom_port) == [0]
+    wait_for(lambda: stored_count(agent) == 1, 20, what="the report")
+    with sqlite3.connect(agent.db_path) as db:
+        row = db.execute("SELECT sop_class_uid, source, json_extract(record, '$.events[0].dlp_mGycm') FROM reports").fetchone()
+    assert row == ("1.2.840.10008.5.1.4.1.1.88.76", "rdsr", 301.5)
+
+
 def test_calling_ae_allow_list(agent_process):
     agent = agent_process('[dicom]\nallowed_calling_aes = ["CT_ROOM_1"]\n')
     with pytest.raises(ConnectionError):
