@@ -39,6 +39,7 @@ before=$(state)
 # A re-run with the release already running keeps it and its rollback (systemd/releases.sh).
 . ./systemd/releases.sh
 install -d -m 0755 /opt/alara-edge
+hold_install_lock /opt/alara-edge  # until this run ends: a second run waits for it
 prune_releases /opt/alara-edge
 release=/opt/alara-edge/venv-$(date +%Y%m%d%H%M%S)
 trap 'rm -rf "$release"' EXIT  # a failed build (pip without network) leaves no venv behind

@@ -31,6 +31,17 @@ release_name() {
     if [ $# -ge 3 ]; then echo "alara-edge $2 (build $3)"; else echo "an unreadable venv ($1)"; fi
 }
 
+# hold_install_lock BASE: one install.sh at a time on a box (a person and configuration management may run it
+# at once, and both would prune and switch BASE's venvs). Waits, saying so, while another run holds the lock
+# (at most an hour); the lock is released when install.sh exits, however it ends.
+hold_install_lock() {
+    exec 9>"$1/.install.lock"
+    if ! flock -n 9; then
+        echo "another install.sh is running on this box: waiting for it to finish" >&2
+        flock -w 3600 9 || { echo "gave up after an hour waiting for the other install.sh" >&2; return 1; }
+    fi
+}
+
 # prune_releases BASE: remove each BASE/venv-* that neither BASE/venv nor BASE/venv.previous links (one that an
 # interrupted or failed install left), so that at most three exist: the current, the rollback, the one built
 prune_releases() {

@@ -5,6 +5,7 @@ import base64
 import hashlib
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -126,8 +127,40 @@ def test_a_venv_left_by_an_interrupted_install_is_removed_by_the_next_one(box):
 
 def test_install_switches_venvs_through_releases_sh_and_restarts_only_on_a_change():
     script = (REPO / "systemd" / "install.sh").read_text()
+    assert script.index("hold_install_lock /opt/alara-edge") < script.index("prune_releases /opt/alara-edge")
     assert script.index("prune_releases /opt/alara-edge") < script.index('python3 -m venv "$release"')
     assert 'switch_release /opt/alara-edge "$release"' in script
     assert not [line for line in script.splitlines() if "ln -sfn" in line and not line.lstrip().startswith("#")]
     restart = script.index('systemctl restart "$unit"')
     assert script.rindex('[ -z "$RELEASE_SWITCHED" ]', 0, restart) > script.index("switch_release /opt")
+
+
+def test_a_second_install_waits_for_the_first_to_finish(tmp_path):
+    """Two install.sh runs at once (a person and configuration management) would prune and switch the same
+    venvs: the second waits, saying so, until the first has ended."""
+    log, release = tmp_path / "log", tmp_path / "first may end"
+    run = ('set -eu; . "{repo}/systemd/releases.sh"; hold_install_lock "{base}"; echo "{name} holds it" >> "{log}"; '
+           'while [ ! -e "{release}" ] && [ "{name}" = first ]; do sleep 0.05; done; echo "{name} ends" >> "{log}"')
+
+    def start(name: str) -> subprocess.Popen:
+        return subprocess.Popen(["sh", "-c", run.format(repo=REPO, base=tmp_path, log=log, release=release, name=name)],
+                                stderr=subprocess.PIPE, text=True)
+
+    first = start("first")
+    second = None
+    try:
+        while not log.exists():  # the first run holds the lock
+            assert first.poll() is None, first.stderr.read()
+            time.sleep(0.01)
+        second = start("second")
+        assert "waiting for it to finish" in second.stderr.readline()  # said at once, while the first holds it
+        assert log.read_text() == "first holds it\n"
+        release.touch()
+        assert first.wait(10) == 0 and second.wait(10) == 0
+    finally:
+        release.touch()
+        for p in (first, second):
+            if p is not None:
+                p.kill()
+                p.wait()
+    assert log.read_text().splitlines() == ["first holds it", "first ends", "second holds it", "second ends"]
