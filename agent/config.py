@@ -549,12 +549,21 @@ def check_file(path: str | Path) -> list[str]:
     return check_text(text)
 
 
+def _has_header(text: str, table: list[str]) -> bool:
+    """Whether ``text`` has a ``[table]`` or ``[[table]]`` header for the dotted path ``table``."""
+    name = r"\s*\.\s*".join(re.escape(t) for t in table)
+    return re.search(rf"^\s*\[\[?\s*{name}\s*\]\]?\s*(#.*)?$", text, re.MULTILINE) is not None
+
+
 def locate(text: str, loc: tuple[Any, ...]) -> Optional[int]:
     """Best-effort line of ``loc`` (``("dicom", "port")``, ``("serial", 1, "baudrate")``,
     ``("checks", "level", 0, "value")``) in a TOML text: the key under its table's header (the
-    index-th header of an array of tables), else the header itself."""
+    index-th header of an array of tables), else the header itself.  An index into a list value
+    (``("dicom", "allowed_calling_aes", 1)``) has no header: its line is the key's."""
     at = next((n for n, p in enumerate(loc) if isinstance(p, int)), None)
     path = [p for p in (loc if at is None else loc[:at]) if isinstance(p, str)]
+    if at is not None and path and not _has_header(text, path):  # an item of a list value: the key's line
+        return locate(text, tuple(path))
     rest = [] if at is None else [p for p in loc[at + 1:] if isinstance(p, str)]
     if not path:
         return None

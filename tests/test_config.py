@@ -172,3 +172,9 @@ def test_a_password_file_not_in_utf8_is_caught_by_check_config(tmp_path):
     result = run_agent("check-config", str(config))
     assert result.returncode == 1
     assert result.stderr.strip() == f"{config}: mqtt.password_file (line 3): password_file {tmp_path / 'pw'} is not UTF-8 text: save it as UTF-8"
+
+
+def test_a_wrong_item_of_a_list_is_reported_at_the_line_of_its_key():
+    """An item of a list value (not an array of tables) once came without a line: the installer had to search."""
+    text = '[station]\nsite = "a"\n\n[dicom]\nport = 11112\nallowed_calling_aes = ["CT_1", 5]\n'
+    assert check_text(text) == ["dicom.allowed_calling_aes.1 (line 6): Input should be a valid string"]
