@@ -540,10 +540,12 @@ def read_text(path: str | Path) -> str:
 
 
 def check_file(path: str | Path) -> list[str]:
+    """Every problem of the configuration file at ``path`` (the caller names the file: a file that cannot be
+    read gives the reason alone, e.g. "No such file or directory")."""
     try:
         text = read_text(path)
     except OSError as exc:
-        return [f"{path}: {exc.strerror}"]
+        return [exc.strerror or str(exc)]
     except ConfigError as exc:
         return exc.problems
     return check_text(text)

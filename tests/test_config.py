@@ -178,3 +178,10 @@ def test_a_wrong_item_of_a_list_is_reported_at_the_line_of_its_key():
     """An item of a list value (not an array of tables) once came without a line: the installer had to search."""
     text = '[station]\nsite = "a"\n\n[dicom]\nport = 11112\nallowed_calling_aes = ["CT_1", 5]\n'
     assert check_text(text) == ["dicom.allowed_calling_aes.1 (line 6): Input should be a valid string"]
+
+
+def test_check_config_of_a_missing_file_names_it_once(tmp_path):
+    """It once said 'missing.toml: missing.toml: No such file or directory'."""
+    missing = tmp_path / "missing.toml"
+    r = run_agent("check-config", str(missing))
+    assert r.returncode == 1 and r.stderr == f"{missing}: No such file or directory\n"
