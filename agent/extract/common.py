@@ -83,6 +83,7 @@ def num_decimal(item: Optional[ContentItem], q: U.Quantity, notes: Notes, *,
                 also: Iterable[Optional[ContentItem]] = (), multi: str = "first") -> Optional[Decimal]:
     values, unit, label = decimals([item, *also], notes)
     if not values:
+        _stated_without_value([item, *also], notes)
         return None
     if len(values) == 1:
         value = values[0]
@@ -101,6 +102,17 @@ def num_decimal(item: Optional[ContentItem], q: U.Quantity, notes: Notes, *,
     result, note = U.to_canonical(value, unit, q, label)
     notes.add(note)
     return result
+
+
+def _stated_without_value(items: list[Optional[ContentItem]], notes: Notes) -> None:
+    """A NUM item that is there with an empty Measured Value Sequence (the modality had no value: e.g. a DR
+    detector without a DAP meter) is said, with its Numeric Value Qualifier if any, so that a missing dose is
+    not taken for a reading fault."""
+    present = [i for i in items if i is not None]
+    if present and not any(i.numbers for i in present):
+        why = next((i.qualifier.meaning for i in present if i.qualifier is not None and i.qualifier.meaning), None)
+        label = present[0].concept.meaning if present[0].concept else "a value"
+        notes.add(f"{label}: stated without a value" + (f" ({why})" if why else "") + "; omitted")
 
 
 def count(item: Optional[ContentItem], notes: Notes) -> Optional[int]:

@@ -237,6 +237,14 @@ def test_empty_dap_measured_value_is_absent_not_zero(report):
     assert "dap_Gym2" not in first and "dose_rp_Gy" not in first
     assert (first["kvp"], first["tube_current_mA"], first["exposure_time_s"], first["exposure_uAs"]) == \
         (43.0, 110.0, 0.011, 1199.0)
+    # and the record says the modality stated no value (a physicist looking for the DAP sees why it is missing)
+    assert "Dose Area Product: stated without a value; omitted (2 times)" in rep.warnings
+    assert "Dose Area Product Total: stated without a value; omitted" in rep.warnings
+
+
+def test_a_value_stated_as_unknown_says_its_qualifier(report):
+    rep = report("RF-ESR-Siemens-Varic.dcm")  # Cumulative air kerma: empty, qualifier "Measurement not attempted"
+    assert "Cumulative air kerma: stated without a value (Measurement not attempted); omitted" in rep.warnings
 
 
 def test_missing_template_identifier_is_inferred(report):
