@@ -10,6 +10,7 @@ import argparse
 import collections
 import io
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -99,14 +100,18 @@ def _send_to_running_agent(cfg, files, as_json: bool) -> int:
     host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(cfg.dicom.bind, cfg.dicom.bind)
     print(f"the agent is running: sending {len(files)} file(s) to it by C-STORE on {host} port {cfg.dicom.port}",
           file=sys.stderr)
+    outcomes = _Outcomes(cfg.store.path)
+    counts: collections.Counter[str] = collections.Counter()
     failures = 0
     for path in files:  # one file in memory at a time: a department's backfill is thousands
         try:
             ds = pydicom.dcmread(path, force=True)
         except Exception as exc:
+            counts["error"] += 1
             _print(as_json, path, "error", f"not a DICOM file: {exc}")
             continue
         if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:  # force=True reads any file as a dataset
+            counts["error"] += 1
             _print(as_json, path, "error", "not a DICOM file: no SOP Class and Instance UID")
             continue
         try:
@@ -115,10 +120,56 @@ def _send_to_running_agent(cfg, files, as_json: bool) -> int:
             print(f"cannot reach the running agent at {host}:{cfg.dicom.port}: {exc}", file=sys.stderr)
             return 1
         except Exception as exc:  # this file cannot be sent (an attribute pynetdicom cannot encode): the rest can
+            counts["error"] += 1
             _print(as_json, path, "error", f"cannot be sent: {type(exc).__name__}: {exc}")
             failures += 1
             continue
         failures += status != 0
-        reason = f"status 0x{status:04X}" if status >= 0 else "no answer from the agent (send the file again)"
-        _print(as_json, path, "sent" if status == 0 else "failed", reason)
+        if status == 0:  # the agent confirmed the release once the object was processed: what became of it
+            outcome, reason = outcomes.of(str(ds.SOPInstanceUID).strip())
+        else:
+            outcome = "failed"
+            reason = f"status 0x{status:04X}" if status >= 0 else "no answer from the agent (send the file again)"
+        counts[outcome] += 1
+        _print(as_json, path, outcome, reason)
+    outcomes.close()
+    print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())), file=sys.stderr)
     return 1 if failures else 0
+
+
+class _Outcomes:
+    """What the running agent made of the objects this import sent: the receipts it wrote for them (read from
+    the store, which the agent's writer lock leaves readable), so that a backfill through the running agent
+    says stored, duplicate, rejected or error per file as an import with the agent stopped does."""
+
+    def __init__(self, store_path: Path):
+        from agent.store.db import connect
+
+        try:
+            self.db = connect(store_path)
+            self.after = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM receipts").fetchone()[0]
+        except sqlite3.Error:  # not readable by this user: the answers' status is all there is to say
+            self.db = None
+
+    def of(self, sop_instance_uid: str) -> tuple[str, str | None]:
+        if self.db is not None:
+            try:
+                row = self.db.execute(
+                    "SELECT status, reason FROM receipts WHERE id > ? AND calling_ae = ? AND sop_instance_uid = ? "
+                    "ORDER BY id DESC LIMIT 1", [self.after, IMPORT_AE, sop_instance_uid]).fetchone()
+                if row is not None:
+                    return row[0], row[1]
+                # the same bytes set aside before are not recorded again: say what they were set aside for
+                row = self.db.execute(
+                    "SELECT status, reason FROM receipts WHERE sop_instance_uid = ? AND status IN ('rejected', 'error') "
+                    "ORDER BY id DESC LIMIT 1", [sop_instance_uid]).fetchone()
+                if row is not None:
+                    return row[0], f"{row[1]} (set aside when received before)"
+            except sqlite3.Error:
+                pass
+        # accepted and durable; not processed within the release's wait (a long backlog)
+        return "sent", "accepted by the agent (durable); alara-edge studies shows what became of it"
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()

@@ -47,7 +47,14 @@ def test_import_while_the_agent_runs_goes_through_its_scp(agent_process, tmp_pat
     r = agent.cli("import", str(src), "--json")
     assert "Traceback" not in r.stderr
     statuses = {json.loads(l)["file"].rsplit("/", 1)[-1]: json.loads(l)["status"] for l in r.stdout.splitlines()}
-    assert statuses["notes.txt"] == "error" and statuses["CT-RDSR-Siemens-Multi-3.dcm"] == "sent"
+    # each file says what the agent made of it, as an import with the agent stopped does
+    assert statuses == {"CT-RDSR-Siemens-Multi-1.dcm": "stored", "CT-RDSR-Siemens-Multi-2.dcm": "stored",
+                        "CT-RDSR-Siemens-Multi-3.dcm": "stored", "RF-RDSR-Siemens-Zee.dcm": "duplicate",
+                        "ESR_non-dose.dcm": "rejected", "notes.txt": "error"}
+    assert "1 duplicate, 1 error, 1 rejected, 3 stored" in r.stderr
+    again = agent.cli("import", str(src / "ESR_non-dose.dcm"), str(src / "CT-RDSR-Siemens-Multi-3.dcm"))
+    assert again.stdout.splitlines()[0].startswith("rejected ") and "set aside when received before" in again.stdout
+    assert again.stdout.splitlines()[1].startswith("duplicate ")
 
 
 def test_import_reaches_an_agent_bound_to_one_address(agent_process, tmp_path):
