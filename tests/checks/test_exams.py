@@ -5,6 +5,14 @@ from agent.checks.study import MATCHES_KEPT, match, modality_of, view
 from tests.checks.conftest import ct_event, ct_report, rf_report, rules_from
 
 DEFAULTS = rules_from()
+CT2_HEAD_RULE = """
+[[checks.exam]]
+exam = "CT head"
+region = "head"
+modality = "CT"
+station = "CT2"
+protocol = '^NR_7'
+"""  # a department's own rule, for one station
 
 
 def exam_of(report, rules=DEFAULTS, station="CT1"):
@@ -57,28 +65,14 @@ def test_nothing_recognisable_is_unmatched():
 
 
 def test_local_rules_come_first_and_can_be_limited_to_a_station():
-    rules = rules_from("""
-[[checks.exam]]
-exam = "CT head"
-region = "head"
-modality = "CT"
-station = "CT2"
-protocol = '^NR_7'
-""")
+    rules = rules_from(CT2_HEAD_RULE)
     report = ct_report([ct_event("NR_7 routine")])
     assert exam_of(report, rules, station="CT2").name == "CT head"
     assert exam_of(report, rules, station="CT1").label == "unmatched"
 
 
 def test_matches_remembered_by_a_rule_set_depend_on_every_input_and_a_reload_starts_afresh():
-    text = """
-[[checks.exam]]
-exam = "CT head"
-region = "head"
-modality = "CT"
-station = "CT2"
-protocol = '^NR_7'
-"""
+    text = CT2_HEAD_RULE
     rules = rules_from(text)
     asked = [("CT2", "CT", {"protocol": "NR_7 routine"}, None), ("CT1", "CT", {"protocol": "NR_7 routine"}, None),
              ("CT2", "DX", {"protocol": "NR_7 routine"}, None), ("CT2", "CT", {"protocol": "NR_8"}, None),
