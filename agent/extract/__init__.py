@@ -30,7 +30,7 @@ from pydicom.dataset import Dataset
 
 from agent.extract import codes as C
 from agent.extract import ct, headers, projection, radiopharmaceutical
-from agent.extract.common import Notes, apply_utc_offset, hstr, sop_class_of
+from agent.extract.common import Notes, apply_utc_offset, hstr, sop_class_of, study_date_fallback
 from agent.extract.reader import read_dataset
 from agent.extract.record import ExtractionError, Rejected, Report
 from agent.extract.sr import ContentItem, content_tree
@@ -103,6 +103,7 @@ def _extract(ds: Dataset) -> Report:
         report = headers.secondary_capture(ds, notes)
     else:
         report = headers.image(ds, "image-header", notes)
+    study_date_fallback(ds, report, notes)
     apply_utc_offset(ds, report, notes)
     _drop_non_finite(report, "", notes)
     _repeated_event_uids(report, notes)

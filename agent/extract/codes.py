@@ -218,6 +218,9 @@ LEFT_BREAST = sct("80248007", "Left breast", "T-04030")
 RIGHT_BREAST = sct("73056007", "Right breast", "T-04020")
 BOTH_BREASTS = sct("63762007", "Both breasts", "T-04080")
 
+# Philips Allura Xper private rows (scheme 99PHI-IXR-XPER) in an irradiation event
+PHILIPS_NUMBER_OF_FRAMES = other("99PHI-IXR-XPER", "003", "Number of Frames")
+
 # radiopharmaceutical (TID 10021)
 RADIOPHARMACEUTICAL_ADMINISTRATION = dcm("113502", "Radiopharmaceutical Administration")
 ASSOCIATED_PROCEDURE = sct("363589002", "Associated Procedure", "G-C2D0")

@@ -126,6 +126,16 @@ def count(item: Optional[ContentItem], notes: Notes) -> Optional[int]:
     return int(value)
 
 
+def ordered_thickness(low: Optional[float], high: Optional[float],
+                      notes: Notes) -> tuple[Optional[float], Optional[float]]:
+    """A filter's (minimum, maximum) thickness; a minimum stated above the maximum (Kodak/Carestream CR
+    headers: 1.06 and 0.94 mm for one wedge) is the two values swapped, and is put right with a warning."""
+    if low is not None and high is not None and low > high:
+        notes.add("filter thickness minimum stated above its maximum; the two are swapped")
+        return high, low
+    return low, high
+
+
 def code_meaning(item: Optional[ContentItem], table: dict[tuple[str, str], str] | None = None) -> Optional[str]:
     """A CODE item's meaning; for codes in ``table`` the standard's meaning."""
     if item is None or item.code is None:
@@ -402,6 +412,21 @@ def start_report(ds: Dataset, kind: str, modality: Optional[str], source: str, t
     phi.patient_name = hstr(ds, "PatientName")
     phi.birth_date = da_tm_iso(_day_first(hstr(ds, "PatientBirthDate")), None)
     return report
+
+
+def study_date_fallback(ds: Dataset, report: Report, notes: Notes) -> None:
+    """A study whose Study Date is empty (type 2; some CR/DX systems send it so) and that the report itself
+    dates nowhere (start of irradiation, administration) is dated by the header's Series, Acquisition or
+    Content Date and Time, with a warning, as OpenREM does: the date is needed for statistics and age bands."""
+    if report.study.datetime is not None:
+        return
+    for date_kw, time_kw in (("SeriesDate", "SeriesTime"), ("AcquisitionDate", "AcquisitionTime"),
+                             ("ContentDate", "ContentTime")):
+        found = da_tm_iso(hstr(ds, date_kw), hstr(ds, time_kw), notes, date_kw)
+        if found:
+            report.study.datetime = found
+            notes.add(f"no Study Date: the study is dated by {date_kw} and {time_kw}")
+            return
 
 
 def _day_first(da: Optional[str]) -> Optional[str]:

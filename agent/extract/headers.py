@@ -22,8 +22,8 @@ from typing import Optional
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from agent.extract.common import (Notes, da_tm_iso, dt_iso, hdecimal, hdecimals, hstr, laterality, sop_class_of,
-                                  start_report)
+from agent.extract.common import (Notes, da_tm_iso, dt_iso, hdecimal, hdecimals, hstr, laterality,
+                                  ordered_thickness, sop_class_of, start_report)
 from agent.extract.record import Event, Filter, Rejected, Report
 from agent.extract.sr import value_text
 
@@ -87,8 +87,8 @@ def _projection_event(ds: Dataset, modality: str, notes: Notes) -> Event:
                              _scaled(ds, "Exposure", _D(1000), notes))
     ev.focal_spot_mm = _scaled(ds, "FocalSpots", _D(1), notes)
     ev.anode_target_material = hstr(ds, "AnodeTargetMaterial")
-    ev.filters = _filters(ds)
-    ev.source_to_detector_mm = _scaled(ds, "DistanceSourceToDetector", _D(1), notes)
+    ev.filters = _filters(ds, notes)
+    ev.source_to_detector_mm = _source_to_detector(ds, notes)
     ev.positioner_primary_angle_deg = _scaled(ds, "PositionerPrimaryAngle", _D(1), notes)
     ev.positioner_secondary_angle_deg = _scaled(ds, "PositionerSecondaryAngle", _D(1), notes)
     ev.exposure_index = _scaled(ds, "ExposureIndex", _D(1), notes)
@@ -118,16 +118,53 @@ def _projection_event(ds: Dataset, modality: str, notes: Notes) -> Event:
     return ev
 
 
-def _filters(ds: Dataset) -> list[Filter]:
-    """Filter Material with its thicknesses; vendors separate several filters by '\\' or ','."""
+def _filters(ds: Dataset, notes: Notes) -> list[Filter]:
+    """Filter Material with its thicknesses; vendors separate several filters by '\\' or ','.  Without a
+    Filter Material, a Filter Type that names material and thickness (Siemens: ``CU_0.2_MM``) is the filter."""
     materials = [m.strip() for m in re.split(r"[\\,]", hstr(ds, "FilterMaterial") or "") if m.strip()]
+    if not materials:
+        return _filter_from_type(hstr(ds, "FilterType"), notes)
     lows, highs = hdecimals(ds, "FilterThicknessMinimum"), hdecimals(ds, "FilterThicknessMaximum")
     out = []
     for i, material in enumerate(materials):
-        out.append(Filter(material=material,
-                          min_mm=float(lows[i]) if i < len(lows) else None,
-                          max_mm=float(highs[i]) if i < len(highs) else None))
+        low = float(lows[i]) if i < len(lows) else None
+        high = float(highs[i]) if i < len(highs) else None
+        out.append(Filter(material, *ordered_thickness(low, high, notes)))
     return out
+
+
+# chemical symbols in Filter Type values such as CU_0.2_MM, as the header spells the material elsewhere
+_FILTER_SYMBOLS = {"CU": "COPPER", "AL": "ALUMINUM", "MO": "MOLYBDENUM", "RH": "RHODIUM", "AG": "SILVER",
+                   "NB": "NIOBIUM", "TA": "TANTALUM", "PB": "LEAD", "SN": "TIN", "W": "TUNGSTEN"}
+_FILTER_TYPE = re.compile(r"^([A-Z]{1,2})_?(\d+(?:\.\d+)?)_?MM$")
+
+
+def _filter_from_type(filter_type: Optional[str], notes: Notes) -> list[Filter]:
+    """The filter a Filter Type (0018,1160) names with material and thickness (``CU_0.2_MM``: 0.2 mm of copper),
+    as Siemens radiography writes it instead of Filter Material and Filter Thickness."""
+    m = _FILTER_TYPE.match((filter_type or "").strip().upper())
+    if not m or m.group(1) not in _FILTER_SYMBOLS:
+        return []
+    notes.add(f"filter read from Filter Type '{filter_type}' (no Filter Material in the header)")
+    thickness = float(Decimal(m.group(2)))
+    return [Filter(_FILTER_SYMBOLS[m.group(1)], thickness, thickness)]
+
+
+# models whose Distance Source to Detector is in decimetres, not mm (OpenREM's extractor says the same)
+_SID_IN_DM = (("KODAK", "DR 7500"),)
+
+
+def _source_to_detector(ds: Dataset, notes: Notes) -> Optional[float]:
+    """Distance Source to Detector in mm; a model known to write it in dm (Kodak DR 7500: '11.5' for a
+    115 cm SID) is converted, with a warning."""
+    value = hdecimal(ds, "DistanceSourceToDetector", notes)
+    if value is None:
+        return None
+    maker, model = (hstr(ds, "Manufacturer") or "").upper(), (hstr(ds, "ManufacturerModelName") or "").upper()
+    if any(m in maker and mod in model for m, mod in _SID_IN_DM):
+        notes.add(f"DistanceSourceToDetector {value} is in dm on {maker.title()} {model}; converted to mm")
+        return float(value * 100)
+    return float(value)
 
 
 def _derived_event_uid(ds: Dataset, ev: Event, notes: Notes) -> Optional[str]:

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from agent.extract import codes as C
 from agent.extract import units as U
 from agent.extract.common import (Notes, apply_sr_context, below, code_meaning, count, dt_iso, laterality, num,
-                                  num_decimal, start_report)
+                                  num_decimal, ordered_thickness, start_report)
 from agent.extract.record import Event, Filter, Report, Totals
 from agent.extract.sr import ContentItem, Index
 
@@ -136,7 +136,7 @@ def event(item: ContentItem, notes: Notes) -> Event:
     ev.exposure_uAs = _per_pulse(idx, C.EXPOSURE, U.CHARGE, notes, multi="sum")
     ev.average_tube_current_mA = num(idx.first(C.AVERAGE_TUBE_CURRENT), U.CURRENT, notes)
     ev.exposure_time_s = num(idx.first(C.EXPOSURE_TIME) or idx.first(C.EXPOSURE_TIME_OLD), U.TIME_MS_STD, notes)
-    ev.pulses = num(idx.first(C.NUMBER_OF_PULSES), U.NUMBER, notes)
+    ev.pulses = _pulses(idx, notes)
     ev.pulse_rate_per_s = num(idx.first(C.PULSE_RATE), U.RATE, notes)
     ev.irradiation_duration_s = num(idx.first(C.IRRADIATION_DURATION), U.TIME_S, notes)
     ev.focal_spot_mm = num(idx.first(C.FOCAL_SPOT), U.LENGTH, notes)
@@ -165,15 +165,23 @@ def _per_pulse(idx: Index, concept: C.Concept, q: U.Quantity, notes: Notes, mult
     return num(items[0], q, notes, also=items[1:], multi=multi)
 
 
+def _pulses(idx: Index, notes: Notes) -> Optional[float]:
+    """Number of Pulses; where a Philips Allura Xper states it only as its private "Number of Frames"
+    (99PHI-IXR-XPER 003, one frame per pulse, as OpenREM reads it), that, with a warning."""
+    stated = idx.first(C.NUMBER_OF_PULSES)
+    if stated is not None or idx.first(C.PHILIPS_NUMBER_OF_FRAMES) is None:
+        return num(stated, U.NUMBER, notes)
+    notes.add("Number of Pulses from the Philips private Number of Frames (99PHI-IXR-XPER)")
+    return num(idx.first(C.PHILIPS_NUMBER_OF_FRAMES), U.NUMBER, notes)
+
+
 def _filters(containers: list[ContentItem], notes: Notes) -> list[Filter]:
     """The distinct filters of an event (tomosynthesis reports repeat them once per projection)."""
     out: list[Filter] = []
     for container in containers:
-        f = Filter(
-            material=code_meaning(container.child(C.FILTER_MATERIAL)),
-            min_mm=num(container.child(C.FILTER_MIN), U.LENGTH, notes),
-            max_mm=num(container.child(C.FILTER_MAX), U.LENGTH, notes),
-        )
+        thickness = ordered_thickness(num(container.child(C.FILTER_MIN), U.LENGTH, notes),
+                                      num(container.child(C.FILTER_MAX), U.LENGTH, notes), notes)
+        f = Filter(code_meaning(container.child(C.FILTER_MATERIAL)), *thickness)
         if (f.material, f.min_mm, f.max_mm) != (None, None, None) and f not in out:
             out.append(f)
     return out

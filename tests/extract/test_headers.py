@@ -48,10 +48,14 @@ def test_dx_image_header(report):
 
 
 def test_cr_header_with_comma_separated_filters(report):
-    ev = report("DX-Im-Carestream_DR7500-2.dcm").events[0]
+    rep = report("DX-Im-Carestream_DR7500-2.dcm")
+    ev = rep.events[0]
     assert ev.dap_Gym2 == 0.00010157  # 10.157 dGy.cm2
+    # the header states Filter Thickness Minimum 1.06\0.206 and Maximum 0.94\0.194: each minimum above its
+    # maximum, which no filter can be; the record holds them the right way round and says so
     assert [(f.material, f.min_mm, f.max_mm) for f in ev.filters] == \
-        [("ALUMINUM", 1.06, 0.94), ("COPPER", 0.206, 0.194)]
+        [("ALUMINUM", 0.94, 1.06), ("COPPER", 0.194, 0.206)]
+    assert any("minimum stated above its maximum" in w for w in rep.warnings)
     assert report("DX-Im-Carestream_DR7500-2.dcm").modality == "CR"
 
 
@@ -161,3 +165,31 @@ def test_nul_padding_in_a_header_value_is_not_in_the_record(corpus):
     ds.save_as(buffer)
     record = extract_dataset(pydicom.dcmread(io.BytesIO(buffer.getvalue()))).to_dict()
     assert record["device"]["manufacturer"] == "SIEMENS" and "\x00" not in json.dumps(record)
+
+
+def test_siemens_filter_named_only_by_its_filter_type(report):
+    """Siemens radiography (Multix, Fluorospot Compact FD) states its added filter only as Filter Type
+    'CU_0.2_MM', with no Filter Material: the filter, 0.2 mm of copper, is not lost."""
+    rep = report("DX-Im-SiemensMultix.dcm")
+    assert [(f.material, f.min_mm, f.max_mm) for f in rep.events[0].filters] == [("COPPER", 0.2, 0.2)]
+    assert "filter read from Filter Type 'CU_0.2_MM' (no Filter Material in the header)" in rep.warnings
+    # a Filter Type that names no material and thickness (WEDGE, STRIP, NONE) makes no filter
+    assert extract_dataset(_modified("DX-Im-SiemensMultix.dcm", FilterType="WEDGE")).events[0].filters == []
+
+
+def test_kodak_dr7500_source_to_detector_distance_is_in_decimetres(report):
+    """Kodak DR 7500 writes Distance Source to Detector in dm ('11.5' for a 115 cm SID)."""
+    rep = report("DX-Im-Carestream_DR7500-1.dcm")
+    assert rep.events[0].source_to_detector_mm == 1150.0
+    assert "DistanceSourceToDetector 11.5 is in dm on Kodak DR 7500; converted to mm" in rep.warnings
+    assert report("DX-Im-SiemensMultix.dcm").events[0].source_to_detector_mm == 1800.0  # others: as stated
+
+
+def test_empty_study_date_is_taken_from_the_series_date():
+    """Study Date is type 2: a DX system that leaves it empty still dates its series and acquisition."""
+    ds = _modified("DX-Im-GE_XR220-1.dcm", StudyDate="", StudyTime="")
+    rep = extract_dataset(ds)
+    assert rep.study.datetime == "2014-09-30T14:10:29"  # SeriesDate 20140930, SeriesTime 141029.000
+    assert "no Study Date: the study is dated by SeriesDate and SeriesTime" in rep.warnings
+    ds = _modified("DX-Im-GE_XR220-1.dcm", StudyDate="", SeriesDate="")
+    assert extract_dataset(ds).study.datetime == "2014-09-30T14:11:33"  # AcquisitionDate and Time

@@ -460,3 +460,15 @@ def test_accumulated_agd_of_both_breasts_under_the_snomed_rt_code():
     rep = _reread(ds)
     assert rep.totals.agd_total_mGy == {"both": 1.3}
     assert not any("matched by meaning" in w or "without laterality" in w for w in rep.warnings)
+
+
+def test_philips_private_number_of_frames_stands_in_for_number_of_pulses():
+    """An Allura Xper event that states its pulses only as the private Number of Frames (99PHI-IXR-XPER 003)."""
+    ds = pydicom.dcmread(CORPUS / "RF-RDSR-Philips_Allura.dcm")
+    first = next(it for it in ds.ContentSequence if it.ConceptNameCodeSequence[0].CodeValue == "113706")
+    first.ContentSequence = [it for it in first.ContentSequence
+                             if it.ConceptNameCodeSequence[0].CodeValue != "113768"]  # Number of Pulses 98
+    rep = _reread(ds)
+    assert rep.events[0].pulses == 98.0  # Number of Frames 98
+    assert "Number of Pulses from the Philips private Number of Frames (99PHI-IXR-XPER)" in rep.warnings
+    assert [e.pulses for e in rep.events[1:]] == [12.0, 15.0]  # the standard row, where there is one
