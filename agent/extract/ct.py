@@ -1,6 +1,7 @@
 """CT Radiation Dose (TID 10011): accumulated data (10012), acquisitions (10013, 10014), dose check (10015)."""
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from pydicom.dataset import Dataset
@@ -56,6 +57,8 @@ def acquisition(item: ContentItem, notes: Notes) -> Event:
     ev.procedure_context = code_meaning(item.child(C.PROCEDURE_CONTEXT))
     modulation = item.child(C.XRAY_MODULATION_TYPE)
     ev.xray_modulation_type = (modulation.string or code_meaning(modulation)) if modulation else None  # TEXT or CODE
+    if ev.xray_modulation_type is None:
+        ev.xray_modulation_type = _modulation_in_comment(item, notes)
 
     # each value where the template puts it, else at the shallowest level below (docs/extraction.md, "Nesting");
     # without a parameters or a dose container, below the acquisition itself
@@ -78,6 +81,20 @@ def acquisition(item: ContentItem, notes: Notes) -> Event:
     ev.effective_dose_mSv = num(dose.first(C.EFFECTIVE_DOSE), U.EFFECTIVE_DOSE, notes)
     ev.dose_check = _dose_check(dose_item, item, notes)
     return ev
+
+
+_COMMENT_MODULATION = re.compile(r"X-ray Modulation Type\s*=\s*([^,]+)", re.IGNORECASE)
+
+
+def _modulation_in_comment(item: ContentItem, notes: Notes) -> Optional[str]:
+    """X-Ray Modulation Type stated only in the acquisition's Comment (Siemens, older software):
+    "Internal technical scan parameters: ..., X-ray Modulation Type = XYZ_EC, ..." gives ``XYZ_EC``."""
+    comment = item.child(C.COMMENT)
+    match = _COMMENT_MODULATION.search(comment.string or "") if comment is not None else None
+    if match is None or not match.group(1).strip():
+        return None
+    notes.add("X-Ray Modulation Type read from the acquisition's Comment")
+    return match.group(1).strip()
 
 
 def _source(item: ContentItem, notes: Notes) -> XraySource:

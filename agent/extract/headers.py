@@ -35,6 +35,8 @@ _CT_ACQUISITION_TYPES = {
     "SPIRAL": "Spiral Acquisition", "CONSTANT_ANGLE": "Constant Angle Acquisition",
     "SEQUENCED": "Sequenced Acquisition", "STATIONARY": "Stationary Acquisition", "FREE": "Free Acquisition",
 }
+# Philips (ELSCINT1) Phantom Type, (01E1,xx26): the CTDI phantom's diameter, as CID 4052 names it
+_CT_PHANTOMS = {"16 CM": "IEC Head Dosimetry Phantom", "32 CM": "IEC Body Dosimetry Phantom"}
 
 
 def _scaled(ds: Dataset, keyword: str, factor: Decimal, notes: Notes) -> Optional[float]:
@@ -221,6 +223,7 @@ def _ct_dose_info(ds: Dataset, notes: Notes) -> Report:
         ev.nominal_total_collimation_mm = _scaled(item, "TotalCollimationWidth", _D(1), notes)
         ev.pitch_factor = _scaled(item, "SpiralPitchFactor", _D(1), notes)
         ev.ctdivol_mGy = _scaled(item, "CTDIvol", _D(1), notes)
+        ev.phantom = _phantom(item)
         dlp = _private(item, 0x00E1, "ELSCINT1", 0x21)
         ev.dlp_mGycm = float(_D(dlp)) if dlp and _is_number(dlp) else None
         report.events.append(ev)
@@ -235,6 +238,13 @@ def _ct_dose_info(ds: Dataset, notes: Notes) -> Report:
     exposures = hdecimal(ds, "TotalNumberOfExposures", notes)
     report.totals.ct_event_count = int(exposures) if exposures is not None else None
     return report
+
+
+def _phantom(item: Dataset) -> Optional[str]:
+    """The CTDIvol phantom of a Dose Info entry: Philips states it only in its private Phantom Type
+    (ELSCINT1 (01E1,xx26): "16 CM" head, "32 CM" body); another text is kept as stated."""
+    stated = _private(item, 0x01E1, "ELSCINT1", 0x26)
+    return _CT_PHANTOMS.get(re.sub(r"\s+", " ", stated.upper()), stated) if stated else None
 
 
 def _is_number(text: str) -> bool:

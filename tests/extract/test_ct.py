@@ -320,6 +320,29 @@ def test_xray_modulation_type_as_text_or_as_code(as_code):
     assert rep.events[0].xray_modulation_type == "Longitudinal modulation"
 
 
+def test_xray_modulation_type_stated_only_in_the_siemens_comment_is_read():
+    """Siemens Definition Flash (older software) states the modulation type only in the acquisition's
+    Comment ("..., X-ray Modulation Type = OFF, Sn Filter (Tube B) = yes")."""
+    ds = pydicom.dcmread(CORPUS / "CT-RDSR-Siemens_Flash-QA-DS.dcm")
+    rep = extract_dataset(ds)
+    assert [e.xray_modulation_type for e in rep.events] == ["OFF"] * 7 + ["PULS_EC", "OFF"]
+    assert "X-Ray Modulation Type read from the acquisition's Comment (9 times)" in rep.warnings
+
+
+def test_a_stated_modulation_type_row_wins_over_the_comment():
+    from simulator import rdsr
+
+    ds = rdsr.ct_report([rdsr.CTSeries("Head")])
+    acquisition = _find(ds, "113819").ContentSequence
+    acquisition.append(rdsr.text(("121106", "DCM", "Comment"), "Body Size = Adult, X-ray Modulation Type = Z_EC"))
+    rep = extract_dataset(pydicom.dcmread(io.BytesIO(rdsr.encode(ds))))
+    assert rep.events[0].xray_modulation_type == "Z_EC"
+    acquisition.append(rdsr.text(("113842", "DCM", "X-Ray Modulation Type"), "XYZ_EC"))
+    rep = extract_dataset(pydicom.dcmread(io.BytesIO(rdsr.encode(ds))))
+    assert rep.events[0].xray_modulation_type == "XYZ_EC"
+    assert not any("Comment" in w for w in rep.warnings)
+
+
 def test_person_authorizing_in_the_notification_details_is_read_too():
     """TID 10015: the Dose Check Notification Details have their own Person Name (who proceeded)."""
     ds = pydicom.dcmread(CORPUS / "CT-RDSR-Philips_BigBore4DCT.dcm")

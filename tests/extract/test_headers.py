@@ -35,6 +35,21 @@ def test_philips_ct_dose_info_secondary_capture(report):
     assert all(e.datetime_started is None and e.irradiation_event_uid is None for e in rep.events)
 
 
+@pytest.mark.parametrize("stated, phantom", [("32 CM", "IEC Body Dosimetry Phantom"),
+                                            ("16 CM", "IEC Head Dosimetry Phantom")])
+def test_philips_dose_info_phantom_from_its_private_phantom_type(stated, phantom):
+    """Philips states the CTDIvol phantom of a Dose Info entry only in ELSCINT1 (01E1,xx26)."""
+    ds = pydicom.dcmread(CORPUS / "CT-SC-Philips_Brilliance16P.dcm")
+    item = ds.ExposureDoseSequence[1]
+    item.private_block(0x01E1, "ELSCINT1", create=True).add_new(0x26, "CS", stated)
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    rep = extract_dataset(pydicom.dcmread(io.BytesIO(buffer.getvalue())))
+    assert rep.events[1].phantom == phantom
+    assert rep.events[1].ctdivol_mGy == 7.200978719152135
+    assert [e.phantom for e in rep.events[2:]] == [None, None]  # the other entries state none
+
+
 def test_dx_image_header(report):
     rep = report("DX-Im-GE_XR220-1.dcm")
     assert (rep.kind, rep.modality, rep.source, len(rep.events)) == ("projection", "DX", "image-header", 1)
