@@ -6,7 +6,7 @@
 # - the package in a new venv under /opt/alara-edge, linked as /opt/alara-edge/venv (an upgrade is a
 #   re-run from the new checkout: data and configuration stay, the previous venv is kept for rollback;
 #   a re-run with the release already running keeps its venv and the rollback, and restarts the service
-#   only if it changed something)
+#   only if it changed something; from the checkout the running venv was built from, it builds nothing)
 # - /etc/alara-edge/alara-edge.toml from config/alara-edge.example.toml if there is none yet, and the
 #   example reference tables and serial profiles (a file edited here is kept on upgrade)
 # - with --central, PostgreSQL support (psycopg) for a [central] database URL
@@ -41,19 +41,24 @@ before=$(state)
 install -d -m 0755 /opt/alara-edge
 hold_install_lock /opt/alara-edge  # until this run ends: a second run waits for it
 prune_releases /opt/alara-edge
-release=/opt/alara-edge/venv-$(date +%Y%m%d%H%M%S)
-trap 'rm -rf "$release"' EXIT  # a failed build (pip without network) leaves no venv behind
-python3 -m venv "$release"
-"$release/bin/pip" install --quiet --disable-pip-version-check "$package"
-# an upgrade checks the box's configuration with the new version before switching to it: a problem
-# stops here with the running version, its venv.previous and its unit untouched
-if [ -f /etc/alara-edge/alara-edge.toml ] && ! "$release/bin/alara-edge" check-config /etc/alara-edge/alara-edge.toml; then
-    rm -rf "$release"
-    echo "nothing was changed: fix the configuration for this version (above), then run install.sh again" >&2
-    exit 1
+source=$(source_id "$package")  # a re-run from the checkout the running venv was built from builds nothing
+if ! kept_release /opt/alara-edge "$source"; then
+    release=/opt/alara-edge/venv-$(date +%Y%m%d%H%M%S)
+    trap 'rm -rf "$release"' EXIT  # a failed build (pip without network) leaves no venv behind
+    python3 -m venv "$release"
+    "$release/bin/pip" install --quiet --disable-pip-version-check "$package"
+    # an upgrade checks the box's configuration with the new version before switching to it: a problem
+    # stops here with the running version, its venv.previous and its unit untouched
+    if [ -f /etc/alara-edge/alara-edge.toml ] &&
+            ! "$release/bin/alara-edge" check-config /etc/alara-edge/alara-edge.toml; then
+        rm -rf "$release"
+        echo "nothing was changed: fix the configuration for this version (above), then run install.sh again" >&2
+        exit 1
+    fi
+    trap - EXIT
+    switch_release /opt/alara-edge "$release"
+    echo "$source" > /opt/alara-edge/venv/alara-edge-source  # the release now running (new, or the same kept)
 fi
-trap - EXIT
-switch_release /opt/alara-edge "$release"
 
 install -d -m 0750 -o root -g alara-edge /etc/alara-edge
 if [ ! -f /etc/alara-edge/alara-edge.toml ]; then

@@ -53,6 +53,36 @@ prune_releases() {
     return 0
 }
 
+# source_id SPEC: what install.sh would build here (run from the checkout's top): the pip SPEC ("." or
+# ".[postgres]") and the files the package is built from (pyproject.toml, agent/, drivers/, simulator/, without
+# compiled caches), hashed. The same id builds the same release; tests and docs do not count.
+source_id() {
+    { echo "$1"; find pyproject.toml agent drivers simulator -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
+          -print0 | sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-16
+}
+
+# kept_release BASE SOURCE: whether BASE/venv was built from SOURCE (a source_id, recorded in the venv's
+# alara-edge-source by install.sh) and is intact: then a re-run (configuration management every hour) need not
+# build a venv (minutes on a Raspberry Pi, and the network) to find the same release; says so.
+kept_release() {
+    _cur=$(readlink "$1/venv" || true)
+    [ -n "$_cur" ] && [ "$(cat "$_cur/alara-edge-source" 2>/dev/null)" = "$2" ] || return 1
+    _cur_id=$(release_id "$_cur")
+    [ "${_cur_id##* }" = intact ] || return 1
+    RELEASE_SWITCHED=
+    echo "$(release_name "$_cur" "$_cur_id") is already installed from this checkout: kept it, $(_rollback_to "$1")"
+}
+
+# _rollback_to BASE: where BASE/venv.previous leads, for messages
+_rollback_to() {
+    _prev=$(readlink "$1/venv.previous" || true)
+    if [ -n "$_prev" ] && [ "$_prev" != "$(readlink "$1/venv" || true)" ] && [ -d "$_prev" ]; then
+        echo "rollback still to $(release_name "$_prev" "$(release_id "$_prev")")"
+    else
+        echo "no rollback (no earlier release kept)"
+    fi
+}
+
 # switch_release BASE NEW: make the release built in NEW the one BASE/venv links, says what happened.
 # - a different release (or the first): BASE/venv.previous links the one running until now, the one it
 #   linked before is removed
@@ -72,11 +102,7 @@ switch_release() {
         return 0
     fi
     _cur_id=$(release_id "$_cur")
-    if [ -n "$_prev" ] && [ "$_prev" != "$_cur" ] && [ -d "$_prev" ]; then
-        _rollback="rollback still to $(release_name "$_prev" "$(release_id "$_prev")")"
-    else
-        _rollback="no rollback (no earlier release kept)"
-    fi
+    _rollback=$(_rollback_to "$1")
     if [ -n "$_new_id" ] && [ "$_cur_id" = "$_new_id" ]; then
         rm -rf "$2"
         echo "$_new_name is already installed: kept it, $_rollback"

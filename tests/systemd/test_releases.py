@@ -125,9 +125,53 @@ def test_a_venv_left_by_an_interrupted_install_is_removed_by_the_next_one(box):
     assert box.venvs() == sorted([box.rollback(), box.current()])
 
 
+def _releases_sh(command: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", "-c", f'set -eu; . "{REPO}/systemd/releases.sh"; {command}', "sh", *args],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+def test_the_source_id_changes_with_the_package_not_with_caches_tests_or_docs(tmp_path):
+    checkout = tmp_path / "checkout"
+    for name, text in {"pyproject.toml": "[project]\n", "agent/__init__.py": "A = 1\n", "drivers/d.py": "",
+                       "simulator/s.py": "", "tests/test_a.py": "", "README.md": "read me\n"}.items():
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / name).write_text(text)
+
+    def source_id(spec: str = ".") -> str:
+        r = _releases_sh('source_id "$1"', spec, cwd=checkout)
+        assert r.returncode == 0 and len(r.stdout.strip()) == 16, r.stderr
+        return r.stdout.strip()
+
+    first = source_id()
+    (checkout / "agent" / "__pycache__").mkdir()
+    (checkout / "agent" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"compiled")  # the checkout was run
+    (checkout / "tests" / "test_a.py").write_text("changed\n")
+    (checkout / "README.md").write_text("changed\n")
+    assert source_id() == first
+    assert source_id(".[postgres]") != first  # --central installs psycopg too
+    (checkout / "drivers" / "d.py").write_text("changed\n")
+    assert source_id() != first
+
+
+def test_a_rerun_from_the_checkout_the_running_venv_was_built_from_builds_nothing(box):
+    box.install("1.0", "RELEASE = 'A'\n")
+    box.install("2.0", "RELEASE = 'B'\n")
+    (box.current() / "alara-edge-source").write_text("0123456789abcdef\n")  # as install.sh records it
+    kept = _releases_sh('kept_release "$1" "$2"; echo "switched=$RELEASE_SWITCHED"', str(box.base), "0123456789abcdef")
+    assert kept.returncode == 0, kept.stderr
+    assert "alara-edge 2.0" in kept.stdout and "is already installed from this checkout: kept it" in kept.stdout
+    assert "rollback still to alara-edge 1.0" in kept.stdout and "switched=\n" in kept.stdout  # no restart
+    assert _releases_sh('kept_release "$1" "$2"', str(box.base), "fedcba9876543210").returncode == 1  # new code
+    next(box.current().glob("lib/python*/site-packages/agent/__init__.py")).write_text("RELEASE = 'damaged'\n")
+    assert _releases_sh('kept_release "$1" "$2"', str(box.base), "0123456789abcdef").returncode == 1  # rebuilt
+
+
 def test_install_switches_venvs_through_releases_sh_and_restarts_only_on_a_change():
     script = (REPO / "systemd" / "install.sh").read_text()
     assert script.index("hold_install_lock /opt/alara-edge") < script.index("prune_releases /opt/alara-edge")
+    assert script.index('kept_release /opt/alara-edge "$source"') < script.index('python3 -m venv "$release"')
+    assert script.index('switch_release /opt/alara-edge "$release"') < script.index(
+        'echo "$source" > /opt/alara-edge/venv/alara-edge-source')
     assert script.index("prune_releases /opt/alara-edge") < script.index('python3 -m venv "$release"')
     assert 'switch_release /opt/alara-edge "$release"' in script
     assert not [line for line in script.splitlines() if "ln -sfn" in line and not line.lstrip().startswith("#")]
