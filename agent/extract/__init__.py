@@ -41,6 +41,7 @@ RDSR = "1.2.840.10008.5.1.4.1.1.88.67"
 RRDSR = "1.2.840.10008.5.1.4.1.1.88.68"
 PATIENT_DOSE_SR = "1.2.840.10008.5.1.4.1.1.88.73"
 ENHANCED_RDSR = "1.2.840.10008.5.1.4.1.1.88.76"  # read by its content, as an X-Ray Radiation Dose SR is
+ENHANCED_TEMPLATE = "10040"  # Enhanced X-Ray Radiation Dose: read where it holds TID 10001 / 10011 content
 DOSE_SR_CLASSES = (RDSR, RRDSR, ENHANCED_RDSR)  # a dose report by its class: content it lacks is an error
 SR_CLASSES = {
     RDSR: "X-Ray Radiation Dose SR",
@@ -176,11 +177,17 @@ def _template(root: ContentItem, notes: Notes) -> str:
     has_ct = root.child(C.CT_ACCUMULATED) is not None or root.child(C.CT_ACQUISITION) is not None
     has_projection = root.child(C.ACCUMULATED_XRAY) is not None or root.child(C.IRRADIATION_EVENT) is not None
     inferred = "10011" if has_ct and not has_projection else "10001" if has_projection and not has_ct else None
+    declared = root.template
+    if declared == ENHANCED_TEMPLATE:
+        if inferred is None:  # its own containers (TID 10041-10043): not guessed from Procedure Reported
+            raise ExtractionError("Enhanced X-Ray Radiation Dose Report (TID 10040) without TID 10001 or 10011 "
+                                  "content: its own content is not read by this version")
+        notes.add(f"template 10040 (Enhanced X-Ray Radiation Dose) declared: read as {inferred} by its content")
+        return inferred
     if inferred is None:
         procedure = root.child(C.PROCEDURE_REPORTED)
         if procedure is not None and procedure.code is not None:
             inferred = "10011" if procedure.code.is_(C.CT_XRAY) else "10001"
-    declared = root.template
     if declared in ("10011", "10001"):
         if inferred and inferred != declared:
             notes.add(f"template {declared} declared but the content is template {inferred}; read as {inferred}")

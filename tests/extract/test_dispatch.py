@@ -53,6 +53,18 @@ def test_an_enhanced_xray_radiation_dose_sr_is_read_by_its_content(name):
         extract_dataset(_roundtrip(ds))
 
 
+def test_an_enhanced_dose_report_template_is_read_only_where_it_holds_the_known_content():
+    ds = _rdsr()
+    ds.ContentTemplateSequence[0].TemplateIdentifier = "10040"  # TID 10040, Enhanced X-Ray Radiation Dose
+    rep = extract_dataset(_roundtrip(ds))
+    assert rep.template == "10011" and rep.events and rep.totals.ct_dlp_total_mGycm is not None
+    assert "template 10040 (Enhanced X-Ray Radiation Dose) declared: read as 10011 by its content" in rep.warnings
+    # its own containers only (TID 10041-10043): an error kept for inspection, not an empty CT record
+    ds.ContentSequence = Sequence([item for item in ds.ContentSequence if item.ValueType != "CONTAINER"])
+    with pytest.raises(ExtractionError, match=r"TID 10040\) without TID 10001 or 10011 content"):
+        extract_dataset(_roundtrip(ds))
+
+
 def test_dose_report_without_dose_content_is_an_error():
     ds = _rdsr()
     ds.ContentSequence = Sequence([item for item in ds.ContentSequence
