@@ -11,20 +11,26 @@ way are kept with the bytes (:class:`~agent.extract.srparse.ParsedSequence`).
 
 Pixel data, and whatever follows it, is not read: the agent needs only the header.
 
+A Deflated Explicit VR Little Endian dataset is inflated at most :data:`MAX_INFLATED_BYTES`: a
+deflated object of 1.5 MB can inflate to gigabytes of zeros (a deflate bomb), and pydicom inflated
+it whole, then copied it (6.4 GB peak in the agent for a 1.5 GB bomb; a 1-4 GB edge box is
+killed).  One whose header does not fit (what the agent reads: up to the pixel data) is not read
+and raises :class:`~agent.extract.record.ExtractionError` (kept for inspection as an ``error``).
+
 Use it instead of ``pydicom.dcmread`` wherever the object is then extracted.
 """
 from __future__ import annotations
 
 import io
 import os
+import zlib
 from pathlib import Path
 from typing import Union
 
-import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import FileDataset
+from pydicom.filereader import _read_file_meta_info, read_partial, read_preamble
 from pydicom.filereader import read_dataset as _pydicom_read_dataset
-from pydicom.filereader import read_partial
 from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
@@ -34,6 +40,7 @@ from agent.extract.record import ExtractionError
 _CONTENT = Tag(srparse.CONTENT_SEQUENCE)
 _PIXEL_DATA = 0x7FE00000  # group 7FE0: (float) pixel data and its offset tables
 _UNDEFINED = 0xFFFFFFFF
+MAX_INFLATED_BYTES = 64 << 20  # a deflated dataset is inflated this far at most (its header must fit)
 
 
 def _stop_at_content(tag, vr, length) -> bool:
@@ -42,19 +49,59 @@ def _stop_at_content(tag, vr, length) -> bool:
     return tag == srparse.CONTENT_SEQUENCE or tag >= _PIXEL_DATA
 
 
+def _stop_at_pixels(tag, vr, length) -> bool:
+    return tag >= _PIXEL_DATA
+
+
 def read_dataset(source: Union[bytes, bytearray, memoryview, str, os.PathLike]) -> FileDataset:
     """Parse a DICOM file (bytes or path) with the SR Content Sequence left encoded.
 
     Raises whatever pydicom raises for data that is not DICOM, and
-    :class:`~agent.extract.record.ExtractionError` for a malformed content tree.
+    :class:`~agent.extract.record.ExtractionError` for a malformed content tree or a deflated
+    dataset whose header inflates beyond :data:`MAX_INFLATED_BYTES`.
     """
     data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).read_bytes()
     fp = io.BytesIO(data)
+    preamble = read_preamble(fp, force=True)
+    meta = _read_file_meta_info(fp)
+    if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        body, whole = _inflate(memoryview(data)[fp.tell():], MAX_INFLATED_BYTES)
+        fp = io.BytesIO(body)
+        dataset = _pydicom_read_dataset(fp, False, True, stop_when=_stop_at_content)
+        ds = FileDataset(fp, dataset, preamble, meta, False, True)
+        ds.set_original_encoding(False, True, dataset._character_set)
+        return _read_content(ds, body, fp, whole)
+    fp.seek(0)
     ds = read_partial(fp, stop_when=_stop_at_content, force=True)
-    if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-        # rare; positions refer to the inflated stream
-        return pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
+    return _read_content(ds, data, fp, True)
+
+
+def _inflate(deflated: memoryview, limit: int) -> tuple[bytes, bool]:
+    """The first ``limit`` bytes of a deflated dataset, and whether that is all of it."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(deflated, limit)
+    except zlib.error as exc:
+        raise ExtractionError(f"deflated dataset cannot be inflated: {exc}") from exc
+    if inflater.eof:
+        return body, True
+    if len(body) < limit:  # all the input was used and the stream did not end
+        raise ExtractionError("deflated dataset cut short (incomplete deflate stream)")
+    return body, False  # (it may end exactly here: the header check below still reads what fits)
+
+
+def _too_large() -> ExtractionError:
+    return ExtractionError(f"deflated dataset inflates beyond {MAX_INFLATED_BYTES >> 20} MiB before its pixel "
+                           "data: not read (a deflate bomb, or a header too large for this agent)")
+
+
+def _read_content(ds: FileDataset, data: bytes, fp: io.BytesIO, whole: bool) -> FileDataset:
+    """Read the Content Sequence at ``fp`` (where pydicom stopped) with the lean reader, and what follows
+    it up to the pixel data.  ``data`` is the dataset's encoding (inflated), ``whole`` False when it is
+    only the first part: what is read must then end within it."""
     start = fp.tell()
+    if not whole and start >= len(data):  # pydicom read to the end of the part: the header goes on
+        raise _too_large()
     implicit, little = ds.original_encoding
     if start >= len(data) or implicit is None:
         return ds  # no Content Sequence: pydicom read everything
@@ -62,16 +109,28 @@ def read_dataset(source: Union[bytes, bytearray, memoryview, str, os.PathLike]) 
     if tag != srparse.CONTENT_SEQUENCE:  # the pixel data (and what follows it) is left unread
         return ds
     if length == _UNDEFINED:
-        value, after = srparse.read_undefined_sequence(data, vpos, implicit, little)
+        try:
+            value, after = srparse.read_undefined_sequence(data, vpos, implicit, little)
+        except ExtractionError:
+            if not whole:
+                raise _too_large() from None
+            raise
     else:
         after = vpos + length
         if after > len(data):
+            if not whole:
+                raise _too_large()
             raise ExtractionError("Content Sequence longer than the file")
         value = data[vpos:after]
     ds[_CONTENT] = RawDataElement(_CONTENT, "SQ", len(value), value, vpos, implicit, little)
     if after < len(data):
         fp.seek(after)
-        rest = _pydicom_read_dataset(fp, implicit, little, parent_encoding=ds.original_character_set)
+        rest = _pydicom_read_dataset(fp, implicit, little, stop_when=_stop_at_pixels,
+                                     parent_encoding=ds.original_character_set)
+        if not whole and fp.tell() >= len(data):
+            raise _too_large()
         for elem in rest.elements():
             ds[elem.tag] = elem
+    elif not whole:
+        raise _too_large()
     return ds

@@ -1,11 +1,19 @@
 """The fast reader: the header of an image object is read, its pixel data is not."""
 import io
+import struct
+import tracemalloc
+import zlib
 
+import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 
-from agent.extract import extract_dataset, read_dataset
+from agent.extract import ExtractionError, extract_dataset, read_dataset
+from agent.extract import reader
+from tests.conftest import CORPUS
 
 XA = "1.2.840.10008.5.1.4.1.1.12.1"
 
@@ -36,3 +44,72 @@ def test_the_pixel_data_of_an_image_is_not_read_and_its_dose_is(transfer_syntax)
     assert "PixelData" not in ds
     assert ds.NumberOfFrames == 4
     assert extract_dataset(ds).totals.dap_total_Gym2 == pytest.approx(0.0025)
+
+
+def deflated(header: Dataset, tail: bytes, mib_of_zeros: int) -> bytes:
+    """``header`` as a deflated file whose dataset goes on with ``tail`` and ``mib_of_zeros`` MiB of zeros
+    (about 1 kB of deflated data per MiB)."""
+    header.file_meta = FileMetaDataset()
+    header.file_meta.MediaStorageSOPClassUID, header.file_meta.MediaStorageSOPInstanceUID = \
+        header.SOPClassUID, header.SOPInstanceUID
+    header.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    meta = DicomBytesIO()
+    write_file_meta_info(meta, header.file_meta)
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    write_dataset(body, header)
+    deflater = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+    out = [deflater.compress(body.getvalue() + tail)]
+    zeros = bytes(1 << 20)
+    out += [deflater.compress(zeros) for _ in range(mib_of_zeros)]
+    return b"\0" * 128 + b"DICM" + meta.getvalue() + b"".join(out) + deflater.flush()
+
+
+def header(sop_class: str = XA) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.StudyInstanceUID = sop_class, generate_uid(), generate_uid()
+    ds.Modality, ds.StudyDate, ds.StudyTime = "XA", "20260101", "101010"
+    ds.ImageAndFluoroscopyAreaDoseProduct = "250.0"  # dGy.cm2
+    return ds
+
+
+def test_a_deflate_bomb_is_not_inflated_whole_and_says_why(monkeypatch):
+    # 1.5 MB deflated inflating to 1.5 GB took 6.4 GB in the agent: a 1-4 GB box was killed
+    monkeypatch.setattr(reader, "MAX_INFLATED_BYTES", 1 << 20, raising=False)
+    mib = 48
+    bomb = deflated(header(), struct.pack("<HH2sHI", 0x0009, 0x1010, b"OB", 0, mib << 20), mib)  # private OB
+    tracemalloc.start()
+    try:
+        with pytest.raises(ExtractionError, match="deflated dataset inflates beyond 1 MiB before its pixel data"):
+            read_dataset(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20  # the limit and the input, not the 48 MiB it would inflate to
+
+
+def test_a_deflated_image_larger_than_the_limit_has_its_header_read(monkeypatch):
+    monkeypatch.setattr(reader, "MAX_INFLATED_BYTES", 1 << 20, raising=False)
+    ds = header()
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.BitsAllocated = 1024, 1024, 1, 8
+    pixels = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, 4 << 20)
+    ds = read_dataset(deflated(ds, pixels, 4))  # only what comes before the pixel data must fit
+    assert "PixelData" not in ds
+    assert extract_dataset(ds).totals.dap_total_Gym2 == pytest.approx(0.0025)
+
+
+def test_a_cut_deflate_stream_is_an_extraction_error():
+    data = deflated(header(), b"", 1)
+    with pytest.raises(ExtractionError, match="deflated dataset cut short"):
+        read_dataset(data[:-200])
+
+
+def test_a_deflated_dose_report_reads_as_its_plain_encoding():
+    # deflated reports now go through the lean reader too (the content tree of the inflated bytes)
+    plain = CORPUS / "CT-RDSR-Siemens-Multi-1.dcm"
+    ds = pydicom.dcmread(plain)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    want, got = extract_dataset(read_dataset(plain)), extract_dataset(read_dataset(out.getvalue()))
+    assert got.events == want.events and got.totals == want.totals and got.events

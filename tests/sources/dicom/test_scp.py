@@ -308,3 +308,37 @@ def test_a_modality_retrying_a_refused_association_and_probes_sending_junk_log_o
     (unreadable,) = [e for e in events if e["event"] == "dicom_unreadable_data"]
     assert unreadable["peer"].startswith("127.0.0.1:") and "TLS" in unreadable["hint"]
     assert not [e for e in events if e.get("logger", "").startswith("pynetdicom")]
+
+
+def _rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """The process's resident memory now (VmRSS) or at its peak (VmHWM), in KiB."""
+    with open(f"/proc/{pid}/status") as status:
+        return int(next(line for line in status if line.startswith(field + ":")).split()[1])
+
+
+def _secondary_capture(pixel_bytes: int, transfer_syntax=pydicom.uid.ExplicitVRLittleEndian):
+    ds = pydicom.Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", pydicom.uid.generate_uid()
+    ds.StudyInstanceUID, ds.Modality = pydicom.uid.generate_uid(), "OT"
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    if pixel_bytes:
+        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.BitsAllocated = 4096, 4096, 1, 8
+        ds.NumberOfFrames = pixel_bytes // (4096 * 4096)
+        ds.PixelData = bytes(pixel_bytes)
+    return ds
+
+
+def test_a_deflate_bomb_is_kept_as_an_error_without_inflating_it_and_the_scp_goes_on(agent_process):
+    # 1.5 MB deflated that inflated to 1.5 GB took the agent to 6.4 GB: a 1-4 GB box was killed
+    agent = agent_process()
+    bomb = _secondary_capture(0, pydicom.uid.DeflatedExplicitVRLittleEndian)
+    bomb.add_new(0x00091010, "OB", bytes(160 << 20))  # 160 MiB of zeros: 160 kB deflated, beyond the 64 MiB limit
+    before = _rss_kib(agent.proc.pid, "VmHWM")
+    assert send([bomb, rdsr.ct_report([rdsr.CTSeries("Head")])], "127.0.0.1", agent.dicom_port) == [0, 0]
+    del bomb
+    assert _rss_kib(agent.proc.pid, "VmHWM") - before < 320 << 10  # the 64 MiB and copies, not 4 x 160 MiB
+    (error,) = studies(agent)["failed"]
+    assert error["status"] == "error" and "deflated dataset inflates beyond 64 MiB" in error["reason"]
+    assert stored_count(agent) == 1  # the report sent after it
+
