@@ -249,6 +249,9 @@ class Pipeline:
                 self.inbox.remove(item.id)
             except sqlite3.Error as exc:  # at the next start the row is recognised as processed
                 log.error("inbox_remove_failed", error=str(exc))
+            # the object is in the spool or failed/ now: the worker, idle until the next one, held it (a 400 MB
+            # image: 400 MB for as long, on top of the next object's receiving)
+            item.data = None
 
     def _process_item(self, item: Item) -> Outcome:
         try:

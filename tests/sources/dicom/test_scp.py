@@ -342,3 +342,11 @@ def test_a_deflate_bomb_is_kept_as_an_error_without_inflating_it_and_the_scp_goe
     assert error["status"] == "error" and "deflated dataset inflates beyond 64 MiB" in error["reason"]
     assert stored_count(agent) == 1  # the report sent after it
 
+
+def test_an_idle_agent_does_not_hold_the_last_large_object_it_received(agent_process):
+    agent = agent_process()
+    assert send([rdsr.ct_report([rdsr.CTSeries("Head")])], "127.0.0.1", agent.dicom_port) == [0]
+    before = _rss_kib(agent.proc.pid)
+    assert send([_secondary_capture(96 << 20)], "127.0.0.1", agent.dicom_port) == [0]  # processed once released
+    assert studies(agent)["failed"][0]["status"] == "rejected"  # no dose in its header: kept for inspection
+    assert _rss_kib(agent.proc.pid) - before < 48 << 10  # the worker held all 96 MiB until the next object
