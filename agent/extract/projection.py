@@ -168,11 +168,11 @@ def _per_pulse(idx: Index, concept: C.Concept, q: U.Quantity, notes: Notes, mult
 def _pulses(idx: Index, notes: Notes) -> Optional[float]:
     """Number of Pulses; where a Philips Allura Xper states it only as its private "Number of Frames"
     (99PHI-IXR-XPER 003, one frame per pulse, as OpenREM reads it), that, with a warning."""
-    stated = idx.first(C.NUMBER_OF_PULSES)
-    if stated is not None or idx.first(C.PHILIPS_NUMBER_OF_FRAMES) is None:
-        return num(stated, U.NUMBER, notes)
-    notes.add("Number of Pulses from the Philips private Number of Frames (99PHI-IXR-XPER)")
-    return num(idx.first(C.PHILIPS_NUMBER_OF_FRAMES), U.NUMBER, notes)
+    stated, frames = idx.first(C.NUMBER_OF_PULSES), idx.first(C.PHILIPS_NUMBER_OF_FRAMES)
+    if stated is None and frames is not None:
+        notes.add("Number of Pulses from the Philips private Number of Frames (99PHI-IXR-XPER)")
+        stated = frames
+    return num(stated, U.NUMBER, notes)
 
 
 def _filters(containers: list[ContentItem], notes: Notes) -> list[Filter]:
