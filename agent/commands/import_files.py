@@ -72,8 +72,13 @@ def run(args: argparse.Namespace) -> int:
             _print(args.json, path, outcome.status, outcome.reason)
     finally:
         agent.stop()
-    print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to import", file=sys.stderr)
+    print(_summary(counts), file=sys.stderr)
     return 1 if counts["refused"] or missing else 0
+
+
+def _summary(counts: collections.Counter[str]) -> str:
+    """The last line of an import: how many files came to each status."""
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to import"
 
 
 def _print(as_json: bool, path, status: str, reason: str | None) -> None:
@@ -133,7 +138,7 @@ def _send_to_running_agent(cfg, files, as_json: bool) -> int:
         counts[outcome] += 1
         _print(as_json, path, outcome, reason)
     outcomes.close()
-    print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())), file=sys.stderr)
+    print(_summary(counts), file=sys.stderr)
     return 1 if failures else 0
 
 
