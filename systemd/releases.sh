@@ -102,11 +102,11 @@ switch_release() {
         return 0
     fi
     _cur_id=$(release_id "$_cur")
-    _rollback=$(_rollback_to "$1")
     if [ -n "$_new_id" ] && [ "$_cur_id" = "$_new_id" ]; then
         rm -rf "$2"
-        echo "$_new_name is already installed: kept it, $_rollback"
+        echo "$_new_name is already installed: kept it, $(_rollback_to "$1")"
     elif [ -z "$_cur_id" ] || [ "${_cur_id% *}" = "${_new_id% *}" ]; then
+        _rollback=$(_rollback_to "$1")  # before the damaged venv is replaced: it may be venv.previous too
         ln -sfn "$2" "$1/venv"
         RELEASE_SWITCHED=1
         [ "$_cur" = "$_prev" ] || rm -rf "$_cur"
