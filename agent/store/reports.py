@@ -3,7 +3,9 @@
 Modalities re-send reports and some (Siemens CT) send a *cumulative* RDSR after every
 exposure, each containing all earlier events.  A report whose irradiation events are all
 contained in a later report of the same study is marked ``superseded_by`` that report, and a
-study's totals are taken from the reports that are not superseded.
+study's totals are taken from the reports that are not superseded.  Doses read from image headers
+or a dose screen are superseded, in the same way, by a dose report (RDSR) of the same study and
+kind, whichever arrives first: they are the same exposures (:data:`STRUCTURED`).
 """
 from __future__ import annotations
 
@@ -16,6 +18,12 @@ import sqlite_utils
 
 from agent import phi
 from agent.extract.record import PHI, Report
+
+# A study's dose report (an RDSR) states every exposure of the modality that sends it; the doses in
+# its images' headers (or a dose screen) state some of the same exposures again, under event UIDs
+# of their own.  Where a study has both, of one kind, the structured report's doses count.
+STRUCTURED = ("rdsr", "enhanced-sr")
+FROM_HEADERS = ("image-header", "secondary-capture")
 
 SUMMED_TOTALS = [
     "ct_dlp_total_mGycm", "ct_event_count", "dap_total_Gym2", "dose_rp_total_Gy",
@@ -81,13 +89,20 @@ def save_report(tx: sqlite_utils.Database, report: Report, receipt: Receipt, sta
     uids = set(report.event_uids)
     result = SaveResult(duplicate=False, receipt_id=rid)
 
-    if uids and report.study_instance_uid:
-        for other_uid, other_record in tx.execute(
-            "SELECT sop_instance_uid, record FROM reports WHERE study_instance_uid = ? AND superseded_by IS NULL",
+    if report.study_instance_uid:
+        for other_uid, other_kind, other_source, other_record in tx.execute(
+            "SELECT sop_instance_uid, kind, source, record FROM reports "
+            "WHERE study_instance_uid = ? AND superseded_by IS NULL ORDER BY received_at DESC, rowid DESC",
             [report.study_instance_uid],
         ).fetchall():
+            if other_kind == report.kind and report.source in STRUCTURED and other_source in FROM_HEADERS:
+                result.superseded.append(other_uid)
+                continue
+            if other_kind == report.kind and report.source in FROM_HEADERS and other_source in STRUCTURED:
+                result.superseded_by = result.superseded_by or other_uid
+                continue
             other = _event_uids(json.loads(other_record))
-            if not other:
+            if not uids or not other:
                 continue
             if other <= uids:
                 result.superseded.append(other_uid)
@@ -136,7 +151,8 @@ def save_report(tx: sqlite_utils.Database, report: Report, receipt: Receipt, sta
                            [report.sop_instance_uid, uid])
             continue
         known.add(uid)
-        result.new_event_uids.append(uid)
+        if result.superseded_by is None:  # (images' exposures that the study's RDSR states already are not new)
+            result.new_event_uids.append(uid)
         _insert(tx, "events", {
             "irradiation_event_uid": uid,
             "sop_instance_uid": report.sop_instance_uid,

@@ -114,3 +114,25 @@ def test_an_export_folder_with_symbolic_links_is_imported_and_a_dangling_link_is
     r = agent.cli("import", str(export), "--json")
     statuses = {json.loads(l)["file"].removeprefix(str(export) + "/"): json.loads(l)["status"] for l in r.stdout.splitlines()}
     assert statuses == {"ct/ct.dcm": "stored", "rf/rf.dcm": "stored", "gone.dcm": "error"}
+
+
+def test_a_rooms_images_and_its_rdsr_count_each_exposure_once(tmp_path):
+    """A DX room that sends its images (dose in each header) and its RDSR for one study: the study's
+    DAP was the two summed. The RDSR's stated total (5.81 µGy·m², 5 exposures) counts, in either order."""
+    import pydicom
+
+    for order in ("images first", "rdsr first"):
+        folder = tmp_path / order.replace(" ", "-")
+        folder.mkdir()
+        rdsr = pydicom.dcmread(CORPUS / "DX-RDSR-Carestream_DRXEvolution.dcm")
+        image = pydicom.dcmread(CORPUS / "DX-Im-Carestream_DRX.dcm")
+        image.StudyInstanceUID = rdsr.StudyInstanceUID  # one study of one room
+        names = ["a.dcm", "b.dcm"] if order == "images first" else ["b.dcm", "a.dcm"]
+        image.save_as(folder / names[0])
+        rdsr.save_as(folder / names[1])
+        agent = AgentProcess(tmp_path / f"agent-{names[0]}")
+        for name in sorted(names):  # one import each: received in this order
+            assert agent.cli("import", str(folder / name)).returncode == 0
+        (study,) = json.loads(agent.cli("studies", "--json").stdout)["studies"]
+        assert study["totals"]["dap_total_Gym2"] == 5.8099997e-06, order
+        assert study["totals"]["reports"] == 1 and study["report_count"] == 2

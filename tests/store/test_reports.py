@@ -141,3 +141,40 @@ def test_reports_without_a_study_uid_are_each_a_study_with_their_own_totals(stor
         assert orphans == [("5.1", 100.0, 1), ("5.2", 40.0, 1)]
         assert [s["totals"]["ct_dlp_total_mGycm"] for s in listing if s["study_instance_uid"] == "5.5"] == [7.0]
     assert len(list_studies(store.db, 2)) == 2
+
+
+def dx(sop, study, source, uid, dap, kind="projection"):
+    return Report(sop_instance_uid=sop, sop_class_uid="1.2.840.10008.5.1.4.1.1.88.67", study_instance_uid=study,
+                  series_instance_uid="1.2.4", kind=kind, modality="DX", source=source,
+                  totals=Totals(dap_total_Gym2=dap),
+                  events=[Event(irradiation_event_uid=uid, dap_Gym2=dap)])
+
+
+def test_an_rdsr_after_the_images_of_its_study_replaces_their_header_doses(store):
+    """A DX room sending its images and its RDSR: each exposure's DAP was counted twice (images' derived
+    event UIDs are not the RDSR's), so the study showed double its dose."""
+    save(store, dx("6.1", "6.9", "image-header", "h1", 2.0e-5))
+    save(store, dx("6.2", "6.9", "image-header", "h2", 3.0e-5))
+    assert study_totals(store.db, "6.9")["dap_total_Gym2"] == 5.0e-5  # until the RDSR, the images' doses
+    rdsr = save(store, dx("6.3", "6.9", "rdsr", "r1", 5.0e-5))
+    assert sorted(rdsr.superseded) == ["6.1", "6.2"]
+    totals = study_totals(store.db, "6.9")
+    assert totals["dap_total_Gym2"] == 5.0e-5 and totals["reports"] == 1
+
+
+def test_images_after_their_studys_rdsr_add_no_dose_and_no_new_events(store):
+    save(store, dx("7.1", "7.9", "rdsr", "r1", 5.0e-5))
+    image = save(store, dx("7.2", "7.9", "image-header", "h1", 2.0e-5))
+    assert image.superseded_by == "7.1" and image.new_event_uids == []
+    assert study_totals(store.db, "7.9")["dap_total_Gym2"] == 5.0e-5
+
+
+def test_a_structured_report_replaces_header_doses_of_its_own_kind_only(store):
+    """A CT dose screen (secondary capture) and a projection RDSR in one study: different equipment, both count."""
+    save(store, ct("8.1", "8.9", [("c1", 100.0)], 100.0))
+    with store.transaction() as tx:
+        tx.execute("UPDATE reports SET source = 'secondary-capture' WHERE sop_instance_uid = '8.1'")
+    rdsr = save(store, dx("8.2", "8.9", "rdsr", "r1", 5.0e-5))
+    assert rdsr.superseded == []
+    totals = study_totals(store.db, "8.9")
+    assert totals["ct_dlp_total_mGycm"] == 100.0 and totals["dap_total_Gym2"] == 5.0e-5
