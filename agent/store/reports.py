@@ -87,6 +87,8 @@ def save_report(tx: sqlite_utils.Database, report: Report, receipt: Receipt, sta
 
     rid = record_receipt(tx, receipt, "stored")
     uids = set(report.event_uids)
+    record = report.to_dict()
+    keys = _identities(record)
     result = SaveResult(duplicate=False, receipt_id=rid)
 
     if report.study_instance_uid:
@@ -101,15 +103,14 @@ def save_report(tx: sqlite_utils.Database, report: Report, receipt: Receipt, sta
             if other_kind == report.kind and report.source in FROM_HEADERS and other_source in STRUCTURED:
                 result.superseded_by = result.superseded_by or other_uid
                 continue
-            other = _event_uids(json.loads(other_record))
-            if not uids or not other:
+            other = _identities(json.loads(other_record))
+            if not keys or not other:
                 continue
-            if other <= uids:
+            if other <= keys:
                 result.superseded.append(other_uid)
-            elif uids <= other and result.superseded_by is None:
+            elif keys <= other and result.superseded_by is None:
                 result.superseded_by = other_uid
 
-    record = report.to_dict()
     result.record_json = json.dumps(record, separators=(",", ":"))
     _insert(tx, "reports", {
         "sop_instance_uid": report.sop_instance_uid,
@@ -176,6 +177,13 @@ def _insert(tx: sqlite_utils.Database, table: str, row: dict[str, Any]) -> int:
 
 def _event_uids(record: dict[str, Any]) -> set[str]:
     return {e["irradiation_event_uid"] for e in record.get("events", []) if e.get("irradiation_event_uid")}
+
+
+def _identities(record: dict[str, Any]) -> set[str]:
+    """What tells a report's exposures from another report's, for supersession: its irradiation event UIDs and
+    its Radiopharmaceutical Administration Event UIDs (an RRDSR has no irradiation events: without them, one sent
+    again under a new SOP Instance UID counted its activity twice)."""
+    return _event_uids(record) | {a["event_uid"] for a in record.get("administrations", []) if a.get("event_uid")}
 
 
 def study_identity(db: sqlite_utils.Database, study_instance_uid: Optional[str]) -> Optional[PHI]:

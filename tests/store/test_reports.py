@@ -178,3 +178,20 @@ def test_a_structured_report_replaces_header_doses_of_its_own_kind_only(store):
     assert rdsr.superseded == []
     totals = study_totals(store.db, "8.9")
     assert totals["ct_dlp_total_mGycm"] == 100.0 and totals["dap_total_Gym2"] == 5.0e-5
+
+
+def test_a_radiopharmaceutical_report_sent_again_under_a_new_sop_uid_counts_its_activity_once(store, corpus):
+    """A PET/CT study whose RRDSR came twice (a re-send under a new SOP Instance UID): the study showed
+    788 MBq for one 394 MBq administration, as its Radiopharmaceutical Administration Event UID was not looked at."""
+    import copy
+
+    from agent.extract import extract_file
+
+    pet = extract_file(corpus / "NM-RRDSR-Siemens.dcm")
+    again = copy.deepcopy(pet)
+    again.sop_instance_uid += ".2"
+    save(store, extract_file(corpus / "NM-CT-RDSR-Siemens.dcm"))  # the CT of the same study
+    save(store, pet)
+    assert save(store, again).superseded == [pet.sop_instance_uid]
+    totals = study_totals(store.db, pet.study_instance_uid)
+    assert totals["administered_activity_MBq"] == 394.0 and totals["ct_dlp_total_mGycm"] == 667.72
