@@ -51,7 +51,9 @@ class ChecksStage:
         records = study_records(tx, report.study_instance_uid) if report.study_instance_uid else []
         study = view(records or [report.to_dict()], rules, ingest.station)
         new = set(ingest.saved.new_event_uids)
-        new |= {f"{report.sop_instance_uid}#{n}" for n, e in enumerate(report.events) if not e.irradiation_event_uid}
+        if ingest.saved.repeats is None:  # (a report without event UIDs sent again: its series were checked)
+            new |= {f"{report.sop_instance_uid}#{n}" for n, e in enumerate(report.events)
+                    if not e.irradiation_event_uid}
         samples = study.samples(rules)
         checks: list[tuple[str, Callable[[], list[Alert]]]] = [
             ("ct_notification_value", lambda: ct.notification_values(study, new, rules)),

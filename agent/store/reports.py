@@ -9,6 +9,7 @@ kind, whichever arrives first: they are the same exposures (:data:`STRUCTURED`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -24,6 +25,7 @@ from agent.extract.record import PHI, Report
 # of their own.  Where a study has both, of one kind, the structured report's doses count.
 STRUCTURED = ("rdsr", "enhanced-sr")
 FROM_HEADERS = ("image-header", "secondary-capture")
+CONTENT = "content:"  # the identity of a report without event UIDs: its dose content (:func:`_identities`)
 
 SUMMED_TOTALS = [
     "ct_dlp_total_mGycm", "ct_event_count", "dap_total_Gym2", "dose_rp_total_Gy",
@@ -71,6 +73,7 @@ class SaveResult:
     new_event_uids: list[str] = field(default_factory=list)  # events never seen before
     superseded: list[str] = field(default_factory=list)  # reports this one supersedes
     superseded_by: Optional[str] = None  # set if an already stored report contains all our events
+    repeats: Optional[str] = None  # a stored report with no event UIDs and the same dose content: this one again
     record_json: Optional[str] = None  # a stored report's extract contract as written (no PHI); None for a duplicate
 
 
@@ -108,6 +111,8 @@ def save_report(tx: sqlite_utils.Database, report: Report, receipt: Receipt, sta
                 continue
             if other <= keys:
                 result.superseded.append(other_uid)
+                if other == keys and next(iter(keys)).startswith(CONTENT):
+                    result.repeats = result.repeats or other_uid
             elif keys <= other and result.superseded_by is None:
                 result.superseded_by = other_uid
 
@@ -182,8 +187,17 @@ def _event_uids(record: dict[str, Any]) -> set[str]:
 def _identities(record: dict[str, Any]) -> set[str]:
     """What tells a report's exposures from another report's, for supersession: its irradiation event UIDs and
     its Radiopharmaceutical Administration Event UIDs (an RRDSR has no irradiation events: without them, one sent
-    again under a new SOP Instance UID counted its activity twice)."""
-    return _event_uids(record) | {a["event_uid"] for a in record.get("administrations", []) if a.get("event_uid")}
+    again under a new SOP Instance UID counted its activity twice).  A report with neither (a CT dose screen, a
+    totals-only summary) is told apart by its dose content: the same content under a new SOP Instance UID is the
+    same report sent again.  Not an image: one that states no acquisition time (no derived UID) may be a retake
+    at the same technique, each exposure to be counted (docs/extraction.md)."""
+    found = _event_uids(record) | {a["event_uid"] for a in record.get("administrations", []) if a.get("event_uid")}
+    if found or record.get("source") == "image-header" or (record.get("source"), record.get("kind")) == (
+            "secondary-capture", "projection"):  # (an image, or an image sent as a secondary capture)
+        return found
+    content = {k: record.get(k) for k in ("kind", "source", "totals", "events", "administrations")}
+    content["device"] = {k: (record.get("device") or {}).get(k) for k in ("manufacturer", "model", "serial_number")}
+    return {CONTENT + hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()}
 
 
 def study_identity(db: sqlite_utils.Database, study_instance_uid: Optional[str]) -> Optional[PHI]:

@@ -216,3 +216,21 @@ def test_an_acknowledgement_leaves_the_box_without_the_patients_identity(agent_f
         assert word not in json.dumps(body)
     (kept,) = [a for a in agent.alerts() if a.id == alert.id]
     assert kept.ack["reason"] == typed  # on the box, as typed
+
+
+def test_a_dose_screen_sent_again_under_a_new_sop_uid_raises_no_series_alert_again(agent_for, corpus):
+    """The series of a CT dose screen have no irradiation event UIDs: a screen that came again under a new SOP
+    Instance UID had each series checked as a new one, and its notification alerts raised twice."""
+    import io
+
+    import pydicom
+
+    agent = agent_for(LOCAL_CHEST)
+    first = agent.send(corpus / "CT-SC-Philips_Brilliance16P.dcm")
+    assert len([a for a in first.ingest.alerts if a.kind == "ct_notification_value"]) == 3  # 7.2, 11.3, 9.3 mGy
+    ds = pydicom.dcmread(corpus / "CT-SC-Philips_Brilliance16P.dcm")
+    ds.SOPInstanceUID = generate_uid()
+    encoded = io.BytesIO()
+    ds.save_as(encoded)
+    again = agent.send(encoded.getvalue())
+    assert again.ingest.alerts == [] and len(agent.alerts(kind="ct_notification_value")) == 3

@@ -195,3 +195,24 @@ def test_a_radiopharmaceutical_report_sent_again_under_a_new_sop_uid_counts_its_
     assert save(store, again).superseded == [pet.sop_instance_uid]
     totals = study_totals(store.db, pet.study_instance_uid)
     assert totals["administered_activity_MBq"] == 394.0 and totals["ct_dlp_total_mGycm"] == 667.72
+
+
+def test_a_dose_report_without_event_uids_sent_again_under_a_new_sop_uid_counts_once(store, corpus):
+    """A Philips CT dose screen (no irradiation event UIDs) that came twice under two SOP Instance UIDs (a
+    re-send, a PACS re-export) showed the study's DLP doubled (2204.9 mGy·cm). The same dose content again
+    is the same report; a second screen of the study with other series still adds up."""
+    import copy
+
+    from agent.extract import extract_file
+
+    screen = extract_file(corpus / "CT-SC-Philips_Brilliance16P.dcm")
+    again, other = copy.deepcopy(screen), copy.deepcopy(screen)
+    again.sop_instance_uid += ".2"
+    save(store, screen)
+    saved = save(store, again)
+    assert saved.superseded == [screen.sop_instance_uid] and saved.repeats == screen.sop_instance_uid
+    assert study_totals(store.db, screen.study_instance_uid)["ct_dlp_total_mGycm"] == 1102.44609
+    other.sop_instance_uid += ".3"  # the study continued: a screen of one more series
+    other.events, other.totals.ct_dlp_total_mGycm, other.totals.ct_event_count = other.events[1:2], 196.01, 1
+    assert save(store, other).superseded == []
+    assert study_totals(store.db, screen.study_instance_uid)["ct_dlp_total_mGycm"] == 1298.45609
