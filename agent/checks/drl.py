@@ -11,7 +11,8 @@
   restored from a backup or a replacement box's new one (the central site keeps each id once).
 
 Every stored examination leaves its values in ``check_samples`` (one row per study or event;
-a cumulative report updates its study's row), which is the rolling window.
+a cumulative report updates its study's row), which is the rolling window.  The per-event rows of a
+report superseded under other event UIDs (images' headers by their study's RDSR) leave it (the stage).
 """
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ transaction as usual.  ``reload`` swaps the rules (SIGHUP); a bad table keeps th
 """
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import time
@@ -29,7 +30,7 @@ from agent import phi
 from agent.checks import ct, drl, fluoro
 from agent.checks.alerts import Alert, record
 from agent.checks.rules import Rules, RulesError, load_rules
-from agent.checks.study import StudyView, study_records, view
+from agent.checks.study import EVENT_FIELDS, StudyView, study_records, view
 
 if TYPE_CHECKING:
     from agent.config import ChecksConfig
@@ -55,6 +56,7 @@ class ChecksStage:
             new |= {f"{report.sop_instance_uid}#{n}" for n, e in enumerate(report.events)
                     if not e.irradiation_event_uid}
         samples = study.samples(rules)
+        _forget_superseded(tx, ingest.saved.superseded, study)
         checks: list[tuple[str, Callable[[], list[Alert]]]] = [
             ("ct_notification_value", lambda: ct.notification_values(study, new, rules)),
             ("ct_alert_value", lambda: ct.alert_values(study, rules)),
@@ -97,6 +99,26 @@ class ChecksStage:
             log.error("rules_reload_failed", reason=str(exc), kept=len(self.rules.levels))
             return False
         return self.reload(cfg.checks)
+
+
+def _forget_superseded(tx: sqlite_utils.Database, superseded: list[str], study: StudyView) -> None:
+    """Take the per-series/per-view values of the reports ``superseded`` out of the rolling window, where they are
+    not the same events of this study: an RDSR's exposures were already there under the event UIDs its images'
+    headers were given (a dose screen's under ``<SOP>#<n>``), and each counted twice in the medians."""
+    if not superseded:
+        return
+    kept = {e.subject for e in study.events}
+    for station, sop, record in tx.execute(
+            f"SELECT station, sop_instance_uid, record FROM reports WHERE sop_instance_uid IN "
+            f"({','.join('?' * len(superseded))})", superseded).fetchall():
+        events = json.loads(record).get("events", [])
+        gone = [s for s in (e.get("irradiation_event_uid") or f"{sop}#{n}" for n, e in enumerate(events))
+                if s not in kept]
+        if gone:
+            tx.execute(f"DELETE FROM check_samples WHERE station = ? AND quantity IN "
+                       f"({','.join('?' * len(EVENT_FIELDS))}) AND scope = 'per_event' AND subject IN "
+                       f"({','.join('?' * len(gone))})",
+                       [station, *EVENT_FIELDS, *gone])  # (through the primary key, not a scan of the station's)
 
 
 def _quoted_texts(study: StudyView, identity: Optional[re.Pattern[str]]) -> list[tuple[str, str]]:

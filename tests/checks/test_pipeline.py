@@ -234,3 +234,49 @@ def test_a_dose_screen_sent_again_under_a_new_sop_uid_raises_no_series_alert_aga
     ds.save_as(encoded)
     again = agent.send(encoded.getvalue())
     assert again.ingest.alerts == [] and len(agent.alerts(kind="ct_notification_value")) == 3
+
+
+MG_VIEWS = """
+[checks]
+median_window = 3
+
+[[checks.exam]]
+exam = "MG any"
+modality = "MG"
+pattern = "."
+
+[[checks.level]]
+id = "site-mg-agd"
+kind = "local_DRL"
+modality = "MG"
+exam = "MG any"
+quantity = "AGD"
+value = 1
+unit = "mGy"
+scope = "per_event"
+source = "site test value"
+evidence = "local"
+verified = true
+"""
+
+
+def test_views_of_images_an_rdsr_supersedes_leave_the_rolling_median(agent_for, corpus):
+    """An MG room sending its images (AGD in each header) and then the study's RDSR: the images' views stayed in
+    the rolling window beside the RDSR's, each exposure twice. Two views made a "median of the last 3 views"
+    and raised a median-above-DRL warning; the window now holds the RDSR's views only."""
+    import io
+
+    import pydicom
+
+    agent = agent_for(MG_VIEWS)
+    agent.send(corpus / "MG-Im-GE_Seno_1_ForPresentation.dcm")
+    agent.send(corpus / "MG-Im-GE_Seno_2_ForPresentation.dcm")
+    rdsr = pydicom.dcmread(corpus / "MG-RDSR-Hologic_2D.dcm")
+    rdsr.StudyInstanceUID = pydicom.dcmread(corpus / "MG-Im-GE_Seno_1_ForPresentation.dcm").StudyInstanceUID
+    encoded = io.BytesIO()
+    rdsr.save_as(encoded)
+    outcome = agent.send(encoded.getvalue())
+    assert len(outcome.ingest.saved.superseded) == 2
+    assert agent.alerts(kind="median_above_drl") == []
+    window = agent.store.db.execute("SELECT value FROM check_samples WHERE quantity = 'AGD' ORDER BY value").fetchall()
+    assert window == [("1.28",), ("1.3",)]
