@@ -52,14 +52,13 @@ def key_doses(db: sqlite_utils.Database, study: dict[str, Any]) -> list[dict[str
     totals = study["totals"]
     out: list[dict[str, Any]] = []
     if study.get("kind") == "ct":
-        if study["study_instance_uid"] is None:  # a report without a study UID: its own events
-            ctdi = max((e["ctdivol_mGy"] for r in db.execute("SELECT record FROM reports WHERE sop_instance_uid = ?",
-                                                             [study.get("sop_instance_uid")]).fetchall()
-                        for e in json.loads(r[0]).get("events", []) if e.get("ctdivol_mGy") is not None), default=None)
-        else:
-            (ctdi,) = db.execute(
-                "SELECT MAX(e.ctdivol_mGy) FROM events e JOIN reports r ON r.sop_instance_uid = e.sop_instance_uid "
-                "WHERE e.study_instance_uid = ? AND r.superseded_by IS NULL", [study["study_instance_uid"]]).fetchone()
+        # from the records of the reports that count, not the events table: a dose screen's series have no
+        # event UID, and so no row there (its study showed no CTDIvol)
+        records = study_records(db, study["study_instance_uid"]) if study["study_instance_uid"] is not None else [
+            json.loads(r[0]) for r in db.execute("SELECT record FROM reports WHERE sop_instance_uid = ?",
+                                                 [study.get("sop_instance_uid")]).fetchall()]  # no study UID: its own
+        ctdi = max((e["ctdivol_mGy"] for rec in records for e in rec.get("events", [])
+                    if e.get("ctdivol_mGy") is not None), default=None)
         out.append(dose("ctdivol_max_mGy", ctdi))
         out.append(dose("ct_dlp_total_mGycm", totals.get("ct_dlp_total_mGycm")))
     elif totals.get("agd_total_mGy"):
