@@ -71,6 +71,13 @@ def key_doses(db: sqlite_utils.Database, study: dict[str, Any]) -> list[dict[str
                 out.append(dose(quantity, totals[quantity]))
         if not out:  # a report that states none of them: say so, rather than an empty cell
             out.append(dose("dap_total_Gym2", None))
+    # a study of more than one kind (PET/CT, SPECT/CT, an angiography room with a CT) is shown as its first kind
+    # (ct before projection before radiopharmaceutical): the doses of the others too
+    if study.get("kind") == "ct":
+        out += [dose(q, totals[q]) for q in ("dap_total_Gym2", "dose_rp_total_Gy", "fluoro_time_total_s")
+                if totals.get(q) is not None]
+    if study.get("kind") != "radiopharmaceutical" and totals.get("administered_activity_MBq") is not None:
+        out.append(dose("administered_activity_MBq", totals["administered_activity_MBq"]))
     return out
 
 
