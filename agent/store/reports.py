@@ -4,8 +4,8 @@ Modalities re-send reports and some (Siemens CT) send a *cumulative* RDSR after 
 exposure, each containing all earlier events.  A report whose irradiation events are all
 contained in a later report of the same study is marked ``superseded_by`` that report, and a
 study's totals are taken from the reports that are not superseded.  Doses read from image headers
-or a dose screen are superseded, in the same way, by a dose report (RDSR) of the same study and
-kind, whichever arrives first: they are the same exposures (:data:`STRUCTURED`).
+or a dose screen are superseded, in the same way, by a dose report (RDSR) of the same study, kind
+and unit, whichever arrives first: they are the same exposures (:data:`STRUCTURED`).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from agent.extract.record import PHI, Report
 
 # A study's dose report (an RDSR) states every exposure of the modality that sends it; the doses in
 # its images' headers (or a dose screen) state some of the same exposures again, under event UIDs
-# of their own.  Where a study has both, of one kind, the structured report's doses count.
+# of their own.  Where a study has both, of one kind and from one unit, the structured report's doses count.
 STRUCTURED = ("rdsr", "enhanced-sr")
 FROM_HEADERS = ("image-header", "secondary-capture")
 CONTENT = "content:"  # the identity of a report without event UIDs: its dose content (:func:`_identities`)
@@ -100,13 +100,15 @@ def save_report(tx: sqlite_utils.Database, report: Report, receipt: Receipt, sta
             "WHERE study_instance_uid = ? AND superseded_by IS NULL ORDER BY received_at DESC, rowid DESC",
             [report.study_instance_uid],
         ).fetchall():
-            if other_kind == report.kind and report.source in STRUCTURED and other_source in FROM_HEADERS:
-                result.superseded.append(other_uid)
-                continue
-            if other_kind == report.kind and report.source in FROM_HEADERS and other_source in STRUCTURED:
-                result.superseded_by = result.superseded_by or other_uid
-                continue
-            other = _identities(json.loads(other_record))
+            other_record = json.loads(other_record)
+            if other_kind == report.kind and _same_equipment(record, other_record):
+                if report.source in STRUCTURED and other_source in FROM_HEADERS:
+                    result.superseded.append(other_uid)
+                    continue
+                if report.source in FROM_HEADERS and other_source in STRUCTURED:
+                    result.superseded_by = result.superseded_by or other_uid
+                    continue
+            other = _identities(other_record)
             if not keys or not other:
                 continue
             if other <= keys:
@@ -182,6 +184,18 @@ def _insert(tx: sqlite_utils.Database, table: str, row: dict[str, Any]) -> int:
 
 def _event_uids(record: dict[str, Any]) -> set[str]:
     return {e["irradiation_event_uid"] for e in record.get("events", []) if e.get("irradiation_event_uid")}
+
+
+def _same_equipment(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two reports may come from one unit: not where both name a device serial number, or both a
+    station name, and these differ (the names of a manufacturer and model vary between a unit's RDSR and
+    its images: "CARESTREAM" and "CARESTREAM HEALTH").  A study done in two rooms keeps both rooms' doses."""
+    da, db = a.get("device") or {}, b.get("device") or {}
+    for key in ("serial_number", "station_name"):
+        x, y = (str(d.get(key) or "").strip().upper() for d in (da, db))
+        if x and y and x != y:
+            return False
+    return True
 
 
 def _identities(record: dict[str, Any]) -> set[str]:

@@ -272,7 +272,10 @@ def test_views_of_images_an_rdsr_supersedes_leave_the_rolling_median(agent_for, 
     agent.send(corpus / "MG-Im-GE_Seno_1_ForPresentation.dcm")
     agent.send(corpus / "MG-Im-GE_Seno_2_ForPresentation.dcm")
     rdsr = pydicom.dcmread(corpus / "MG-RDSR-Hologic_2D.dcm")
-    rdsr.StudyInstanceUID = pydicom.dcmread(corpus / "MG-Im-GE_Seno_1_ForPresentation.dcm").StudyInstanceUID
+    image = pydicom.dcmread(corpus / "MG-Im-GE_Seno_1_ForPresentation.dcm", stop_before_pixels=True)
+    rdsr.StudyInstanceUID = image.StudyInstanceUID  # the study's RDSR, from the same unit
+    for attr in ("Manufacturer", "ManufacturerModelName", "DeviceSerialNumber", "StationName"):
+        setattr(rdsr, attr, image.get(attr))
     encoded = io.BytesIO()
     rdsr.save_as(encoded)
     outcome = agent.send(encoded.getvalue())

@@ -3,6 +3,8 @@ import json
 import shutil
 import sqlite3
 
+import pytest
+
 from tests.conftest import CORPUS, AgentProcess
 
 FILES = ["CT-RDSR-Siemens-Multi-1.dcm", "CT-RDSR-Siemens-Multi-2.dcm", "CT-RDSR-Siemens-Multi-3.dcm",
@@ -127,6 +129,8 @@ def test_a_rooms_images_and_its_rdsr_count_each_exposure_once(tmp_path):
         rdsr = pydicom.dcmread(CORPUS / "DX-RDSR-Carestream_DRXEvolution.dcm")
         image = pydicom.dcmread(CORPUS / "DX-Im-Carestream_DRX.dcm")
         image.StudyInstanceUID = rdsr.StudyInstanceUID  # one study of one room
+        image.Manufacturer, image.ManufacturerModelName = "CARESTREAM HEALTH", "DRX-Evolution"
+        image.DeviceSerialNumber, image.StationName = rdsr.DeviceSerialNumber, rdsr.StationName
         names = ["a.dcm", "b.dcm"] if order == "images first" else ["b.dcm", "a.dcm"]
         image.save_as(folder / names[0])
         rdsr.save_as(folder / names[1])
@@ -136,3 +140,19 @@ def test_a_rooms_images_and_its_rdsr_count_each_exposure_once(tmp_path):
         (study,) = json.loads(agent.cli("studies", "--json").stdout)["studies"]
         assert study["totals"]["dap_total_Gym2"] == 5.8099997e-06, order
         assert study["totals"]["reports"] == 1 and study["report_count"] == 2
+
+
+def test_a_study_done_in_two_rooms_keeps_both_rooms_doses(tmp_path):
+    """A mobile unit's image and another room's RDSR under one Study Instance UID: not the same exposures."""
+    import pydicom
+
+    rdsr = pydicom.dcmread(CORPUS / "DX-RDSR-Carestream_DRXEvolution.dcm")
+    image = pydicom.dcmread(CORPUS / "DX-Im-Carestream_DRX.dcm")  # a DRX-Revolution, serial 001829
+    image.StudyInstanceUID = rdsr.StudyInstanceUID
+    image.save_as(tmp_path / "image.dcm")
+    agent = AgentProcess(tmp_path / "agent")
+    assert agent.cli("import", str(tmp_path / "image.dcm"), str(CORPUS / "DX-RDSR-Carestream_DRXEvolution.dcm")
+                     ).returncode == 0
+    (study,) = json.loads(agent.cli("studies", "--json").stdout)["studies"]
+    assert study["totals"]["dap_total_Gym2"] == pytest.approx(5.8099997e-06 + 6.33e-06)
+    assert study["totals"]["reports"] == 2

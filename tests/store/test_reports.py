@@ -216,3 +216,12 @@ def test_a_dose_report_without_event_uids_sent_again_under_a_new_sop_uid_counts_
     other.events, other.totals.ct_dlp_total_mGycm, other.totals.ct_event_count = other.events[1:2], 196.01, 1
     assert save(store, other).superseded == []
     assert study_totals(store.db, screen.study_instance_uid)["ct_dlp_total_mGycm"] == 1298.45609
+
+
+def test_an_rdsr_of_another_unit_leaves_the_images_doses(store):
+    """One Study Instance UID, two rooms (a mobile unit's image, a room's RDSR): both doses count."""
+    image, rdsr = dx("9.1", "9.9", "image-header", "h1", 2.0e-5), dx("9.2", "9.9", "rdsr", "r1", 5.0e-5)
+    image.device.serial_number, rdsr.device.serial_number = "MOBILE-1", "ROOM-3"
+    save(store, image)
+    assert save(store, rdsr).superseded == []
+    assert study_totals(store.db, "9.9")["dap_total_Gym2"] == pytest.approx(7.0e-5)
