@@ -42,6 +42,7 @@ import structlog
 
 from agent.bus import Bus
 from agent.extract import extract_dataset, read_dataset
+from agent.extract.reader import pixel_data_offset
 from agent.extract.common import hstr
 from agent.extract.record import ExtractionError, Rejected, Report
 from agent.logs import Repeats
@@ -445,8 +446,15 @@ class Pipeline:
         dest = self.failed_dir / src.name
         try:
             self.failed_dir.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dest)
-            _fsync_dir(self.failed_dir)
+            header = _header_only(src) if status == "rejected" else None
+            if header is not None:  # a non-dose image: its header says what it is; its pixels are not kept
+                _write_durably(dest, header)
+                _unlink_quietly(src)
+                reason += f"; kept without its pixel data ({receipt.size_bytes - len(header):,} bytes left out)"
+                receipt.size_bytes = len(header)  # (what it takes on disk, for the quota)
+            else:
+                os.replace(src, dest)
+                _fsync_dir(self.failed_dir)
             receipt.path = str(dest)
         except OSError:
             pass  # it stays in the spool; the receipt says where
@@ -504,6 +512,21 @@ class _Tries:
         except sqlite3.Error as exc:  # the disk is failing: processing goes on, only the count is off
             log.warning("inbox_attempt_not_counted", error=str(exc))
             return False
+
+
+def _header_only(path: Path) -> bytes | None:
+    """The object at ``path`` without its pixel data (None if it has none, or it cannot be cut).
+
+    A router that sends every image of a study to the agent (a thousand CT slices of 0.5 MB per
+    examination) would otherwise fill the disk with rejected images within days."""
+    try:
+        at = pixel_data_offset(path)
+    except Exception:  # pydicom raises several kinds on data it cannot read: keep the object whole
+        return None
+    if at is None:
+        return None
+    with open(path, "rb") as f:
+        return f.read(at)
 
 
 def _write_durably(path: Path, data: bytes) -> None:

@@ -396,3 +396,49 @@ def test_an_object_sent_again_and_again_is_logged_once_a_minute_with_a_count_not
         pipeline.ingest(broken, "dicom", calling_ae="CT1")
         pipeline.ingest(good, "dicom", calling_ae="CT1")
     assert [(e["event"], e["times"]) for e in logs] == [("report_error_again", 29), ("report_duplicate", 29)]
+
+
+def ct_slice(n: int) -> bytes:
+    """A CT image of 512 × 512 16-bit pixels (512 KiB), as a router forwarding a whole study sends it."""
+    import io
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Modality, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = "CT", "1.2.3.4", "1.2.3.4.5", n
+    ds.Rows = ds.Columns = 512
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit, ds.PixelRepresentation, ds.SamplesPerPixel, ds.PhotometricInterpretation = 15, 1, 1, "MONOCHROME2"
+    ds.PixelData = bytes([n % 256]) * (512 * 512 * 2)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_rejected_images_are_kept_without_their_pixel_data(store, tmp_path):
+    """A router that forwards every image of a CT study to the agent: each slice (512 KiB) was kept whole
+    in failed/, for ever; a thousand-slice examination took 0.5 GB. Their headers are kept, and count."""
+    import pydicom
+
+    from agent.store.spool import spool_bytes
+
+    p = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    outcomes = [p.ingest(ct_slice(n), "dicom") for n in range(3)]
+    assert [o.status for o in outcomes] == ["rejected"] * 3
+    assert "kept without its pixel data (524,300 bytes left out)" in outcomes[0].reason
+    for o in outcomes:
+        kept = pydicom.dcmread(o.path)
+        assert kept.Modality == "CT" and "PixelData" not in kept and Path(o.path).stat().st_size < 2048
+    assert spool_bytes(store.db) == sum(Path(o.path).stat().st_size for o in outcomes)
+    reasons = [r for (r,) in rows(store, "SELECT reason FROM receipts WHERE status = 'rejected'")]
+    assert len(reasons) == 3 and all("pixel data" in r for r in reasons)
+    # a rejected object without pixel data (a non-dose SR) is kept as it came
+    from tests.conftest import CORPUS
+
+    sr = p.ingest((CORPUS / "ESR_non-dose.dcm").read_bytes(), "dicom")
+    assert Path(sr.path).read_bytes() == (CORPUS / "ESR_non-dose.dcm").read_bytes()

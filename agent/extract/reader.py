@@ -76,6 +76,20 @@ def read_dataset(source: Union[bytes, bytearray, memoryview, str, os.PathLike]) 
     return _read_content(ds, data, fp, True)
 
 
+def pixel_data_offset(path: Union[str, os.PathLike]) -> int | None:
+    """Where the top-level pixel data of the DICOM file at ``path`` begins, reading only the header before
+    it; None without pixel data, and for a deflated dataset (its bytes cannot be cut at an element).
+    The bytes before it are the object without its pixel data, as a valid DICOM file."""
+    with open(path, "rb") as f:
+        read_preamble(f, force=True)
+        if _read_file_meta_info(f).get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+            return None
+        f.seek(0)
+        read_partial(f, stop_when=_stop_at_pixels, force=True)  # (leaves f at the element it stopped at)
+        at = f.tell()
+        return at if at < os.fstat(f.fileno()).st_size else None
+
+
 def _inflate(deflated: memoryview, limit: int) -> tuple[bytes, bool]:
     """The first ``limit`` bytes of a deflated dataset, and whether that is all of it."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
