@@ -13,7 +13,7 @@ import time
 from typing import Callable
 
 import structlog
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
 from agent.config import DicomConfig
@@ -51,6 +51,16 @@ STORAGE_SOP_CLASSES = {
 }
 
 
+def accepted_sop_classes() -> list[str]:
+    """The dose objects, then every other Storage SOP class pynetdicom knows.  A PACS or router that forwards
+    whole studies sends presentation states, key object selections, enhanced and tomosynthesis images along
+    with the dose report: a class the agent did not accept failed the router's transfer (DCMTK's storescu
+    stopped there, before the study's RDSR) and it retried the study for ever.  Such an object is answered
+    Success and kept in failed/ as *rejected*, an image without its pixel data."""
+    return list(STORAGE_SOP_CLASSES) + [c.abstract_syntax for c in AllStoragePresentationContexts
+                                        if c.abstract_syntax not in STORAGE_SOP_CLASSES]
+
+
 class DicomSource:
     """C-ECHO and C-STORE SCP feeding :class:`Pipeline`. ``start()`` returns once listening."""
 
@@ -66,7 +76,7 @@ class DicomSource:
         if cfg.allowed_calling_aes:
             self.ae.require_calling_aet = list(cfg.allowed_calling_aes)
         self.ae.add_supported_context(Verification)
-        for uid in STORAGE_SOP_CLASSES:
+        for uid in accepted_sop_classes():
             self.ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
         storage = store.StoreService(pipeline, release_wait_s=cfg.acse_timeout_s / 2)
         self._handlers = [

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -350,3 +351,41 @@ def test_an_idle_agent_does_not_hold_the_last_large_object_it_received(agent_pro
     assert send([_secondary_capture(96 << 20)], "127.0.0.1", agent.dicom_port) == [0]  # processed once released
     assert studies(agent)["failed"][0]["status"] == "rejected"  # no dose in its header: kept for inspection
     assert _rss_kib(agent.proc.pid) - before < 48 << 10  # the worker held all 96 MiB until the next object
+
+
+def _study_object(sop_class: str, modality: str, study_uid: str, pixels: bool = False):
+    """A non-dose object of a forwarded study (a presentation state, a key object selection, an enhanced image)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Modality, ds.StudyInstanceUID, ds.SeriesInstanceUID = modality, study_uid, generate_uid()
+    if pixels:
+        ds.Rows = ds.Columns = 256
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit, ds.PixelRepresentation, ds.SamplesPerPixel, ds.PhotometricInterpretation = 15, 0, 1, "MONOCHROME2"
+        ds.NumberOfFrames = 4
+        ds.PixelData = bytes(256 * 256 * 2 * 4)
+    return ds
+
+
+def test_a_whole_study_forwarded_by_a_router_is_answered_success_object_by_object(agent_process):
+    """A PACS forwarding a whole CT study sends its presentation state, key object selection and enhanced
+    images with the slices and the RDSR. Their SOP classes were not accepted: the router's transfer failed
+    (storescu stopped before the RDSR) and was retried for ever. Each is now answered Success and set aside."""
+    agent = agent_process()
+    rdsr_ds = pydicom.dcmread(CORPUS / "CT-RDSR-Toshiba_DoseCheck.dcm")
+    study_uid = rdsr_ds.StudyInstanceUID
+    others = [_study_object("1.2.840.10008.5.1.4.1.1.11.1", "PR", study_uid),  # Grayscale Softcopy Presentation State
+              _study_object("1.2.840.10008.5.1.4.1.1.88.59", "KO", study_uid),  # Key Object Selection Document
+              _study_object("1.2.840.10008.5.1.4.1.1.2.1", "CT", study_uid, pixels=True)]  # Enhanced CT Image
+    assert send(others + [rdsr_ds], "127.0.0.1", agent.dicom_port, calling_ae="ROUTER") == [0, 0, 0, 0]
+    listed = studies(agent)
+    (study,) = listed["studies"]
+    assert study["study_instance_uid"] == study_uid and study["totals"]["ct_dlp_total_mGycm"] == 502.4
+    assert listed["failed_count"] == 3
+    assert all(f["status"] == "rejected" and Path(f["path"]).stat().st_size < 4096 for f in listed["failed"])
