@@ -530,17 +530,23 @@ def _header_only(path: Path) -> bytes | None:
 
 
 def _write_durably(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a ``.part`` file, which a failed write removes: nothing would
+    (in failed/ it is no receipt's file, and counts against no quota)."""
     tmp = path.with_suffix(".part")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
     _fsync_dir(path.parent)
 
 

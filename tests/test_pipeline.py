@@ -442,3 +442,25 @@ def test_rejected_images_are_kept_without_their_pixel_data(store, tmp_path):
 
     sr = p.ingest((CORPUS / "ESR_non-dose.dcm").read_bytes(), "dicom")
     assert Path(sr.path).read_bytes() == (CORPUS / "ESR_non-dose.dcm").read_bytes()
+
+
+def test_a_header_copy_that_cannot_be_written_leaves_no_partial_file_in_failed(store, tmp_path, monkeypatch):
+    """The disk fails while the header of a rejected image is written (full, an I/O error): the image stays
+    whole in the spool, where its receipt points, and was counted so; but the half-written copy was left in
+    failed/ as a ``.part`` file that nothing lists, counts against the quota or ever removes."""
+    import errno
+    import os
+
+    real = os.replace
+
+    def failing(src, dst):
+        if Path(dst).parent.name == "failed":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst)
+
+    p = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    monkeypatch.setattr(os, "replace", failing)
+    outcome = p.ingest(ct_slice(1), "dicom")
+    assert outcome.status == "rejected" and Path(outcome.path).parent.parent.parent.parent.name == "spool"
+    assert Path(outcome.path).stat().st_size > 512 * 512 * 2  # kept whole where the receipt says
+    assert list((tmp_path / "failed").iterdir()) == []
