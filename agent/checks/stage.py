@@ -20,6 +20,7 @@ import json
 import re
 import sqlite3
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -66,8 +67,11 @@ class ChecksStage:
             ("fluoro_threshold", lambda: fluoro.from_study(study, rules)),
         ]
         quoted = _quoted_texts(study, phi.pattern(report.phi))  # a protocol or a scanner's reason may name the patient
+        raised = _raised_on_replaced(tx, study) if ingest.saved.superseded else []
         for name, check in checks:
             for alert in _guarded(tx, name, study, check):
+                if raised and _raised_before(alert, raised):
+                    continue
                 for text, redacted in quoted:
                     alert.message = alert.message.replace(text, redacted)
                 if record(tx, alert):
@@ -119,6 +123,40 @@ def _forget_superseded(tx: sqlite_utils.Database, superseded: list[str], study: 
                        f"({','.join('?' * len(EVENT_FIELDS))}) AND scope = 'per_event' AND subject IN "
                        f"({','.join('?' * len(gone))})",
                        [station, *EVENT_FIELDS, *gone])  # (through the primary key, not a scan of the station's)
+
+
+PER_EXPOSURE = ("ct_notification_value", "exam_above_drl", "modality_dose_check")  # alerts on one series or view
+SAME_VALUE = Decimal("0.02")  # a dose screen's or an image's value and the RDSR's, rounded each its own way
+
+
+def _raised_on_replaced(tx: sqlite_utils.Database, study: StudyView) -> list[tuple[str, str, Decimal]]:
+    """(kind, rule, value) of the per-series and per-view alerts of the study raised on exposures it no longer
+    holds: those of the dose screen or images a report now supersedes (:func:`_raised_before`)."""
+    if not study.study_uid:
+        return []
+    held = {e.uid for e in study.events if e.uid} | {e.subject for e in study.events}
+    return [(kind, rule, Decimal(value)) for kind, rule, value, uid in tx.execute(
+        f"SELECT kind, rule, value, irradiation_event_uid FROM alerts WHERE study_instance_uid = ? "
+        f"AND kind IN ({','.join('?' * len(PER_EXPOSURE))}) AND value IS NOT NULL",
+        [study.study_uid, *PER_EXPOSURE]).fetchall() if uid is None or uid not in held]
+
+
+def _raised_before(alert: Alert, raised: list[tuple[str, str, Decimal]]) -> bool:
+    """Whether ``alert`` repeats one raised on the same scan as the study's dose screen or an image showed it
+    (the RDSR that supersedes them states the scans again, under event UIDs of their own): the same kind and
+    rule, and the same value but for rounding.  Each earlier alert answers for one new alert at most; the
+    match is taken out of ``raised``.  A scan the screen or the images did not show is still alerted."""
+    if alert.kind not in PER_EXPOSURE or alert.value is None:
+        return False
+    for n, (kind, rule, value) in enumerate(raised):
+        if (kind, rule) == (alert.kind, alert.rule) and abs(value - alert.value) <= SAME_VALUE * max(
+                abs(value), abs(alert.value)):
+            del raised[n]
+            log.info("alert_raised_before", kind=alert.kind, rule=alert.rule,
+                     study_instance_uid=alert.study_instance_uid, hint="the same scan, as the study's dose screen "
+                     "or images showed it: alerted then")
+            return True
+    return False
 
 
 def _quoted_texts(study: StudyView, identity: Optional[re.Pattern[str]]) -> list[tuple[str, str]]:

@@ -236,6 +236,28 @@ def test_a_dose_screen_sent_again_under_a_new_sop_uid_raises_no_series_alert_aga
     assert again.ingest.alerts == [] and len(agent.alerts(kind="ct_notification_value")) == 3
 
 
+def test_an_rdsr_after_its_dose_screen_raises_no_series_alert_again_but_a_new_series_still_alerts(agent_for, corpus):
+    """A CT that sends its dose screen and then its RDSR: the screen's three series raised their notification
+    warnings, and the RDSR raised them again for the same scans (its series carry event UIDs of their own).
+    The technologist is warned once per scan; a scan the screen did not show is still warned of."""
+    import pydicom
+
+    agent = agent_for(LOCAL_CHEST)
+    screen = agent.send(corpus / "CT-SC-Philips_Brilliance16P.dcm")
+    assert len([a for a in screen.ingest.alerts if a.kind == "ct_notification_value"]) == 3  # 7.2, 11.3, 9.3 mGy
+    study = pydicom.dcmread(corpus / "CT-SC-Philips_Brilliance16P.dcm", stop_before_pixels=True).StudyInstanceUID
+    series = [rdsr.CTSeries(name, "Chest", ctdivol=c, dlp=d, phantom="body") for name, c, d in (
+        ("PRE KIDNEYS", "7.20", "196.01"), ("30S KIDNEYS", "11.33", "248.59"), ("100S C/A/P", "9.32", "657.85"),
+        ("EXTRA", "12.5", "120.0"))]  # the scan after the screen was made
+    report = rdsr.ct_report(series, study_uid=study, station="PHILIPS-E71E3F0", manufacturer="Philips",
+                            model="Brilliance 16P")
+    outcome = agent.send(rdsr.encode(report))
+    assert outcome.ingest.saved.superseded == [screen.ingest.report.sop_instance_uid]
+    again = [a for a in outcome.ingest.alerts if a.kind == "ct_notification_value" and a.quantity == "CTDIvol"]
+    assert [a.message.split("'")[1] for a in again] == ["EXTRA"]
+    assert len(agent.alerts(kind="ct_notification_value")) == 4
+
+
 MG_VIEWS = """
 [checks]
 median_window = 3
