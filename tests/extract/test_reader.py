@@ -113,3 +113,51 @@ def test_a_deflated_dose_report_reads_as_its_plain_encoding():
     ds.save_as(out, enforce_file_format=True)
     want, got = extract_dataset(read_dataset(plain)), extract_dataset(read_dataset(out.getvalue()))
     assert got.events == want.events and got.totals == want.totals and got.events
+
+
+def _image(ts: str, **extra) -> bytes:
+    """A small image in transfer syntax ``ts`` (JPEG Baseline: encapsulated pixel data)."""
+    from pydicom.encaps import encapsulate
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ts
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Modality, ds.Rows, ds.Columns, ds.BitsAllocated = "CT", 64, 64, 16
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    ds.PixelData = b"\x01\x02" * 64 * 64
+    if ts == "1.2.840.10008.1.2.4.50":
+        ds.PixelData = encapsulate([b"\xff\xd8" + b"\x00" * 4000 + b"\xff\xd9"])
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("ts", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
+                                "1.2.840.10008.1.2.4.50"])  # implicit, explicit, big endian, JPEG (encapsulated)
+def test_the_bytes_before_the_pixel_data_are_the_image_without_it(tmp_path, ts):
+    """What a rejected image is kept as (pipeline): a valid DICOM file, its header whole, no pixel data."""
+    icon = Dataset()
+    icon.Rows = icon.Columns = 2
+    icon.BitsAllocated = 8
+    icon.PixelData = b"\x00\x01\x02\x03"  # pixel data inside an item is part of the header
+    data = _image(ts, StudyDescription="Thorax", IconImageSequence=[icon])
+    (tmp_path / "image.dcm").write_bytes(data)
+    at = reader.pixel_data_offset(tmp_path / "image.dcm")
+    assert at is not None and len(data) - at >= 4000
+    kept = pydicom.dcmread(io.BytesIO(data[:at]))
+    assert "PixelData" not in kept and kept.StudyDescription == "Thorax"
+    assert kept.IconImageSequence[0].PixelData == b"\x00\x01\x02\x03"
+    assert kept.SOPInstanceUID == pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID
+
+
+def test_an_object_without_pixel_data_or_deflated_or_cut_is_not_cut(tmp_path):
+    (tmp_path / "sr.dcm").write_bytes((CORPUS / "ESR_non-dose.dcm").read_bytes())
+    assert reader.pixel_data_offset(tmp_path / "sr.dcm") is None
+    deflated = _image(DeflatedExplicitVRLittleEndian)
+    (tmp_path / "deflated.dcm").write_bytes(deflated)
+    assert reader.pixel_data_offset(tmp_path / "deflated.dcm") is None
+    (tmp_path / "cut.dcm").write_bytes(_image(ExplicitVRLittleEndian)[:200])  # ends inside the header
+    assert reader.pixel_data_offset(tmp_path / "cut.dcm") is None
