@@ -118,16 +118,17 @@ def test_a_long_migration_extends_the_start_timeout_and_says_what_it_does(tmp_pa
     before = [dict(line.split("=", 1) for line in message.splitlines()) for message in told[:ready]]
     assert before, told  # (nothing else precedes READY)
     assert all(m["EXTEND_TIMEOUT_USEC"] == str(int(EXTEND_BY_S * 1e6)) and "STATUS" in m for m in before), told
-    assert {m["STATUS"] for m in before} == {"upgrading the store: migration 13 check_samples_phantom_backfill "
-                                              "(1 of 3 to apply)"}, told
+    statuses = {m["STATUS"] for m in before}  # (on a slow machine a later migration may take long enough too)
+    assert "upgrading the store: migration 13 check_samples_phantom_backfill (1 of 3 to apply)" in statuses, told
+    assert all(s.startswith("upgrading the store: migration 1") for s in statuses), told
     assert told[ready + 1] == "STATUS=", told  # systemctl status shows no finished step
     assert not any("EXTEND_TIMEOUT_USEC" in m for m in told[ready:]), told
     events = agent.log_events()
     (started,) = [e for e in events if e["event"] == "migration_started" and e["version"] == 13]
     (applied,) = [e for e in events if e["event"] == "migration_applied" and e["version"] == 13]
     assert (started["n"], started["of"]) == (1, 3) and applied["duration_s"] > EXTEND_EVERY_S, applied
-    (slow,) = [e for e in events if e["event"] == "startup_in_progress"]  # the journal says it, once per step
-    assert "migration 13" in slow["step"]
+    slow = [e["step"] for e in events if e["event"] == "startup_in_progress"]  # the journal says it, once per step
+    assert len(slow) == len(set(slow)) and any("migration 13" in step for step in slow), slow
 
 
 def test_start_up_work_without_progress_is_no_longer_extended(tmp_path, notify_socket, monkeypatch):
