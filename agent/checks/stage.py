@@ -57,7 +57,11 @@ class ChecksStage:
             new |= {f"{report.sop_instance_uid}#{n}" for n, e in enumerate(report.events)
                     if not e.irradiation_event_uid}
         samples = study.samples(rules)
-        _forget_superseded(tx, ingest.saved.superseded, study)
+        raised: list[tuple[str, str, Decimal]] = []
+        if ingest.saved.superseded:  # what the reports it supersedes left behind them
+            held = {e.subject for e in study.events}
+            _forget_superseded(tx, ingest.saved.superseded, held)
+            raised = _raised_on_replaced(tx, study.study_uid, held)
         checks: list[tuple[str, Callable[[], list[Alert]]]] = [
             ("ct_notification_value", lambda: ct.notification_values(study, new, rules)),
             ("ct_alert_value", lambda: ct.alert_values(study, rules)),
@@ -67,7 +71,6 @@ class ChecksStage:
             ("fluoro_threshold", lambda: fluoro.from_study(study, rules)),
         ]
         quoted = _quoted_texts(study, phi.pattern(report.phi))  # a protocol or a scanner's reason may name the patient
-        raised = _raised_on_replaced(tx, study) if ingest.saved.superseded else []
         for name, check in checks:
             for alert in _guarded(tx, name, study, check):
                 if raised and _raised_before(alert, raised):
@@ -105,19 +108,16 @@ class ChecksStage:
         return self.reload(cfg.checks)
 
 
-def _forget_superseded(tx: sqlite_utils.Database, superseded: list[str], study: StudyView) -> None:
+def _forget_superseded(tx: sqlite_utils.Database, superseded: list[str], held: set[str]) -> None:
     """Take the per-series/per-view values of the reports ``superseded`` out of the rolling window, where they are
-    not the same events of this study: an RDSR's exposures were already there under the event UIDs its images'
+    not events the study still ``held``: an RDSR's exposures were already there under the event UIDs its images'
     headers were given (a dose screen's under ``<SOP>#<n>``), and each counted twice in the medians."""
-    if not superseded:
-        return
-    kept = {e.subject for e in study.events}
     for station, sop, record in tx.execute(
             f"SELECT station, sop_instance_uid, record FROM reports WHERE sop_instance_uid IN "
             f"({','.join('?' * len(superseded))})", superseded).fetchall():
         events = json.loads(record).get("events", [])
         gone = [s for s in (e.get("irradiation_event_uid") or f"{sop}#{n}" for n, e in enumerate(events))
-                if s not in kept]
+                if s not in held]
         if gone:
             tx.execute(f"DELETE FROM check_samples WHERE station = ? AND quantity IN "
                        f"({','.join('?' * len(EVENT_FIELDS))}) AND scope = 'per_event' AND subject IN "
@@ -129,16 +129,16 @@ PER_EXPOSURE = ("ct_notification_value", "exam_above_drl", "modality_dose_check"
 SAME_VALUE = Decimal("0.02")  # a dose screen's or an image's value and the RDSR's, rounded each its own way
 
 
-def _raised_on_replaced(tx: sqlite_utils.Database, study: StudyView) -> list[tuple[str, str, Decimal]]:
+def _raised_on_replaced(tx: sqlite_utils.Database, study_uid: Optional[str],
+                        held: set[str]) -> list[tuple[str, str, Decimal]]:
     """(kind, rule, value) of the per-series and per-view alerts of the study raised on exposures it no longer
-    holds: those of the dose screen or images a report now supersedes (:func:`_raised_before`)."""
-    if not study.study_uid:
+    ``held`` (event subjects): those of the dose screen or images a report now supersedes (:func:`_raised_before`)."""
+    if not study_uid:
         return []
-    held = {e.uid for e in study.events if e.uid} | {e.subject for e in study.events}
     return [(kind, rule, Decimal(value)) for kind, rule, value, uid in tx.execute(
         f"SELECT kind, rule, value, irradiation_event_uid FROM alerts WHERE study_instance_uid = ? "
         f"AND kind IN ({','.join('?' * len(PER_EXPOSURE))}) AND value IS NOT NULL",
-        [study.study_uid, *PER_EXPOSURE]).fetchall() if uid is None or uid not in held]
+        [study_uid, *PER_EXPOSURE]).fetchall() if uid is None or uid not in held]
 
 
 def _raised_before(alert: Alert, raised: list[tuple[str, str, Decimal]]) -> bool:
