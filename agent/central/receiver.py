@@ -231,10 +231,11 @@ class Receiver:
                 return
             accepted, outcomes = stored
         numbered: list[Message] = []  # seqs new to the database: a reuse shows there
+        handled = {"stored": 0, "duplicates": 0}
         for m, outcome in zip(accepted, outcomes):
             if m.kind == "status":
                 continue
-            self.counts["stored" if outcome == STORED else "duplicates"] += 1
+            handled["stored" if outcome == STORED else "duplicates"] += 1
             if outcome != DUPLICATE:
                 numbered.append(m)
             if not self.central.shared_group:  # a shared subscription sees only its share of the seqs
@@ -243,6 +244,8 @@ class Receiver:
             if message.qos > 0:
                 client.ack(message.mid, message.qos)
         self._log_reuses(numbered)
+        for key, n in handled.items():  # counted once all is done with them, logs included
+            self.counts[key] += n
 
     def _one_by_one(self, raws: list[mqtt.MQTTMessage], accepted: list[Message]
                     ) -> Optional[tuple[list[Message], list[str]]]:

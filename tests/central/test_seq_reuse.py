@@ -98,3 +98,24 @@ def test_a_shared_receiver_sees_a_reuse_of_numbers_another_receiver_stored(broke
             station.publish(message(seq, tag="restored"))
         _handled(rx, 2)
     assert [(e["seq"], e["times"]) for e in _reuses(logs)] == [(3, 1)]
+
+
+def test_a_message_counted_as_handled_has_had_its_reuse_logged(broker, station, tmp_path, central, monkeypatch):
+    """What the receiver counts is done with, its log line included: a test or a stop that reads the
+    counts finds the line there, however slow the database is to answer whether the seq was reused."""
+    from agent.central.store import CentralStore
+
+    reused = CentralStore.reused
+
+    def slow(self, messages):
+        time.sleep(0.3)
+        return reused(self, messages)
+
+    monkeypatch.setattr(CentralStore, "reused", slow)
+    cfg = make_config(tmp_path, broker.port)
+    with capture_logs() as logs:
+        rx = central(cfg)
+        station.publish(message(1, tag="sent"))
+        station.publish(message(1, tag="restored"))
+        _handled(rx, 2)
+        assert [(e["seq"], e["times"]) for e in _reuses(logs)] == [(1, 1)]
