@@ -85,6 +85,7 @@ class DicomSource:
             (evt.EVT_ACSE_RECV, storage.on_acse_recv),
             (evt.EVT_CONN_OPEN, no_delay),
             (evt.EVT_CONN_OPEN, read_timeout),
+            (evt.EVT_CONN_CLOSE, closed_before_request),
             (evt.EVT_ESTABLISHED, tls.log_association),
             (evt.EVT_REJECTED, _log_rejected),
             (evt.EVT_ABORTED, _log_aborted),
@@ -179,6 +180,20 @@ def read_timeout(event) -> None:
         event.assoc.dul.socket.socket.settimeout(event.assoc.network_timeout)
     except (AttributeError, OSError):
         pass
+
+
+def closed_before_request(event) -> None:
+    """A connection closed before it asked for an association (a monitoring system's TCP check, a
+    port scan, a modality giving up): pynetdicom's association thread goes on waiting for the request
+    until ``acse_timeout_s``, holding one of ``max_associations`` slots and the agent's stop.  Its
+    wait is ended now, as pynetdicom ends it on the timeout (the DUL is already idle)."""
+    assoc = event.assoc
+    try:
+        waiting = assoc.is_acceptor and assoc.dul.state_machine.current_state == "Sta2"  # AA-5: no primitive
+    except AttributeError:
+        return
+    if waiting and assoc.requestor.primitive is None:
+        assoc.dul.to_user_queue.put(None)
 
 
 def _log_rejected(event) -> None:

@@ -389,3 +389,25 @@ def test_a_whole_study_forwarded_by_a_router_is_answered_success_object_by_objec
     assert study["study_instance_uid"] == study_uid and study["totals"]["ct_dlp_total_mGycm"] == 502.4
     assert listed["failed_count"] == 3
     assert all(f["status"] == "rejected" and Path(f["path"]).stat().st_size < 4096 for f in listed["failed"])
+
+
+def test_a_port_probe_takes_no_slot_and_does_not_hold_up_the_stop(agent_process):
+    """Monitoring checks the DICOM port by opening a TCP connection and closing it.  Each probe is over
+    at once: with one association slot a modality is served right after a run of probes, and the agent
+    stops within a second or two, not after the ACSE timeout (30 s by default)."""
+    import socket
+    import time
+
+    agent = agent_process("[dicom]\nmax_associations = 1\n")
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", agent.dicom_port), timeout=2):
+            pass
+    time.sleep(0.3)
+    assert echo("127.0.0.1", agent.dicom_port) == 0
+    with socket.create_connection(("127.0.0.1", agent.dicom_port), timeout=2):
+        pass
+    time.sleep(0.3)
+    started = time.monotonic()
+    assert agent.stop() == 0
+    assert time.monotonic() - started < 5
+    assert [e for e in agent.log_events() if e["event"] == "dicom_stopped"][0]["aborted_associations"] == 0
