@@ -137,6 +137,9 @@ class StoreConfig(Section):
     """Received objects, fsync'd before their report is committed; failed ones move to ``failed/`` beside it."""
     quota_mb: Optional[float] = Field(default=None, gt=0)
     """Database plus spool; when reached, new C-STOREs get 0xA700 (nothing stored is dropped)."""
+    rejected_retention_days: float = Field(default=30, ge=0)
+    """Rejected objects (no dose in them: images a router forwarded, non-dose SRs) are deleted from
+    ``failed/`` this long after they arrived; 0 keeps them for ever.  Unreadable ones are never deleted."""
 
 
 class LoggingConfig(Section):

@@ -34,6 +34,7 @@ from agent.sources.dicom.tls import TlsSetupError
 from agent.sources.serial import SerialSource
 from agent.startup import Startup
 from agent.store import Store, StoreError, first_unwritable
+from agent.store.failed import prune_rejected
 from agent.uplink import ReportOutboxStage, Uplink
 from agent.uplink.privacy import SiteSecretError
 
@@ -46,6 +47,7 @@ log = structlog.get_logger("agent.daemon")
 START_ERRORS = (StoreError, OSError, sqlite3.Error, SiteSecretError, TokenError)
 RELOADABLE = {"checks"}  # configuration sections that SIGHUP applies to the running agent
 HEALTH_S = 5.0  # health check and watchdog ping interval (WatchdogSec in the unit is larger)
+HOUSEKEEPING_S = 3600.0  # rejected objects past their retention are pruned at start, then this often
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -152,6 +154,15 @@ class Agent:
                 log.exception("component_stop_failed", component=type(component).__name__)
         self.store.close()
 
+    def housekeeping(self) -> None:
+        """Delete rejected objects kept longer than ``[store] rejected_retention_days`` (the store refusing
+        is logged; they are tried again next time)."""
+        try:
+            prune_rejected(self.store, self.pipeline.failed_dir, self.pipeline.spool_dir,
+                           self.cfg.store.rejected_retention_days)
+        except StoreError as exc:
+            log.error("rejected_prune_failed", error=str(exc))
+
     def reload(self, cfg: Config) -> None:
         for reload in self.reloaders:
             reload(cfg)
@@ -227,7 +238,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         next_health = time.monotonic() + HEALTH_S
         unhealthy, unhealthy_since = logs.Repeats(), None
+        next_housekeeping = time.monotonic()
         while not stop.is_set():
+            if time.monotonic() >= next_housekeeping:
+                next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+                agent.housekeeping()
             wake.wait(max(0.0, next_health - time.monotonic()))
             wake.clear()
             if stop.is_set():

@@ -254,3 +254,27 @@ def test_an_empty_console_token_file_is_caught_by_check_config_and_stops_run_in_
     assert f"console.token_file (line 13): {tmp_path / 'token'}: the token must have at least 4 characters" in checked.stderr
     failed = _start_failure(run_agent("run", "-c", str(config), timeout=60))
     assert failed["error"].startswith("[console] token_file:") and "at least 4 characters" in failed["error"]
+
+
+def test_a_routers_forwarded_images_leave_failed_after_their_retention_and_leave_studies(agent_process):
+    """A CT slice a router forwarded is kept (its header) and listed; once older than
+    rejected_retention_days the running agent deletes it and `studies` no longer counts it."""
+    import io
+    from pathlib import Path
+
+    import pydicom
+
+    from tests.test_pipeline import ct_slice
+
+    agent = agent_process("[store]\nrejected_retention_days = 2\n")
+    assert send([pydicom.dcmread(io.BytesIO(ct_slice(1)))], "127.0.0.1", agent.dicom_port) == [0]
+    wait_for(lambda: json.loads(agent.cli("studies", "--json").stdout)["failed_count"] == 1, what="the rejected slice")
+    (kept,) = [f["path"] for f in json.loads(agent.cli("studies", "--json").stdout)["failed"]]
+    assert Path(kept).exists()
+    assert agent.stop() == 0
+    with sqlite3.connect(agent.db_path) as db:  # three days later
+        db.execute("UPDATE receipts SET received_at = '2020-01-01T00:00:00.000000Z'")
+    agent.start()
+    wait_for(lambda: any(e["event"] == "rejected_pruned" for e in agent.log_events()), what="the prune")
+    assert not Path(kept).exists()
+    assert json.loads(agent.cli("studies", "--json").stdout)["failed_count"] == 0

@@ -344,16 +344,21 @@ def without_identity(db: sqlite_utils.Database, study: dict[str, Any]) -> dict[s
     return study
 
 
+_STILL_KEPT = "NOT EXISTS (SELECT 1 FROM spool_pruned p WHERE p.receipt_id = receipts.id)"  # (pruned: rejected_retention_days)
+
+
 def failed_receipts(db: sqlite_utils.Database, limit: int = 50) -> list[dict[str, Any]]:
-    """Receipts that were kept but not stored as a report (rejected or unreadable), newest first."""
+    """Receipts that were kept but not stored as a report (rejected or unreadable), newest first; not
+    the rejected ones pruned after ``[store] rejected_retention_days``."""
     return list(db.query(
         "SELECT id, received_at, origin, calling_ae, sop_class_uid, path, status, reason FROM receipts "
-        "WHERE status IN ('rejected', 'error') ORDER BY id DESC LIMIT ?", [limit]))
+        f"WHERE status IN ('rejected', 'error') AND {_STILL_KEPT} ORDER BY id DESC LIMIT ?", [limit]))
 
 
 def count_failed(db: sqlite_utils.Database) -> int:
     """How many receipts were kept but not stored as a report (:func:`failed_receipts` lists the newest)."""
-    return db.execute("SELECT COUNT(*) FROM receipts WHERE status IN ('rejected', 'error')").fetchone()[0]
+    return db.execute(f"SELECT COUNT(*) FROM receipts WHERE status IN ('rejected', 'error') AND {_STILL_KEPT}"
+                      ).fetchone()[0]
 
 
 def iter_reports(db: sqlite_utils.Database, since: str | None = None) -> Iterable[dict[str, Any]]:

@@ -1,0 +1,85 @@
+"""Pruning ``failed/``: rejected objects (no dose in them) are kept for a while, then deleted.
+
+A rejected object is one the agent read and found no dose in: a CT slice or an NM image that a
+router forwarded with the study, a non-dose SR.  It is kept in ``failed/`` (an image as its header
+only) so that hospital IT can see what is being sent, and deleted ``rejected_retention_days`` after
+it arrived: a router forwarding whole studies would otherwise fill the disk, and with a quota set,
+make the agent refuse the dose reports too.  Objects that could not be read (``error``: a damaged
+or cut dose report) are never pruned: they may be the only copy of a dose.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Optional
+
+import structlog
+
+from .db import Store
+from .spool import record_pruned
+
+log = structlog.get_logger("agent.store")
+
+PRUNE_BATCH = 500
+
+
+@dataclass
+class PrunedRejected:
+    files: int = 0
+    bytes: int = 0
+
+
+def prune_rejected(store: Store, failed_dir: Path, spool_dir: Path, retention_days: float,
+                   now: Optional[datetime] = None) -> PrunedRejected:
+    """Delete the files of rejected receipts received more than ``retention_days`` ago, in batches, and
+    record them as pruned: they leave the quota and ``alara-edge studies``.  A file is deleted only in
+    ``failed_dir`` or ``spool_dir`` (a rejected object whose move to failed/ failed stays in the spool);
+    one found elsewhere, or that cannot be deleted, is left and still counted.  ``retention_days`` 0
+    keeps them for ever."""
+    result = PrunedRejected()
+    if retention_days <= 0:
+        return result
+    before = ((now or datetime.now(timezone.utc)) - timedelta(days=retention_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    roots = [Path(failed_dir).resolve(), Path(spool_dir).resolve()]
+    after = 0
+    while True:
+        with store.transaction() as tx:
+            rows = tx.execute(
+                "SELECT r.id, r.path, r.size_bytes FROM receipts r LEFT JOIN spool_pruned p ON p.receipt_id = r.id "
+                "WHERE r.status = 'rejected' AND r.received_at < ? AND r.id > ? AND p.receipt_id IS NULL "
+                "ORDER BY r.id LIMIT ?", [before, after, PRUNE_BATCH]).fetchall()
+            for receipt_id, path, size in rows:
+                removed = _remove(Path(path), roots)
+                if removed is None:
+                    continue
+                if removed:
+                    result.files += 1
+                    result.bytes += size
+                record_pruned(tx, receipt_id, size)
+        if len(rows) < PRUNE_BATCH:
+            break
+        after = rows[-1][0]
+    if result.files:
+        log.info("rejected_pruned", files=result.files, bytes=result.bytes, received_before=before)
+    return result
+
+
+def _remove(path: Path, roots: list[Path]) -> Optional[bool]:
+    """Unlink ``path`` if it lies in one of ``roots``.  True: removed; False: gone already; None: left
+    (elsewhere, or it could not be removed)."""
+    try:
+        resolved = path.resolve()
+    except OSError:
+        return None
+    if not any(root in resolved.parents for root in roots):
+        return None
+    try:
+        os.unlink(resolved)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.warning("rejected_prune_failed", path=str(path), error=exc.strerror)
+        return None
