@@ -154,14 +154,16 @@ class Agent:
                 log.exception("component_stop_failed", component=type(component).__name__)
         self.store.close()
 
-    def housekeeping(self) -> None:
+    def housekeeping(self) -> bool:
         """Delete rejected objects kept longer than ``[store] rejected_retention_days`` (the store refusing
-        is logged; they are tried again next time)."""
+        is logged; they are tried again next time).  True if some are left for the next call: a backlog
+        is pruned a few thousand at a time, so that the watchdog's pings go on in between."""
         try:
-            prune_rejected(self.store, self.pipeline.failed_dir, self.pipeline.spool_dir,
-                           self.cfg.store.rejected_retention_days)
-        except StoreError as exc:
+            return prune_rejected(self.store, self.pipeline.failed_dir, self.pipeline.spool_dir,
+                                  self.cfg.store.rejected_retention_days).more
+        except (StoreError, sqlite3.Error) as exc:
             log.error("rejected_prune_failed", error=str(exc))
+            return False
 
     def reload(self, cfg: Config) -> None:
         for reload in self.reloaders:
@@ -241,8 +243,8 @@ def run(args: argparse.Namespace) -> int:
         next_housekeeping = time.monotonic()
         while not stop.is_set():
             if time.monotonic() >= next_housekeeping:
-                next_housekeeping = time.monotonic() + HOUSEKEEPING_S
-                agent.housekeeping()
+                more = agent.housekeeping()
+                next_housekeeping = time.monotonic() + (HEALTH_S if more else HOUSEKEEPING_S)
             wake.wait(max(0.0, next_health - time.monotonic()))
             wake.clear()
             if stop.is_set():

@@ -29,40 +29,50 @@ PRUNE_BATCH = 500
 class PrunedRejected:
     files: int = 0
     bytes: int = 0
+    more: bool = False
 
 
 def prune_rejected(store: Store, failed_dir: Path, spool_dir: Path, retention_days: float,
-                   now: Optional[datetime] = None) -> PrunedRejected:
+                   now: Optional[datetime] = None, max_files: int = 10 * PRUNE_BATCH) -> PrunedRejected:
     """Delete the files of rejected receipts received more than ``retention_days`` ago, in batches, and
     record them as pruned: they leave the quota and ``alara-edge studies``.  A file is deleted only in
     ``failed_dir`` or ``spool_dir`` (a rejected object whose move to failed/ failed stays in the spool);
     one found elsewhere, or that cannot be deleted, is left and still counted.  ``retention_days`` 0
-    keeps them for ever."""
+    keeps them for ever.  At most about ``max_files`` a call (``more`` says some are left): the files
+    are deleted outside the store's transaction, which a crash in between only makes record later."""
     result = PrunedRejected()
     if retention_days <= 0:
         return result
     before = ((now or datetime.now(timezone.utc)) - timedelta(days=retention_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
     roots = [Path(failed_dir).resolve(), Path(spool_dir).resolve()]
-    after = 0
+    after, seen = 0, 0
     while True:
-        with store.transaction() as tx:
+        with store.transaction() as tx:  # (the writer's connection: read under its lock)
             rows = tx.execute(
                 "SELECT r.id, r.path, r.size_bytes FROM receipts r LEFT JOIN spool_pruned p ON p.receipt_id = r.id "
                 "WHERE r.status = 'rejected' AND r.received_at < ? AND r.id > ? AND p.receipt_id IS NULL "
                 "ORDER BY r.id LIMIT ?", [before, after, PRUNE_BATCH]).fetchall()
-            for receipt_id, path, size in rows:
-                removed = _remove(Path(path), roots)
-                if removed is None:
-                    continue
-                if removed:
-                    result.files += 1
-                    result.bytes += size
-                record_pruned(tx, receipt_id, size)
+        gone = []
+        for receipt_id, path, size in rows:
+            removed = _remove(Path(path), roots)
+            if removed is not None:
+                gone.append((receipt_id, size))
+                result.files += removed
+                result.bytes += size if removed else 0
+        if gone:
+            with store.transaction() as tx:
+                for receipt_id, size in gone:
+                    record_pruned(tx, receipt_id, size)
+        seen += len(rows)
         if len(rows) < PRUNE_BATCH:
             break
         after = rows[-1][0]
+        if seen >= max_files:
+            result.more = True
+            break
     if result.files:
-        log.info("rejected_pruned", files=result.files, bytes=result.bytes, received_before=before)
+        log.info("rejected_pruned", files=result.files, bytes=result.bytes, received_before=before,
+                 more_to_prune=result.more)
     return result
 
 

@@ -73,3 +73,26 @@ def test_more_than_a_batch_is_pruned_in_one_call(store, tmp_path):
                        "VALUES ('2020-01-01T00:00:00.000000Z', 'dicom', ?, ?, 10, 'rejected')", [str(path), str(n)])
     pruned = prune_rejected(store, failed, tmp_path / "spool", retention_days=30)
     assert pruned.files == PRUNE_BATCH + 7 and list(failed.iterdir()) == []
+
+
+def test_a_backlog_is_pruned_a_few_thousand_at_a_time(store, tmp_path, monkeypatch):
+    """After an upgrade, months of forwarded images are past their retention at once: each call deletes
+    about ``max_files`` and says more are left, so that the agent's watchdog pings go on in between."""
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    with store.transaction() as tx:
+        for n in range(25):
+            path = failed / f"{n}.dcm"
+            path.write_bytes(b"x")
+            tx.execute("INSERT INTO receipts (received_at, origin, path, sha256, size_bytes, status) "
+                       "VALUES ('2020-01-01T00:00:00.000000Z', 'dicom', ?, ?, 1, 'rejected')", [str(path), str(n)])
+    import agent.store.failed as failed_mod
+
+    monkeypatch.setattr(failed_mod, "PRUNE_BATCH", 5)
+    calls = []
+    while True:
+        pruned = failed_mod.prune_rejected(store, failed, tmp_path / "spool", 30, max_files=10)
+        calls.append(pruned.files)
+        if not pruned.more:
+            break
+    assert sum(calls) == 25 and len(calls) >= 2 and list(failed.iterdir()) == []
