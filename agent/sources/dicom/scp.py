@@ -184,16 +184,22 @@ def read_timeout(event) -> None:
 
 def closed_before_request(event) -> None:
     """A connection closed before it asked for an association (a monitoring system's TCP check, a
-    port scan, a modality giving up): pynetdicom's association thread goes on waiting for the request
-    until ``acse_timeout_s``, holding one of ``max_associations`` slots and the agent's stop.  Its
-    wait is ended now, as pynetdicom ends it on the timeout (the DUL is already idle)."""
+    port scan, an HTTP health check, a modality giving up): pynetdicom's association thread goes on
+    waiting for the request until ``acse_timeout_s``, holding one of ``max_associations`` slots and
+    the agent's stop.  Its wait is ended now, as pynetdicom ends it on the timeout (the DUL is already
+    idle).  Closed in Sta2 (AA-5, AA-2) or in Sta13 with nothing ever handed to the association
+    thread: a peer whose first bytes were no PDU was sent an A-ABORT from Sta2 (AA-1) and closed."""
     assoc = event.assoc
     try:
-        waiting = assoc.is_acceptor and assoc.dul.state_machine.current_state == "Sta2"  # AA-5: no primitive
+        dul = assoc.dul
+        state = dul.state_machine.current_state
+        waiting = (assoc.is_acceptor and state in ("Sta2", "Sta13") and assoc.requestor.primitive is None
+                   and dul.to_user_queue.empty()
+                   and not (assoc.is_established or assoc.is_rejected or assoc.is_aborted or assoc.is_released))
     except AttributeError:
         return
-    if waiting and assoc.requestor.primitive is None:
-        assoc.dul.to_user_queue.put(None)
+    if waiting:
+        dul.to_user_queue.put(None)
 
 
 def _log_rejected(event) -> None:

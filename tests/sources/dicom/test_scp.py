@@ -411,3 +411,26 @@ def test_a_port_probe_takes_no_slot_and_does_not_hold_up_the_stop(agent_process)
     assert agent.stop() == 0
     assert time.monotonic() - started < 5
     assert [e for e in agent.log_events() if e["event"] == "dicom_stopped"][0]["aborted_associations"] == 0
+
+
+def test_a_probe_that_sends_bytes_that_are_not_dicom_takes_no_slot_and_does_not_hold_up_the_stop(agent_process):
+    """An HTTP health check or a scanner's service probe sends a few bytes that are no PDU and closes:
+    pynetdicom answers with an A-ABORT and the connection is gone.  Its slot is free at once (one slot:
+    a modality is served right after) and the agent stops within seconds, not after the ACSE timeout."""
+    import os
+    import socket
+    import time
+
+    agent = agent_process("[dicom]\nmax_associations = 1\n")
+    for probe in (b"GET / HTTP/1.0\r\n\r\n", os.urandom(64), b"\x16\x03\x01\x00\xa5\x01"):
+        with socket.create_connection(("127.0.0.1", agent.dicom_port), timeout=2) as s:
+            s.sendall(probe)
+        time.sleep(0.3)
+        assert echo("127.0.0.1", agent.dicom_port) == 0
+    with socket.create_connection(("127.0.0.1", agent.dicom_port), timeout=2) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    time.sleep(0.3)
+    started = time.monotonic()
+    assert agent.stop() == 0
+    assert time.monotonic() - started < 5
+    assert [e for e in agent.log_events() if e["event"] == "dicom_stopped"][0]["aborted_associations"] == 0
