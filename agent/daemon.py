@@ -63,6 +63,7 @@ class Agent:
     def __init__(self, cfg: Config, with_sources: bool = True, startup: Startup | None = None):
         self.cfg = cfg
         self.bus = Bus()
+        self._prune_after = 0  # where housekeeping goes on in a backlog of rejected objects
         quota = int(cfg.store.quota_mb * 1024 * 1024) if cfg.store.quota_mb else None
         self.store = Store.open(cfg.store.path, quota_bytes=quota, startup=startup)
         self.checks = ChecksStage(load_rules(cfg.checks))
@@ -159,11 +160,14 @@ class Agent:
         is logged; they are tried again next time).  True if some are left for the next call: a backlog
         is pruned a few thousand at a time, so that the watchdog's pings go on in between."""
         try:
-            return prune_rejected(self.store, self.pipeline.failed_dir, self.pipeline.spool_dir,
-                                  self.cfg.store.rejected_retention_days).more
+            pruned = prune_rejected(self.store, self.pipeline.failed_dir, self.pipeline.spool_dir,
+                                    self.cfg.store.rejected_retention_days, after=self._prune_after)
         except (StoreError, sqlite3.Error) as exc:
             log.error("rejected_prune_failed", error=str(exc))
+            self._prune_after = 0
             return False
+        self._prune_after = pruned.resume_after if pruned.more else 0  # past those left, not them again
+        return pruned.more
 
     def reload(self, cfg: Config) -> None:
         for reload in self.reloaders:

@@ -30,22 +30,27 @@ class PrunedRejected:
     files: int = 0
     bytes: int = 0
     more: bool = False
+    resume_after: int = 0  # with ``more``: the receipt id the next call goes on after
 
 
 def prune_rejected(store: Store, failed_dir: Path, spool_dir: Path, retention_days: float,
-                   now: Optional[datetime] = None, max_files: int = 10 * PRUNE_BATCH) -> PrunedRejected:
+                   now: Optional[datetime] = None, max_files: Optional[int] = None,
+                   after: int = 0) -> PrunedRejected:
     """Delete the files of rejected receipts received more than ``retention_days`` ago, in batches, and
     record them as pruned: they leave the quota and ``alara-edge studies``.  A file is deleted only in
     ``failed_dir`` or ``spool_dir`` (a rejected object whose move to failed/ failed stays in the spool);
     one found elsewhere, or that cannot be deleted, is left and still counted.  ``retention_days`` 0
-    keeps them for ever.  At most about ``max_files`` a call (``more`` says some are left): the files
-    are deleted outside the store's transaction, which a crash in between only makes record later."""
+    keeps them for ever.  At most about ``max_files`` a call (``more`` says some are left, and the next
+    call passes ``after=resume_after``: receipts whose files are left do not hold up those behind them);
+    the files are deleted outside the store's transaction, which a crash in between only makes record
+    later.  Files that could not be deleted are logged once a call."""
     result = PrunedRejected()
     if retention_days <= 0:
         return result
+    max_files = 10 * PRUNE_BATCH if max_files is None else max_files
     before = ((now or datetime.now(timezone.utc)) - timedelta(days=retention_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
     roots = [Path(failed_dir).resolve(), Path(spool_dir).resolve()]
-    after, seen = 0, 0
+    seen, left = 0, _Left()
     while True:
         with store.transaction() as tx:  # (the writer's connection: read under its lock)
             rows = tx.execute(
@@ -54,7 +59,7 @@ def prune_rejected(store: Store, failed_dir: Path, spool_dir: Path, retention_da
                 "ORDER BY r.id LIMIT ?", [before, after, PRUNE_BATCH]).fetchall()
         gone = []
         for receipt_id, path, size in rows:
-            removed = _remove(Path(path), roots)
+            removed = _remove(Path(path), roots, left)
             if removed is not None:
                 gone.append((receipt_id, size))
                 result.files += removed
@@ -68,15 +73,26 @@ def prune_rejected(store: Store, failed_dir: Path, spool_dir: Path, retention_da
             break
         after = rows[-1][0]
         if seen >= max_files:
-            result.more = True
+            result.more, result.resume_after = True, after
             break
+    if left.files:
+        log.warning("rejected_prune_failed", files=left.files, path=left.path, error=left.error,
+                    hint="these files stay in failed/ and count against the quota; they are tried again later")
     if result.files:
         log.info("rejected_pruned", files=result.files, bytes=result.bytes, received_before=before,
                  more_to_prune=result.more)
     return result
 
 
-def _remove(path: Path, roots: list[Path]) -> Optional[bool]:
+@dataclass
+class _Left:
+    """Files that could not be deleted in one call: how many, and the first of them."""
+    files: int = 0
+    path: Optional[str] = None
+    error: Optional[str] = None
+
+
+def _remove(path: Path, roots: list[Path], left: _Left) -> Optional[bool]:
     """Unlink ``path`` if it lies in one of ``roots``.  True: removed; False: gone already; None: left
     (elsewhere, or it could not be removed)."""
     try:
@@ -91,5 +107,7 @@ def _remove(path: Path, roots: list[Path]) -> Optional[bool]:
     except FileNotFoundError:
         return False
     except OSError as exc:
-        log.warning("rejected_prune_failed", path=str(path), error=exc.strerror)
+        left.files += 1
+        if left.path is None:
+            left.path, left.error = str(path), exc.strerror or str(exc)
         return None

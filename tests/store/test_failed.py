@@ -96,3 +96,35 @@ def test_a_backlog_is_pruned_a_few_thousand_at_a_time(store, tmp_path, monkeypat
         if not pruned.more:
             break
     assert sum(calls) == 25 and len(calls) >= 2 and list(failed.iterdir()) == []
+
+
+
+
+def test_files_that_cannot_be_deleted_do_not_hold_up_the_ones_behind_them(tmp_path):
+    """A spool moved to another disk leaves the receipts of the old failed/ pointing elsewhere: they are
+    left at every call.  More of them than one call takes held the agent's housekeeping on those same
+    receipts every 5 s for ever, and the forwarded images received after them were never deleted."""
+    from agent import daemon
+    from agent.config import Config
+
+    cfg = Config.model_validate({"store": {"path": str(tmp_path / "a.sqlite"), "spool_dir": str(tmp_path / "spool")},
+                                 "mqtt": {"enabled": False}, "console": {"enabled": False}})
+    agent = daemon.Agent(cfg, with_sources=False)
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    stuck = 10 * PRUNE_BATCH + 100  # more than a call takes
+    with agent.store.transaction() as tx:
+        for n in range(stuck + 10):
+            path = tmp_path / "old-disk" / f"{n}.dcm" if n < stuck else failed / f"{n}.dcm"
+            if n >= stuck:
+                path.write_bytes(b"x")
+            tx.execute("INSERT INTO receipts (received_at, origin, path, sha256, size_bytes, status) "
+                       "VALUES ('2020-01-01T00:00:00.000000Z', 'dicom', ?, ?, 1, 'rejected')", [str(path), str(n)])
+    try:
+        calls = 1
+        while agent.housekeeping() and calls < 10:  # as the main loop calls it: again soon while more are left
+            calls += 1
+        assert calls < 10 and list(failed.iterdir()) == []
+        assert count_failed(agent.store.db) == stuck  # those left are still listed
+    finally:
+        agent.store.close()
