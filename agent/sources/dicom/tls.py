@@ -95,7 +95,11 @@ def log_association(event) -> None:
     sock = getattr(getattr(getattr(event.assoc, "dul", None), "socket", None), "socket", None)
     if not isinstance(sock, ssl.SSLSocket):
         return
-    subject = dict(rdn[0] for rdn in (sock.getpeercert() or {}).get("subject", ()) if rdn)
+    try:
+        peer_cert = sock.getpeercert() or {}
+    except (ValueError, AttributeError, OSError):  # closed by the peer at once: no handshake left to ask
+        peer_cert = {}
+    subject = dict(rdn[0] for rdn in peer_cert.get("subject", ()) if rdn)
     cipher = sock.cipher()
     log.info("dicom_tls_association", calling_ae=event.assoc.requestor.ae_title.strip(),
              peer=f"{event.assoc.requestor.address}:{event.assoc.requestor.port}", tls_version=sock.version(),

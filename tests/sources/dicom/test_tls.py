@@ -192,3 +192,28 @@ def test_a_renewed_certificate_is_taken_on_sighup_without_a_restart(agent_proces
     assert c_store(port, report(2), client(new)) == 0
     assert c_store(port, report(3), client(old), timeout=5) is None  # the old certificate is gone
     assert agent.proc.poll() is None
+
+
+def test_an_association_whose_tls_connection_is_already_gone_is_logged_without_a_traceback():
+    """A sender that asks for an association over TLS and closes at once: by the time the association is
+    logged its TLS socket has no handshake to ask about; that raised in the handler, and pynetdicom logged
+    the exception with a traceback for hospital IT to puzzle over."""
+    import socket
+    from types import SimpleNamespace
+
+    from structlog.testing import capture_logs
+
+    from agent.sources.dicom.tls import log_association
+
+    a, b = socket.socketpair()
+    sock = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).wrap_socket(a, server_side=True, do_handshake_on_connect=False)
+    try:
+        assoc = SimpleNamespace(dul=SimpleNamespace(socket=SimpleNamespace(socket=sock)),
+                                requestor=SimpleNamespace(ae_title="CT_ROOM_1 ", address="127.0.0.1", port=40000))
+        with capture_logs() as logs:
+            log_association(SimpleNamespace(assoc=assoc))
+    finally:
+        sock.close()
+        b.close()
+    assert [(e["event"], e["calling_ae"], e["client_certificate"]) for e in logs] == [
+        ("dicom_tls_association", "CT_ROOM_1", None)]
