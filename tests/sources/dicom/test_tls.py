@@ -198,7 +198,6 @@ def test_an_association_whose_tls_connection_is_already_gone_is_logged_without_a
     """A sender that asks for an association over TLS and closes at once: by the time the association is
     logged its TLS socket has no handshake to ask about; that raised in the handler, and pynetdicom logged
     the exception with a traceback for hospital IT to puzzle over."""
-    import socket
     from types import SimpleNamespace
 
     from structlog.testing import capture_logs
