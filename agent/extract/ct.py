@@ -24,6 +24,12 @@ ACQUISITION_TYPES = {
     ("SCT", "702569007"): "Cone Beam Acquisition",
     ("SRT", "R-FB8F1"): "Cone Beam Acquisition",
 }
+# CID 4052: the CTDI phantom by its code, whatever words the scanner's code meaning uses (a scanner set up in
+# German writes "Kopf", not "Head"): the checks tell the 16-cm from the 32-cm phantom by these meanings
+PHANTOMS = {
+    ("DCM", "113690"): "IEC Head Dosimetry Phantom",
+    ("DCM", "113691"): "IEC Body Dosimetry Phantom",
+}
 
 
 def extract(ds: Dataset, root: ContentItem, template: str, source: str, notes: Notes) -> Report:
@@ -75,7 +81,7 @@ def acquisition(item: ContentItem, notes: Notes) -> Event:
     dose_item = item.child(C.CT_DOSE)
     dose = Index(dose_item or item)
     ev.ctdivol_mGy = num(dose.first(C.MEAN_CTDIVOL), U.CTDIVOL, notes)
-    ev.phantom = code_meaning(dose.first(C.PHANTOM))
+    ev.phantom = code_meaning(dose.first(C.PHANTOM), PHANTOMS)
     ev.dlp_mGycm = num(dose.first(C.DLP), U.DLP, notes)
     ev.ssde_mGy = num(dose.first(C.SSDE), U.SSDE, notes)
     ev.effective_dose_mSv = num(dose.first(C.EFFECTIVE_DOSE), U.EFFECTIVE_DOSE, notes)

@@ -305,3 +305,33 @@ def test_views_of_images_an_rdsr_supersedes_leave_the_rolling_median(agent_for, 
     assert agent.alerts(kind="median_above_drl") == []
     window = agent.store.db.execute("SELECT value FROM check_samples WHERE quantity = 'AGD' ORDER BY value").fetchall()
     assert window == [("1.28",), ("1.3",)]
+
+
+def _phantom_meaning(ds, meaning):
+    """Write the CTDIw Phantom Type's code meaning as a scanner set up in another language does (the code stays)."""
+    for acquisition in ds.ContentSequence:
+        for container in getattr(acquisition, "ContentSequence", []):
+            for item in getattr(container, "ContentSequence", []):
+                if item.ConceptNameCodeSequence[0].CodeValue == "113835":
+                    item.ConceptCodeSequence[0].CodeMeaning = meaning
+    return ds
+
+
+@pytest.mark.parametrize("code_meaning", ["IEC Kopf-Dosimetriephantom", "Fantôme de dosimétrie tête CEI"])
+def test_a_head_phantom_named_in_another_language_is_still_the_16_cm_phantom(agent_for, code_meaning):
+    """AAPM 2011, paediatric torso < 10 y: 25 mGy on the 16-cm phantom, 10 mGy on the 32-cm one. A scanner
+    whose code meanings are not in English stated code 113690 (IEC Head Dosimetry Phantom) with its own
+    words; the series was read as on the 32-cm phantom and a 12 mGy series raised the 10 mGy notification."""
+    series = rdsr.CTSeries("Thorax", target_region="Chest", ctdivol="12.0", dlp="240.0", phantom="head")
+    report = _phantom_meaning(rdsr.ct_report([series], description="CT Chest", patient=rdsr.Patient(age="006Y")),
+                              code_meaning)
+    agent = agent_for()
+    outcome = agent.send(rdsr.encode(report))
+    assert [a.rule for a in outcome.ingest.alerts if a.kind == "ct_notification_value"] == []
+    assert outcome.ingest.report.events[0].phantom == "IEC Head Dosimetry Phantom"
+    series = rdsr.CTSeries("Thorax", target_region="Chest", ctdivol="25.0", dlp="500.0", phantom="head")
+    report = _phantom_meaning(rdsr.ct_report([series], description="CT Chest", patient=rdsr.Patient(age="006Y")),
+                              code_meaning)
+    outcome = agent.send(rdsr.encode(report))
+    assert [a.rule for a in outcome.ingest.alerts if a.kind == "ct_notification_value"] == [
+        "aapm2011-paed-torso-under10-16cm"]
