@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from agent.extract import codes as C
 from agent.extract import units as U
 from agent.extract.record import ExtractionError, Report
-from agent.extract.sr import ContentItem, Index, utf8_note, utf8_undeclared, value_text
+from agent.extract.sr import Code, ContentItem, Index, utf8_note, utf8_undeclared, value_text
 
 
 class Notes:
@@ -54,6 +54,12 @@ def decimals(items: Iterable[Optional[ContentItem]], notes: Notes) -> tuple[list
         if item is None:
             continue
         label = label or (item.concept.meaning if item.concept else "")
+        if item.numbers and item.qualifier is not None:
+            why = item.qualifier.meaning or item.qualifier.value
+            if not_a_value(item.qualifier):
+                notes.add(f"{label}: stated as '{why}' (Numeric Value Qualifier); value omitted")
+                continue
+            notes.add(f"{label}: value qualified as '{why}' (not a qualifier of CID 42); kept")
         for text in item.numbers:
             d = U.parse_decimal(text)
             if d is None:
@@ -65,6 +71,23 @@ def decimals(items: Iterable[Optional[ContentItem]], notes: Notes) -> tuple[list
             unit = item.unit
             values.append(d)
     return values, unit, label
+
+
+# CID 42 Numeric Value Qualifier (CID 43 failures and CID 44 unknowns): with any of these the Numeric Value,
+# if one is there at all, is a placeholder (a 0, the limit that was exceeded), not a measurement
+_NOT_A_VALUE = {"114000": "Not a number", "114001": "Negative Infinity", "114002": "Positive Infinity",
+                "114003": "Divide by zero", "114004": "Underflow", "114005": "Overflow",
+                "114006": "Measurement failure", "114007": "Measurement not attempted", "114008": "Calculation failure",
+                "114009": "Value out of range",
+                "114010": "Value unknown", "114011": "Value indeterminate"}
+_NOT_A_VALUE_MEANINGS = frozenset(re.sub(r"[^a-z]", "", m.lower()) for m in _NOT_A_VALUE.values())
+
+
+def not_a_value(qualifier: Code) -> bool:
+    """A Numeric Value Qualifier saying that the item's number is no value (CID 42, by code or by meaning)."""
+    if qualifier.scheme.strip().upper() == "DCM" and qualifier.value.strip() in _NOT_A_VALUE:
+        return True
+    return re.sub(r"[^a-z]", "", (qualifier.meaning or "").lower()) in _NOT_A_VALUE_MEANINGS
 
 
 def num(item: Optional[ContentItem], q: U.Quantity, notes: Notes, *, also: Iterable[Optional[ContentItem]] = (),

@@ -223,6 +223,8 @@ class _Decoder:
             it.numbers = self.numbers(mv[0])
             unit = self.code(mv[0].get(0x004008EA))
             it.unit = unit.value if unit else None
+            # PS3.3 puts the qualifier beside the Measured Value Sequence; some writers put it inside its item
+            it.qualifier = it.qualifier or self.code(mv[0].get(0x0040A301))
         dt = self.text(d.get(0x0040A120))
         if dt is None and (d.get(0x0040A121) is not None or d.get(0x0040A122) is not None):
             dt = (self.text(d.get(0x0040A121)) or "") + (self.text(d.get(0x0040A122)) or "")

@@ -15,6 +15,8 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.errors import InvalidDicomError
@@ -180,3 +182,59 @@ def test_events_that_share_an_irradiation_event_uid_are_said(tmp_path):
     assert f"{n} irradiation events share the UID 1.2.3.4.5: only the first is stored as an event" in rep.warnings
     assert not any("share the UID" in w for w in extract_file(Path(corpus_files()[0]).parent
                                                               / "RF-RDSR-Siemens-Zee.dcm").warnings)
+
+
+# -- a number the report itself qualifies as no value (Numeric Value Qualifier, CID 42) -----------------
+def _qualified(name: str, concept: str, qualifier: tuple[str, str, str], tmp_path: Path, *, inside: bool = False,
+               text: str = "0", fd: float | None = None) -> Report:
+    """``name`` with every NUM item of ``concept`` stated as ``text`` and qualified by ``qualifier`` (beside the
+    Measured Value Sequence as PS3.3 puts it, or ``inside`` its item as some writers do)."""
+    ds = pydicom.dcmread(Path(corpus_files()[0]).parent / name)
+    stack, n = list(ds.ContentSequence), 0
+    while stack:
+        item = stack.pop()
+        if item.get("ValueType") == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == concept:
+            mv = item.MeasuredValueSequence[0]
+            mv.NumericValue = text
+            if fd is not None:
+                mv.FloatingPointValue = fd
+            code = Dataset()
+            code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = qualifier
+            (mv if inside else item).NumericValueQualifierCodeSequence = Sequence([code])
+            n += 1
+        stack.extend(item.get("ContentSequence", []))
+    assert n
+    path = tmp_path / f"qualified-{name}"
+    ds.save_as(path)
+    return extract_file(path)
+
+
+def test_a_value_qualified_as_unknown_is_omitted_not_its_placeholder(tmp_path):
+    """A CTDIvol written '0' with the qualifier 'Value unknown' was a CTDIvol of 0 mGy in the record (the study's
+    statistics and the dose checks took it for a measurement)."""
+    rep = _qualified("CT-RDSR-Siemens-Multi-1.dcm", "113830", ("114010", "DCM", "Value unknown"), tmp_path)
+    assert [e.ctdivol_mGy for e in rep.events] == [None]
+    assert [e.dlp_mGycm for e in rep.events] == [7.46]  # the other values stay
+    assert "Mean CTDIvol: stated as 'Value unknown' (Numeric Value Qualifier); value omitted" in rep.warnings
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_dap_qualified_as_not_a_number_is_omitted(tmp_path, inside):
+    rep = _qualified("RF-RDSR-Siemens-Zee.dcm", "122130", ("114000", "DCM", "Not a number"), tmp_path,
+                     inside=inside, fd=math.nan)
+    _assert_sound(rep)
+    assert rep.events and all(e.dap_Gym2 is None for e in rep.events)
+    said = "Dose Area Product: stated as 'Not a number' (Numeric Value Qualifier); value omitted"
+    assert f"{said} ({len(rep.events)} times)" in rep.warnings
+
+
+def test_a_limit_stated_with_value_out_of_range_is_not_the_dose(tmp_path):
+    rep = _qualified("CT-RDSR-Siemens-Multi-1.dcm", "113838", ("114009", "DCM", "Value out of range"), tmp_path,
+                     text="9999")
+    assert [e.dlp_mGycm for e in rep.events] == [None]
+
+
+def test_a_qualifier_outside_cid_42_keeps_the_value_and_says_so(tmp_path):
+    rep = _qualified("CT-RDSR-Siemens-Multi-1.dcm", "113830", ("X1", "99VENDOR", "Estimated"), tmp_path, text="0.15")
+    assert [e.ctdivol_mGy for e in rep.events] == [0.15]
+    assert "Mean CTDIvol: value qualified as 'Estimated' (not a qualifier of CID 42); kept" in rep.warnings
