@@ -197,9 +197,10 @@ class _Decoder:
 
     def numbers(self, mv: dict) -> tuple[str, ...]:
         raw = mv.get(_NUMERIC)
-        if raw is not None:
-            s = self.text(raw)
-            return tuple(p.strip() for p in s.split("\\")) if s else ()
+        s = self.text(raw) if raw is not None else None
+        if s:
+            return tuple(p.strip() for p in s.split("\\"))
+        # without a Numeric Value (absent, or empty against its type 1), the Floating Point Value is the value
         fd = mv.get(_FD)
         if isinstance(fd, bytes) and len(fd) >= 8:
             return tuple(repr(v[0]) for v in self.fd.iter_unpack(fd[: len(fd) - len(fd) % 8]))

@@ -238,3 +238,26 @@ def test_a_qualifier_outside_cid_42_keeps_the_value_and_says_so(tmp_path):
     rep = _qualified("CT-RDSR-Siemens-Multi-1.dcm", "113830", ("X1", "99VENDOR", "Estimated"), tmp_path, text="0.15")
     assert [e.ctdivol_mGy for e in rep.events] == [0.15]
     assert "Mean CTDIvol: value qualified as 'Estimated' (not a qualifier of CID 42); kept" in rep.warnings
+
+
+@pytest.mark.parametrize("numeric_value", ["absent", "empty"])
+def test_a_value_stated_as_floating_point_value_is_read(tmp_path, numeric_value):
+    """Floating Point Value (0040,A161) holds the value a writer could not put in the DS Numeric Value; with the
+    Numeric Value empty it was 'stated without a value' and the CTDIvol was lost."""
+    ds = pydicom.dcmread(Path(corpus_files()[0]).parent / "CT-RDSR-Siemens-Multi-1.dcm")
+    stack = list(ds.ContentSequence)
+    while stack:
+        item = stack.pop()
+        if item.get("ValueType") == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == "113830":
+            mv = item.MeasuredValueSequence[0]
+            mv.FloatingPointValue = 0.15000000000000002
+            if numeric_value == "absent":
+                del mv.NumericValue
+            else:
+                mv.NumericValue = None
+        stack.extend(item.get("ContentSequence", []))
+    path = tmp_path / "fd.dcm"
+    ds.save_as(path)
+    rep = extract_file(path)
+    assert [e.ctdivol_mGy for e in rep.events] == [0.15000000000000002]
+    assert not any("CTDIvol" in w for w in rep.warnings)
