@@ -12,6 +12,7 @@ never an exception.  Concepts are matched by (scheme, value) through
 """
 from __future__ import annotations
 
+import math
 import struct
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -152,6 +153,7 @@ class _Decoder:
         self.fd = struct.Struct("<d" if little else ">d")
         self.matched_by_meaning: set[str] = set()
         self.read_as_utf8 = False  # a text item's Latin-1 bytes were UTF-8 (see utf8_undeclared)
+        self.float_preferred: set[str] = set()  # concepts whose Numeric Value lost what their Floating Point Value has
         self._codes: dict[tuple, Code] = {}  # reports repeat the same few hundred codes
 
     def text(self, raw: Optional[_Raw], tag: int = 0) -> Optional[str]:
@@ -195,17 +197,25 @@ class _Decoder:
             self._codes[raw] = code
         return code
 
-    def numbers(self, mv: dict) -> tuple[str, ...]:
+    def numbers(self, mv: dict, label: str = "") -> tuple[str, ...]:
         raw = mv.get(_NUMERIC)
         s = self.text(raw) if raw is not None else None
-        if s:
-            return tuple(p.strip() for p in s.split("\\"))
-        # without a Numeric Value (absent, or empty against its type 1), the Floating Point Value is the value
-        fd = mv.get(_FD)
-        if isinstance(fd, bytes) and len(fd) >= 8:
-            return tuple(repr(v[0]) for v in self.fd.iter_unpack(fd[: len(fd) - len(fd) % 8]))
-        if fd is not None and not isinstance(fd, bytes):
-            return tuple(repr(float(v)) for v in (fd if isinstance(fd, (list, tuple)) else [fd]))
+        floats = self.floats(mv.get(_FD))
+        if not s:  # no Numeric Value (absent, or empty against its type 1): the Floating Point Value is the value
+            return tuple(repr(v) for v in floats)
+        stated = tuple(p.strip() for p in s.split("\\"))
+        if floats and len(floats) == len(stated) and any(_less_precise(t, v) for t, v in zip(stated, floats)):
+            # PS3.3: the Floating Point Value is required where the Numeric Value "has insufficient precision to
+            # represent the value as a string" (a writer that keeps two decimals writes "0.00" for 0.000123)
+            self.float_preferred.add(label or "a value")
+            return tuple(repr(v) for v in floats)
+        return stated
+
+    def floats(self, fd: Optional[_Raw]) -> tuple[float, ...]:
+        if isinstance(fd, bytes):
+            return tuple(v[0] for v in self.fd.iter_unpack(fd[: len(fd) - len(fd) % 8]))
+        if fd is not None:
+            return tuple(float(v) for v in (fd if isinstance(fd, (list, tuple)) else [fd]))
         return ()
 
     def item(self, d: dict) -> ContentItem:
@@ -221,7 +231,7 @@ class _Decoder:
         )
         mv = d.get(0x0040A300)
         if isinstance(mv, list) and mv:
-            it.numbers = self.numbers(mv[0])
+            it.numbers = self.numbers(mv[0], it.concept.meaning if it.concept else "")
             unit = self.code(mv[0].get(0x004008EA))
             it.unit = unit.value if unit else None
             # PS3.3 puts the qualifier beside the Measured Value Sequence; some writers put it inside its item
@@ -240,6 +250,18 @@ class _Decoder:
         if isinstance(children, list):
             it.children = [self.item(c) for c in children]
         return it
+
+
+def _less_precise(text: str, value: float) -> bool:
+    """Whether the decimal string ``text`` is a value that differs from the finite float ``value`` by more than
+    the last digits of a float (a rounding to fewer digits, not the same number written two ways)."""
+    if not math.isfinite(value):
+        return False  # NaN or infinity: not a more precise value (a Numeric Value Qualifier says what it is)
+    try:
+        stated = float(text)
+    except ValueError:
+        return True  # the Numeric Value is not a number; the Floating Point Value is
+    return abs(stated - value) > 1e-9 * max(abs(stated), abs(value))
 
 
 def _from_pydicom(ds: Dataset) -> dict:
@@ -289,6 +311,8 @@ def content_tree(ds: Dataset) -> tuple[ContentItem, list[str]]:
     root = decoder.item(_from_pydicom(ds))
     notes = [f"code {code} is not the standard code for its meaning; matched by meaning"
              for code in sorted(decoder.matched_by_meaning)]
+    notes += [f"{label}: the Numeric Value has less precision than the Floating Point Value; that is read"
+              for label in sorted(decoder.float_preferred)]
     if decoder.read_as_utf8:
         notes.append(utf8_note(ds))
     return root, notes

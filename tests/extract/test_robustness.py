@@ -261,3 +261,35 @@ def test_a_value_stated_as_floating_point_value_is_read(tmp_path, numeric_value)
     rep = extract_file(path)
     assert [e.ctdivol_mGy for e in rep.events] == [0.15000000000000002]
     assert not any("CTDIvol" in w for w in rep.warnings)
+
+
+def _dap_with_float(tmp_path: Path, text: str, fd: float) -> Report:
+    ds = pydicom.dcmread(Path(corpus_files()[0]).parent / "RF-RDSR-Siemens-Zee.dcm")
+    stack = list(ds.ContentSequence)
+    while stack:
+        item = stack.pop()
+        if item.get("ValueType") == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == "122130":
+            item.MeasuredValueSequence[0].NumericValue = text
+            item.MeasuredValueSequence[0].FloatingPointValue = fd
+        stack.extend(item.get("ContentSequence", []))
+    path = tmp_path / "dap-fd.dcm"
+    ds.save_as(path)
+    return extract_file(path)
+
+
+def test_a_numeric_value_rounded_below_its_floating_point_value_is_not_read_as_the_dose(tmp_path):
+    """PS3.3 requires the Floating Point Value where the Numeric Value "has insufficient precision to represent
+    the value as a string": a writer keeping two decimals states a DAP of 0.00000123 Gy.m2 as '0.00'. Each event
+    had a DAP of 0."""
+    rep = _dap_with_float(tmp_path, "0.00", 1.23e-06)
+    assert rep.events and all(e.dap_Gym2 == 1.23e-06 for e in rep.events)
+    assert "Dose Area Product: the Numeric Value has less precision than the Floating Point Value; that is read" \
+        in rep.warnings
+
+
+@pytest.mark.parametrize("text, fd", [("1E-06", 1e-06), ("72.4890976", 72.48909759521484)])
+def test_a_floating_point_value_that_agrees_leaves_the_stated_decimal(tmp_path, text, fd):
+    """The same number (to a float's last digits, e.g. a float32 converted) is read from its decimal text."""
+    rep = _dap_with_float(tmp_path, text, fd)
+    assert all(e.dap_Gym2 == float(text) for e in rep.events)
+    assert not any("Floating Point Value" in w for w in rep.warnings)
