@@ -254,14 +254,15 @@ class _Decoder:
 
 def _less_precise(text: str, value: float) -> bool:
     """Whether the decimal string ``text`` is a value that differs from the finite float ``value`` by more than
-    the last digits of a float (a rounding to fewer digits, not the same number written two ways)."""
+    a single-precision float's last digits (a rounding to fewer digits, not the same number written two
+    ways: a writer computing in float32 stores 0.1 as 0.10000000149, and "0.1" is then what it stated)."""
     if not math.isfinite(value):
         return False  # NaN or infinity: not a more precise value (a Numeric Value Qualifier says what it is)
     try:
         stated = float(text)
     except ValueError:
         return True  # the Numeric Value is not a number; the Floating Point Value is
-    return abs(stated - value) > 1e-9 * max(abs(stated), abs(value))
+    return abs(stated - value) > 1e-6 * max(abs(stated), abs(value))
 
 
 def _from_pydicom(ds: Dataset) -> dict:

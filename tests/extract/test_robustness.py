@@ -287,7 +287,8 @@ def test_a_numeric_value_rounded_below_its_floating_point_value_is_not_read_as_t
         in rep.warnings
 
 
-@pytest.mark.parametrize("text, fd", [("1E-06", 1e-06), ("72.4890976", 72.48909759521484)])
+@pytest.mark.parametrize("text, fd", [("1E-06", 1e-06), ("72.4890976", 72.48909759521484),
+                                      ("0.1", 0.10000000149011612)])  # float32 0.1, written as the writer meant it
 def test_a_floating_point_value_that_agrees_leaves_the_stated_decimal(tmp_path, text, fd):
     """The same number (to a float's last digits, e.g. a float32 converted) is read from its decimal text."""
     rep = _dap_with_float(tmp_path, text, fd)
