@@ -198,11 +198,16 @@ def test_full_disk_answers_out_of_resources_and_keeps_earlier_reports(agent_proc
 
 
 def test_quota_reached_answers_out_of_resources(agent_process):
-    agent = agent_process("[store]\nquota_mb = 0.4\n")  # a new store's files take about 0.3 MB
+    first = agent_process()  # the store as a first start leaves it; then a quota a few reports above its size
+    assert first.stop() == 0
+    size = sum(p.stat().st_size for p in first.db_path.parent.glob(first.db_path.name + "*") if p.is_file())
+    spool = first.db_path.parent / "spool"
+    agent = agent_process(f'[store]\npath = "{first.db_path}"\nspool_dir = "{spool}"\n'
+                          f"quota_mb = {(size + 150_000) / (1 << 20):.3f}\n", name="quota")
     assert echo("127.0.0.1", agent.dicom_port) == 0
     statuses = send([rdsr.ct_report([rdsr.CTSeries("Head")]) for _ in range(60)], "127.0.0.1", agent.dicom_port)
     assert statuses[0] == 0 and statuses[-1] == 0xA700
-    assert stored_count(agent) == statuses.count(0)
+    assert stored_count(first) == statuses.count(0)  # (the store is the first agent's)
     assert statuses.count(0xA700) > 1
     # one error line for the episode, not one per refused object (a retrying modality filled the journal)
     assert [e["level"] for e in agent.log_events() if e["event"] == "store_quota_reached"] == ["error"]
