@@ -289,8 +289,8 @@ class Generic(LinePollDriver):
         return LineSettings(**self.profile.line.model_dump())
 
     def reopened(self, now: float) -> None:
+        super().reopened(now)
         self.framer.reset(drop_first=self.profile.mode.kind == "stream")
-        self.schedule.restart()
 
     def tick(self, now: float) -> tuple[bytes, list[Item]]:
         if self.profile.mode.kind == "stream":

@@ -175,3 +175,22 @@ def test_radpro_wrap_then_user_reset_is_credited_once_and_never_negative(tmp_pat
     # +200; then the reset (held, confirmed by the next reading: 20 since the reset); +20
     assert credited == [0.0, 200.0, 196.0, 200.0, 0.0, 20.0, 20.0]
 
+
+def test_radpro_late_pulse_count_is_not_read_as_the_tube_rate():
+    """Rad Pro answers every GET with ``OK <value>``, in order.  A pulse count that came 50 ms after its
+    1 s timeout arrived while ``GET tubeRate`` was outstanding and was read as 52 million cpm — a dose
+    rate of 0.34 Sv/h, integrated into the wearer's quarter."""
+    asked = {"n": 0}
+
+    def pulse_count(_):
+        asked["n"] += 1
+        return (1.05, b"OK 52000000\r\n") if asked["n"] == 2 else b"OK 52000000\r\n"
+
+    answers = {b"GET deviceId\r\n": b"OK FS2011;Rad Pro 2.0/en;0\r\n", b"GET tubeSensitivity\r\n": b"OK 153.800\r\n",
+               b"GET tubePulseCount\r\n": pulse_count, b"GET tubeRate\r\n": b"OK 20.000\r\n"}
+    with PtyRig(drivers.create("radpro", "r", poll_interval_s=0.2), answers) as rig:
+        rig.run(3.5)
+    assert asked["n"] >= 3  # polling went on after the timeout
+    assert {r.value for r in rig.readings if r.quantity == "count_rate"} == {20.0}
+    assert {r.value for r in rig.readings if r.quantity == "counts"} == {52000000.0}
+    assert "timeout" in {p.kind for p in rig.problems}

@@ -67,7 +67,8 @@ def test_diamentor_times_out_and_carries_on():
     h = Harness(drivers.create("diamentor", "dap-1", {"unit": 2, "timeout_s": 0.5}))
     assert h.tick() == b"PTW\r\n"
     assert h.tick(0.2) == b""  # ping-pong: nothing while a request is outstanding
-    assert h.tick(0.4) == b"PTW\r\n"  # retried after the timeout
+    assert h.tick(0.4) == b""  # timed out: a late reply would come now, before anything else is asked
+    assert h.tick(0.5) == b"PTW\r\n"  # retried once the line stayed quiet
     assert [p.kind for p in h.problems] == ["timeout"]
 
 
