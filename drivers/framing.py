@@ -51,6 +51,9 @@ class LineFramer(Framer):
                 if line:
                     problems.append(Problem("partial", "first fragment after open dropped", line))
                 continue
+            if len(line) > self.max_length:  # came in one read: as much garbage as one that did not
+                problems.append(Problem("garbage", f"a line of {len(line)} bytes", line[:64]))
+                continue
             lines.append(line)
         if len(self.buffer) > self.max_length:
             problems.append(Problem("garbage", f"no terminator in {len(self.buffer)} bytes", bytes(self.buffer[:64])))

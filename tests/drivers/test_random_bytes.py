@@ -61,3 +61,22 @@ def test_no_driver_raises_or_reports_a_negative_value(steps):
             for piece in pieces:
                 t += 0.001
                 check(driver.feed(piece, t))
+
+
+def test_a_line_longer_than_any_frame_in_one_read_is_garbage_not_an_exception():
+    """A tty read can return a few kB at once; a 5,000-digit field in it made the DIAMENTOR and MightyOhm
+    parsers raise (Python's int() refuses more than 4,300 digits) instead of reporting a problem."""
+    big = b"9" * 5000
+    for name, options, line in [("mightyohm", {}, b"CPS, 1, CPM, " + big + b", uSv/hr, 0.34, SLOW\r\n"),
+                                ("diamentor", {"unit": 2}, b"M1,0," + big + b",1\r\n")]:
+        driver = drivers.create(name, "dev", options)
+        driver.reopened(1000.0)
+        driver.framer.reset(drop_first=False)
+        driver.tick(1000.0)
+        if name == "diamentor":
+            driver.schedule.init, driver.schedule.pending = [], None
+            driver.schedule.restart()
+            assert driver.tick(1001.0)[0] == b"M\r\n"
+        items = driver.feed(line, 1001.1)
+        assert [i.kind for i in items if isinstance(i, Problem)] == ["garbage"] and not any(
+            isinstance(i, Reading) for i in items)
