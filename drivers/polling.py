@@ -8,6 +8,9 @@ from .base import Driver, Item, PollSchedule, Problem
 from .framing import LineFramer
 
 
+SETTLE_MAX = 4  # quiet_s at most this many times over: then the next request goes out, quiet or not
+
+
 class LinePollDriver(Driver):
     """Sends ``schedule``'s commands terminated by ``terminator`` and hands each reply line to :meth:`reply`.
 
@@ -41,8 +44,9 @@ class LinePollDriver(Driver):
             pending.data = self.framer.take_partial()
             self._settle_from = now
         if self._settle_from is not None:
-            if now - max(self._settle_from, self._last_byte_at) < self.quiet_s:
-                return b"", problems
+            waited = now - self._settle_from
+            if now - max(self._settle_from, self._last_byte_at) < self.quiet_s and waited < SETTLE_MAX * self.quiet_s:
+                return b"", problems  # (a line that is never quiet, e.g. noise or a device streaming, is asked anyway)
             self._settle_from = None
         if self.framer.buffer and (pending is None or pending.expired(now)):
             problems.append(Problem("garbage", "unsolicited bytes", self.framer.take_partial()))

@@ -72,6 +72,19 @@ def test_diamentor_times_out_and_carries_on():
     assert [p.kind for p in h.problems] == ["timeout"]
 
 
+def test_a_line_that_is_never_quiet_after_a_timeout_does_not_stop_the_polling():
+    """After a timeout the next request waits for a quiet line, so that a late reply cannot be read as its
+    answer; noise every 0.1 s (a bad cable, a device left streaming) must not keep the meter unasked for ever."""
+    h = Harness(drivers.create("diamentor", "dap-1", {"unit": 2, "timeout_s": 0.5}))
+    assert h.tick() == b"PTW\r\n"
+    sent = []
+    for _ in range(40):  # 4 s of a noisy line
+        h.feed(b"\x00\xff", dt=0.05)
+        sent.append(h.tick(0.05))
+    assert sent.count(b"PTW\r\n") >= 1  # asked again despite the noise, 2 s (4 quiet periods) after the timeout
+    assert "timeout" in [p.kind for p in h.problems]
+
+
 def test_automess_frames_from_the_manual_and_resync_after_noise():
     assert encode(20, 1.0) == bytes.fromhex("02 14 00 40 01 55")
     assert encode(20, 0.1) == bytes.fromhex("02 14 66 66 FD E9")
