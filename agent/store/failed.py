@@ -9,7 +9,6 @@ or cut dose report) are never pruned: they may be the only copy of a dose.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Optional
 import structlog
 
 from .db import Store
-from .spool import record_pruned
+from .spool import record_pruned, unlink_inside
 
 log = structlog.get_logger("agent.store")
 
@@ -96,16 +95,7 @@ def _remove(path: Path, roots: list[Path], left: _Left) -> Optional[bool]:
     """Unlink ``path`` if it lies in one of ``roots``.  True: removed; False: gone already; None: left
     (elsewhere, or it could not be removed)."""
     try:
-        resolved = path.resolve()
-    except OSError:
-        return None
-    if not any(root in resolved.parents for root in roots):
-        return None
-    try:
-        os.unlink(resolved)
-        return True
-    except FileNotFoundError:
-        return False
+        return unlink_inside(path, roots)
     except OSError as exc:
         left.files += 1
         if left.path is None:

@@ -6,6 +6,10 @@ migration 20), so that pruning frees quota.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Iterable, Optional
+
 import sqlite_utils
 
 from .outbox import utcnow
@@ -29,3 +33,20 @@ def record_pruned(tx: sqlite_utils.Database, receipt_id: int, size_bytes: int) -
     """The spooled file of ``receipt_id`` is gone (deleted, or never found)."""
     tx.execute("INSERT OR IGNORE INTO spool_pruned (receipt_id, pruned_at, size_bytes) VALUES (?, ?, ?)",
                [receipt_id, utcnow(), size_bytes])
+
+
+def unlink_inside(path: Path, roots: Iterable[Path]) -> Optional[bool]:
+    """Delete ``path`` if it lies inside one of ``roots`` (resolved folders; never a file elsewhere, even
+    through a symlink).  True: deleted; False: already gone; None: not inside them (or unresolvable).
+    ``OSError`` if it could not be deleted."""
+    try:
+        resolved = path.resolve()
+    except OSError:
+        return None
+    if not any(root in resolved.parents for root in roots):
+        return None
+    try:
+        os.unlink(resolved)
+        return True
+    except FileNotFoundError:
+        return False

@@ -7,7 +7,6 @@ and the uplink keeps the alarm up until usage falls below :data:`~agent.store.sp
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -17,7 +16,7 @@ from typing import Optional
 import structlog
 
 from agent.store import Store, outbox
-from agent.store.spool import record_pruned
+from agent.store.spool import record_pruned, unlink_inside
 
 log = structlog.get_logger("agent.uplink")
 
@@ -108,16 +107,8 @@ def _remove_spooled(path: Path, spool_root: Path) -> Optional[bool]:
     True: removed; False: already gone or not in the spool; None: could not be removed.
     """
     try:
-        resolved = path.resolve()
-    except OSError:
-        return False
-    if spool_root not in resolved.parents:
-        return False
-    try:
-        os.unlink(resolved)
-        return True
-    except FileNotFoundError:
-        return False
+        removed = unlink_inside(path, [spool_root])
     except OSError as exc:
         log.warning("spool_prune_failed", path=str(path), error=exc.strerror)
         return None
+    return bool(removed)

@@ -4,7 +4,21 @@ from __future__ import annotations
 from drivers.base import Driver, Problem, Reading
 
 
-class Harness:
+class Collected:
+    """What a driver gave so far (``items``), as readings and as problems."""
+
+    items: list
+
+    @property
+    def readings(self) -> list[Reading]:
+        return [i for i in self.items if isinstance(i, Reading)]
+
+    @property
+    def problems(self) -> list[Problem]:
+        return [i for i in self.items if isinstance(i, Problem)]
+
+
+class Harness(Collected):
     """Drives a driver: ``tick`` to get requests, ``reply`` to feed the device's answer."""
 
     def __init__(self, driver: Driver, t: float = 1000.0):
@@ -25,10 +39,3 @@ class Harness:
         self.items.extend(items)
         return items
 
-    @property
-    def readings(self) -> list[Reading]:
-        return [i for i in self.items if isinstance(i, Reading)]
-
-    @property
-    def problems(self) -> list[Problem]:
-        return [i for i in self.items if isinstance(i, Problem)]

@@ -13,12 +13,13 @@ from typing import Callable, Optional, Union
 
 import serial
 
-from drivers.base import Driver, Problem, Reading
+from drivers.base import Driver
+from tests.drivers.conftest import Collected
 
 Answer = Union[bytes, Callable[[bytes], Union[bytes, tuple[float, bytes]]]]
 
 
-class PtyRig:
+class PtyRig(Collected):
     def __init__(self, driver: Driver, answers: Optional[dict[bytes, Answer]] = None):
         self.driver = driver
         self.answers = dict(answers or {})
@@ -97,14 +98,6 @@ class PtyRig:
                 got += self.port.read(len(piece) - len(got))
             assert got == piece, (got, piece)
             self.items.extend(self.driver.feed(got, time.time()))
-
-    @property
-    def readings(self) -> list[Reading]:
-        return [i for i in self.items if isinstance(i, Reading)]
-
-    @property
-    def problems(self) -> list[Problem]:
-        return [i for i in self.items if isinstance(i, Problem)]
 
 
 def cuts(frame: bytes):

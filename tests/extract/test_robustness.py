@@ -130,17 +130,23 @@ def test_values_that_are_not_there_are_never_zero(tmp_path, name, how):
         assert any("is not a number" in w for w in rep.warnings)
 
 
-# -- a number too large for a float ---------------------------------------------------------------
-def _ctdivol(text: str, unit: str, tmp_path: Path) -> Report:
-    ds = pydicom.dcmread(Path(corpus_files()[0]).parent / "CT-RDSR-Siemens-Multi-1.dcm")
+def _items(ds, value_type: str, concept: str):
+    """Every content item of ``ds`` (depth first) of ``value_type`` whose concept has the code ``concept``."""
     stack = list(ds.ContentSequence)
     while stack:
         item = stack.pop()
-        if item.get("ValueType") == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == "113830":
-            mv = item.MeasuredValueSequence[0]
-            mv["NumericValue"] = DataElement(0x0040A30A, "LO", text)  # as text: pydicom checks DS
-            mv.MeasurementUnitsCodeSequence[0].CodeValue = unit
+        if item.get("ValueType") == value_type and item.ConceptNameCodeSequence[0].CodeValue == concept:
+            yield item
         stack.extend(item.get("ContentSequence", []))
+
+
+# -- a number too large for a float ---------------------------------------------------------------
+def _ctdivol(text: str, unit: str, tmp_path: Path) -> Report:
+    ds = pydicom.dcmread(Path(corpus_files()[0]).parent / "CT-RDSR-Siemens-Multi-1.dcm")
+    for item in _items(ds, "NUM", "113830"):
+        mv = item.MeasuredValueSequence[0]
+        mv["NumericValue"] = DataElement(0x0040A30A, "LO", text)  # as text: pydicom checks DS
+        mv.MeasurementUnitsCodeSequence[0].CodeValue = unit
     path = tmp_path / "big.dcm"
     ds.save_as(path)
     return extract_file(path)
@@ -168,13 +174,10 @@ def test_a_conversion_that_overflows_is_omitted(tmp_path):
 def test_events_that_share_an_irradiation_event_uid_are_said(tmp_path):
     # eight fluoroscopy events under one UID: the store keeps one event, so the report must say why
     ds = pydicom.dcmread(Path(corpus_files()[0]).parent / "RF-RDSR-Siemens-Zee.dcm")
-    stack, n = list(ds.ContentSequence), 0
-    while stack:
-        item = stack.pop()
-        if item.get("ValueType") == "UIDREF" and item.ConceptNameCodeSequence[0].CodeValue == "113769":
-            item.UID = "1.2.3.4.5"
-            n += 1
-        stack.extend(item.get("ContentSequence", []))
+    n = 0
+    for item in _items(ds, "UIDREF", "113769"):
+        item.UID = "1.2.3.4.5"
+        n += 1
     path = tmp_path / "one-uid.dcm"
     ds.save_as(path)
     rep = extract_file(path)
@@ -190,19 +193,16 @@ def _qualified(name: str, concept: str, qualifier: tuple[str, str, str], tmp_pat
     """``name`` with every NUM item of ``concept`` stated as ``text`` and qualified by ``qualifier`` (beside the
     Measured Value Sequence as PS3.3 puts it, or ``inside`` its item as some writers do)."""
     ds = pydicom.dcmread(Path(corpus_files()[0]).parent / name)
-    stack, n = list(ds.ContentSequence), 0
-    while stack:
-        item = stack.pop()
-        if item.get("ValueType") == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == concept:
-            mv = item.MeasuredValueSequence[0]
-            mv.NumericValue = text
-            if fd is not None:
-                mv.FloatingPointValue = fd
-            code = Dataset()
-            code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = qualifier
-            (mv if inside else item).NumericValueQualifierCodeSequence = Sequence([code])
-            n += 1
-        stack.extend(item.get("ContentSequence", []))
+    n = 0
+    for item in _items(ds, "NUM", concept):
+        mv = item.MeasuredValueSequence[0]
+        mv.NumericValue = text
+        if fd is not None:
+            mv.FloatingPointValue = fd
+        code = Dataset()
+        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = qualifier
+        (mv if inside else item).NumericValueQualifierCodeSequence = Sequence([code])
+        n += 1
     assert n
     path = tmp_path / f"qualified-{name}"
     ds.save_as(path)
@@ -245,17 +245,13 @@ def test_a_value_stated_as_floating_point_value_is_read(tmp_path, numeric_value)
     """Floating Point Value (0040,A161) holds the value a writer could not put in the DS Numeric Value; with the
     Numeric Value empty it was 'stated without a value' and the CTDIvol was lost."""
     ds = pydicom.dcmread(Path(corpus_files()[0]).parent / "CT-RDSR-Siemens-Multi-1.dcm")
-    stack = list(ds.ContentSequence)
-    while stack:
-        item = stack.pop()
-        if item.get("ValueType") == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == "113830":
-            mv = item.MeasuredValueSequence[0]
-            mv.FloatingPointValue = 0.15000000000000002
-            if numeric_value == "absent":
-                del mv.NumericValue
-            else:
-                mv.NumericValue = None
-        stack.extend(item.get("ContentSequence", []))
+    for item in _items(ds, "NUM", "113830"):
+        mv = item.MeasuredValueSequence[0]
+        mv.FloatingPointValue = 0.15000000000000002
+        if numeric_value == "absent":
+            del mv.NumericValue
+        else:
+            mv.NumericValue = None
     path = tmp_path / "fd.dcm"
     ds.save_as(path)
     rep = extract_file(path)
@@ -265,13 +261,9 @@ def test_a_value_stated_as_floating_point_value_is_read(tmp_path, numeric_value)
 
 def _dap_with_float(tmp_path: Path, text: str, fd: float) -> Report:
     ds = pydicom.dcmread(Path(corpus_files()[0]).parent / "RF-RDSR-Siemens-Zee.dcm")
-    stack = list(ds.ContentSequence)
-    while stack:
-        item = stack.pop()
-        if item.get("ValueType") == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == "122130":
-            item.MeasuredValueSequence[0].NumericValue = text
-            item.MeasuredValueSequence[0].FloatingPointValue = fd
-        stack.extend(item.get("ContentSequence", []))
+    for item in _items(ds, "NUM", "122130"):
+        item.MeasuredValueSequence[0].NumericValue = text
+        item.MeasuredValueSequence[0].FloatingPointValue = fd
     path = tmp_path / "dap-fd.dcm"
     ds.save_as(path)
     return extract_file(path)
