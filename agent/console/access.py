@@ -143,7 +143,11 @@ class Access:
         if not open_path and not self.authenticated(request):
             if path == "/" and request.method == "GET":
                 given = request.query.get("token")
-                if given is not None and self.check_login(request, given):
+                try:
+                    accepted = given is not None and self.check_login(request, given)
+                except web.HTTPTooManyRequests as locked:  # a kiosk must keep its form to try again
+                    return login_page(status=429, message=locked.text or "")
+                if accepted:
                     response = web.HTTPSeeOther("/")  # drop the token from the address bar
                     self.set_cookie(response)
                     raise response

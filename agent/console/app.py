@@ -44,7 +44,11 @@ def build_app(console: "Console") -> web.Application:
         form = await request.post()
         if console.access.token is None or console.access.authenticated(request):
             raise web.HTTPSeeOther("/")
-        if console.access.check_login(request, str(form.get("token", ""))):
+        try:
+            accepted = console.access.check_login(request, str(form.get("token", "")))
+        except web.HTTPTooManyRequests as locked:  # the form stays: a kiosk has no other way back to it
+            return login_page(status=429, message=locked.text or "")
+        if accepted:
             response = web.HTTPSeeOther("/")
             console.access.set_cookie(response)
             raise response

@@ -246,6 +246,27 @@ def test_pin_login_in_the_browser_then_live_alerts_and_ack(station, page):
     assert [a["by"] for a in s.outbox("ack")] == ["RT9"]
 
 
+def test_a_kiosk_locked_out_after_wrong_pins_keeps_its_login_form(station, page, monkeypatch):
+    """After five wrong PINs the kiosk showed a bare "Too many wrong attempts" text with no form: on a
+    touchscreen in kiosk mode (no address bar, no reload button) nobody could try again, ever."""
+    from agent.console import access
+
+    monkeypatch.setattr(access, "LOCKOUT_S", 1.5)
+    s = station(bind="0.0.0.0", token="4711")
+    page.goto(s.url + "/")
+    for _ in range(access.MAX_FAILURES):
+        page.fill("#token", "0000")
+        page.click("button[type=submit]")
+    page.fill("#token", "4711")  # even the right PIN, during the lock-out
+    page.click("button[type=submit]")
+    expect(page.locator(".login-error")).to_contain_text("Too many wrong attempts")
+    expect(page.locator("#token")).to_be_visible()  # the form is still there to try again
+    page.wait_for_timeout(1600)
+    page.fill("#token", "4711")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#live.on", timeout=20_000)
+
+
 def test_a_kiosk_whose_token_was_changed_shows_the_login_instead_of_waiting_for_ever(station, page):
     """The agent restarts with a new token: the open page cannot reconnect with its old cookie; it must
     ask for the new token (and then show alerts) rather than say "reconnecting…" for ever."""
