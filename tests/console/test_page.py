@@ -332,3 +332,27 @@ def test_after_an_acknowledgement_the_keyboard_focus_goes_on_and_dose_levels_are
     assert page.evaluate("document.activeElement.matches('#banner button.ack, #new-patient')")
     dose = page.locator("#studies .dose").first
     assert "(critical alert)" in dose.text_content()
+
+
+def test_the_acknowledge_dialog_of_a_critical_ct_alert_fits_the_800x480_kiosk(station, page):
+    """A real AAPM alert value (over DICOM) names its source in a long citation: in the dialog it pushed the
+    Acknowledge and Cancel buttons half below the bottom of the 800x480 screen."""
+    from agent.sources.dicom.scu import send
+
+    s = station(dicom=True)
+    report = rdsr.ct_report([rdsr.CTSeries("Head routine", "Head", ctdivol="1200.0", dlp="1900.0")], accession="KIOSK1",
+                            description="CT Head")
+    assert send([report], "127.0.0.1", s.agent.dicom.port) == [0]
+    open_console(page, s)
+    page.locator("#banner .item", has_text="CRITICAL").locator("button.ack").click()
+    expect(page.locator("#ack-required")).to_have_text("(required for a critical alert)")
+    expect(page.locator("#ack-alert")).to_contain_text("KIOSK1")
+    expect(page.locator("#ack-alert")).to_contain_text("1000 mGy")
+    for button in ("#ack-submit", "#ack-cancel", "#ack-by"):
+        box = page.locator(button).bounding_box()
+        assert box and box["y"] >= 0 and box["y"] + box["height"] <= 480, f"{button} is cut off: {box}"
+        # nothing over its bottom edge (the dialog clips what overflows it)
+        hit = page.evaluate("([x, y]) => document.elementFromPoint(x, y)?.closest('button, input')?.id",
+                            [box["x"] + box["width"] / 2, box["y"] + box["height"] - 3])
+        assert hit == button[1:], f"{button} is hidden at its bottom edge (found {hit})"
+    screenshot(page, "ack-dialog-critical-800x480")

@@ -214,7 +214,10 @@ function renderBanner() {
 function openAck(alert) {
   app.ackFor = alert;
   const critical = alert.severity === "critical";
-  $("ack-alert").textContent = `${alert.message || alert.kind} — ${alertDetail(alert)}`;
+  // what is acknowledged, short enough for the kiosk's 480 px: the rule's source citation only on hover
+  const where = [alert.accession_number && `Acc ${alert.accession_number}`, alert.exam, localTime(alert.raised_at)];
+  $("ack-alert").textContent = `${alert.message || alert.kind} — ${where.filter(Boolean).join(" · ")}`;
+  $("ack-alert").title = alert.source || "";
   $("ack-required").textContent = critical ? "(required for a critical alert)" : "(optional)";
   const reasons = $("ack-reasons");
   reasons.querySelectorAll("label").forEach((n) => n.remove());
