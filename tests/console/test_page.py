@@ -356,3 +356,25 @@ def test_the_acknowledge_dialog_of_a_critical_ct_alert_fits_the_800x480_kiosk(st
                             [box["x"] + box["width"] / 2, box["y"] + box["height"] - 3])
         assert hit == button[1:], f"{button} is hidden at its bottom edge (found {hit})"
     screenshot(page, "ack-dialog-critical-800x480")
+
+
+def test_an_acknowledgement_right_after_an_agent_restart_is_recorded(station, page):
+    """Without a token the console's CSRF token is new at every start: an acknowledgement sent after the agent
+    came back, before the page had reconnected to its event stream, was refused with "Not recorded: missing or
+    wrong CSRF token", which says nothing a technologist can act on."""
+    s = station()
+    alert = raise_alert(s)
+    open_console(page, s)
+    page.click(f'#banner [data-alert-id="{alert.id}"] button.ack')
+    page.fill("#ack-by", "RT5")
+    page.check("#ack-reasons input[value='large patient']")
+    page.route("**/api/events", lambda route: route.abort())  # the page has not heard the agent come back yet
+    s.console.stop()
+    page.wait_for_selector("#live.off", timeout=20_000)
+    s.replace_console()
+    page.click("#ack-submit")
+    expect(page.locator("#ack-dialog")).to_be_hidden()
+    assert [(a["alert_id"], a["by"], a["reason"]) for a in s.outbox("ack")] == [(alert.id, "RT5", "large patient")]
+    page.unroute("**/api/events")
+    page.wait_for_selector("#live.on", timeout=20_000)
+    expect(page.locator("#banner")).to_be_hidden()

@@ -268,8 +268,17 @@ const tokenReady = new Promise((resolve) => { tokenArrived = resolve; });
 
 async function post(url, body) {
   await tokenReady; // a click before the first state has arrived waits for its CSRF token
-  return fetch(url, { method: "POST", credentials: "same-origin",
+  const send = () => fetch(url, { method: "POST", credentials: "same-origin",
     headers: { "Content-Type": "application/json", "X-CSRF-Token": app.csrf }, body: JSON.stringify(body) });
+  const response = await send();
+  if (response.status !== 403) return response;
+  // the agent restarted (without a token its CSRF token is new) before the page heard it come back:
+  // take the new one and send once more, rather than refuse what the technologist entered
+  const state = await fetch("/api/state", { cache: "no-store", credentials: "same-origin" })
+    .then((r) => (r.ok ? r.json() : null), () => null);
+  if (!state || !state.csrf || state.csrf === app.csrf) return response;
+  app.csrf = state.csrf;
+  return send();
 }
 
 // ---- fluoroscopy procedure ------------------------------------------------------------------
