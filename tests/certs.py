@@ -21,6 +21,8 @@ class Pki:
     client_key: Path
     stranger_cert: Path  # signed by another CA
     stranger_key: Path
+    expired_cert: Path  # signed by the CA, valid until yesterday
+    expired_key: Path
 
 
 def _name(cn: str) -> x509.Name:
@@ -50,12 +52,14 @@ def _ca(cn: str):
     return cert, key
 
 
-def _leaf(ca_cert, ca_key, cn: str, server: bool):
+def _leaf(ca_cert, ca_key, cn: str, server: bool, expired: bool = False):
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc)
+    before, after = (now - dt.timedelta(days=3), now - dt.timedelta(days=1)) if expired else (
+        now - dt.timedelta(minutes=5), now + dt.timedelta(days=2))
     builder = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca_cert.subject)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
+               .not_valid_before(before).not_valid_after(after)
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
                                                      else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
@@ -74,4 +78,5 @@ def make_pki(folder: Path) -> Pki:
     client = _write(folder, "client", *_leaf(ca_cert, ca_key, "ct-01", server=False))
     other_cert, other_key = _ca("someone-else")
     stranger = _write(folder, "stranger", *_leaf(other_cert, other_key, "ct-01", server=False))
-    return Pki(ca_path, *server, *client, *stranger)
+    expired = _write(folder, "expired", *_leaf(ca_cert, ca_key, "ct-01", server=False, expired=True))
+    return Pki(ca_path, *server, *client, *stranger, *expired)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import ssl
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -127,11 +128,35 @@ def connect_error(cfg: MqttConfig, exc: BaseException) -> str:
 def closed_before_connack(cfg: MqttConfig, reason: str) -> str:
     """A broker that closes the connection before its CONNACK says nothing about why; say what to check."""
     text = f"{reason}: {cfg.host}:{cfg.port} closed the connection before answering CONNECT"
+    outdated = client_certificate_outdated(cfg)
+    if outdated:
+        return f"{text} ({outdated})"
     if uses_tls(cfg):
         return text + (" (it may refuse the client certificate: check cert_file and key_file against the "
                        "broker's cafile, and the broker's log)")
     return text + (" (is it a TLS port, usually 8883? then set ca_file or tls = true; "
                    "plain MQTT is usually port 1883)")
+
+
+def client_certificate_outdated(cfg: MqttConfig, now: Optional[float] = None) -> Optional[str]:
+    """What is wrong with ``cert_file``'s validity period now, if anything.  A broker refusing an expired client
+    certificate ends the handshake with a TLS alert that the client often never reads (the connection is reset
+    first), so the agent looks at the certificate itself.  None if it is valid or cannot be read here."""
+    decode = getattr(getattr(ssl, "_ssl", None), "_test_decode_cert", None)  # the ssl module's own PEM reader
+    if cfg.cert_file is None or decode is None:
+        return None
+    try:
+        cert = decode(str(cfg.cert_file))
+        not_before, not_after = (ssl.cert_time_to_seconds(cert[k]) for k in ("notBefore", "notAfter"))
+    except (OSError, ValueError, KeyError, TypeError):  # ssl.SSLError is an OSError
+        return None
+    now = time.time() if now is None else now
+    if now > not_after:
+        return f"the client certificate cert_file {cfg.cert_file} expired on {cert['notAfter']}: renew it"
+    if now < not_before:
+        return (f"the client certificate cert_file {cfg.cert_file} is not valid before {cert['notBefore']}: "
+                "is this box's clock right?")
+    return None
 
 
 def read_password(cfg: MqttConfig) -> Optional[str]:

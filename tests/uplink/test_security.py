@@ -144,3 +144,29 @@ def test_the_tls_file_that_cannot_be_read_is_the_one_named(tmp_path):
     with pytest.raises(OSError) as caught:
         new_client(cfg.mqtt, "x")
     assert f"key_file {key}" in str(caught.value) and str(pki.ca) not in str(caught.value)
+
+
+def test_a_client_certificate_the_broker_refuses_as_expired_is_named_so(tmp_path, store):
+    """A station whose client certificate had expired showed only "disconnected: 0x80 Unspecified error ... check
+    cert_file and key_file against the broker's cafile": the broker's TLS alert saying "certificate expired" is
+    mostly lost to the reset that follows it, so hospital IT checked the CA instead of renewing the certificate."""
+    pki = make_pki(tmp_path / "pki")
+    broker = Mosquitto(tmp_path / "broker", anonymous=False, listener_extra="\n".join([
+        f"cafile {pki.ca}", f"certfile {pki.server_cert}", f"keyfile {pki.server_key}",
+        "require_certificate true", "use_identity_as_username true"])).start()
+    try:
+        cfg = make_config(tmp_path, broker.port, ca_file=str(pki.ca), cert_file=str(pki.expired_cert),
+                          key_file=str(pki.expired_key))
+        enqueue(store, 1)
+        uplink = Uplink(cfg, store, Bus())
+        uplink.start()
+        try:
+            wait_for(lambda: uplink.health()["last_error"], what="the expired certificate to be refused")
+            error = uplink.health()["last_error"]
+            assert f"the client certificate cert_file {pki.expired_cert} expired on" in error
+            assert "closed the connection before answering CONNECT" in error
+            assert not uplink.health()["connected"] and uplink.health()["pending"] == 1
+        finally:
+            uplink.stop()
+    finally:
+        broker.stop()
