@@ -111,6 +111,28 @@ def test_refused_topic_goes_to_dead_letter_with_alarm_and_is_not_retried(tmp_pat
         broker.stop()
 
 
+def test_under_mqtt_311_a_refused_topic_is_acknowledged_and_shows_as_missing_at_the_central_site(tmp_path, store,
+                                                                                                  running, central):
+    """MQTT 3.1.1 has no PUBACK failure code: Mosquitto acknowledges a PUBLISH its ACL denies and drops it, so the
+    agent counts it delivered (docs/uplink.md says so) and only the central site's seq gaps show the loss."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic read alara/#\n" + "".join(f"topic write alara/st-test/ct-01/{kind}\n"
+                                                    for kind in ("reading", "status")))
+    broker = Mosquitto(tmp_path / "broker", extra=f"acl_file {acl}").start()
+    try:
+        cfg = make_config(tmp_path, broker.port, protocol="3.1.1")
+        central(cfg)
+        enqueue(store, 2, kind="reading")
+        enqueue(store, 2, kind="alert")
+        enqueue(store, 1, kind="reading", tag="later")
+        uplink = running(Uplink(cfg, store, Bus()))
+        wait_for(lambda: uplink.health()["delivered"] == 5, what="all five counted delivered")
+        assert uplink.health()["dead"] == 0
+        wait_for(lambda: central_view(cfg).get("missing_seq") == [[3, 4]], what="the two alerts missing centrally")
+    finally:
+        broker.stop()
+
+
 def test_no_subscriber_holds_messages_until_the_central_session_exists(broker, store, tmp_path, running, central):
     cfg = make_config(tmp_path, broker.port)
     bus = Bus()
