@@ -46,9 +46,12 @@ class Section(BaseModel):
 
 
 def _kinds(annotation: Any) -> set[Any]:
-    """The plain types an annotation admits (Optional[int] → {int, NoneType}); Literal and the like → empty."""
+    """The plain types an annotation admits (Optional[int] → {int, NoneType}, Literal["a", "b"] → {str});
+    the like of list or dict → empty."""
     if get_origin(annotation) in (Union, UnionType):
         return set().union(*(_kinds(a) for a in get_args(annotation)))
+    if get_origin(annotation) is Literal:  # else Optional[Literal["room", ...]] would look like Optional[bool]
+        return {type(a) for a in get_args(annotation)}
     return {annotation} if isinstance(annotation, type) else set()
 
 

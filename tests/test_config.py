@@ -1,4 +1,5 @@
 """Configuration validation as an installer meets it: `alara-edge check-config`."""
+import tomllib
 from pathlib import Path
 
 from agent.config import Config, check_text
@@ -185,3 +186,13 @@ def test_check_config_of_a_missing_file_names_it_once(tmp_path):
     missing = tmp_path / "missing.toml"
     r = run_agent("check-config", str(missing))
     assert r.returncode == 1 and r.stderr == f"{missing}: No such file or directory\n"
+
+
+def test_a_serial_devices_role_written_as_documented_is_taken():
+    """``role = "room"`` (docs/drivers.md) was refused with "true or false, without quotes": an optional choice of
+    words was taken for an optional boolean, so a device could not be given the role its readings need."""
+    text = ('[[serial]]\ndriver = "diamentor"\nport = "/dev/ttyUSB0"\nrole = "dap_meter"\n\n'
+            '[[serial]]\ndriver = "automess"\nport = "/dev/ttyUSB1"\nrole = "room"\nlocation = "corridor"\n')
+    assert check_text(text) == []
+    assert [p.resolved_role for p in Config.model_validate(tomllib.loads(text)).serial] == ["dap_meter", "room"]
+    assert any("role" in p for p in check_text('[[serial]]\ndriver = "diamentor"\nport = "/dev/ttyUSB0"\nrole = "x"\n'))
