@@ -313,6 +313,9 @@ class SerialPortConfig(Section):
     """DAP meters: a QA finding when |meter − RDSR| / RDSR of a procedure's DAP exceeds this."""
     reconcile_window_s: float = Field(default=900.0, ge=0)
     """DAP meters: an RDSR matches a procedure whose dose falls within its events' times ± this."""
+    reconcile_plane: Optional[Literal["A", "B"]] = None
+    """DAP meters on a biplane system: the plane whose tube the meter is on (a biplane RDSR is compared with
+    that plane's events; without it, not at all)."""
 
     @model_validator(mode="after")
     def _driver_and_subject(self) -> "SerialPortConfig":

@@ -8,13 +8,17 @@ the comparison in ``serial_reconciliations``.  A relative difference above the m
 the central site (outbox kind ``reading``, type ``reconciliation``).  A drifting meter calibration or a
 wrong DAP unit on either side is exactly what this shows.
 
+A DAP meter sits on one tube.  The total of a biplane RDSR adds both planes, so it is not compared with
+a meter: a meter configured with ``reconcile_plane`` (A or B) is compared with the DAP of that plane's
+irradiation events; one without is not compared with a biplane RDSR (``meter_rdsr_not_compared``).
+
 RDSR times are local times as the modality states them; a time without offset is read in the
 station's time zone.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any, Optional
 from zoneinfo import ZoneInfo
@@ -29,6 +33,7 @@ from .ledger import utc_iso
 log = structlog.get_logger("agent.readings")
 
 DEFAULT_TOLERANCE = 0.25
+PLANES = {"A": "Plane A", "B": "Plane B"}  # reconcile_plane: the RDSR's Acquisition Plane
 
 
 @dataclass
@@ -36,6 +41,7 @@ class Reconcile:
     tolerances: dict[str, float]  # per DAP-meter device; others use DEFAULT_TOLERANCE
     window_s: float = 900.0
     tz: Optional[tzinfo] = None
+    planes: dict[str, str] = field(default_factory=dict)  # per DAP-meter device on a biplane system: A or B
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Reconcile":
@@ -43,23 +49,23 @@ class Reconcile:
         meters = [p for p in cfg.serial if p.resolved_role == "dap_meter"]
         window = max((p.reconcile_window_s for p in meters), default=900.0)
         return cls({p.device_id: p.reconcile_tolerance for p in meters}, window,
-                   ZoneInfo(cfg.station.timezone) if cfg.station.timezone else None)
+                   ZoneInfo(cfg.station.timezone) if cfg.station.timezone else None,
+                   {p.device_id: p.reconcile_plane for p in meters if p.reconcile_plane})
 
     def __call__(self, tx: sqlite_utils.Database, ingest: Any) -> None:
         report = ingest.report
         if report.kind != "projection" or ingest.saved.superseded_by:
             return
-        rdsr = report.totals.dap_total_Gym2
-        if rdsr is None:
-            doses = [e.dap_Gym2 for e in report.events if e.dap_Gym2 is not None]
-            rdsr = sum(doses) if doses else None
         span = self._span(report)
-        if not rdsr or rdsr <= 0 or span is None:
+        if span is None:
             return
         procedure = self._match(tx, ingest.station, *span)
         if procedure is None:
             return
         pid, uid, device, meter = procedure
+        rdsr = self._rdsr_dap(report, device)
+        if not rdsr or rdsr <= 0:
+            return
         tolerance = self.tolerances.get(device, DEFAULT_TOLERANCE)
         difference = (meter - rdsr) / rdsr
         finding = abs(difference) > tolerance
@@ -81,6 +87,23 @@ class Reconcile:
             "meter_rdsr_mismatch" if finding else "meter_rdsr_agree", procedure_id=uid, device=device,
             sop_instance_uid=report.sop_instance_uid, meter_dap_Gym2=meter, rdsr_dap_Gym2=rdsr,
             difference_rel=round(difference, 4), tolerance_rel=tolerance)
+
+    def _rdsr_dap(self, report: Any, device: str) -> Optional[float]:
+        """The RDSR's DAP that the meter ``device`` measured: the total, or on a biplane system the DAP of the
+        events of the meter's plane (None when the meter's plane is not configured)."""
+        planes = {e.acquisition_plane for e in report.events if e.acquisition_plane in PLANES.values()}
+        if len(planes) > 1:
+            plane = PLANES.get(self.planes.get(device) or "")
+            if plane is None:
+                log.info("meter_rdsr_not_compared", device=device, sop_instance_uid=report.sop_instance_uid,
+                         hint="a biplane RDSR's total adds both tubes: set reconcile_plane for this DAP meter")
+                return None
+            doses = [e.dap_Gym2 for e in report.events if e.acquisition_plane == plane and e.dap_Gym2 is not None]
+            return sum(doses) if doses else None
+        if report.totals.dap_total_Gym2 is not None:
+            return report.totals.dap_total_Gym2
+        doses = [e.dap_Gym2 for e in report.events if e.dap_Gym2 is not None]
+        return sum(doses) if doses else None
 
     def _span(self, report: Any) -> Optional[tuple[float, float]]:
         """UNIX times of the first and last irradiation event (or the study time)."""

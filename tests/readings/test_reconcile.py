@@ -87,3 +87,36 @@ def test_back_to_back_procedures_each_take_their_own_rdsr(store, hooks):
     rows = store.db.execute("SELECT sop_instance_uid, procedure_id, finding FROM serial_reconciliations"
                             " ORDER BY sop_instance_uid").fetchall()
     assert rows == [("A", 1, 0), ("B", 2, 0)]
+
+
+def biplane_rdsr(start: datetime, plane_a: float, plane_b: float, sop="BI") -> SimpleNamespace:
+    """A biplane RDSR: plane A's events then plane B's, the total being the sum of both planes."""
+    events = [Event(irradiation_event_uid=f"{sop}.{i}", acquisition_plane=plane, dap_Gym2=dap / 2,
+                    datetime_started=start.replace(minute=start.minute + i).strftime("%Y-%m-%dT%H:%M:%S"))
+              for i, (plane, dap) in enumerate([("Plane A", plane_a), ("Plane B", plane_b)] * 2)]
+    ingest = rdsr(plane_a + plane_b, start, sop=sop)
+    ingest.report.events = events
+    return ingest
+
+
+def test_a_biplane_rdsr_is_compared_with_the_plane_the_meter_is_on_not_with_both(store, hooks):
+    """A DAP meter on the frontal tube of a biplane system measures plane A only; the RDSR's total adds plane B.
+    Compared with the total, every biplane procedure was a QA finding (here -40 %) for a meter that is right."""
+    ledger, _ = hooks
+    start = datetime(2026, 11, 23, 9, 0, 0, tzinfo=BERLIN)
+    meter_procedure(store, ledger, start, 0.0300)
+    with store.transaction() as tx:  # which plane the meter is on is not configured: no comparison, no finding
+        Reconcile({"dev": 0.25}, 900.0, BERLIN)(tx, biplane_rdsr(start.replace(tzinfo=None), 0.0300, 0.0200))
+    assert reconciliations(store) == []
+    with store.transaction() as tx:
+        Reconcile({"dev": 0.25}, 900.0, BERLIN, planes={"dev": "A"})(
+            tx, biplane_rdsr(start.replace(tzinfo=None), 0.0300, 0.0200, sop="BI2"))
+    assert reconciliations(store) == [(1, 0.03, 0.03, 0.0, 0)]
+
+
+def test_the_meters_plane_comes_from_its_serial_entry():
+    from agent.config import Config
+    cfg = Config.model_validate({"serial": [{"driver": "diamentor", "port": "/dev/ttyUSB0", "device": "frontal",
+                                             "reconcile_plane": "A"},
+                                            {"driver": "diamentor", "port": "/dev/ttyUSB1", "device": "lateral"}]})
+    assert Reconcile.from_config(cfg).planes == {"frontal": "A"}
