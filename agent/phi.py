@@ -40,13 +40,15 @@ _PARTICLES = {"de", "la", "le", "del", "della", "da", "das", "do", "dos", "di", 
 
 
 def pattern(phi: PHI, include_id: bool = False) -> Optional[re.Pattern[str]]:
-    """One case-insensitive pattern for the patient's name parts, birth date and (unless
-    ``include_id``: the id is sent on purpose) id; None when the report carries none of them."""
-    return _pattern(phi.patient_name, None if include_id else phi.patient_id, phi.birth_date)
+    """One case-insensitive pattern for the patient's name parts, birth date, other ids (never sent) and
+    (unless ``include_id``: the id is sent on purpose) id; None when the report carries none of them."""
+    return _pattern(phi.patient_name, None if include_id else phi.patient_id, phi.birth_date,
+                    tuple(phi.other_patient_ids))
 
 
 @functools.lru_cache(maxsize=4)  # the checks, the uplink and the console ask for the same report's pattern in turn
-def _pattern(patient_name: Optional[str], patient_id: Optional[str], birth_date: Optional[str]) -> Optional[re.Pattern[str]]:
+def _pattern(patient_name: Optional[str], patient_id: Optional[str], birth_date: Optional[str],
+             other_ids: tuple[str, ...] = ()) -> Optional[re.Pattern[str]]:
     words: set[str] = set()
     if patient_name:
         for group in patient_name.split("="):  # alphabetic, ideographic, phonetic
@@ -74,9 +76,10 @@ def _pattern(patient_name: Optional[str], patient_id: Optional[str], birth_date:
         names = "|".join(_spaced(w) for w in sorted(words, key=len, reverse=True))
         # with a plural or genitive ending, as names are written in text: "the Smiths", "Müllers Befund"
         alternatives.append(rf"(?<![A-Za-z0-9])(?:{names})(?:e?s)?(?![A-Za-z0-9])")
-    ids = _id_pattern(patient_id) if patient_id else None
-    if ids:
-        alternatives.append(ids)
+    for pid in (patient_id, *other_ids):
+        ids = _id_pattern(pid) if pid else None
+        if ids:
+            alternatives.append(ids)
     dates = _date_pattern(birth_date)
     if dates:
         alternatives.append(rf"(?<![0-9])(?:{dates})(?![0-9])")

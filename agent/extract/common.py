@@ -434,7 +434,21 @@ def start_report(ds: Dataset, kind: str, modality: Optional[str], source: str, t
     phi.patient_id = hstr(ds, "PatientID")
     phi.patient_name = hstr(ds, "PatientName")
     phi.birth_date = da_tm_iso(_day_first(hstr(ds, "PatientBirthDate")), None)
+    phi.other_patient_ids = _other_patient_ids(ds)
     return report
+
+
+def _other_patient_ids(ds: Dataset) -> tuple[str, ...]:
+    """The patient's other ids (a national or another hospital's number): Other Patient IDs Sequence's
+    Patient IDs and the retired Other Patient IDs, each once, the patient's own id left out."""
+    found = [v for v in (hstr(ds, "OtherPatientIDs") or "").split("\\")]
+    try:
+        items = ds.get("OtherPatientIDsSequence") or []
+        found += [hstr(item, "PatientID") or "" for item in items]
+    except Exception:  # a malformed sequence: its ids cannot be known
+        pass
+    own = (hstr(ds, "PatientID") or "").strip()
+    return tuple(dict.fromkeys(v.strip() for v in found if v.strip() and v.strip() != own))
 
 
 def study_date_fallback(ds: Dataset, report: Report, notes: Notes) -> None:

@@ -73,6 +73,8 @@ class PHI:
     patient_id: Optional[str] = None
     patient_name: Optional[str] = None
     birth_date: Optional[str] = None
+    other_patient_ids: tuple[str, ...] = field(default=(), metadata={"omit_empty": True})
+    """Other Patient IDs (the sequence's and the retired attribute's): never sent, found in free text like the id."""
 
 
 @dataclass
@@ -246,7 +248,8 @@ class Report:
 
 
 def _clean_phi(phi: PHI) -> dict[str, Any]:
-    return {f.name: getattr(phi, f.name) for f in fields(phi) if getattr(phi, f.name) is not None}
+    values = {f.name: getattr(phi, f.name) for f in fields(phi)}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if v is not None and v != ()}
 
 
 class Rejected(Exception):

@@ -12,7 +12,7 @@ from agent.extract import extract_dataset
 from agent.extract.record import Rejected
 from tests.extract.conftest import corpus_files
 
-NAME, PATIENT_ID, BIRTH = "Sentinel^Leak", "PHI-LEAK-4711", "19010203"
+NAME, PATIENT_ID, BIRTH, OTHER_ID = "Sentinel^Leak", "PHI-LEAK-4711", "19010203", "PHI-OTHER-4712"
 # header attributes that may legitimately repeat a patient field in a test file (phantom studies
 # reuse the patient id as accession number, anonymisers write the same placeholder everywhere)
 _NOT_PATIENT = ("AccessionNumber", "StationName", "InstitutionName", "StudyDescription", "DeviceSerialNumber",
@@ -48,7 +48,7 @@ def test_no_patient_identity_in_the_record(path):
     for attribute, value in _header_phi(ds).items():
         assert value not in text, f"{attribute} of the header appears in the record"
     with_phi = rep.to_dict(include_phi=True)["phi"]
-    assert set(with_phi) <= {"patient_id", "patient_name", "birth_date"}
+    assert set(with_phi) <= {"patient_id", "patient_name", "birth_date", "other_patient_ids"}
 
 
 @pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.name)
@@ -56,6 +56,9 @@ def test_planted_identity_never_leaks(path):
     """Unique values planted in the patient attributes appear only with include_phi."""
     ds = pydicom.dcmread(path, stop_before_pixels=True)
     ds.PatientName, ds.PatientID, ds.PatientBirthDate = NAME, PATIENT_ID, BIRTH
+    ds.OtherPatientIDs = OTHER_ID
+    if "OtherPatientIDsSequence" in ds:
+        del ds.OtherPatientIDsSequence
     buffer = io.BytesIO()
     ds.save_as(buffer)
     try:
@@ -63,10 +66,10 @@ def test_planted_identity_never_leaks(path):
     except Rejected:
         return
     plain = json.dumps(rep.to_dict())
-    for value in (NAME, PATIENT_ID, BIRTH, "1901-02-03", "Sentinel"):
+    for value in (NAME, PATIENT_ID, BIRTH, "1901-02-03", "Sentinel", OTHER_ID):
         assert value not in plain
     assert rep.to_dict(include_phi=True)["phi"] == \
-        {"patient_id": PATIENT_ID, "patient_name": NAME, "birth_date": "1901-02-03"}
+        {"patient_id": PATIENT_ID, "patient_name": NAME, "birth_date": "1901-02-03", "other_patient_ids": [OTHER_ID]}
 
 
 def _completed_months(birth: str, study: str) -> int:

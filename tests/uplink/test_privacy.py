@@ -124,3 +124,63 @@ def test_a_store_restored_without_its_site_secret_says_so_at_start(tmp_path, sto
         assert not again.check_site_secret(store.db)
     (line,) = [e for e in logs if e["event"] == "site_secret_changed"]
     assert line["log_level"] == "error" and line["previous_key"] == secret and "restore the site-secret" in line["hint"]
+
+
+def _with_other_ids(tmp_path):
+    """A real CT RDSR whose header names the patient's other ids (a national number in the sequence, an old
+    number in the retired attribute), copied by the modality into the study description and a protocol."""
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from tests.conftest import CORPUS
+
+    ds = pydicom.dcmread(CORPUS / "CT-RDSR-Toshiba_DoseCheck.dcm")
+    other = Dataset()
+    other.PatientID, other.IssuerOfPatientID, other.TypeOfPatientID = "9434765919", "NHS", "TEXT"
+    ds.OtherPatientIDsSequence = Sequence([other])
+    ds.OtherPatientIDs = "OLD-55123"
+    ds.StudyDescription = "CT Thorax NHS 943 476 5919"
+    protocols = [it for it in ds.ContentSequence if it.get("ValueType") == "CONTAINER"
+                 for child in it.get("ContentSequence", []) if child.get("ValueType") == "TEXT"
+                 and child.ConceptNameCodeSequence[0].CodeValue == "125203"]
+    protocols[0].TextValue = "Liver OLD-55123"
+    path = tmp_path / "other-ids.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return ds, path
+
+
+def test_the_patients_other_ids_copied_into_free_text_do_not_leave_the_box(tmp_path):
+    """Other Patient IDs (a national number, a previous hospital's) identify the patient as the id does: a modality
+    that copied one into the study description or a protocol had it published to the broker and printed by
+    ``extract``. Now the value is [removed] there, in both places, and the rest of the report is as before."""
+    import pydicom
+
+    from agent.sources.dicom import scu
+    from tests.conftest import AgentProcess, run_agent, wait_for
+    from tests.uplink.broker import Mosquitto
+    from tests.uplink.tap import Tap
+
+    ds, path = _with_other_ids(tmp_path)
+    broker = Mosquitto(tmp_path / "broker").start()
+    tap = Tap(broker.port, topic="#")
+    agent = AgentProcess(tmp_path / "agent", f"[mqtt]\nport = {broker.port}\nreconnect_min_s = 0.1\n").start()
+    try:
+        assert scu.send([pydicom.dcmread(path)], "127.0.0.1", agent.dicom_port) == [0]
+        (seen,) = wait_for(lambda: tap.of_kind("report"), what="the report at the broker")
+    finally:
+        agent.stop()
+        tap.close()
+        broker.stop()
+    body = seen.json["body"] if "body" in seen.json else seen.json
+    published = seen.payload.decode()
+    for value in ("9434765919", "943 476 5919", "OLD-55123", "55123"):
+        assert value not in published
+    assert body["study"]["description"] == "[removed]"
+    assert "pseudonym" in body["patient"] and body["totals"]["ct_dlp_total_mGycm"] > 0
+
+    printed = run_agent("extract", str(path)).stdout
+    assert "943 476 5919" not in printed and "OLD-55123" not in printed
+    with_phi = json.loads(run_agent("extract", "--include-phi", str(path)).stdout)["report"]
+    assert with_phi["phi"]["other_patient_ids"] == ["OLD-55123", "9434765919"]
+    assert with_phi["study"]["description"] == ds.StudyDescription
