@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -40,11 +41,12 @@ from typing import Any, Callable, Optional
 import sqlite_utils
 import structlog
 
+from agent import phi
 from agent.bus import Bus
 from agent.extract import extract_dataset, read_dataset
 from agent.extract.reader import pixel_data_offset
 from agent.extract.common import hstr
-from agent.extract.record import ExtractionError, Rejected, Report
+from agent.extract.record import PHI, ExtractionError, Rejected, Report
 from agent.logs import Repeats
 from agent.store import Store, StoreError
 from agent.store.inbox import MAX_ATTEMPTS, Inbox, Item, path_for as inbox_path
@@ -348,19 +350,21 @@ class Pipeline:
 
     def _extract_and_store(self, encoded: bytes, received: float, origin: str, path: Path, receipt: Receipt,
                            calling_ae: str | None, tries: "_Tries") -> Outcome:
+        identity: Optional[re.Pattern[str]] = None
         try:
             ds = read_dataset(encoded)
             receipt.sop_instance_uid = hstr(ds, "SOPInstanceUID")
             receipt.sop_class_uid = hstr(ds, "SOPClassUID")
             receipt.transfer_syntax = hstr(ds.file_meta, "TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+            identity = _header_identity(ds)
             report = extract_dataset(ds)
         except Rejected as exc:
             tries.end()
-            return self._keep_failed(receipt, "rejected", str(exc))
+            return self._keep_failed(receipt, "rejected", phi.redact(str(exc), identity))
         except Exception as exc:  # any parse failure is kept for inspection; the source goes on
             tries.end()
             reason = str(exc) if isinstance(exc, ExtractionError) else f"{type(exc).__name__}: {exc}"
-            return self._keep_failed(receipt, "error", reason)
+            return self._keep_failed(receipt, "error", phi.redact(reason, identity))
 
         keep_file = False
         try:
@@ -563,3 +567,13 @@ def _unlink_quietly(path: Path) -> None:
         path.unlink()
     except OSError:
         pass
+
+
+def _header_identity(ds: Any) -> Optional[re.Pattern[str]]:
+    """The patient's name, id and birth date as the header gives them, to remove from the reason an object is set
+    aside for (it may quote a value of the object: logged, listed and shown on the console); None if unreadable."""
+    try:
+        return phi.pattern(PHI(patient_id=hstr(ds, "PatientID"), patient_name=hstr(ds, "PatientName"),
+                               birth_date=hstr(ds, "PatientBirthDate")))
+    except Exception:  # a header that cannot be read has nothing of the patient's to quote either
+        return None

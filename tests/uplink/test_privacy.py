@@ -184,3 +184,31 @@ def test_the_patients_other_ids_copied_into_free_text_do_not_leave_the_box(tmp_p
     with_phi = json.loads(run_agent("extract", "--include-phi", str(path)).stdout)["report"]
     assert with_phi["phi"]["other_patient_ids"] == ["OLD-55123", "9434765919"]
     assert with_phi["study"]["description"] == ds.StudyDescription
+
+
+def test_the_reason_an_object_was_set_aside_does_not_quote_the_patient(tmp_path):
+    """A report set aside is logged, listed by ``studies`` and shown on the console with its reason; a reason that
+    quotes the object (a non-dose SR's document title, made up by the modality from the patient's name and id)
+    put the patient's name and id in the agent's log. They are [removed] there now; the rest of the reason stays."""
+
+    from agent.sources.dicom import scu
+    from simulator import rdsr
+    from tests.conftest import AgentProcess, wait_for
+
+    ds = rdsr.ct_report([rdsr.CTSeries("Head")], patient=rdsr.Patient(name="Zbigniewska^Haruko", id="QX778899"))
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
+    ds.ConceptNameCodeSequence[0].CodeValue = "QX778899"
+    ds.ConceptNameCodeSequence[0].CodingSchemeDesignator = "99LOCAL"
+    ds.ConceptNameCodeSequence[0].CodeMeaning = "Befund Zbigniewska Haruko"
+    agent = AgentProcess(tmp_path / "agent", "[mqtt]\nenabled = false\n").start()
+    try:
+        assert scu.send([ds], "127.0.0.1", agent.dicom_port) == [0]
+        (line,) = wait_for(lambda: [e for e in agent.log_events() if e.get("event") == "report_rejected"],
+                           what="the object set aside")
+        listed = agent.cli("studies").stdout
+    finally:
+        agent.stop()
+    assert "not a radiation dose report: document title 'Befund [removed]' (99LOCAL [removed])" in line["reason"], line
+    for text in (agent.log_text(), listed):
+        assert "Zbigniewska" not in text and "Haruko" not in text and "QX778899" not in text
+    assert "not a radiation dose report" in listed
