@@ -22,6 +22,7 @@ import re
 import unicodedata
 from typing import Any, Optional
 
+from agent.extract.common import hstr
 from agent.extract.record import PHI
 
 REDACTED = "[removed]"
@@ -44,6 +45,19 @@ def pattern(phi: PHI, include_id: bool = False) -> Optional[re.Pattern[str]]:
     (unless ``include_id``: the id is sent on purpose) id; None when the report carries none of them."""
     return _pattern(phi.patient_name, None if include_id else phi.patient_id, phi.birth_date,
                     tuple(phi.other_patient_ids))
+
+
+def header_pattern(ds: Any) -> Optional[re.Pattern[str]]:
+    """:func:`pattern` for a dataset's header (name, id, birth date): for what is said about an object no
+    report could be made of (the reason it was set aside may quote its values).  None if ``ds`` is None or
+    unreadable."""
+    if ds is None:
+        return None
+    try:
+        return pattern(PHI(patient_id=hstr(ds, "PatientID"), patient_name=hstr(ds, "PatientName"),
+                           birth_date=hstr(ds, "PatientBirthDate")))
+    except Exception:  # a header that cannot be read has nothing of the patient's to quote either
+        return None
 
 
 @functools.lru_cache(maxsize=4)  # the checks, the uplink and the console ask for the same report's pattern in turn

@@ -30,7 +30,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -46,7 +45,7 @@ from agent.bus import Bus
 from agent.extract import extract_dataset, read_dataset
 from agent.extract.reader import pixel_data_offset
 from agent.extract.common import hstr
-from agent.extract.record import PHI, ExtractionError, Rejected, Report
+from agent.extract.record import ExtractionError, Rejected, Report
 from agent.logs import Repeats
 from agent.store import Store, StoreError
 from agent.store.inbox import MAX_ATTEMPTS, Inbox, Item, path_for as inbox_path
@@ -350,21 +349,20 @@ class Pipeline:
 
     def _extract_and_store(self, encoded: bytes, received: float, origin: str, path: Path, receipt: Receipt,
                            calling_ae: str | None, tries: "_Tries") -> Outcome:
-        identity: Optional[re.Pattern[str]] = None
+        ds = None
         try:
             ds = read_dataset(encoded)
             receipt.sop_instance_uid = hstr(ds, "SOPInstanceUID")
             receipt.sop_class_uid = hstr(ds, "SOPClassUID")
             receipt.transfer_syntax = hstr(ds.file_meta, "TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-            identity = _header_identity(ds)
             report = extract_dataset(ds)
         except Rejected as exc:
             tries.end()
-            return self._keep_failed(receipt, "rejected", phi.redact(str(exc), identity))
+            return self._keep_failed(receipt, "rejected", phi.redact(str(exc), phi.header_pattern(ds)))
         except Exception as exc:  # any parse failure is kept for inspection; the source goes on
             tries.end()
             reason = str(exc) if isinstance(exc, ExtractionError) else f"{type(exc).__name__}: {exc}"
-            return self._keep_failed(receipt, "error", phi.redact(reason, identity))
+            return self._keep_failed(receipt, "error", phi.redact(reason, phi.header_pattern(ds)))
 
         keep_file = False
         try:
@@ -568,12 +566,3 @@ def _unlink_quietly(path: Path) -> None:
     except OSError:
         pass
 
-
-def _header_identity(ds: Any) -> Optional[re.Pattern[str]]:
-    """The patient's name, id and birth date as the header gives them, to remove from the reason an object is set
-    aside for (it may quote a value of the object: logged, listed and shown on the console); None if unreadable."""
-    try:
-        return phi.pattern(PHI(patient_id=hstr(ds, "PatientID"), patient_name=hstr(ds, "PatientName"),
-                               birth_date=hstr(ds, "PatientBirthDate")))
-    except Exception:  # a header that cannot be read has nothing of the patient's to quote either
-        return None

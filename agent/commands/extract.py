@@ -6,6 +6,7 @@ import json
 import sys
 import warnings
 
+import pydicom
 from agent import phi
 from agent.commands.common import iter_files
 from agent.extract import extract_file
@@ -34,9 +35,23 @@ def run(args: argparse.Namespace) -> int:
             if found is not None:  # a modality may have copied the patient's identity into free text
                 phi.scrub_tree(out["report"], found)
         except Rejected as exc:
-            out.update(status="rejected", reason=str(exc))
+            out.update(status="rejected", reason=_without_identity(str(exc), path, args.include_phi))
         except Exception as exc:  # unreadable file: say why, go on with the next one
-            out.update(status="error", reason=f"{type(exc).__name__}: {exc}" if not str(exc).startswith(type(exc).__name__) else str(exc))
+            reason = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
+            out.update(status="error", reason=_without_identity(reason, path, args.include_phi))
             failures += 1
         sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
     return 1 if failures else 0
+
+
+def _without_identity(reason: str, path, include_phi: bool) -> str:
+    """The reason a file gave no report, without the patient's name, id or birth date that it may quote (a
+    document title, a value that could not be read), unless ``--include-phi``."""
+    if include_phi:
+        return reason
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                 specific_tags=["PatientName", "PatientID", "PatientBirthDate"])
+    except Exception:  # not readable as DICOM: nothing of the patient's can be known, nor quoted
+        return reason
+    return phi.redact(reason, phi.header_pattern(header))

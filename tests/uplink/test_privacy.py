@@ -193,7 +193,7 @@ def test_the_reason_an_object_was_set_aside_does_not_quote_the_patient(tmp_path)
 
     from agent.sources.dicom import scu
     from simulator import rdsr
-    from tests.conftest import AgentProcess, wait_for
+    from tests.conftest import AgentProcess, run_agent, wait_for
 
     ds = rdsr.ct_report([rdsr.CTSeries("Head")], patient=rdsr.Patient(name="Zbigniewska^Haruko", id="QX778899"))
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
@@ -212,3 +212,10 @@ def test_the_reason_an_object_was_set_aside_does_not_quote_the_patient(tmp_path)
     for text in (agent.log_text(), listed):
         assert "Zbigniewska" not in text and "Haruko" not in text and "QX778899" not in text
     assert "not a radiation dose report" in listed
+    # and `alara-edge extract` on the same file says so without the patient too, unless asked
+    path = tmp_path / "befund.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    (out,) = [json.loads(line) for line in run_agent("extract", str(path)).stdout.splitlines()]
+    assert out["status"] == "rejected" and "Befund [removed]" in out["reason"] and "QX778899" not in out["reason"]
+    (out,) = [json.loads(line) for line in run_agent("extract", "--include-phi", str(path)).stdout.splitlines()]
+    assert "Befund Zbigniewska Haruko" in out["reason"]
