@@ -22,7 +22,7 @@ import re
 import unicodedata
 from typing import Any, Optional
 
-from agent.extract.common import hstr
+from agent.extract.common import patient_identity
 from agent.extract.record import PHI
 
 REDACTED = "[removed]"
@@ -48,14 +48,12 @@ def pattern(phi: PHI, include_id: bool = False) -> Optional[re.Pattern[str]]:
 
 
 def header_pattern(ds: Any) -> Optional[re.Pattern[str]]:
-    """:func:`pattern` for a dataset's header (name, id, birth date): for what is said about an object no
-    report could be made of (the reason it was set aside may quote its values).  None if ``ds`` is None or
-    unreadable."""
+    """:func:`pattern` for a dataset's header: for what is said about an object no report could be made of
+    (the reason it was set aside may quote its values).  None if ``ds`` is None or unreadable."""
     if ds is None:
         return None
     try:
-        return pattern(PHI(patient_id=hstr(ds, "PatientID"), patient_name=hstr(ds, "PatientName"),
-                           birth_date=hstr(ds, "PatientBirthDate")))
+        return pattern(patient_identity(ds))
     except Exception:  # a header that cannot be read has nothing of the patient's to quote either
         return None
 

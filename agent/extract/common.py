@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 
 from agent.extract import codes as C
 from agent.extract import units as U
-from agent.extract.record import ExtractionError, Report
+from agent.extract.record import PHI, ExtractionError, Report
 from agent.extract.sr import Code, ContentItem, Index, utf8_note, utf8_undeclared, value_text
 
 
@@ -430,12 +430,16 @@ def start_report(ds: Dataset, kind: str, modality: Optional[str], source: str, t
         notes.add(f"PatientSize {pt.height_m} is not a height in metres; omitted")
         pt.height_m = None
 
-    phi = report.phi
-    phi.patient_id = hstr(ds, "PatientID")
-    phi.patient_name = hstr(ds, "PatientName")
-    phi.birth_date = da_tm_iso(_day_first(hstr(ds, "PatientBirthDate")), None)
-    phi.other_patient_ids = _other_patient_ids(ds)
+    report.phi = patient_identity(ds)
     return report
+
+
+def patient_identity(ds: Dataset) -> PHI:
+    """The patient's name, id, birth date and other ids as the header states them: never printed or sent, and
+    looked for wherever a modality may have copied them into free text (agent.phi)."""
+    return PHI(patient_id=hstr(ds, "PatientID"), patient_name=hstr(ds, "PatientName"),
+               birth_date=da_tm_iso(_day_first(hstr(ds, "PatientBirthDate")), None),
+               other_patient_ids=_other_patient_ids(ds))
 
 
 def _other_patient_ids(ds: Dataset) -> tuple[str, ...]:

@@ -344,7 +344,8 @@ def without_identity(db: sqlite_utils.Database, study: dict[str, Any]) -> dict[s
     return study
 
 
-_STILL_KEPT = "NOT EXISTS (SELECT 1 FROM spool_pruned p WHERE p.receipt_id = receipts.id)"  # (pruned: rejected_retention_days)
+# not the rejected receipts whose files were pruned after [store] rejected_retention_days (agent.store.failed)
+_STILL_KEPT = "NOT EXISTS (SELECT 1 FROM spool_pruned p WHERE p.receipt_id = receipts.id)"
 
 
 def failed_receipts(db: sqlite_utils.Database, limit: int = 50) -> list[dict[str, Any]]:
