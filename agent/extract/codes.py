@@ -246,6 +246,14 @@ SIEMENS_DAP = other("99SMS_RADSUM", "C-204", "Cumulative dose area product")
 SIEMENS_START = other("99SMS_RADSUM", "C-206", "Start of the examination")
 SIEMENS_AIR_KERMA = other("99SMS_RADSUM", "C-210", "Cumulative air kerma")
 
+# CID 42 Numeric Value Qualifier, its CID 43 failures and CID 44 unknowns: a NUM item qualified so states no
+# value (its Numeric Value, if there is one at all, is a placeholder: a 0, the limit that was exceeded)
+NOT_A_VALUE = tuple(dcm(v, m) for v, m in (
+    ("114000", "Not a number"), ("114001", "Negative Infinity"), ("114002", "Positive Infinity"),
+    ("114003", "Divide by zero"), ("114004", "Underflow"), ("114005", "Overflow"), ("114006", "Measurement failure"),
+    ("114007", "Measurement not attempted"), ("114008", "Calculation failure"), ("114009", "Value out of range"),
+    ("114010", "Value unknown"), ("114011", "Value indeterminate")))
+
 
 def srt_to_sct() -> dict[str, str]:
     """The SNOMED-RT → SNOMED-CT pairs used here (for the tests)."""

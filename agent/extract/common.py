@@ -73,21 +73,9 @@ def decimals(items: Iterable[Optional[ContentItem]], notes: Notes) -> tuple[list
     return values, unit, label
 
 
-# CID 42 Numeric Value Qualifier (CID 43 failures and CID 44 unknowns): with any of these the Numeric Value,
-# if one is there at all, is a placeholder (a 0, the limit that was exceeded), not a measurement
-_NOT_A_VALUE = {"114000": "Not a number", "114001": "Negative Infinity", "114002": "Positive Infinity",
-                "114003": "Divide by zero", "114004": "Underflow", "114005": "Overflow",
-                "114006": "Measurement failure", "114007": "Measurement not attempted", "114008": "Calculation failure",
-                "114009": "Value out of range",
-                "114010": "Value unknown", "114011": "Value indeterminate"}
-_NOT_A_VALUE_MEANINGS = frozenset(re.sub(r"[^a-z]", "", m.lower()) for m in _NOT_A_VALUE.values())
-
-
 def not_a_value(qualifier: Code) -> bool:
     """A Numeric Value Qualifier saying that the item's number is no value (CID 42, by code or by meaning)."""
-    if qualifier.scheme.strip().upper() == "DCM" and qualifier.value.strip() in _NOT_A_VALUE:
-        return True
-    return re.sub(r"[^a-z]", "", (qualifier.meaning or "").lower()) in _NOT_A_VALUE_MEANINGS
+    return any(qualifier.is_(c) for c in C.NOT_A_VALUE)
 
 
 def num(item: Optional[ContentItem], q: U.Quantity, notes: Notes, *, also: Iterable[Optional[ContentItem]] = (),
