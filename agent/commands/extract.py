@@ -7,6 +7,7 @@ import sys
 import warnings
 
 import pydicom
+
 from agent import phi
 from agent.commands.common import iter_files
 from agent.extract import extract_file
@@ -45,13 +46,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _without_identity(reason: str, path, include_phi: bool) -> str:
-    """The reason a file gave no report, without the patient's name, id or birth date that it may quote (a
+    """The reason a file gave no report, without the patient's name, ids or birth date that it may quote (a
     document title, a value that could not be read), unless ``--include-phi``."""
     if include_phi:
         return reason
     try:
         header = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                                 specific_tags=["PatientName", "PatientID", "PatientBirthDate"])
+                                 specific_tags=["PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs",
+                                                "OtherPatientIDsSequence"])
     except Exception:  # not readable as DICOM: nothing of the patient's can be known, nor quoted
         return reason
     return phi.redact(reason, phi.header_pattern(header))
