@@ -91,18 +91,17 @@ class Reconcile:
     def _rdsr_dap(self, report: Any, device: str) -> Optional[float]:
         """The RDSR's DAP that the meter ``device`` measured: the total, or on a biplane system the DAP of the
         events of the meter's plane (None when the meter's plane is not configured)."""
-        planes = {e.acquisition_plane for e in report.events if e.acquisition_plane in PLANES.values()}
-        if len(planes) > 1:
+        plane = None
+        if len({e.acquisition_plane for e in report.events if e.acquisition_plane in PLANES.values()}) > 1:
             plane = PLANES.get(self.planes.get(device) or "")
             if plane is None:
                 log.info("meter_rdsr_not_compared", device=device, sop_instance_uid=report.sop_instance_uid,
                          hint="a biplane RDSR's total adds both tubes: set reconcile_plane for this DAP meter")
                 return None
-            doses = [e.dap_Gym2 for e in report.events if e.acquisition_plane == plane and e.dap_Gym2 is not None]
-            return sum(doses) if doses else None
-        if report.totals.dap_total_Gym2 is not None:
+        elif report.totals.dap_total_Gym2 is not None:
             return report.totals.dap_total_Gym2
-        doses = [e.dap_Gym2 for e in report.events if e.dap_Gym2 is not None]
+        doses = [e.dap_Gym2 for e in report.events
+                 if e.dap_Gym2 is not None and (plane is None or e.acquisition_plane == plane)]
         return sum(doses) if doses else None
 
     def _span(self, report: Any) -> Optional[tuple[float, float]]:
