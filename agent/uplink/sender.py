@@ -10,8 +10,11 @@ One thread owns the connection and drives paho's external-loop API (``loop_read`
   broker's Receive Maximum unacknowledged (QoS 1), oldest seq first, paced by a token bucket at
   ``rate_per_s`` whose burst is at most one second's worth (and at most the window);
 * PUBACK success → ``delivered``; failure reason code (≥ 0x80) → ``dead`` with an alarm, never
-  retried; 0x10 "no matching subscribers" → kept pending and the drain pauses (the central
-  receiver's session is missing, sending on would lose data) unless ``require_subscriber`` is off;
+  retried, except 0x97 "quota exceeded" and 0x91 "packet identifier in use" (a limit or a state of the
+  broker's, not the message's fault) → kept pending, the drain pauses and the ``broker_deferred`` alarm is
+  raised until the broker takes messages again; 0x10 "no matching subscribers" → kept pending and the
+  drain pauses (the central receiver's session is missing, sending on would lose data) unless
+  ``require_subscriber`` is off;
   PUBACKs are committed by :class:`~agent.uplink.ledger.Ledger`, which bounds re-sends to ``window``;
 * connection lost, no CONNACK, or no PUBACK within ``ack_timeout_s`` → reconnect after an
   exponential delay with jitter.
@@ -425,7 +428,7 @@ class Uplink:
             self._tokens -= 1
 
     def _record(self, outcome: Optional[Outcome]) -> None:
-        """React to a commit of PUBACKs: delivery time, dead-letter alarms, the no-subscriber pause."""
+        """React to a commit of PUBACKs: delivery time, dead-letter alarms, the pauses (no subscriber, deferred)."""
         if outcome is None:
             return
         if outcome.error is not None:
@@ -438,13 +441,38 @@ class Uplink:
             self._last_delivered_at = outcome.at
             self._pause.reset()
             self.alarms.clear("no_subscriber")
+            if not outcome.deferred:  # the broker takes messages again
+                self.alarms.clear("broker_deferred")
         for seq, event_id, kind, reason in outcome.dead:
             self._announce_dead(seq, event_id, kind, reason)
         if outcome.retry:
             self._no_subscriber(len(outcome.retry))
+        if outcome.deferred:
+            self._deferred(outcome.deferred)
 
     def _no_subscriber(self, held: int) -> None:
-        """Nobody subscribed: the broker would have dropped these. Keep them and pause the drain.
+        """Nobody subscribed: the broker would have dropped these. Keep them and pause the drain."""
+        now = self._hold()
+        if not self.alarms.active("no_subscriber"):
+            log.error("uplink_no_subscriber", topic=self._topic("#"), held=held,
+                      retry_in_s=round(self._paused_until - now, 2),
+                      hint="the central receiver's session is missing at the broker; nothing is dropped")
+        self.alarms.raise_("no_subscriber")
+
+    def _deferred(self, rows: list[tuple[int, str]]) -> None:
+        """The broker refused these for now (0x97 Quota exceeded, 0x91 Packet identifier in use: see
+        :data:`~agent.uplink.ledger.DEFERRED`): keep them, pause the drain, send them again after it."""
+        now = self._hold()
+        reason = rows[-1][1]
+        if not self.alarms.active("broker_deferred"):
+            log.error("uplink_broker_deferred", reason=reason, held=len(rows), first_seq=min(s for s, _ in rows),
+                      retry_in_s=round(self._paused_until - now, 2),
+                      hint="the broker refused these for now (a quota or limit of its own); they are kept and sent "
+                           "again with growing pauses; nothing is dropped. If it lasts, check the broker's limits")
+        self.alarms.raise_("broker_deferred", {"reason": reason})
+
+    def _hold(self) -> float:
+        """Pause the drain and read the backlog again from its start when it ends; returns now.
 
         The pause grows once per attempt: the PUBACKs of the other rows that were out when it began come
         in later commits (a window of 50 is two or three of them) and are part of the same attempt."""
@@ -453,11 +481,7 @@ class Uplink:
             self._paused_until = now + self._pause.next()
         self._buffer.clear()
         self._cursor = 0
-        if not self.alarms.active("no_subscriber"):
-            log.error("uplink_no_subscriber", topic=self._topic("#"), held=held,
-                      retry_in_s=round(self._paused_until - now, 2),
-                      hint="the central receiver's session is missing at the broker; nothing is dropped")
-        self.alarms.raise_("no_subscriber")
+        return now
 
     def _suspect_of(self, head: Optional[tuple[int, str, str]], reason: str) -> None:
         """A connection was lost with no row delivered on it while ``head`` (seq, event_id, kind) was
