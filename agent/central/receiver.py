@@ -25,7 +25,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.config import Config
 from agent.logs import Repeats
-from agent.uplink.connection import Backoff, CredentialsError, connect, is_v5, new_client, reason_text, reason_value
+from agent.uplink.connection import (Backoff, CredentialsError, closed_before_connack, connect, is_v5, new_client,
+                                     reason_text, reason_value)
 
 from .store import DUPLICATE, KINDS, STORED, CentralStore, CentralStoreError, Message, safe_database
 
@@ -107,6 +108,7 @@ class Receiver:
         self._thread: Optional[threading.Thread] = None
         self._lost: Optional[str] = None
         self._session_present = False
+        self._connacked = False  # the broker answered CONNECT on the current connection
         self._store_broken = False
 
     # -- thread helpers (tests, embedding) ----------------------------------------------------
@@ -148,7 +150,7 @@ class Receiver:
             client.disconnect()
             if not stop.is_set():
                 delay = backoff.next()
-                log.warning("central_disconnected", reason=self._lost, retry_in_s=round(delay, 2))
+                log.warning("central_disconnected", reason=self._reason(), retry_in_s=round(delay, 2))
                 stop.wait(delay)
         self.store.close()
         log.info("central_stopped", **self.counts)
@@ -163,8 +165,18 @@ class Receiver:
         log.info("central_store_reopened")
         return True
 
+    def _reason(self) -> Optional[str]:
+        """Why the connection ended; a broker that closed it before its CONNACK (an expired client certificate,
+        one from another CA) says nothing, so say what to check, as the agent does."""
+        lost = self._lost
+        if lost and not self._connacked and (lost.startswith("disconnected:")
+                                             or lost == mqtt.error_string(mqtt.MQTT_ERR_CONN_LOST)):
+            return closed_before_connack(self.mqtt, lost)
+        return lost
+
     def _connect(self) -> Optional[mqtt.Client]:
         self._lost = None
+        self._connacked = False
         self._batch.clear()
         try:
             client = new_client(self.mqtt, self.central.client_id, persistent_session=True, manual_ack=True)
@@ -182,6 +194,7 @@ class Receiver:
         if reason_value(reason_code) >= 0x80:
             self._lost = f"CONNACK {reason_text(reason_code)}"
             return
+        self._connacked = True
         if is_v5(self.mqtt):  # a resumed session keeps its subscription: no second copy of retained status
             client.subscribe(self.filter, options=SubscribeOptions(
                 qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB))

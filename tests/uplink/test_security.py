@@ -170,3 +170,31 @@ def test_a_client_certificate_the_broker_refuses_as_expired_is_named_so(tmp_path
             uplink.stop()
     finally:
         broker.stop()
+
+
+def test_a_central_receiver_whose_client_certificate_expired_says_so_in_its_log(tmp_path):
+    """The central receiver with an expired client certificate logged only "central_disconnected reason=disconnected:
+    0x80 Unspecified error" at every attempt, nothing about the certificate, while the agent says what to renew."""
+    from structlog.testing import capture_logs
+
+    from agent.central.receiver import Receiver
+
+    pki = make_pki(tmp_path / "pki")
+    broker = Mosquitto(tmp_path / "broker", anonymous=False, listener_extra="\n".join([
+        f"cafile {pki.ca}", f"certfile {pki.server_cert}", f"keyfile {pki.server_key}",
+        "require_certificate true", "use_identity_as_username true"])).start()
+    try:
+        cfg = make_config(tmp_path, broker.port, ca_file=str(pki.ca), cert_file=str(pki.expired_cert),
+                          key_file=str(pki.expired_key))
+        with capture_logs() as logs:
+            rx = Receiver(cfg).start()
+            try:
+                wait_for(lambda: [e for e in logs if e["event"] == "central_disconnected"], what="a refused connection")
+            finally:
+                rx.stop()
+        assert not rx.connected.is_set()
+        reason = next(e for e in logs if e["event"] == "central_disconnected")["reason"]
+        assert f"the client certificate cert_file {pki.expired_cert} expired on" in reason, reason
+        assert "renew it" in reason
+    finally:
+        broker.stop()
