@@ -272,7 +272,9 @@ def combine_totals(records: list[dict[str, Any]]) -> dict[str, Any]:
         if "ct_event_count" in out:
             out["ct_event_count"] = sum(1 for e in events.values() if e.get("ctdivol_mGy") is not None or e.get("dlp_mGycm") is not None)
     out["reports"] = len(records)
-    out["events"] = len(seen)
+    # an event without a UID (a dose screen's series, an image without an acquisition time) is one of its own
+    out["events"] = len(seen) + sum(1 for rec in records for e in rec.get("events", [])
+                                    if not e.get("irradiation_event_uid"))
     return out
 
 

@@ -225,3 +225,16 @@ def test_an_rdsr_of_another_unit_leaves_the_images_doses(store):
     save(store, image)
     assert save(store, rdsr).superseded == []
     assert study_totals(store.db, "9.9")["dap_total_Gym2"] == pytest.approx(7.0e-5)
+
+
+def test_events_without_a_uid_are_counted_in_the_studys_totals(store, corpus):
+    """A Philips CT dose screen (4 series, no irradiation event UIDs) and a DX image without an acquisition time
+    were listed by `alara-edge studies` with "events 0" beside their DLP and DAP: only events with a UID counted."""
+    from agent.extract import extract_file
+
+    screen = extract_file(corpus / "CT-SC-Philips_Brilliance16P.dcm")
+    image = extract_file(corpus / "DX-Im-DRGEM.dcm")
+    save(store, screen)
+    save(store, image)
+    events = {s["study_instance_uid"]: s["totals"]["events"] for s in list_studies(store.db)}
+    assert events == {screen.study_instance_uid: 4, image.study_instance_uid: 1}
