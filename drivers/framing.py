@@ -4,6 +4,10 @@ Every framer keeps the incomplete tail for the next call, bounds its buffer (a b
 produces endless garbage without terminators), and reports what it threw away as a
 :class:`~drivers.base.Problem`.  After a (re)open the first fragment is dropped, because it is
 almost always the second half of a frame sent before we were listening.
+
+Line noise (a NUL or 0xFF from a meter powering up or a cable being plugged in, a glitch read as a
+byte) arrives before a line, not inside it: a text line loses the noise bytes it begins with
+(:data:`NOISE`), counted as garbage, and is read as what follows them.
 """
 from __future__ import annotations
 
@@ -12,6 +16,11 @@ from functools import reduce
 from typing import Callable, Optional
 
 from .base import Problem
+
+
+#: bytes that are never the first character of a text line: C0 controls other than whitespace, DEL, and
+#: every byte with bit 7 set (a start-bit glitch reads as 0x00, 0x80, 0xC0 … 0xFE, an idle line as 0xFF)
+NOISE = bytes(range(0x00, 0x09)) + bytes(range(0x0E, 0x20)) + bytes(range(0x7F, 0x100))
 
 
 class Framer:
@@ -46,6 +55,13 @@ class LineFramer(Framer):
                 break
             line = bytes(self.buffer[:end])
             del self.buffer[:end + size]
+            text = line.lstrip(NOISE)
+            if len(text) < len(line):
+                problems.append(Problem("garbage", f"{len(line) - len(text)} noise byte(s) before a line",
+                                        line[:len(line) - len(text)][:64]))
+                if self.drop_first and text:  # noise, then a line: a device that just started, from its first byte
+                    self.drop_first = False
+                line = text
             if self.drop_first:
                 self.drop_first = False
                 if line:
