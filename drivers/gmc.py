@@ -6,6 +6,12 @@ is idle), ``<GETCPM>>`` returns 2 bytes (MSB first) on the 300/320 series and 4 
 500/600/800 series.  Bytes left over from an earlier reply would shift every later reply, so
 whatever is in the buffer before a command is sent is discarded and counted as garbage.
 
+A counter left in heartbeat mode by other software (``<HEARTBEAT1>>``) sends its count of the last
+second every second unasked (2 bytes on RFC1201 models, 4 on RFC1801 ones); falling between a request
+and its reply, those bytes would be read as the reply (the CPS as CPM, or half of each). So after every
+open the driver first sends ``<HEARTBEAT0>>``, which has no reply, and waits for a quiet line before
+``<GETVER>>``.
+
 Without a checksum a flipped bit is only caught when it makes the value implausible (above
 ``max_cpm``).  Counts per minute are reported as such; µSv/h only when the site sets the tube's
 ``cpm_per_usv_h`` (the device's own calibration points are not on the wire), marked derived.
@@ -39,7 +45,7 @@ class Gmc(Driver):
 
     def __init__(self, device, options=None, poll_interval_s: float = 1.0):
         super().__init__(device, options, poll_interval_s)
-        self.schedule = PollSchedule(init=["GETVER"], cycle=["GETCPM"], interval_s=poll_interval_s,
+        self.schedule = PollSchedule(init=["HEARTBEAT0", "GETVER"], cycle=["GETCPM"], interval_s=poll_interval_s,
                                      timeout_s=self.options.timeout_s)
         self.buffer = bytearray()
         self.last_byte_at = 0.0
@@ -79,7 +85,14 @@ class Gmc(Driver):
     def tick(self, now: float) -> tuple[bytes, list[Item]]:
         out: list[Item] = []
         pending = self.schedule.pending
-        if pending is not None and pending.command == "GETVER" and self.buffer \
+        if pending is not None and pending.command == "HEARTBEAT0" \
+                and now - max(pending.sent_at, self.last_byte_at) >= self.quiet_s:
+            self.schedule.done()  # no reply: done once the line is quiet (a heartbeat left on has stopped)
+            if self.buffer:
+                out.append(Problem("unexpected", f"{len(self.buffer)} bytes unasked (a heartbeat left on) "
+                                   "before <HEARTBEAT0>>", bytes(self.buffer[:64])))
+                self.buffer.clear()
+        elif pending is not None and pending.command == "GETVER" and self.buffer \
                 and now - self.last_byte_at >= self.options.version_idle_s:
             self.schedule.done()
             self._version(bytes(self.buffer))

@@ -230,7 +230,7 @@ class Gmc(CountingDevice):
         if not self.heartbeat or now < self._next_emit:
             return []
         self._next_emit = now + 1.0
-        return [(self.last_cps & 0x3FFF).to_bytes(2, "big")]
+        return [(self.last_cps & (0x3FFF if self.width == 2 else 0xFFFFFFFF)).to_bytes(self.width, "big")]
 
     def receive(self, data: bytes) -> list[bytes]:
         self._inbuf += data

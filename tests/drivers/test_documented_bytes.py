@@ -130,11 +130,37 @@ def test_diamentor_reply_split_at_every_byte():
     (b"GMC-800Re1.08", b"\x00\x01\x00\x00", 65536),
 ])
 def test_gmc_documented_replies(version, cpm_reply, cpm):
-    answers = {b"<GETVER>>": version, b"<GETCPM>>": cpm_reply}
+    answers = {b"<HEARTBEAT0>>": b"", b"<GETVER>>": version, b"<GETCPM>>": cpm_reply}
     with PtyRig(drivers.create("gmc", "g", poll_interval_s=0.05), answers) as rig:
         rig.run(3.0, until=lambda r: len(r.readings) >= 2)
         assert [r.value for r in rig.readings][:2] == [float(cpm)] * 2
         assert rig.readings[0].unit == "count/min"
+
+
+@pytest.mark.parametrize("version, width", [(b"GMC-320Re 5.73", 2), (b"GMC-500+Re 1.22", 4)])
+def test_gmc_left_in_heartbeat_mode_is_turned_quiet_before_it_is_asked(version, width):
+    """<HEARTBEAT1>> (left on by other software) makes a counter send the last second's count every second
+    unasked: 2 bytes MSB first (RFC1201), 4 on the 500/600 series (RFC1801). Between a request and its
+    reply they were read as the reply: a GMC-500 at 300 CPM stored as 5 CPM (its CPS), a GMC-320 whose
+    version reply came after a heartbeat taken for a 4-byte model and stored as 327,980 CPM."""
+    heartbeat = {"on": True}
+
+    def beat() -> bytes:
+        return (5).to_bytes(width, "big") if heartbeat["on"] else b""
+
+    def off(_) -> bytes:
+        pending = beat()  # one already on its way
+        heartbeat["on"] = False
+        return pending
+
+    answers = {b"<HEARTBEAT0>>": off, b"<GETVER>>": lambda _: beat() + version,
+               b"<GETCPM>>": lambda _: beat() + (300).to_bytes(width, "big")}
+    with PtyRig(drivers.create("gmc", "g", poll_interval_s=0.05), answers) as rig:
+        rig.send(beat())  # a heartbeat that came before the first request
+        rig.run(3.0, until=lambda r: len(r.readings) >= 3)
+        assert [r.value for r in rig.readings][:3] == [300.0] * 3
+        assert rig.requests[:2] == [b"<HEARTBEAT0>>", b"<GETVER>>"]
+        assert rig.driver.info["version"] == version.decode()
 
 
 # -- Rad Pro: GET x / OK v, CR LF (older firmware: LF) ----------------------------------------------------------
