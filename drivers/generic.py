@@ -56,10 +56,22 @@ class FramingModel(_Model):
 
 class ChecksumModel(_Model):
     kind: Literal["none", "xor", "sum8", "crc16_ccitt", "nmea_xor"] = "none"
+    """xor, sum8 (the last byte), crc16_ccitt (the last two, MSB first): fixed frames; nmea_xor: text lines."""
     start: int = 1
     """fixed frames: first byte covered (index into the frame)."""
-    end: int = -1
-    """fixed frames: one past the last byte covered (negative: from the end)."""
+    end: Optional[int] = None
+    """fixed frames: one past the last byte covered (negative: from the end); default: up to the check byte(s)."""
+
+    @property
+    def size(self) -> int:
+        """Bytes of the check value at the end of a fixed frame."""
+        return 2 if self.kind == "crc16_ccitt" else 1
+
+    def span(self, length: int) -> tuple[int, int]:
+        """The covered bytes of a ``length``-byte frame as (first, one past the last), non-negative."""
+        start = self.start if self.start >= 0 else length + self.start
+        end = length - self.size if self.end is None else (self.end if self.end >= 0 else length + self.end)
+        return start, end
 
 
 class ModeModel(_Model):
@@ -170,6 +182,17 @@ class Profile(_Model):
             raise ValueError("poll mode needs mode.request and line framing")
         if f.kind == "fixed" and f.length < len(bytes.fromhex(f.sync)) + 1:
             raise ValueError("framing.length must cover the sync bytes and a payload")
+        c = self.checksum
+        if c.kind in ("xor", "sum8", "crc16_ccitt"):
+            if f.kind != "fixed":  # it would never be checked: every damaged line a reading
+                raise ValueError(f"checksum.kind = {c.kind!r} checks the last byte(s) of fixed frames; a text line's "
+                                 "checksum can be nmea_xor ($...*HH), no other")
+            start, end = c.span(f.length)
+            if not 0 <= start < end <= f.length - c.size:
+                raise ValueError(f"checksum.start/end cover bytes {start}..{end - 1} of the {f.length}-byte frame: "
+                                 f"they must lie before its {c.size} check byte(s)")
+        if c.kind == "nmea_xor" and f.kind != "line":
+            raise ValueError("checksum.kind = 'nmea_xor' checks text lines ($...*HH), not fixed frames")
         for e in self.errors:
             re.compile(e.pattern)
         return self
@@ -340,9 +363,10 @@ class Generic(LinePollDriver):
 
     def _frame_valid(self, frame: bytes) -> bool:
         c = self.profile.checksum
-        if c.kind in ("none", "nmea_xor"):
+        if c.kind == "none":
             return True
-        covered = frame[c.start:c.end if c.end < 0 else c.end]
+        start, end = c.span(len(frame))
+        covered = frame[start:end]
         if c.kind == "crc16_ccitt":
             return crc16_ccitt(covered) == int.from_bytes(frame[-2:], "big")
         return (xor8(covered) if c.kind == "xor" else sum8(covered)) == frame[-1]

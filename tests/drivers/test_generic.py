@@ -1,6 +1,7 @@
 """The profile-driven driver: validation of profiles, safe arithmetic, and equivalence with a built-in driver."""
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
@@ -8,9 +9,11 @@ from pydantic import ValidationError
 
 import drivers
 from drivers.automess import encode
-from drivers.generic import Profile, evaluate, load_profile
+from drivers.framing import crc16_ccitt
+from drivers.generic import Generic, Profile, evaluate, load_profile
 
 from .conftest import Harness
+from .pty import PtyRig
 
 PROFILES = Path(__file__).resolve().parents[2] / "config" / "serial-profiles"
 
@@ -125,3 +128,37 @@ def test_a_dap_rate_profile_may_use_any_dap_unit_per_second(unit, value, gym2_pe
     spec = profile(quantity=[{"field": "v", "quantity": "dap", "kind": "rate", "unit": unit}])
     reading = drivers.base.make_reading("d", "dap", "rate", value, spec.quantity[0].unit, 0.0, b"")
     assert reading.unit == "Gy.m2/s" and reading.value == pytest.approx(gym2_per_s, rel=1e-12)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"checksum": {"kind": "xor"}}, "checks the last byte(s) of fixed frames"),
+    ({"checksum": {"kind": "crc16_ccitt"}}, "checks the last byte(s) of fixed frames"),
+    ({"framing": {"kind": "fixed", "length": 4}, "checksum": {"kind": "nmea_xor"},
+      "parse": {"kind": "struct", "format": ">BHB", "fields": ["_", "v", "_"]}}, "not fixed frames"),
+    ({"framing": {"kind": "fixed", "length": 5}, "checksum": {"kind": "crc16_ccitt", "end": -1},
+      "parse": {"kind": "struct", "format": ">BHH", "fields": ["_", "v", "_"]}}, "must lie before its 2 check byte(s)"),
+])
+def test_a_checksum_the_driver_would_not_check_is_refused(overrides, message):
+    """docs/drivers.md: xor, sum8 and crc16_ccitt are the last byte(s) of fixed frames, nmea_xor is $...*HH
+    lines. A line profile with checksum xor loaded and never checked anything (a damaged line was a reading),
+    and so did a fixed-frame profile with nmea_xor."""
+    with pytest.raises(ValidationError) as exc:
+        profile(**overrides)
+    assert message in str(exc.value)
+
+
+def test_a_crc16_frame_is_checked_over_the_bytes_before_its_crc():
+    """The default span ran to the last byte but one, so the CRC's own first byte was covered: every good
+    frame failed its check and no reading was ever stored."""
+    spec = profile(framing={"kind": "fixed", "sync": "AA", "length": 6}, checksum={"kind": "crc16_ccitt"},
+                   parse={"kind": "struct", "format": ">BHBH", "fields": ["_", "v", "flags", "_"]},
+                   quantity=[{"field": "v", "quantity": "dose_rate", "unit": "nSv/h"}])
+    body = b"\xaa" + struct.pack(">HB", 1234, 7)
+    frame = body + struct.pack(">H", crc16_ccitt(body[1:]))
+    flipped = bytearray(frame)
+    flipped[1] ^= 0x40
+    with PtyRig(Generic("d", {"profile": "p.toml"}, profile=spec)) as rig:
+        rig.driver.framer.reset(drop_first=False)
+        rig.send(frame, bytes(flipped), frame)
+        assert [r.value for r in rig.readings] == [1.234e-6, 1.234e-6]
+        assert "checksum" in {p.kind for p in rig.problems}
