@@ -88,8 +88,8 @@ class LineFramer(Framer):
         i, n = min(candidates)
         if n == 1 and self.buffer[i:i + 2] == b"\r\n":
             n = 2
-        elif n == 1 and self.buffer[i:i + 1] == b"\r" and i == len(self.buffer) - 1:
-            return -1, 0  # a CR at the very end may be followed by its LF in the next read
+        elif n == 1 and self.buffer[i:i + 1] == b"\r" and i == len(self.buffer) - 1 and self.terminator != b"\r":
+            return -1, 0  # a CR at the very end may be followed by its LF in the next read (not if CR is the end)
         return i, n
 
     def take_partial(self) -> bytes:

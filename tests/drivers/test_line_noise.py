@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import drivers
-from drivers.generic import Generic, load_profile
+from drivers.generic import Generic, Profile, load_profile
 
 from .pty import PtyRig
 
@@ -45,3 +45,20 @@ def test_a_polled_reply_after_a_nul_is_its_answer():
         rig.run(3.0, until=lambda r: len(r.readings) >= 2)
         assert [r.value for r in rig.readings[:2]] == [0.03, 0.00051225]
         assert rig.driver.info == {"firmware": "CRS 1.2.4", "serial_number": "345678", "unit": "cGy.cm2"}
+
+
+def test_a_device_whose_lines_end_in_cr_alone_is_read_line_by_line():
+    """A profile with terminator = "\\r": a CR at the end of a read was held back in case an LF followed, so a
+    polled reply waited for bytes that never came (every request timed out, no reading at all) and a
+    streamed line was read only when the next one arrived."""
+    spec = {"name": "cr", "framing": {"terminator": "\r"}, "parse": {"pattern": r"^D(?P<v>\d+)$"},
+            "quantity": [{"field": "v", "quantity": "dose_rate", "unit": "uSv/h"}]}
+    polled = Profile.model_validate({**spec, "mode": {"kind": "poll", "request": "D", "interval_s": 0.05,
+                                                      "timeout_s": 0.5}})
+    with PtyRig(Generic("d", {"profile": "p.toml"}, profile=polled), {b"D\r": b"D12\r"}) as rig:
+        rig.run(3.0, until=lambda r: len(r.readings) >= 3)
+        assert [r.value for r in rig.readings][:3] == [1.2e-5] * 3
+        assert "timeout" not in {p.kind for p in rig.problems}
+    with PtyRig(Generic("d", {"profile": "p.toml"}, profile=Profile.model_validate(spec))) as rig:
+        rig.send(b"D1\r", b"D2\r")
+        assert [r.value for r in rig.readings] == [2e-6]  # the first after open is dropped; the second is read now
