@@ -13,7 +13,8 @@ import time
 from typing import Callable
 
 import structlog
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt, register_uid
+from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification
 
 from agent.config import DicomConfig
@@ -50,15 +51,23 @@ STORAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.128": "Positron Emission Tomography Image",
 }
 
+# Private Storage SOP classes that come with a forwarded study, answered as the standard ones pynetdicom knows.
+PRIVATE_STORAGE_SOP_CLASSES = {
+    "1.3.12.2.1107.5.9.1": "SiemensCSANonImageStorage",  # in Siemens CT and MR studies
+}
+for _uid, _keyword in PRIVATE_STORAGE_SOP_CLASSES.items():
+    register_uid(_uid, _keyword, StorageServiceClass)  # pynetdicom's C-STORE service for its C-STOREs
+
 
 def accepted_sop_classes() -> list[str]:
     """The dose objects, then every other Storage SOP class pynetdicom knows.  A PACS or router that forwards
     whole studies sends presentation states, key object selections, enhanced and tomosynthesis images along
     with the dose report: a class the agent did not accept failed the router's transfer (DCMTK's storescu
     stopped there, before the study's RDSR) and it retried the study for ever.  Such an object is answered
-    Success and kept in failed/ as *rejected*, an image without its pixel data."""
-    return list(STORAGE_SOP_CLASSES) + [c.abstract_syntax for c in AllStoragePresentationContexts
-                                        if c.abstract_syntax not in STORAGE_SOP_CLASSES]
+    Success and kept in failed/ as *rejected*, an image without its pixel data.  So is a Siemens CSA
+    Non-Image object, a private class pynetdicom does not know: refused, it failed a Siemens study's transfer."""
+    others = [c.abstract_syntax for c in AllStoragePresentationContexts if c.abstract_syntax not in STORAGE_SOP_CLASSES]
+    return list(STORAGE_SOP_CLASSES) + others + list(PRIVATE_STORAGE_SOP_CLASSES)
 
 
 class DicomSource:

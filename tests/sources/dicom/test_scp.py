@@ -439,3 +439,17 @@ def test_a_probe_that_sends_bytes_that_are_not_dicom_takes_no_slot_and_does_not_
     assert agent.stop() == 0
     assert time.monotonic() - started < 5
     assert [e for e in agent.log_events() if e["event"] == "dicom_stopped"][0]["aborted_associations"] == 0
+
+
+
+def test_a_forwarded_siemens_study_with_its_private_csa_objects_is_answered_success_object_by_object(agent_process):
+    """Siemens CT and MR studies hold CSA Non-Image objects (a private Storage SOP class).  A router forwarding
+    the study proposes its class; the agent rejected that presentation context, so the router's transfer of
+    the study failed and it retried it for ever.  Now it is answered Success and set aside as the others are."""
+    agent = agent_process()
+    rdsr_ds = pydicom.dcmread(CORPUS / "CT-RDSR-Toshiba_DoseCheck.dcm")
+    csa = _study_object("1.3.12.2.1107.5.9.1", "CT", rdsr_ds.StudyInstanceUID)  # Siemens CSA Non-Image Storage
+    assert send([csa, rdsr_ds], "127.0.0.1", agent.dicom_port, calling_ae="ROUTER") == [0, 0]
+    listed = studies(agent)
+    assert [s["study_instance_uid"] for s in listed["studies"]] == [rdsr_ds.StudyInstanceUID]
+    assert [f["status"] for f in listed["failed"]] == ["rejected"]  # kept for inspection, as any non-dose object
