@@ -7,7 +7,10 @@ almost always the second half of a frame sent before we were listening.
 
 Line noise (a NUL or 0xFF from a meter powering up or a cable being plugged in, a glitch read as a
 byte) arrives before a line, not inside it: a text line loses the noise bytes it begins with
-(:data:`NOISE`), counted as garbage, and is read as what follows them.
+(:data:`NOISE`), counted as garbage, and is read as what follows them.  The first line after an open
+is still dropped when noise precedes it: a cable plugged into a running meter gives noise and then
+the tail of a line ("7 uSv/h" of "0.07 uSv/h"), which a pattern searched anywhere in a line would
+read as a value a hundred times too high; a meter switched on loses one reading at most.
 """
 from __future__ import annotations
 
@@ -59,8 +62,6 @@ class LineFramer(Framer):
             if len(text) < len(line):
                 problems.append(Problem("garbage", f"{len(line) - len(text)} noise byte(s) before a line",
                                         line[:len(line) - len(text)][:64]))
-                if self.drop_first and text:  # noise, then a line: a device that just started, from its first byte
-                    self.drop_first = False
                 line = text
             if self.drop_first:
                 self.drop_first = False
@@ -74,7 +75,7 @@ class LineFramer(Framer):
         if len(self.buffer) > self.max_length:
             problems.append(Problem("garbage", f"no terminator in {len(self.buffer)} bytes", bytes(self.buffer[:64])))
             self.buffer.clear()
-            self.drop_first = False
+            self.drop_first = True  # what follows is the rest of a line cut off here: not a line of its own
         return lines, problems
 
     def _find_end(self) -> tuple[int, int]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import drivers
 from drivers.generic import Generic, Profile, load_profile
 
@@ -14,12 +16,35 @@ MIGHTYOHM = b"CPS, 1, CPM, 60, uSv/hr, 0.34, SLOW\r\n"
 BNRDD = b"$BNRDD,1,2012-07-05T12:02:36Z,4,3,4,V,3543.1917,N,13942.0190,E,25.30,A,9999,0*69\r\n"
 
 
-def test_a_stream_line_after_power_up_noise_is_read():
+def test_a_stream_line_after_noise_is_read():
     with PtyRig(drivers.create("mightyohm", "g")) as rig:
-        rig.send(b"\x00" + MIGHTYOHM)  # switched on after the port was opened: noise, then its first line
+        rig.send(b"\x00" + MIGHTYOHM)  # noise then the first line after the open: dropped, as any first fragment
         rig.send(MIGHTYOHM, b"\xff\x00" + MIGHTYOHM, b"\xfe", MIGHTYOHM.replace(b"60", b"61"))
-        assert [r.value for r in rig.readings if r.quantity == "count_rate"] == [60.0, 60.0, 60.0, 61.0]
-        assert {p.kind for p in rig.problems} == {"garbage"}
+        assert [r.value for r in rig.readings if r.quantity == "count_rate"] == [60.0, 60.0, 61.0]
+        assert {p.kind for p in rig.problems} == {"garbage", "partial"}
+
+
+def unanchored() -> Generic:
+    """A profile whose pattern is searched anywhere in a line, as a site may write one."""
+    spec = Profile.model_validate({"name": "t", "parse": {"pattern": r"(?P<v>[0-9.]+) uSv/h"},
+                                   "quantity": [{"field": "v", "quantity": "dose_rate", "unit": "uSv/h"}]})
+    return Generic("d", {"profile": "p.toml"}, profile=spec)
+
+
+def test_the_tail_of_a_line_after_plug_in_noise_is_not_read_as_a_value():
+    with PtyRig(unanchored()) as rig:
+        rig.send(b"\xff\x007 uSv/h\r\n")  # plugged into a running meter in the middle of "0.07 uSv/h"
+        rig.send(b"0.08 uSv/h\r\n")
+        assert [r.value for r in rig.readings] == [pytest.approx(8e-8)]
+
+
+def test_the_rest_of_a_line_cut_off_by_an_overflow_is_not_read_as_a_value():
+    with PtyRig(unanchored()) as rig:
+        rig.send(b"0.01 uSv/h\r\n")  # the first fragment after the open: dropped
+        rig.send(b"0.02 uSv/h\r\n", b"\x55" * 600)  # a burst with no terminator overflows the line buffer ...
+        rig.send(b"3 uSv/h\r\n", b"0.04 uSv/h\r\n")  # ... whose line ends here: "...0.03 uSv/h" read as 3
+        assert [r.value for r in rig.readings] == [pytest.approx(2e-8), pytest.approx(4e-8)]
+        assert "garbage" in {p.kind for p in rig.problems}
 
 
 def test_a_bgeigie_sentence_after_a_nul_is_read_not_skipped_as_a_boot_message():
