@@ -6,12 +6,19 @@ import sys
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from agent.sources.dicom.scu import send
 from simulator import rdsr
 from tests.conftest import REPO, agent_env, free_port, run_agent, wait_for
+
+
+def studies(agent):
+    r = agent.cli("studies", "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["studies"]
 
 
 def alerts(agent):
@@ -153,6 +160,34 @@ def test_an_inbox_that_cannot_be_opened_says_so_and_exits(tmp_path):
                       f'[mqtt]\nenabled = false\n[console]\nenabled = false\n')
     failed = _start_failure(run_agent("run", "-c", str(config), timeout=60))
     assert "unable to open database file" in failed["error"]
+
+
+def test_a_damaged_inbox_is_set_aside_and_the_objects_it_held_are_stored(agent_process, tmp_path):
+    """A power cut on an SD card that acknowledged writes it had not made can damage the inbox, which holds
+    objects answered Success and not yet processed: the agent must not stop at every start (systemd would
+    restart it for ever, and no modality could send), nor lose what can still be read from it."""
+    from agent.store.inbox import Inbox
+
+    inbox_file = tmp_path / "agent" / "var" / "agent-inbox.sqlite"
+    inbox_file.parent.mkdir(parents=True)
+    reports = [rdsr.ct_report([rdsr.CTSeries("Head", ctdivol=f"{40 + i}.5")]) for i in range(3)]
+    inbox = Inbox(inbox_file)  # what a run killed before processing them left
+    for ds in reports:
+        inbox.put(rdsr.encode(ds), time.time(), "dicom", calling_ae="CT1")
+    inbox.taken(1)
+    inbox.close()
+    with sqlite3.connect(inbox_file) as db:
+        (page,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'tries'").fetchone()
+    with open(inbox_file, "r+b") as f:  # one page of the file damaged
+        f.seek((page - 1) * 4096)
+        f.write(b"\x5a" * 4096)
+
+    agent = agent_process()
+    wait_for(lambda: len(studies(agent)) == 3, what="the three reports the damaged inbox held")
+    (line,) = [e for e in agent.log_events() if e["event"] == "inbox_quarantined"]
+    assert line["level"] == "error" and line["objects_recovered"] == 3 and line["objects_unreadable"] == 0
+    assert Path(line["moved_to"]).exists() and "hint" in line
+    assert send([reports[0]], "127.0.0.1", agent.dicom_port) == [0]  # and it goes on receiving
 
 
 def test_an_unexpected_fault_at_start_ends_in_one_json_line_and_exit_code_1(tmp_path):

@@ -98,10 +98,12 @@ class Store:
         if path.exists() and path.stat().st_size > 0:
             startup.step("checking the store (quick_check)")
             try:
-                _quarantine_if_corrupt(path, startup)
+                aside = quarantine_if_corrupt(path, startup)
             except StoreError:
                 os.close(lock_fd)
                 raise
+            if aside is not None:
+                log.error("store_quarantined", path=str(path), moved_to=str(aside))
         db = connect(path)
         store = cls(path, db, quota_bytes, lock_fd)
         with store._lock, startup.watching(db.conn):
@@ -166,8 +168,10 @@ def _lock_writer(path: Path) -> int:
 CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # error codes that say the file itself is damaged
 
 
-def _quarantine_if_corrupt(path: Path, startup: Startup) -> None:
-    """``quick_check`` at start; a corrupt file is renamed aside (never deleted) and the agent starts fresh."""
+def quarantine_if_corrupt(path: Path, startup: Startup | None = None) -> Path | None:
+    """``quick_check`` at start; a corrupt file is renamed aside with its log (never deleted), and the agent
+    starts fresh: where it went (None: it is sound).  ``StoreError`` if it cannot be checked."""
+    startup = startup or Startup()
     try:
         conn = sqlite3.connect(str(path))
         try:
@@ -180,10 +184,10 @@ def _quarantine_if_corrupt(path: Path, startup: Startup) -> None:
             raise StoreError(f"cannot check {path}: {exc}") from exc
         ok = False
     if ok:
-        return
+        return None
     aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
     for suffix in ("", "-wal", "-shm"):
         p = Path(str(path) + suffix)
         if p.exists():
             p.rename(Path(str(aside) + suffix))
-    log.error("store_quarantined", path=str(path), moved_to=str(aside))
+    return aside

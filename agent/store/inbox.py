@@ -15,7 +15,9 @@ sets such a row aside instead of processing it (``MAX_ATTEMPTS``).  Rows found a
 without their bytes, which are read one object at a time as they are processed.
 
 The inbox is its own file (``<store>-inbox.sqlite``) with its own connection, so that taking
-a receipt never waits for the store's writer.  Its rows are ordered by ``id``.
+a receipt never waits for the store's writer.  Its rows are ordered by ``id``.  A damaged file (a
+power cut on a card that acknowledged writes it had not made) is checked for at start, as the
+store is, and set aside; the objects that can still be read from it are taken into a new inbox.
 """
 from __future__ import annotations
 
@@ -24,6 +26,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+import structlog
+
+from .db import quarantine_if_corrupt
+
+log = structlog.get_logger("agent.store")
 
 SCHEMA_VERSION = 3
 MAX_ATTEMPTS = 3  # runs that died with an object in hand: the next start sets it aside
@@ -78,6 +86,7 @@ class Inbox:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock = threading.Lock()
+        damaged = quarantine_if_corrupt(self.path) if self.path.exists() and self.path.stat().st_size else None
         self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # (takes effect on a new file) see remove()
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -101,6 +110,46 @@ class Inbox:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+        if damaged is not None:
+            self._take_in(damaged)
+
+    def _take_in(self, damaged: Path) -> None:
+        """Put the objects that can still be read from a damaged inbox, set aside at ``damaged``, into this
+        one, in their order, with the time they were received (an object an earlier run had stored is then
+        recognised as such).  The damaged file is left as it is."""
+        recovered, unreadable = 0, 0
+        try:
+            old = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+        except sqlite3.Error:
+            old = None
+        try:
+            ids: list[int] = []
+            try:
+                if old is None:
+                    raise sqlite3.DatabaseError("cannot be opened")
+                ids.extend(row[0] for row in old.execute("SELECT id FROM inbox ORDER BY id"))
+            except sqlite3.DatabaseError:
+                unreadable = None  # the rows past the damage cannot even be counted
+            for item_id in ids:
+                try:
+                    row = old.execute("SELECT data, received_at, origin, calling_ae, called_ae, peer FROM inbox "
+                                      "WHERE id = ?", (item_id,)).fetchone()
+                except sqlite3.DatabaseError:
+                    row = None
+                if row is None:
+                    unreadable = None if unreadable is None else unreadable + 1
+                    continue
+                self.put(*row)
+                recovered += 1
+        finally:
+            if old is not None:
+                old.close()
+        log.error("inbox_quarantined", path=str(self.path), moved_to=str(damaged), objects_recovered=recovered,
+                  objects_unreadable=unreadable,
+                  hint="the objects read from it are processed now; " + (
+                      "none was left unread" if unreadable == 0 else
+                      "those that could not be read are not in the store: have the modalities send the dose "
+                      "reports of the hours before this line again (a report stored already is not counted twice)"))
 
     def put(self, data: bytes, received_at: float, origin: str, calling_ae: str | None = None,
             called_ae: str | None = None, peer: str | None = None) -> Item:
