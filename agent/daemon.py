@@ -100,6 +100,9 @@ class Agent:
 
     def store_problem(self) -> Optional[str]:
         """Why the store, or the spool its objects are kept in, cannot take a write now (None: it can)."""
+        if self.store.damaged:  # no watchdog ping: systemd's restart checks the file and moves it aside
+            return (f"store {self.store.path} is damaged ({self.store.damaged}): restart the agent (the watchdog "
+                    "does): it moves the file aside, kept, and stores what waits in the inbox")
         denied = self.store.unwritable() or first_unwritable(Path(self.cfg.store.spool_dir))
         if denied is not None:
             return f"{denied} is not writable (read-only file system, or its owner or mode)"

@@ -48,6 +48,7 @@ from agent.extract.common import hstr
 from agent.extract.record import ExtractionError, Rejected, Report
 from agent.logs import Repeats
 from agent.store import Store, StoreError
+from agent.store.db import is_corrupt
 from agent.store.inbox import MAX_ATTEMPTS, Inbox, Item, path_for as inbox_path
 from agent.store.reports import Receipt, SaveResult, record_receipt, save_report
 from agent.store.spool import QUOTA_CLEAR_FRACTION, spool_bytes
@@ -227,7 +228,9 @@ class Pipeline:
             if outcome.status == "refused":  # the spool or the store cannot take it now: keep it, try again
                 if not self._failing:  # the modality was told Success: a person must hear of it elsewhere
                     log.error("processing_stalled", reason=outcome.reason, waiting=self.pending(),
-                              hint="accepted objects wait in the inbox and are tried again; free disk space")
+                              hint="accepted objects wait in the inbox and are tried again; " + (
+                                  "the store's file is damaged: a restart moves it aside" if self.store.damaged
+                                  else "free disk space"))
                     self.bus.publish("alarm", {"kind": PROCESSING_STALLED, "reason": outcome.reason,
                                                "waiting": self.pending()})
                 with self._cv:
@@ -378,7 +381,8 @@ class Pipeline:
                 tries.end()  # what is left is the commit: the disk's part, not the object's
         except StoreError as exc:
             tries.end()
-            if not isinstance(exc.__cause__, sqlite3.OperationalError):  # this object's data, not the disk
+            # this object's data, not the disk (nor a damaged file, which a restart sets aside: the object waits)
+            if not isinstance(exc.__cause__, sqlite3.OperationalError) and not is_corrupt(exc.__cause__):
                 return self._keep_failed(receipt, "error", f"cannot be stored: {exc}")
             log.error("store_write_failed", error=str(exc), origin=origin, calling_ae=calling_ae)
             _unlink_quietly(path)

@@ -277,6 +277,31 @@ def test_a_spool_whose_file_system_turns_read_only_is_reported_and_its_objects_w
     assert agent.log_text().count('"agent_unhealthy"') == 1
 
 
+def test_a_store_damaged_while_running_keeps_what_arrives_for_a_restart_that_sets_the_file_aside(agent_process):
+    """The store's file damaged under a running agent ("database disk image is malformed"): the reports that
+    arrive must not be set aside as unreadable objects (they were readable; after the restart that moves the
+    damaged file aside they were in no store), and the agent must say it needs that restart (the watchdog's)."""
+    agent = agent_process()
+    assert send([rdsr.ct_report([rdsr.CTSeries("Head")]) for _ in range(3)], "127.0.0.1", agent.dicom_port) == [0] * 3
+    with sqlite3.connect(agent.db_path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (page,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'events'").fetchone()
+    with open(agent.db_path, "r+b") as f:
+        f.seek((page - 1) * 4096)
+        f.write(b"\x5a" * 4096)
+    later = [rdsr.ct_report([rdsr.CTSeries("Chest", target_region="Chest")]) for _ in range(2)]
+    assert send(later, "127.0.0.1", agent.dicom_port) == [0, 0]  # durable in the inbox
+    unhealthy = wait_for(lambda: [e for e in agent.log_events() if e["event"] == "agent_unhealthy"], 20,
+                         what="the agent saying it is unhealthy")
+    assert "damaged" in " ".join(unhealthy[0]["problems"]), unhealthy
+    agent.stop()
+    agent.log_path.unlink()
+    agent.start()  # as the watchdog's restart does: the damaged file is moved aside
+    assert [e for e in agent.log_events() if e["event"] == "store_quarantined"]
+    wait_for(lambda: len(studies(agent)) == 2, what="the two reports sent after the damage")
+    assert not list((agent.workdir / "var" / "failed").glob("*"))
+
+
 def test_an_empty_console_token_file_is_caught_by_check_config_and_stops_run_in_one_line(tmp_path):
     """An empty token file passed check-config ("ok"), then `run` failed with a ValueError traceback."""
     (tmp_path / "token").write_text("")

@@ -78,6 +78,7 @@ class Store:
         self.path = path
         self.db = db
         self.quota_bytes = quota_bytes
+        self.damaged: str | None = None  # SQLite found the file damaged while running: what it said
         self._lock = threading.RLock()
 
     @classmethod
@@ -131,6 +132,8 @@ class Store:
             except sqlite3.OperationalError as exc:  # disk full, read-only, I/O error
                 raise StoreError(str(exc)) from exc
             except sqlite3.DatabaseError as exc:
+                if is_corrupt(exc):  # only a start can set the file aside (quick_check): say it is needed
+                    self.damaged = str(exc)
                 raise StoreError(str(exc)) from exc
 
     def unwritable(self) -> Path | None:
@@ -166,6 +169,11 @@ def _lock_writer(path: Path) -> int:
 
 
 CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # error codes that say the file itself is damaged
+
+
+def is_corrupt(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is SQLite saying the file is damaged ("database disk image is malformed")."""
+    return getattr(exc, "sqlite_errorcode", None) in CORRUPT
 
 
 def quarantine_if_corrupt(path: Path, startup: Startup | None = None) -> Path | None:
