@@ -65,7 +65,7 @@ class Agent:
         self.bus = Bus()
         self._prune_after = 0  # where housekeeping goes on in a backlog of rejected objects
         quota = int(cfg.store.quota_mb * 1024 * 1024) if cfg.store.quota_mb else None
-        self.store = Store.open(cfg.store.path, quota_bytes=quota, startup=startup)
+        self.store = Store.open(cfg.store.path, quota_bytes=quota, startup=startup, spool_dir=cfg.store.spool_dir)
         self.checks = ChecksStage(load_rules(cfg.checks))
         # stages run in this order inside the transaction that stores each report
         self.pipeline = Pipeline(self.store, cfg.store.spool_dir, cfg.station.id, self.bus,

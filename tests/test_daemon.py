@@ -302,6 +302,27 @@ def test_a_store_damaged_while_running_keeps_what_arrives_for_a_restart_that_set
     assert not list((agent.workdir / "var" / "failed").glob("*"))
 
 
+def test_a_store_set_aside_as_damaged_says_how_to_bring_its_reports_back_and_that_works(agent_process):
+    """At start a damaged store is moved aside and a new one begins: alara-edge studies then lists none of the
+    reports received before.  The error line says how to get them back, from the spool that still holds them."""
+    agent = agent_process()
+    before = [rdsr.ct_report([rdsr.CTSeries("Head", ctdivol=f"{40 + i}.5")]) for i in range(4)]
+    assert send(before, "127.0.0.1", agent.dicom_port) == [0] * 4
+    agent.stop()
+    with open(agent.db_path, "r+b") as f:
+        f.seek(2 * 4096)
+        f.write(b"\x5a" * 3 * 4096)
+    agent.log_path.unlink()
+    agent.start()
+    (line,) = [e for e in agent.log_events() if e["event"] == "store_quarantined"]
+    assert studies(agent) == []
+    spool = str(agent.workdir / "var" / "spool")
+    assert f"alara-edge import {spool}" in line["hint"], line
+    r = agent.cli("import", spool)  # as the hint says, with the agent running
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(studies(agent)) == 4
+
+
 def test_an_empty_console_token_file_is_caught_by_check_config_and_stops_run_in_one_line(tmp_path):
     """An empty token file passed check-config ("ok"), then `run` failed with a ValueError traceback."""
     (tmp_path / "token").write_text("")

@@ -82,9 +82,11 @@ class Store:
         self._lock = threading.RLock()
 
     @classmethod
-    def open(cls, path: str | os.PathLike, quota_bytes: int | None = None, startup: Startup | None = None) -> "Store":
+    def open(cls, path: str | os.PathLike, quota_bytes: int | None = None, startup: Startup | None = None,
+             spool_dir: str | os.PathLike | None = None) -> "Store":
         """Open (create, check, migrate) the store. ``startup``: the agent's start-up, told each step and
-        the progress of its SQLite work (what systemd hears before READY)."""
+        the progress of its SQLite work (what systemd hears before READY).  ``spool_dir``: where the received
+        objects are kept, named in the hint of a damaged store set aside."""
         startup = startup or Startup()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +106,10 @@ class Store:
                 os.close(lock_fd)
                 raise
             if aside is not None:
-                log.error("store_quarantined", path=str(path), moved_to=str(aside))
+                spool = spool_dir if spool_dir is not None else "<[store] spool_dir>"
+                log.error("store_quarantined", path=str(path), moved_to=str(aside),
+                          hint="the reports stored before are not in the new store; the spool keeps their files: "
+                               f"alara-edge import {spool} brings them back (the central site gets each once)")
         db = connect(path)
         store = cls(path, db, quota_bytes, lock_fd)
         with store._lock, startup.watching(db.conn):
