@@ -28,7 +28,9 @@ inside ``tx``; once it has committed, the caller publishes each on the bus
 (``bus.publish("alert", alert)``) as the pipeline does for reports.
 
 For RDSRs the stage applies the same logic to the study's accumulated totals, with the
-Study Instance UID as the procedure.
+Study Instance UID as the procedure.  On a biplane system the Ka,r of the two planes is not added
+(NCRP 168: each plane's reference point is on its own skin field): the plane with the larger Ka,r
+is compared, from its irradiation events.
 """
 from __future__ import annotations
 
@@ -43,6 +45,9 @@ from agent.checks.study import StudyView
 from agent.checks.units import Number, from_canonical, quantity as find_quantity, short, text, to_canonical
 
 QUANTITIES = ("Ka_r", "KAP", "fluoro_time", "PSD")
+PER_PLANE = ("Ka_r",)  # skin-dose quantities: a biplane system's planes are not added (NCRP 168)
+PLANES = ("Plane A", "Plane B")
+ACCOUNTED = Decimal("0.02")  # the events' values and the stated totals, rounded each their own way
 
 
 def evaluate_procedure(tx: sqlite_utils.Database, rules: Rules, station: str, procedure_id: str, quantity: str,
@@ -63,13 +68,34 @@ def from_study(study: StudyView, rules: Rules) -> list[Alert]:
     """The thresholds a fluoroscopy study's accumulated totals reach (the study is the procedure)."""
     out = []
     for name in QUANTITIES:
-        value = study.value(name)
+        value, plane = study.value(name), None
+        if value is not None and name in PER_PLANE:
+            value, plane = _largest_plane(study, name, value)
         if value is not None:
-            out += crossings(rules, station=study.station, procedure_id=study.subject, quantity=name, value=value,
-                             modality=study.modality, age=study.age, weight=study.weight,
-                             study_instance_uid=study.study_uid, exam=study.exam.label,
-                             place=(study.exam.name, study.exam.region))
+            found = crossings(rules, station=study.station, procedure_id=study.subject, quantity=name, value=value,
+                              modality=study.modality, age=study.age, weight=study.weight,
+                              study_instance_uid=study.study_uid, exam=study.exam.label,
+                              place=(study.exam.name, study.exam.region))
+            for alert in found if plane else ():
+                alert.message += f" The Ka,r is that of {plane}: a biplane system's planes are not added."
+            out += found
     return out
+
+
+def _largest_plane(study: StudyView, quantity: str, total: Decimal) -> tuple[Decimal, Optional[str]]:
+    """The value of the plane with the larger ``quantity`` and its name, for a study of two planes whose
+    irradiation events state it and account for the study's ``total``; else ``total`` (the planes added: a
+    notification too many rather than one missed) and None."""
+    planes: dict[str, Decimal] = {}
+    for e in study.events:
+        plane, v = e.data.get("acquisition_plane"), e.value(quantity)
+        if plane not in PLANES or v is None:
+            return total, None
+        planes[plane] = planes.get(plane, Decimal(0)) + v
+    if len(planes) < 2 or sum(planes.values()) < total * (1 - ACCOUNTED):
+        return total, None
+    plane = max(planes, key=lambda p: planes[p])
+    return planes[plane], plane
 
 
 def crossings(rules: Rules, *, station: str, procedure_id: str, quantity: str, value: Decimal, modality: str,

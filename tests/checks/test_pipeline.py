@@ -1,4 +1,6 @@
 """The checks stage in the real pipeline: encoded DICOM in, alerts committed with the report, published after commit."""
+from decimal import Decimal
+
 import pytest
 from pydicom.uid import generate_uid
 
@@ -116,6 +118,45 @@ def test_synthetic_cumulative_fluoroscopy_rdsrs_fire_each_threshold_once(agent_f
         [("ncrp168-kap-first", "300", "Gy·cm²")],  # KAP exactly 0.0300 Gy·m²; Ka,r 3.7 Gy has no new level
     ]
     assert {a.procedure_id for a in agent.alerts()} == {study}
+
+
+def _biplane(events_by_plane: dict[str, list], study: str) -> bytes:
+    """A projection RDSR of a biplane system: an Accumulated X-Ray Dose Data container and events per plane."""
+    planes = {"A": ("113620", "DCM", "Plane A"), "B": ("113621", "DCM", "Plane B")}
+    plane_concept = ("113764", "DCM", "Acquisition Plane")
+    every = [e for events in events_by_plane.values() for e in events]
+    ds = rdsr.projection_report(every, study_uid=study, description="Cerebral angiography")
+    single, *items = ds.ContentSequence
+    out = [i for i in items if i.ConceptNameCodeSequence[0].CodeMeaning != "Accumulated X-Ray Dose Data"]
+    accumulated = [rdsr.container(("113702", "DCM", "Accumulated X-Ray Dose Data"), [
+        rdsr.code(plane_concept, planes[name], rel="HAS CONCEPT MOD"),
+        rdsr.num(("113722", "DCM", "Dose Area Product Total"), str(sum(Decimal(e.dap) for e in events)),
+                 ("Gy.m2", "UCUM", "Gy.m2")),
+        rdsr.num(("113725", "DCM", "Dose (RP) Total"), str(sum(Decimal(e.dose_rp) for e in events)),
+                 ("Gy", "UCUM", "Gy")),
+    ]) for name, events in events_by_plane.items()]
+    for item in out:
+        if item.ConceptNameCodeSequence[0].CodeMeaning == "Irradiation Event X-Ray Data":
+            uid_ = next(c.UID for c in item.ContentSequence if "UID" in c)
+            name = next(n for n, events in events_by_plane.items() if any(e.uid == uid_ for e in events))
+            item.ContentSequence[0] = rdsr.code(plane_concept, planes[name])
+    ds.ContentSequence = [single, *accumulated, *out]
+    return rdsr.encode(ds)
+
+
+def test_the_two_planes_of_a_biplane_system_are_not_added_for_the_kar_thresholds(agent_for):
+    """NCRP 168: the reference points of a biplane system's two tubes are on two skin fields; 3 Gy on each
+    plane is the first notification (of the larger plane), not 6 Gy with its subsequent level and the SRDL."""
+    agent = agent_for()
+    study = generate_uid()
+    a1, b1 = rdsr.ProjectionEvent(dap="0.010", dose_rp="2.5"), rdsr.ProjectionEvent(dap="0.010", dose_rp="2.0")
+    a2, b2 = rdsr.ProjectionEvent(dap="0.002", dose_rp="0.6"), rdsr.ProjectionEvent(dap="0.002", dose_rp="1.2")
+    first = agent.send(_biplane({"A": [a1], "B": [b1]}, study)).ingest.alerts
+    assert first == []  # Ka,r 2.5 Gy on plane A, 2.0 Gy on plane B (4.5 Gy added)
+    second = agent.send(_biplane({"A": [a1, a2], "B": [b1, b2]}, study)).ingest.alerts
+    assert [(a.rule, str(a.value)) for a in second] == [("ncrp168-kar-first", "3.2")]  # plane B; A 3.1, added 6.3
+    assert "Plane B" in second[0].message and "not added" in second[0].message
+    assert not [a for a in agent.alerts() if a.severity == "critical"]
 
 
 def test_head_series_over_the_aapm_value_through_the_pipeline(agent_for):
