@@ -146,17 +146,23 @@ def test_the_tls_file_that_cannot_be_read_is_the_one_named(tmp_path):
     assert f"key_file {key}" in str(caught.value) and str(pki.ca) not in str(caught.value)
 
 
-def test_a_client_certificate_the_broker_refuses_as_expired_is_named_so(tmp_path, store):
-    """A station whose client certificate had expired showed only "disconnected: 0x80 Unspecified error ... check
-    cert_file and key_file against the broker's cafile": the broker's TLS alert saying "certificate expired" is
-    mostly lost to the reset that follows it, so hospital IT checked the CA instead of renewing the certificate."""
+def expired_client(tmp_path):
+    """A broker that requires client certificates, and a config whose client certificate has expired."""
     pki = make_pki(tmp_path / "pki")
     broker = Mosquitto(tmp_path / "broker", anonymous=False, listener_extra="\n".join([
         f"cafile {pki.ca}", f"certfile {pki.server_cert}", f"keyfile {pki.server_key}",
         "require_certificate true", "use_identity_as_username true"])).start()
+    cfg = make_config(tmp_path, broker.port, ca_file=str(pki.ca), cert_file=str(pki.expired_cert),
+                      key_file=str(pki.expired_key))
+    return pki, broker, cfg
+
+
+def test_a_client_certificate_the_broker_refuses_as_expired_is_named_so(tmp_path, store):
+    """A station whose client certificate had expired showed only "disconnected: 0x80 Unspecified error ... check
+    cert_file and key_file against the broker's cafile": the broker's TLS alert saying "certificate expired" is
+    mostly lost to the reset that follows it, so hospital IT checked the CA instead of renewing the certificate."""
+    pki, broker, cfg = expired_client(tmp_path)
     try:
-        cfg = make_config(tmp_path, broker.port, ca_file=str(pki.ca), cert_file=str(pki.expired_cert),
-                          key_file=str(pki.expired_key))
         enqueue(store, 1)
         uplink = Uplink(cfg, store, Bus())
         uplink.start()
@@ -179,13 +185,8 @@ def test_a_central_receiver_whose_client_certificate_expired_says_so_in_its_log(
 
     from agent.central.receiver import Receiver
 
-    pki = make_pki(tmp_path / "pki")
-    broker = Mosquitto(tmp_path / "broker", anonymous=False, listener_extra="\n".join([
-        f"cafile {pki.ca}", f"certfile {pki.server_cert}", f"keyfile {pki.server_key}",
-        "require_certificate true", "use_identity_as_username true"])).start()
+    pki, broker, cfg = expired_client(tmp_path)
     try:
-        cfg = make_config(tmp_path, broker.port, ca_file=str(pki.ca), cert_file=str(pki.expired_cert),
-                          key_file=str(pki.expired_key))
         with capture_logs() as logs:
             rx = Receiver(cfg).start()
             try:
