@@ -57,8 +57,11 @@ class Diamentor(LinePollDriver):
 
     def __init__(self, device, options=None, poll_interval_s: float = 0.5):
         super().__init__(device, options, poll_interval_s)
-        init = ["PTW", "SER"] + ([] if self.options.unit else ["U"])
-        self.schedule = PollSchedule(init=init, cycle=["M"], interval_s=poll_interval_s, timeout_s=self.options.timeout_s)
+        # the display unit is asked before every measurement: it can be changed on the meter's keypad while the
+        # port stays open, and a DAP read in the unit before would be stored 100 times too high or too low
+        cycle = ["M"] if self.options.unit else ["U", "M"]
+        self.schedule = PollSchedule(init=["PTW", "SER"], cycle=cycle, interval_s=poll_interval_s,
+                                     timeout_s=self.options.timeout_s)
         self.framer = LineFramer(b"\r\n", max_length=256)
         self.unit: Optional[str] = UNITS[str(self.options.unit)] if self.options.unit else None
         self.last_time_s: Optional[int] = None
@@ -85,8 +88,12 @@ class Diamentor(LinePollDriver):
             return []
         if command == "U" and re.fullmatch(r"U[1-4]", text):
             self.schedule.done()
-            self.unit = UNITS[text[1]]
+            unit, self.unit = self.unit, UNITS[text[1]]
             self.info["unit"] = self.unit
+            if unit is not None and unit != self.unit:  # the same DAP, another number: not a reset
+                self.last_dap = None
+                return [Problem("unit", f"display unit changed from {unit} to {self.unit} on the meter; "
+                                "readings are converted from the new one", line)]
             return []
         if command == "M" and text.startswith("M"):
             self.schedule.done()

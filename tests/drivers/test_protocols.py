@@ -42,6 +42,24 @@ def test_diamentor_identifies_reads_the_unit_and_converts_dap_exactly():
     assert h.problems == []
 
 
+def test_diamentor_reads_a_display_unit_changed_on_the_meter_while_the_port_stays_open():
+    """The unit was asked once, at open: switched from cGy·cm² to Gy·cm² on the keypad, the same 300 Gy·cm²
+    (30000.00, then 300.00 on the display) was stored as 0.0003 Gy·m², a hundredth, and taken as a reset."""
+    h = Harness(drivers.create("diamentor", "dap-1", poll_interval_s=0.5))
+    answers = {b"PTW\r\n": b"CRS 1.2.4\r\n", b"SER\r\n": b"SER345678\r\n", b"U\r\n": b"U1\r\n",
+               b"M\r\n": b"M30000.00,0,3,7\r\n"}
+    dialogue(h, answers, 4)
+    answers |= {b"U\r\n": b"U2\r\n", b"M\r\n": b"M300.00,0,3,8\r\n"}
+    dialogue(h, answers, 2)
+    answers[b"M\r\n"] = b"M310.00,0,3,9\r\n"
+    dialogue(h, answers, 2)
+    dap = [r for r in h.readings if r.kind == "cumulative"]
+    assert [(r.value, r.status) for r in dap] == [(0.03, "ok"), (0.03, "ok"), (0.031, "ok")]
+    assert h.driver.info["unit"] == "Gy.cm2"
+    assert [p.detail for p in h.problems] == [
+        "display unit changed from cGy.cm2 to Gy.cm2 on the meter; readings are converted from the new one"]
+
+
 def test_diamentor_units_errors_and_refused_roentgen():
     h = Harness(drivers.create("diamentor", "dap-1", {"unit": 3}))
     assert dialogue(h, {b"PTW\r\n": b"E1\r\n", b"SER\r\n": b"SER1\r\n", b"M\r\n": b"M123.4,0,0,1\r\n"}, 3)[-1] == b"M\r\n"
