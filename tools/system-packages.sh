@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install the Debian packages alara-edge's tests use, if missing (needs root or sudo):
 # mosquitto (real MQTT broker), dcmtk (storescu/echoscu/dcmdump), chromium (console tests),
-# openssl (test certificates), postgresql (central receiver on PostgreSQL).
+# openssl (test certificates), postgresql (central receiver on PostgreSQL), sqlite3 (the README's backup).
 # With arguments, installs those packages instead.
 set -eu
 if [ $# -gt 0 ]; then
@@ -14,6 +14,7 @@ else
     have storescu || wanted="$wanted dcmtk"
     have chromium || wanted="$wanted chromium"
     have openssl || wanted="$wanted openssl"
+    have sqlite3 || wanted="$wanted sqlite3"
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || wanted="$wanted postgresql"
 fi
 [ -z "$wanted" ] && exit 0
