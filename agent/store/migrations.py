@@ -163,6 +163,25 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     CREATE INDEX check_samples_window ON check_samples (station, exam, quantity, scope,
                                                         coalesce(performed_at, recorded_at));
     """),
+    (16, "check_samples_without_event_uids", """
+    -- a report that names no Irradiation Event UID (a CT dose screen, an image's header) keeps its per-series samples
+    -- under SOP#n (n: the event's place in the report's record), not under an event: migrations 13 and 14 left them
+    -- without their phantom and without when the examination was performed: these come from the report itself
+    UPDATE check_samples SET performed_at = (SELECT MAX(s.study_datetime) FROM reports r
+                                             JOIN reports s ON s.study_instance_uid = r.study_instance_uid
+                                             WHERE r.sop_instance_uid = substr(check_samples.subject, 1,
+                                                                               instr(check_samples.subject, '#') - 1))
+        WHERE scope = 'per_event' AND performed_at IS NULL AND instr(subject, '#') > 0;
+    UPDATE check_samples SET phantom = (
+            SELECT CASE WHEN coalesce(json_extract(r.record, p.path), '') = '' THEN NULL
+                        WHEN lower(json_extract(r.record, p.path)) LIKE '%head%'
+                             OR json_extract(r.record, p.path) LIKE '%16%' THEN 'head'
+                        ELSE 'body' END
+            FROM reports r, (SELECT '$.events[' || substr(check_samples.subject, instr(check_samples.subject, '#') + 1)
+                                    || '].phantom' AS path) p
+            WHERE r.sop_instance_uid = substr(check_samples.subject, 1, instr(check_samples.subject, '#') - 1))
+        WHERE scope = 'per_event' AND phantom IS NULL AND instr(subject, '#') > 0;
+    """),
     (20, "uplink_retention", """
     CREATE TABLE spool_pruned (          -- spooled files deleted after their report was delivered
         receipt_id INTEGER PRIMARY KEY REFERENCES receipts(id),

@@ -320,3 +320,39 @@ def test_the_wal_is_cut_back_after_a_checkpoint_not_kept_at_its_peak(tmp_path):
     finally:
         reader.conn.close()
         store.close()
+
+
+def test_an_upgrade_gives_samples_of_reports_without_event_uids_their_phantom_and_time_as_today(tmp_path):
+    """A report that names no Irradiation Event UID (a CT dose screen, an image's header) keeps its per-series
+    samples under ``SOP#n``, not under an event: migrations 13 and 14 looked samples up by event only and left
+    these without their phantom and without when the examination was performed, so after an upgrade a backfill of
+    older such reports still displaced recent ones in the rolling median, and their values counted for either
+    phantom. The upgrade must leave what today's version records for the same reports."""
+    import dataclasses
+
+    from tests.checks.conftest import Checked, ct_event, ct_report, rules_from
+
+    path = tmp_path / "agent.sqlite"
+    store = Store.open(path)
+    checked = Checked(store, rules_from())
+    for n, (uid, phantom) in enumerate([(None, "IEC Head Dosimetry Phantom"), (None, "IEC Body Dosimetry Phantom"),
+                                        ("1.2.3.4.5", "IEC Body Dosimetry Phantom")]):
+        report = ct_report([ct_event("Abdomen", 12.0 + n, 400.0, target_region="Abdomen", phantom=phantom),
+                            ct_event("Abdomen", 14.0 + n, 500.0, target_region="Abdomen", phantom=phantom)])
+        events = [dataclasses.replace(e, irradiation_event_uid=uid and f"{uid}.{i}")
+                  for i, e in enumerate(report.events)]
+        checked.ingest(dataclasses.replace(report, events=events, study=dataclasses.replace(
+            report.study, datetime=f"2017-05-1{n}T09:00:00")))
+    query = "SELECT subject, quantity, phantom, performed_at FROM check_samples WHERE scope = 'per_event' ORDER BY 1, 2"
+    today = store.db.execute(query).fetchall()
+    assert len([s for s in today if "#" in s[0]]) >= 4
+    with store.transaction() as tx:  # the store as a version before migration 12 left it
+        tx.execute("DROP INDEX check_samples_window")
+        tx.execute("ALTER TABLE check_samples DROP COLUMN performed_at")
+        tx.execute("ALTER TABLE check_samples DROP COLUMN phantom")
+        tx.execute("CREATE INDEX check_samples_window ON check_samples(station, exam, quantity, scope)")
+        tx.execute("DELETE FROM schema_migrations WHERE version BETWEEN 12 AND 19")
+    store.close()
+    upgraded = Store.open(path)
+    assert upgraded.db.execute(query).fetchall() == today
+    upgraded.close()

@@ -82,11 +82,11 @@ def older_store(path: Path, studies: int) -> None:
         samples += [("per_examination", f"1.8.{i}") for i in range(studies)]
         conn.executemany("INSERT INTO check_samples (station, quantity, scope, subject, exam, value, recorded_at) "
                          f"VALUES ('ct1', 'ctdivol', ?, ?, 'head', '10', '{now}')", samples)
-        conn.executescript("""  -- undo migrations 15, 14 and 13 (12 left the phantoms NULL)
+        conn.executescript("""  -- undo migrations 16, 15, 14 and 13 (12 left the phantoms NULL)
             DROP INDEX check_samples_window;
             ALTER TABLE check_samples DROP COLUMN performed_at;
             CREATE INDEX check_samples_window ON check_samples(station, exam, quantity, scope);
-            DELETE FROM schema_migrations WHERE version IN (13, 14, 15);""")
+            DELETE FROM schema_migrations WHERE version IN (13, 14, 15, 16);""")
     conn.close()
 
 
@@ -119,14 +119,14 @@ def test_a_long_migration_extends_the_start_timeout_and_says_what_it_does(tmp_pa
     assert before, told  # (nothing else precedes READY)
     assert all(m["EXTEND_TIMEOUT_USEC"] == str(int(EXTEND_BY_S * 1e6)) and "STATUS" in m for m in before), told
     statuses = {m["STATUS"] for m in before}  # (on a slow machine a later migration may take long enough too)
-    assert "upgrading the store: migration 13 check_samples_phantom_backfill (1 of 3 to apply)" in statuses, told
+    assert "upgrading the store: migration 13 check_samples_phantom_backfill (1 of 4 to apply)" in statuses, told
     assert all(s.startswith("upgrading the store: migration 1") for s in statuses), told
     assert told[ready + 1] == "STATUS=", told  # systemctl status shows no finished step
     assert not any("EXTEND_TIMEOUT_USEC" in m for m in told[ready:]), told
     events = agent.log_events()
     (started,) = [e for e in events if e["event"] == "migration_started" and e["version"] == 13]
     (applied,) = [e for e in events if e["event"] == "migration_applied" and e["version"] == 13]
-    assert (started["n"], started["of"]) == (1, 3) and applied["duration_s"] > EXTEND_EVERY_S, applied
+    assert (started["n"], started["of"]) == (1, 4) and applied["duration_s"] > EXTEND_EVERY_S, applied
     slow = [e["step"] for e in events if e["event"] == "startup_in_progress"]  # the journal says it, once per step
     assert len(slow) == len(set(slow)) and any("migration 13" in step for step in slow), slow
 
