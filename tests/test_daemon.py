@@ -190,6 +190,24 @@ def test_a_damaged_inbox_is_set_aside_and_the_objects_it_held_are_stored(agent_p
     assert send([reports[0]], "127.0.0.1", agent.dicom_port) == [0]  # and it goes on receiving
 
 
+def test_a_rollback_onto_a_store_a_newer_version_migrated_says_so_and_exits(tmp_path):
+    """A rollback (venv.previous) started on a store an upgrade had migrated: `run` said only "Cannot operate on
+    a closed database." (the refusal closed the store inside the block watching its progress for systemd), not
+    the "written by a newer alara-edge" the README tells hospital IT to look for, with what to do."""
+    from agent.store import Store
+
+    path = tmp_path / "var" / "agent.sqlite"
+    Store.open(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'from the future', 'x')")
+    config = tmp_path / "alara-edge.toml"
+    config.write_text(f'[store]\npath = "{path}"\n[dicom]\nenabled = false\n'
+                      f'[mqtt]\nenabled = false\n[console]\nenabled = false\n')
+    failed = _start_failure(run_agent("run", "-c", str(config), timeout=60))
+    assert "written by a newer alara-edge (migrations [999]" in failed["error"]
+    assert "restore the store's backup" in failed["error"]
+
+
 def test_an_unexpected_fault_at_start_ends_in_one_json_line_and_exit_code_1(tmp_path):
     """Whatever fails while the agent is assembled, the journal gets one `agent_start_failed` JSON
     line (with the traceback inside it) and systemd an exit code, not a bare Python traceback."""

@@ -112,12 +112,12 @@ class Store:
                                f"alara-edge import {spool} brings them back (the central site gets each once)")
         db = connect(path)
         store = cls(path, db, quota_bytes, lock_fd)
-        with store._lock, startup.watching(db.conn):
-            try:
+        try:
+            with store._lock, startup.watching(db.conn):
                 migrations.apply(db, startup.step)
-            except migrations.NewerStore as exc:
-                store.close()
-                raise StoreError(str(exc)) from None
+        except migrations.NewerStore as exc:  # closed once no longer watched (which needs the connection open)
+            store.close()
+            raise StoreError(str(exc)) from None
         return store
 
     def close(self) -> None:
