@@ -17,7 +17,8 @@ Processing writes the object to the spool and fsyncs it, extracts it, and stores
 SQLite transaction together with whatever the registered stages add (the dose checks'
 alerts, the outbox rows for the central site).  A stage is any callable ``stage(tx, ingest)``;
 it runs inside the transaction and may raise to abort it.  A processed object is
-``stored``, ``duplicate``, ``rejected`` (not a dose object: kept for inspection) or ``error``
+``stored``, ``duplicate``, ``duplicate_differs`` (a stored SOP Instance UID with other dose content: kept
+for inspection, the stored report stays the record), ``rejected`` (not a dose object: kept for inspection) or ``error``
 (a dose object that cannot be read, or whose processing fails: kept for inspection, and the
 others go on); if the spool or the store cannot take it (disk full, I/O error: ``refused``),
 the worker keeps its inbox row and tries again later.  An object while reading, extracting or
@@ -50,7 +51,7 @@ from agent.logs import Repeats
 from agent.store import Store, StoreError
 from agent.store.db import is_corrupt
 from agent.store.inbox import MAX_ATTEMPTS, Inbox, Item, path_for as inbox_path
-from agent.store.reports import Receipt, SaveResult, record_receipt, save_report
+from agent.store.reports import DIFFERS, Receipt, SaveResult, record_receipt, save_report
 from agent.store.spool import QUOTA_CLEAR_FRACTION, spool_bytes
 
 log = structlog.get_logger("agent.pipeline")
@@ -79,7 +80,7 @@ WORKER_STALL_S = 120.0  # one object held longer than this: the worker is stuck 
 
 @dataclass
 class Outcome:
-    status: str  # accepted (in the inbox) | stored | duplicate | rejected | error | refused
+    status: str  # accepted (in the inbox) | stored | duplicate | duplicate_differs | rejected | error | refused
     reason: Optional[str] = None
     ingest: Optional[Ingest] = None
     path: Optional[str] = None
@@ -375,7 +376,7 @@ class Pipeline:
                 if not saved.duplicate:
                     for stage in self.stages:
                         stage(tx, ingest)
-                else:  # the same bytes in the same second have the first copy's spool name: keep that
+                elif not saved.differs:  # the same bytes in the same second have the first copy's spool name
                     keep_file = tx.execute("SELECT 1 FROM receipts WHERE path = ? AND status = 'stored'",
                                            [str(path)]).fetchone() is not None
                 tries.end()  # what is left is the commit: the disk's part, not the object's
@@ -392,6 +393,9 @@ class Pipeline:
             log.exception("processing_failed", error=f"{type(exc).__name__}: {exc}", origin=origin)
             return self._keep_failed(receipt, "error", f"processing failed: {type(exc).__name__}: {exc}")
 
+        if saved.differs:  # a stored SOP instance with other doses: the stored report stays, this one is kept aside
+            return self._keep_failed(receipt, DIFFERS, "SOP Instance UID already stored with different dose content: "
+                                     + ", ".join(saved.differs) + "; the first stored values stay the record")
         if not saved.duplicate:
             self._spooled(len(encoded))
         status = "duplicate" if saved.duplicate else "stored"
@@ -473,7 +477,8 @@ class Pipeline:
         self._spooled(receipt.size_bytes)  # kept for inspection: it counts against the quota too
         # not the file's name: exports are often named after the patient
         log.warning("report_" + status, origin=receipt.origin, calling_ae=receipt.calling_ae, reason=reason,
-                    sop_class_uid=receipt.sop_class_uid, kept_at=receipt.path)
+                    sop_class_uid=receipt.sop_class_uid, kept_at=receipt.path,
+                    **({"sop_instance_uid": receipt.sop_instance_uid} if status == DIFFERS else {}))
         self.bus.publish("receipt_failed", {"status": status, "reason": reason, "path": receipt.path})
         return Outcome(status, reason=reason, path=receipt.path)
 

@@ -166,7 +166,8 @@ class _Outcomes:
                     return row[0], row[1]
                 # the same bytes set aside before are not recorded again: say what they were set aside for
                 row = self.db.execute(
-                    "SELECT status, reason FROM receipts WHERE sop_instance_uid = ? AND status IN ('rejected', 'error') "
+                    "SELECT status, reason FROM receipts WHERE sop_instance_uid = ? "
+                    "AND status IN ('rejected', 'error', 'duplicate_differs') "
                     "ORDER BY id DESC LIMIT 1", [sop_instance_uid]).fetchone()
                 if row is not None:
                     return row[0], f"{row[1]} (set aside when received before)"

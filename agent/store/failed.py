@@ -5,7 +5,8 @@ router forwarded with the study, a non-dose SR.  It is kept in ``failed/`` (an i
 only) so that hospital IT can see what is being sent, and deleted ``rejected_retention_days`` after
 it arrived: a router forwarding whole studies would otherwise fill the disk, and with a quota set,
 make the agent refuse the dose reports too.  Objects that could not be read (``error``: a damaged
-or cut dose report) are never pruned: they may be the only copy of a dose.
+or cut dose report) are never pruned: they may be the only copy of a dose; nor are dose reports under a
+stored SOP Instance UID with other dose content (``duplicate_differs``: perhaps the corrected doses).
 """
 from __future__ import annotations
 

@@ -49,6 +49,17 @@ EVENT_SUMS = [
 ]
 
 
+# What a second object under a stored SOP Instance UID must state alike to be that report sent again (a no-op):
+# where its dose is counted (the study and its date), the totals, and each event's or administration's dose.
+# Not the bytes: a router that re-encodes the transfer syntax or the character set sends the same report.
+DOSE_EVENT_FIELDS = ("irradiation_event_uid", "datetime_started", "event_type", "ctdivol_mGy", "dlp_mGycm", "ssde_mGy",
+                     "dap_Gym2", "dose_rp_Gy", "agd_mGy", "entrance_exposure_at_rp_mGy", "irradiation_duration_s",
+                     "effective_dose_mSv")
+DOSE_ADMINISTRATION_FIELDS = ("event_uid", "radiopharmaceutical", "radionuclide", "datetime_started", "activity_MBq",
+                              "effective_dose_mSv")
+DIFFERS = "duplicate_differs"  # the receipt of such an object whose dose content differs: kept in failed/, not stored
+
+
 @dataclass
 class Receipt:
     received_at: str
@@ -69,12 +80,13 @@ class SaveResult:
     """What a save changed: the stages after the store decide what to check and send from it."""
 
     duplicate: bool  # this SOP instance was stored before: nothing changed
-    receipt_id: int
+    receipt_id: Optional[int]  # None with ``differs``: the caller keeps the object and records its receipt
     new_event_uids: list[str] = field(default_factory=list)  # events never seen before
     superseded: list[str] = field(default_factory=list)  # reports this one supersedes
     superseded_by: Optional[str] = None  # set if an already stored report contains all our events
     repeats: Optional[str] = None  # a stored report with no event UIDs and the same dose content: this one again
     record_json: Optional[str] = None  # a stored report's extract contract as written (no PHI); None for a duplicate
+    differs: list[str] = field(default_factory=list)  # a duplicate: what of its dose content is not the stored one's
 
 
 def record_receipt(tx: sqlite_utils.Database, receipt: Receipt, status: str, reason: str | None = None) -> int:
@@ -83,8 +95,17 @@ def record_receipt(tx: sqlite_utils.Database, receipt: Receipt, status: str, rea
 
 
 def save_report(tx: sqlite_utils.Database, report: Report, receipt: Receipt, station: str) -> SaveResult:
-    """Store ``report`` (idempotent on SOP Instance UID). Call inside ``Store.transaction()``."""
-    if tx.execute("SELECT 1 FROM reports WHERE sop_instance_uid = ?", [report.sop_instance_uid]).fetchone():
+    """Store ``report`` (idempotent on SOP Instance UID). Call inside ``Store.transaction()``.
+
+    A report whose SOP Instance UID is stored already is not stored again: the first one stays the record.
+    If its dose content is the stored one's, its receipt says ``duplicate``; if not (:func:`dose_differences`),
+    no receipt is recorded and ``differs`` says what differs, for the caller to keep the object for inspection."""
+    stored = tx.execute("SELECT r.record, c.sha256 FROM reports r LEFT JOIN receipts c ON c.id = r.receipt_id "
+                        "WHERE r.sop_instance_uid = ?", [report.sop_instance_uid]).fetchone()
+    if stored:  # (the same bytes are the same report, whatever a newer version of the agent reads in them)
+        differs = [] if stored[1] == receipt.sha256 else dose_differences(json.loads(stored[0]), report.to_dict())
+        if differs:
+            return SaveResult(duplicate=True, receipt_id=None, differs=differs)
         rid = record_receipt(tx, receipt, "duplicate", "SOP instance already stored")
         return SaveResult(duplicate=True, receipt_id=rid)
 
@@ -173,6 +194,24 @@ def save_report(tx: sqlite_utils.Database, report: Report, receipt: Receipt, sta
             "record": json.dumps(event_dict, separators=(",", ":")),
         })
     return result
+
+
+def dose_differences(stored: dict[str, Any], received: dict[str, Any]) -> list[str]:
+    """What of ``received``'s dose content (extract contract records, no PHI) is not ``stored``'s: the names of
+    the values, never the values (a date is identifying).  Empty: the same report."""
+    out = [name for name, key in (("study_instance_uid", lambda r: r.get("study_instance_uid")),
+                                  ("study datetime", lambda r: (r.get("study") or {}).get("datetime")))
+           if key(stored) != key(received)]
+    totals = stored.get("totals") or {}, received.get("totals") or {}
+    out += [f"totals.{k}" for k in sorted(set(totals[0]) | set(totals[1])) if totals[0].get(k) != totals[1].get(k)]
+    for name, keys in (("events", DOSE_EVENT_FIELDS), ("administrations", DOSE_ADMINISTRATION_FIELDS)):
+        a, b = stored.get(name) or [], received.get(name) or []
+        if len(a) != len(b):
+            out.append(f"{name} ({len(a)} stored, {len(b)} received)")
+            continue
+        changed = [k for k in keys if any(x.get(k) != y.get(k) for x, y in zip(a, b))]
+        out += [f"{name}.{k} ({sum(x.get(k) != y.get(k) for x, y in zip(a, b))} of {len(a)})" for k in changed]
+    return out
 
 
 def _insert(tx: sqlite_utils.Database, table: str, row: dict[str, Any]) -> int:
@@ -350,18 +389,21 @@ def without_identity(db: sqlite_utils.Database, study: dict[str, Any]) -> dict[s
 _STILL_KEPT = "NOT EXISTS (SELECT 1 FROM spool_pruned p WHERE p.receipt_id = receipts.id)"
 
 
+KEPT_STATUSES = ("rejected", "error", DIFFERS)  # receipts of objects kept in failed/ for inspection
+_KEPT = f"status IN ({', '.join(repr(s) for s in KEPT_STATUSES)})"
+
+
 def failed_receipts(db: sqlite_utils.Database, limit: int = 50) -> list[dict[str, Any]]:
-    """Receipts that were kept but not stored as a report (rejected or unreadable), newest first; not
-    the rejected ones pruned after ``[store] rejected_retention_days``."""
+    """Receipts that were kept but not stored as a report (rejected, unreadable, or a stored SOP instance
+    with other dose content), newest first; not the rejected ones pruned after ``[store] rejected_retention_days``."""
     return list(db.query(
         "SELECT id, received_at, origin, calling_ae, sop_class_uid, path, status, reason FROM receipts "
-        f"WHERE status IN ('rejected', 'error') AND {_STILL_KEPT} ORDER BY id DESC LIMIT ?", [limit]))
+        f"WHERE {_KEPT} AND {_STILL_KEPT} ORDER BY id DESC LIMIT ?", [limit]))
 
 
 def count_failed(db: sqlite_utils.Database) -> int:
     """How many receipts were kept but not stored as a report (:func:`failed_receipts` lists the newest)."""
-    return db.execute(f"SELECT COUNT(*) FROM receipts WHERE status IN ('rejected', 'error') AND {_STILL_KEPT}"
-                      ).fetchone()[0]
+    return db.execute(f"SELECT COUNT(*) FROM receipts WHERE {_KEPT} AND {_STILL_KEPT}").fetchone()[0]
 
 
 def iter_reports(db: sqlite_utils.Database, since: str | None = None) -> Iterable[dict[str, Any]]:

@@ -128,3 +128,20 @@ def test_files_that_cannot_be_deleted_do_not_hold_up_the_ones_behind_them(tmp_pa
         assert count_failed(agent.store.db) == stuck  # those left are still listed
     finally:
         agent.store.close()
+
+
+def test_a_stored_sop_instance_with_other_doses_is_kept_whole_counted_in_the_quota_and_never_pruned(store, tmp_path):
+    """It may be the only copy of corrected doses: not pruned as a non-dose image would be, nor cut to its header."""
+    from tests.conftest import CORPUS
+
+    p = Pipeline(store, tmp_path / "spool", "RF1", Bus())
+    assert p.ingest((CORPUS / "RF-RDSR-Siemens-Zee.dcm").read_bytes(), "dicom").status == "stored"
+    before = spool_bytes(store.db)
+    adjusted = (CORPUS / "RF-RDSR-Siemens-Zee_adjusted.dcm").read_bytes()
+    kept = p.ingest(adjusted, "dicom")
+    assert kept.status == "duplicate_differs" and Path(kept.path).read_bytes() == adjusted
+    assert spool_bytes(store.db) == before + len(adjusted)
+    _age(store, 400)
+    assert prune_rejected(store, tmp_path / "failed", tmp_path / "spool", retention_days=30).files == 0
+    assert Path(kept.path).exists() and count_failed(store.db) == 1
+    assert [f["status"] for f in failed_receipts(store.db)] == ["duplicate_differs"]

@@ -1,4 +1,5 @@
 """The Storage SCP over real DICOM on loopback: what a modality and hospital IT would see."""
+import io
 import json
 import re
 import resource
@@ -453,3 +454,64 @@ def test_a_forwarded_siemens_study_with_its_private_csa_objects_is_answered_succ
     listed = studies(agent)
     assert [s["study_instance_uid"] for s in listed["studies"]] == [rdsr_ds.StudyInstanceUID]
     assert [f["status"] for f in listed["failed"]] == ["rejected"]  # kept for inspection, as any non-dose object
+
+
+def _zee_re_encoded():
+    """RF-RDSR-Siemens-Zee as a router may pass it on: Implicit VR Little Endian, its Arabic and Latin text
+    in ISO 2022 character sets instead of UTF-8. Other bytes, the same report."""
+    ds = pydicom.dcmread(CORPUS / "RF-RDSR-Siemens-Zee.dcm")
+    ds.decode()
+    ds.SpecificCharacterSet = ["ISO 2022 IR 100", "ISO 2022 IR 127"]
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, implicit_vr=True, little_endian=True)
+    return pydicom.dcmread(io.BytesIO(out.getvalue()))
+
+
+def _zee_with_one_dap_corrected():
+    """RF-RDSR-Siemens-Zee re-sent under its SOP Instance UID with the first event's DAP changed."""
+    ds = pydicom.dcmread(CORPUS / "RF-RDSR-Siemens-Zee.dcm")
+    event = next(i for i in ds.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "113706")
+    dap = next(i for i in event.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "122130")
+    dap.MeasuredValueSequence[0].NumericValue = "0.0002"
+    return ds
+
+
+def test_a_stored_sop_instance_sent_again_with_other_dose_content_is_kept_aside_and_said(agent_process):
+    """A modality or router re-using a SOP Instance UID for other content: the first report stays the record and
+    the totals do not change, but the other object is kept in failed/ with what differs, a warning and a line in
+    `studies`; the same report re-encoded (transfer syntax, character set) stays a quiet duplicate."""
+    agent = agent_process()
+    original = pydicom.dcmread(CORPUS / "RF-RDSR-Siemens-Zee.dcm")
+    assert send([original], "127.0.0.1", agent.dicom_port) == [0]
+    before = studies(agent)
+    assert before["failed"] == [] and len(before["studies"]) == 1
+
+    assert send([_zee_re_encoded()], "127.0.0.1", agent.dicom_port) == [0]
+    assert studies(agent) == before  # nothing kept, nothing counted
+    adjusted = pydicom.dcmread(CORPUS / "RF-RDSR-Siemens-Zee_adjusted.dcm")  # the same UID, moved to another study
+    assert adjusted.SOPInstanceUID == original.SOPInstanceUID
+    assert send([adjusted, _zee_with_one_dap_corrected(), adjusted], "127.0.0.1", agent.dicom_port) == [0, 0, 0]
+
+    after = studies(agent)
+    assert after["studies"] == before["studies"]  # the first values stay the record, counted once
+    assert after["failed_count"] == 2
+    dap, moved = after["failed"]
+    assert {dap["status"], moved["status"]} == {"duplicate_differs"}
+    assert "study_instance_uid" in moved["reason"] and "study datetime" in moved["reason"]
+    assert "events.dap_Gym2 (1 of 8)" in dap["reason"] and "totals" not in dap["reason"]
+    for kept, sent in ((moved, adjusted), (dap, _zee_with_one_dap_corrected())):
+        assert kept["reason"].startswith("SOP Instance UID already stored with different dose content")
+        assert "first stored values stay the record" in kept["reason"]
+        on_disk = pydicom.dcmread(kept["path"])
+        assert Path(kept["path"]).parent.name == "failed" and on_disk.StudyInstanceUID == sent.StudyInstanceUID
+    human = agent.cli("studies").stdout
+    assert "could not be stored" in human and "duplicate_differs" in human and "different dose content" in human
+
+    warned = [e for e in agent.log_events() if e.get("event") == "report_duplicate_differs"]
+    assert len(warned) == 2 and {e["level"] for e in warned} == {"warning"}
+    assert all(e["sop_instance_uid"] == original.SOPInstanceUID for e in warned)
+    assert [e["event"] for e in agent.log_events() if e.get("event", "").startswith("report_duplicate")] == [
+        "report_duplicate", "report_duplicate_differs", "report_duplicate_differs", "report_duplicate_differs_again"]
+    for identity in ("098765", "آدم", "19160512", "1916-05-12"):  # the patient's id, name and birth date
+        assert identity not in agent.log_text() and identity not in json.dumps(after["failed"], ensure_ascii=False)
