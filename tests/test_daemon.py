@@ -241,6 +241,44 @@ def _own_tmpfs_at(folder):
     return setup
 
 
+def test_a_full_disk_at_start_is_named_as_such(tmp_path):
+    """A store on a full disk could not even be checked at start: the one line said "disk I/O error", which
+    sent hospital IT looking for a failing card, not for the log file that had filled the disk."""
+    import os
+    import shutil
+
+    from agent.store import Store
+
+    var = tmp_path / "var"
+    var.mkdir()
+    Store.open(tmp_path / "made" / "agent.sqlite").close()
+    mount = _own_tmpfs_at(var)
+
+    def full_disk():  # the agent's own tmpfs, holding its store, then filled to the last byte
+        mount()
+        shutil.copy(tmp_path / "made" / "agent.sqlite", var / "agent.sqlite")
+        with open(var / "filler", "wb", buffering=0) as f:
+            for size in (1 << 20, 1):
+                try:
+                    while True:
+                        f.write(b"\0" * size)
+                except OSError:
+                    pass
+
+    config = tmp_path / "alara-edge.toml"
+    config.write_text(f'[store]\npath = "{var / "agent.sqlite"}"\n[dicom]\nenabled = false\n'
+                      f'[mqtt]\nenabled = false\n[console]\nenabled = false\n')
+    try:
+        result = run_agent("run", "-c", str(config), timeout=60, preexec_fn=full_disk)
+    except subprocess.SubprocessError as exc:
+        pytest.skip(f"no mount namespace here: {exc}")
+    if "unshare or mount" in result.stderr:
+        pytest.skip("no mount namespace here")
+    failed = _start_failure(result)
+    assert f"cannot check {var / 'agent.sqlite'}" in failed["error"]
+    assert "the disk is full" in failed["error"], failed["error"]
+
+
 def test_a_spool_whose_file_system_turns_read_only_is_reported_and_its_objects_wait(agent_process, tmp_path):
     """A transaction that writes nothing, the old health check, succeeds whatever the disk: /healthz said ok
     and C-ECHO success on a read-only file system until objects stopped being processed.  Now the health

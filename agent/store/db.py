@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -194,7 +195,9 @@ def quarantine_if_corrupt(path: Path, startup: Startup | None = None) -> Path | 
             conn.close()
     except sqlite3.DatabaseError as exc:
         if getattr(exc, "sqlite_errorcode", None) not in CORRUPT:  # a full disk, an I/O error: not the file's fault
-            raise StoreError(f"cannot check {path}: {exc}") from exc
+            free = shutil.disk_usage(path.parent).free if path.parent.exists() else None
+            full = f" (the disk is full: {free:,} bytes free in {path.parent})" if free is not None and free < 1 << 20 else ""
+            raise StoreError(f"cannot check {path}: {exc}{full}") from exc
         ok = False
     if ok:
         return None
