@@ -21,11 +21,13 @@ case "${1:-}" in
 esac
 [ "$(id -u)" = 0 ] || { echo "run as root (sudo sh systemd/install.sh)" >&2; exit 1; }
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ required" >&2; exit 1; }
-python3 -m venv --help >/dev/null 2>&1 || ./tools/system-packages.sh python3-venv
 
 getent group alara-edge >/dev/null || groupadd --system alara-edge
 getent passwd alara-edge >/dev/null || useradd --system --gid alara-edge --groups dialout \
     --home-dir /var/lib/alara-edge --no-create-home --shell /usr/sbin/nologin alara-edge
+
+# the configuration is checked as the service's user: a key or password file only root can read passes as root
+as_service() { (cd / && runuser -u alara-edge -- "$@"); }
 
 # the installed unit and configuration: the service is restarted only if these or its venv changed (or it is
 # not running), so that a re-run changing nothing leaves it running
@@ -45,12 +47,14 @@ source=$(source_id "$package")  # a re-run from the checkout the running venv wa
 if ! kept_release /opt/alara-edge "$source"; then
     release=/opt/alara-edge/venv-$(date +%Y%m%d%H%M%S)
     trap 'rm -rf "$release"' EXIT  # a failed build (pip without network) leaves no venv behind
-    python3 -m venv "$release"
+    # (`python3 -m venv --help` succeeds without Debian's python3-venv: only making one tells)
+    python3 -m venv "$release" 2>/dev/null || { rm -rf "$release"; ./tools/system-packages.sh python3-venv
+                                                python3 -m venv "$release"; }
     "$release/bin/pip" install --quiet --disable-pip-version-check "$package"
     # an upgrade checks the box's configuration with the new version before switching to it: a problem
     # stops here with the running version, its venv.previous and its unit untouched
     if [ -f /etc/alara-edge/alara-edge.toml ] &&
-            ! "$release/bin/alara-edge" check-config /etc/alara-edge/alara-edge.toml; then
+            ! as_service "$release/bin/alara-edge" check-config /etc/alara-edge/alara-edge.toml; then
         rm -rf "$release"
         echo "nothing was changed: fix the configuration for this version (above), then run install.sh again" >&2
         exit 1
@@ -73,7 +77,7 @@ OWNER=root GROUP=alara-edge
 for f in config/reference-levels/*.toml; do install_example "$f" /etc/alara-edge/reference-levels; done
 for f in config/serial-profiles/*.toml; do install_example "$f" /etc/alara-edge/serial-profiles; done
 [ -f /etc/alara-edge/local-drl.toml ] || install -m 0640 -o root -g alara-edge config/local-drl.example.toml /etc/alara-edge/local-drl.toml
-/opt/alara-edge/venv/bin/alara-edge check-config /etc/alara-edge/alara-edge.toml
+as_service /opt/alara-edge/venv/bin/alara-edge check-config /etc/alara-edge/alara-edge.toml
 
 install -m 0644 "systemd/$unit" "/etc/systemd/system/$unit"
 systemctl daemon-reload
