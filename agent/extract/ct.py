@@ -127,10 +127,11 @@ def _event_source_values(ev: Event) -> None:
 
 
 def _dose_check(dose: Optional[ContentItem], acquisition_item: ContentItem, notes: Notes) -> Optional[DoseCheck]:
-    """TID 10015 CT Dose Check Details (inside CT Dose, or directly in the acquisition)."""
-    holders = [h for h in (dose, acquisition_item) if h is not None]
-    alert = next((h.child(C.ALERT_DETAILS) for h in holders if h.child(C.ALERT_DETAILS)), None)
-    notification = next((h.child(C.NOTIFICATION_DETAILS) for h in holders if h.child(C.NOTIFICATION_DETAILS)), None)
+    """TID 10015 CT Dose Check Details (inside CT Dose, or directly in the acquisition; else, as every event value,
+    at the shallowest level below: docs/extraction.md, "Nesting")."""
+    holders = [Index(h) for h in (dose, acquisition_item) if h is not None]
+    alert = next((h.first(C.ALERT_DETAILS) for h in holders if h.first(C.ALERT_DETAILS)), None)
+    notification = next((h.first(C.NOTIFICATION_DETAILS) for h in holders if h.first(C.NOTIFICATION_DETAILS)), None)
     if alert is None and notification is None:
         return None
     dc = DoseCheck()

@@ -407,6 +407,22 @@ def test_ct_values_one_level_below_their_template_row_are_still_read(where):
     assert ev.exposure_time_s is not None and ev.scanning_length_mm is not None
 
 
+def test_dose_check_details_one_level_below_ct_dose_are_still_read():
+    """The Toshiba dose check (TID 10015) with its alert and notification containers inside a vendor container in
+    CT Dose: the alert values and forward estimates were dropped without a warning, while the CTDIvol and DLP
+    beside them, moved the same way, were read ("Nesting")."""
+    ds = pydicom.dcmread(CORPUS / "CT-RDSR-Toshiba_DoseCheck.dcm")
+    for acquisition in [c for c in ds.ContentSequence if c.ConceptNameCodeSequence[0].CodeValue == "113819"]:
+        dose = next(c for c in acquisition.ContentSequence if c.ConceptNameCodeSequence[0].CodeValue == "113829")
+        _wrap(dose, {"113900", "113908"}, "V-7")
+    first, second = extract_dataset(ds).events
+    assert (first.dose_check.dlp_alert_value_mGycm, first.dose_check.ctdivol_alert_value_mGy) == (100.0, 10.0)
+    assert first.dose_check.accumulated_dlp_forward_estimate_mGycm == 251.2
+    assert second.dose_check.accumulated_ctdivol_forward_estimate_mGy == 10.6
+    assert (second.dose_check.dlp_notification_configured, second.dose_check.ctdivol_notification_configured) == \
+        (False, False)
+
+
 def test_acquisitions_and_totals_inside_a_vendor_container_are_read_with_a_warning():
     """Every CT Acquisition and the accumulated data wrapped in one vendor container at the root: the events
     and the total are read (they were silently dropped: 0 events beside a stated count of 2), and the record
