@@ -14,8 +14,8 @@ from pydicom.dataset import Dataset
 
 from agent.extract import codes as C
 from agent.extract import units as U
-from agent.extract.common import (Notes, apply_sr_context, code_meaning, dt_iso, laterality, num, num_decimal,
-                                  start_report)
+from agent.extract.common import (Notes, apply_sr_context, below, code_meaning, dt_iso, laterality, num,
+                                  num_decimal, start_report)
 from agent.extract.record import Administration, OrganDose, Report
 from agent.extract.sr import ContentItem
 
@@ -28,13 +28,14 @@ _ELEMENTS = {"FLUORINE": "F", "CARBON": "C", "NITROGEN": "N", "OXYGEN": "O", "GA
 
 def extract(ds: Dataset, root: ContentItem, template: str, source: str, notes: Notes) -> Report:
     report = start_report(ds, "radiopharmaceutical", None, source, template, notes)
+    administrations = below(root, C.RADIOPHARMACEUTICAL_ADMINISTRATION, notes)
     if report.study.datetime is None:  # Study Date is type 2: without it, when the first administration began
-        report.study.datetime = _first_start(root, notes)
+        report.study.datetime = _first_start(administrations, notes)
     apply_sr_context(report, root, notes)
     associated = root.child(C.ASSOCIATED_PROCEDURE)
     report.study.procedure_reported = code_meaning(associated) or report.study.procedure_reported
     activities: list[Decimal] = []
-    for item in root.all(C.RADIOPHARMACEUTICAL_ADMINISTRATION):
+    for item in administrations:
         admin, activity = administration(item, notes)
         report.administrations.append(admin)
         if activity is not None:
@@ -80,9 +81,9 @@ def administration(item: ContentItem, notes: Notes) -> tuple[Administration, Opt
     return admin, activity
 
 
-def _first_start(root: ContentItem, notes: Notes) -> Optional[str]:
+def _first_start(administrations: list[ContentItem], notes: Notes) -> Optional[str]:
     """The Radiopharmaceutical Start DateTime of the first administration that states one."""
-    for item in root.all(C.RADIOPHARMACEUTICAL_ADMINISTRATION):
+    for item in administrations:
         start = item.child(C.RADIOPHARMACEUTICAL_START)
         if start is not None and start.datetime:
             return dt_iso(start.datetime, notes, "Radiopharmaceutical Start DateTime")

@@ -133,3 +133,27 @@ def test_a_total_activity_missing_an_administrations_activity_says_it_may_be_par
     assert [a.activity_MBq for a in rep.administrations] == [350.0, None]
     assert rep.totals.administered_activity_MBq == 350.0
     assert any("stated for 1 of the 2 administrations" in w for w in rep.warnings)
+
+
+def _in_a_vendor_container(parent, code: str) -> None:
+    """``parent``'s children of concept ``code`` moved into a vendor container in their place."""
+    from simulator import rdsr
+
+    moved = [c for c in parent.ContentSequence if c.ConceptNameCodeSequence[0].CodeValue == code]
+    at = parent.ContentSequence.index(moved[0])
+    for c in moved:
+        parent.ContentSequence.remove(c)
+    parent.ContentSequence.insert(at, rdsr.container(("V-1", "99VENDOR", "Vendor data"), moved))
+
+
+def test_an_administration_inside_a_vendor_container_is_read_with_a_warning():
+    """The Siemens RRDSR with its Radiopharmaceutical Administration inside a vendor container at the root: the
+    report had no administration and no administered activity, and said nothing; now it is read, with the
+    warning the X-ray reports give for their events ("Nesting")."""
+    ds = pydicom.dcmread(CORPUS / "NM-RRDSR-Siemens.dcm")
+    _in_a_vendor_container(ds, "113502")
+    rep = extract_dataset(ds)
+    assert rep.totals.administered_activity_MBq == 394.0
+    assert [a.event_uid for a in rep.administrations] == ["1.3.12.2.1107.5.1.4.11090.20220224104830.0"]
+    assert "1 'Radiopharmaceutical Administration' found inside another container, not where the template puts " \
+        "them" in rep.warnings
