@@ -17,7 +17,7 @@ from agent.extract import units as U
 from agent.extract.common import (Notes, apply_sr_context, below, code_meaning, dt_iso, laterality, num,
                                   num_decimal, start_report)
 from agent.extract.record import Administration, OrganDose, Report
-from agent.extract.sr import ContentItem
+from agent.extract.sr import ContentItem, Index
 
 # positron emitters (mass number, element): a report about one of these is a PET (PT) procedure
 _POSITRON_EMITTERS = {("18", "F"), ("11", "C"), ("13", "N"), ("15", "O"), ("68", "GA"), ("82", "RB"),
@@ -70,7 +70,7 @@ def administration(item: ContentItem, notes: Notes) -> tuple[Administration, Opt
         post_administration_activity_MBq=num(item.child(C.POST_ADMINISTRATION_ACTIVITY), U.ACTIVITY, notes),
         route=code_meaning(item.child(C.ROUTE)),
     )
-    for info in item.all(C.ORGAN_DOSE_INFORMATION):
+    for info in Index(item).all(C.ORGAN_DOSE_INFORMATION):  # the administration's rows, else the shallowest below
         admin.organ_doses.append(OrganDose(
             organ=code_meaning(info.child(C.FINDING_SITE)),
             laterality=laterality(info.child(C.LATERALITY)),

@@ -157,3 +157,15 @@ def test_an_administration_inside_a_vendor_container_is_read_with_a_warning():
     assert [a.event_uid for a in rep.administrations] == ["1.3.12.2.1107.5.1.4.11090.20220224104830.0"]
     assert "1 'Radiopharmaceutical Administration' found inside another container, not where the template puts " \
         "them" in rep.warnings
+
+
+def test_organ_doses_one_level_below_the_administration_are_read():
+    """The Siemens RRDSR with its Organ Dose Information containers inside a vendor container in the
+    administration: its 22 organ doses were dropped without a warning (its effective dose is looked for at any
+    depth; "Nesting")."""
+    ds = pydicom.dcmread(CORPUS / "NM-RRDSR-Siemens.dcm")
+    administration = next(c for c in ds.ContentSequence if c.ConceptNameCodeSequence[0].CodeValue == "113502")
+    _in_a_vendor_container(administration, "113517")
+    (admin,) = extract_dataset(ds).administrations
+    assert len(admin.organ_doses) == 22
+    assert next(o for o in admin.organ_doses if o.organ == "Bladder").dose_mGy == 51.22
