@@ -41,7 +41,8 @@ def demo_report(rng: random.Random) -> Dataset:
     events = [rdsr.ProjectionEvent(dap=f"{rng.uniform(0.0005, 0.004) * scale:.6f}",
                                    dose_rp=f"{rng.uniform(0.01, 0.2) * scale:.4f}",
                                    exposure_time_ms=str(rng.randint(5000, 60000))) for _ in range(n)]
-    return rdsr.projection_report(events, accession=f"DEMO{rng.randrange(10**6):06d}")
+    description = rng.choice(["Coronary angiography", "PCI", "Lower limb angiography"])  # exams the rules know
+    return rdsr.projection_report(events, accession=f"DEMO{rng.randrange(10**6):06d}", description=description)
 
 
 class DemoModality:

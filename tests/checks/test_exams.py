@@ -217,3 +217,17 @@ def test_other_languages_and_spellings_name_their_exam(protocol, exam):
                                             ("Coro", "XA coronary angiography")])
 def test_catheter_lab_procedures_in_german_name_their_exam(procedure, exam):
     assert exam_of(rf_report(dap_Gym2=0.01, description=procedure), station="XA1").name == exam
+
+
+def test_every_report_of_the_demo_modality_is_an_exam_the_built_in_rules_know():
+    """`start.sh --demo` showed a newcomer fluoroscopy alerts headed "exam unmatched" (its reports had no
+    description a rule knows) and logged exam_unmatched for them: the demo should show the agent as a site sees it."""
+    import random
+
+    from agent.extract import extract_dataset
+    from simulator.modality import demo_report
+
+    rng = random.Random(7)
+    reports = [extract_dataset(demo_report(rng)) for _ in range(60)]
+    assert {r.modality for r in reports} == {"CT", "RF"}
+    assert [r.study.description for r in reports if exam_of(r).name is None] == []
