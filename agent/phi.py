@@ -166,16 +166,22 @@ def _id_pattern(patient_id: str) -> Optional[str]:
         return None
 
     def number(digits: str) -> str:
-        """Leading zeros as many as written or none, and (five digits or more besides them) a space, dot or dash
-        anywhere between digits (001 234 56); a shorter number only as written (id 0000000025 is not every 25)."""
+        """Leading zeros as many as written or none, and (five digits or more besides them) a space or dash anywhere
+        between digits (001 234 56, 123-456), or dots, two or more (12.345.678): one dot makes a decimal value
+        (DLP 1234.56), not the id; a shorter number only as written (id 0000000025 is not every 25)."""
         significant = digits.lstrip("0") or "0"
         if len(significant) < BARE_ID_DIGITS:
             return re.escape(digits)
-        return "0*" + "[ .-]?".join(re.escape(c) for c in significant)
+        spaced = "[ -]?".join(re.escape(c) for c in significant)
+        dotted = r"(?=[0-9]+\.[0-9]+\.[0-9])" + r"\.?".join(re.escape(c) for c in significant)
+        return f"0*(?:{spaced}|{dotted})"
 
-    def bounded(form: str, first: str, last: str) -> str:  # a number may follow letters (ID00123456), not sit inside a word
-        before = r"(?<![0-9])" if first.isdigit() else r"(?<![A-Za-z0-9])"
-        return before + form + r"(?![A-Za-z0-9])"
+    def bounded(form: str, first: str, last: str) -> str:
+        """The id as a token: its number may follow letters (ID00123456) but not sit inside a word (ACC123456X)
+        or a longer number, nor be the whole or the decimal part of a decimal value (123456.7, 0.123456)."""
+        before = r"(?<![0-9])(?<![0-9][.,])" if first.isdigit() else r"(?<![A-Za-z0-9])"
+        after = r"(?![A-Za-z0-9])(?![.,][0-9])" if last.isdigit() else r"(?![A-Za-z0-9])"
+        return before + form + after
 
     forms = {bounded(r"[\W_]*".join(number(p) if p.isdigit() else re.escape(p) for p in parts), parts[0], parts[-1])}
     forms |= {bounded(number(p), p, p) for p in parts if p.isdigit() and len(p.lstrip("0")) >= BARE_ID_DIGITS}

@@ -219,3 +219,42 @@ def test_the_reason_an_object_was_set_aside_does_not_quote_the_patient(tmp_path)
     assert out["status"] == "rejected" and "Befund [removed]" in out["reason"] and "QX778899" not in out["reason"]
     (out,) = [json.loads(line) for line in run_agent("extract", "--include-phi", str(path)).stdout.splitlines()]
     assert "Befund Zbigniewska Haruko" in out["reason"]
+
+
+def _published(tmp_path, datasets, config=""):
+    """``datasets`` sent over DICOM to a running agent; the report bodies a tap on the broker saw, and the agent
+    (stopped: its CLI and log can still be read)."""
+    from agent.sources.dicom import scu
+    from tests.conftest import AgentProcess, wait_for
+    from tests.uplink.broker import Mosquitto
+    from tests.uplink.tap import Tap
+
+    broker = Mosquitto(tmp_path / "broker").start()
+    tap = Tap(broker.port, topic="alara/#")
+    agent = AgentProcess(tmp_path / "agent", f"[mqtt]\nport = {broker.port}\nreconnect_min_s = 0.1\n{config}")
+    try:
+        agent.start()
+        assert scu.send(datasets, "127.0.0.1", agent.dicom_port) == [0] * len(datasets)
+        seen = wait_for(lambda: len(tap.of_kind("report")) == len(datasets) and tap.of_kind("report"),
+                        what="the reports at the broker")
+    finally:
+        agent.stop()
+        tap.close()
+        broker.stop()
+    return [m.json["body"] if "body" in m.json else m.json for m in seen], agent
+
+
+def test_a_decimal_value_holding_the_ids_digits_is_not_taken_for_the_id(tmp_path):
+    """Patient id 123456: a description quoting the previous exam's DLP 1234.56 reached the central site as
+    [removed] (a dot anywhere between the id's digits was taken for the id written with a separator), and so
+    did a protocol with a CTDIvol of 0.123456. The id itself, alone or with a space or a dash, is still removed."""
+    from simulator import rdsr
+
+    patient = rdsr.Patient(name="Zbigniewska^Haruko", id="123456")
+    ds = rdsr.ct_report([rdsr.CTSeries("Thorax CTDIvol 0.123456"), rdsr.CTSeries("Abdomen pt 123-456")],
+                        patient=patient, description="CT Thorax, previous DLP 1234.56 mGycm")
+    (body,), _ = _published(tmp_path, [ds])
+    assert body["study"]["description"] == "CT Thorax, previous DLP 1234.56 mGycm"
+    protocols = [e.get("protocol") for e in body["events"]]
+    assert "Thorax CTDIvol 0.123456" in protocols
+    assert "123-456" not in json.dumps(body) and "[removed]" in protocols[1]
