@@ -11,9 +11,11 @@ month names.  :func:`redact` replaces what it finds in a text; :func:`scrub_tree
 whole string values in a JSON-like tree.  Used by the uplink (report bodies), the checks
 (alert messages) and the console (study descriptions).
 
-A name part is also found with a plural or genitive ``s``/``es`` (``Smiths``, ``Müllers``).  Not
-found: a name otherwise inflected or run into another word (``Smithsonian``), or written in another
-script than the report gives it.
+A name part is found as a word of its own, bounded by anything but a digit or a letter of a script written
+with spaces (``Li`` in "Li chest", not in "Liège" or "Lisfranc"; ``Fu`` not in "Fuß"); one of three letters
+or more also with a plural or genitive ``s``/``es`` (``Smiths``, ``Müllers``; ``Al`` is not found in "als").
+A one-letter part is never looked for alone.  Not found: a name otherwise inflected or run into another word
+(``Smithsonian``), or written in another script than the report gives it.
 """
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ from agent.extract.common import patient_identity
 from agent.extract.record import PHI
 
 REDACTED = "[removed]"
+# what a name part must not touch to be a word of its own: digits and the letters of scripts written with spaces
+# between words (Latin with its accented letters, Greek, Cyrillic); ideographs and kana may touch it (山田様)
+_WORD = "0-9A-Za-zÀ-ÖØ-öø-ɏͰ-ϿЀ-ӿḀ-ỿ"
 
 _MONTHS = ("jan(?:uary)?", "f[eé]v?b?(?:ruary)?", "m(?:a|ä|ae)r(?:ch|z)?", "a(?:pr|vr)(?:il)?", "ma[iy]", "jui?ne?",
            "jui?l(?:y|let)?", "(?:aug(?:ust)?|ao[uû]t?)", "sep(?:t(?:ember)?)?", "o[ck]t(?:ober)?", "nov(?:ember)?",
@@ -82,12 +87,15 @@ def _pattern(patient_name: Optional[str], patient_id: Optional[str], birth_date:
                         continue
                     if len(part) >= 2 or (part and not part.isascii()):  # a single CJK character is a name
                         words |= _forms(part)
-    words = {w for w in words if len(w) >= 2 or (w and not w.isascii())}
+    # a one-letter part is never looked for alone, but a single ideograph is a name
+    words = {w for w in words if len(w) >= 2 or (w and not re.fullmatch(f"[{_WORD}]", w))}
     alternatives = []
-    if words:
-        names = "|".join(_spaced(w) for w in sorted(words, key=len, reverse=True))
-        # with a plural or genitive ending, as names are written in text: "the Smiths", "Müllers Befund"
-        alternatives.append(rf"(?<![A-Za-z0-9])(?:{names})(?:e?s)?(?![A-Za-z0-9])")
+    longer = sorted((w for w in words if len(w) > 2), key=len, reverse=True)
+    if longer:  # with a plural or genitive ending, as names are written in text: "the Smiths", "Müllers Befund"
+        alternatives.append(rf"(?<![{_WORD}])(?:{'|'.join(_spaced(w) for w in longer)})(?:e?s)?(?![{_WORD}])")
+    short = sorted(w for w in words if len(w) <= 2)
+    if short:  # Al, Li, Ng only as words of their own: not "als", "Lies" nor the "Fu" of "Fuß"
+        alternatives.append(rf"(?<![{_WORD}])(?:{'|'.join(re.escape(w) for w in short)})(?![{_WORD}])")
     for pid in (patient_id, *other_ids):
         ids = _id_pattern(pid) if pid else None
         if ids:

@@ -142,6 +142,10 @@ def test_identity_written_in_more_ways_is_found(text, name, pid, birth):
     ("TC de Cráneo", "de la Cruz^María", None),
     ("Fuß van links", "van der Berg^Jan", None),
     ("von Willebrand", "von Müller^Hans", None),
+    ("Fußgelenk links", "Fu^Ming", None),
+    ("Liège, Gas im Abdomen", "Ga^Li", None),
+    ("CT als Kontrolle", "Ng^Al", None),
+    ("É. coli", "Ø^É", None),
 ])
 def test_what_only_resembles_a_short_id_or_a_name_particle_is_left_alone(text, name, pid):
     """Over-redaction: id 0000000025 removed every 25 (the study's date reached the central site as

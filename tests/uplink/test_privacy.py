@@ -258,3 +258,17 @@ def test_a_decimal_value_holding_the_ids_digits_is_not_taken_for_the_id(tmp_path
     protocols = [e.get("protocol") for e in body["events"]]
     assert "Thorax CTDIvol 0.123456" in protocols
     assert "123-456" not in json.dumps(body) and "[removed]" in protocols[1]
+
+
+def test_a_two_letter_name_part_is_removed_only_as_a_word_of_its_own(tmp_path):
+    """Patient Fu^Al: "CT Fuß rechts" reached the central site as [removed] (the "Fu" of "Fuß" was taken for the
+    name: ß was not a letter to the pattern), and so did a protocol "Knie als Vergleich" ("als" as the plural of
+    "Al"). Now a one- or two-letter part is found only as a word of its own; the name itself is still removed."""
+    from simulator import rdsr
+
+    ds = rdsr.ct_report([rdsr.CTSeries("Knie als Vergleich"), rdsr.CTSeries("Fu Al repeat")],
+                        patient=rdsr.Patient(name="Fu^Al", id="QX778899"), description="CT Fuß rechts")
+    (body,), _ = _published(tmp_path, [ds])
+    assert body["study"]["description"] == "CT Fuß rechts"
+    protocols = [e.get("protocol") for e in body["events"]]
+    assert protocols[0] == "Knie als Vergleich" and "Fu Al" not in protocols[1]
