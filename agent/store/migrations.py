@@ -81,6 +81,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     -- at start-up the inbox's leftover rows are matched against receipts by content and time
     CREATE INDEX receipts_sha256 ON receipts(sha256);
     """),
+    (3, "reports_other_patient_ids", """
+    -- PHI like patient_id: the patient's Other Patient IDs (backslash-separated, as in DICOM), looked for in the
+    -- free text that the console, `studies` and acknowledgements show or send: never logged, never sent
+    ALTER TABLE reports ADD COLUMN patient_other_ids TEXT;
+    """),
     (10, "alerts", """
     CREATE TABLE alerts (
         id TEXT PRIMARY KEY,             -- deterministic from rule + subject: raising twice is a no-op

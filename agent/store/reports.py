@@ -156,6 +156,7 @@ def save_report(tx: sqlite_utils.Database, report: Report, receipt: Receipt, sta
         "procedure_reported": report.study.procedure_reported,
         "patient_id": report.phi.patient_id, "patient_name": report.phi.patient_name,
         "patient_birth_date": report.phi.birth_date,
+        "patient_other_ids": "\\".join(report.phi.other_patient_ids) or None,
         "age_years": report.patient.age_years, "sex": report.patient.sex, "weight_kg": report.patient.weight_kg,
         "event_count": len(report.events),
         "superseded_by": result.superseded_by,
@@ -258,10 +259,12 @@ def study_identity(db: sqlite_utils.Database, study_instance_uid: Optional[str])
     free text; None if no report of the study carries a name, id or birth date."""
     if not study_instance_uid:
         return None
-    row = db.execute("SELECT patient_id, patient_name, patient_birth_date FROM reports WHERE study_instance_uid = ? "
-                     "AND COALESCE(patient_id, patient_name, patient_birth_date) IS NOT NULL LIMIT 1",
-                     [study_instance_uid]).fetchone()
-    return PHI(*row) if row else None
+    row = db.execute("SELECT patient_id, patient_name, patient_birth_date, patient_other_ids FROM reports "
+                     "WHERE study_instance_uid = ? AND COALESCE(patient_id, patient_name, patient_birth_date, "
+                     "patient_other_ids) IS NOT NULL LIMIT 1", [study_instance_uid]).fetchone()
+    if not row:
+        return None
+    return PHI(*row[:3], other_patient_ids=tuple(v for v in (row[3] or "").split("\\") if v))
 
 
 def study_totals(db: sqlite_utils.Database, study_instance_uid: Optional[str],

@@ -290,3 +290,25 @@ def test_only_the_identifying_part_of_a_free_text_is_removed(tmp_path):
     ds.save_as(path, enforce_file_format=True)
     (out,) = [json.loads(line) for line in run_agent("extract", str(path)).stdout.splitlines()]
     assert out["report"]["study"]["description"] == "CT Thorax [removed]"
+
+
+def test_the_patients_other_ids_are_not_shown_by_studies_nor_sent_with_an_acknowledgement(tmp_path):
+    """The store kept the patient's name, id and birth date for the local views, not the other ids: a national
+    number that the broker never saw was printed by ``studies`` (and shown on the console) in the description,
+    and an acknowledgement's note quoting it was queued for the central site as typed. Now both remove it."""
+    import sqlite3
+
+    import pydicom
+
+    _, path = _with_other_ids(tmp_path)
+    (body,), agent = _published(tmp_path, [pydicom.dcmread(path)])
+    assert "5919" not in json.dumps(body)
+    listed = agent.cli("studies").stdout
+    assert "CT Thorax NHS [removed]" in listed and "5919" not in listed
+    (alert, *_) = json.loads(agent.cli("alerts", "--json").stdout)
+    acked = agent.cli("ack", str(alert["id"]), "--by", "RT42", "--reason", "other",
+                      "--note", "NHS 943 476 5919 large patient")
+    assert acked.returncode == 0, acked.stderr
+    with sqlite3.connect(agent.db_path) as db:
+        (sent,) = [json.loads(b) for (b,) in db.execute("SELECT body FROM outbox WHERE kind = 'ack'")]
+    assert sent["note"] == "NHS [removed] large patient"
