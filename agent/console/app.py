@@ -8,7 +8,7 @@ Routes (all JSON except ``/`` and the stream; see docs/console.md):
 ``GET /api/alerts?open=1&limit=N`` alerts, newest first
 ``POST /api/alerts/{id}/ack``     ``{"by", "reason", "note"}`` → the acknowledged alert
 ``POST /api/procedure/new``       ``{"device": optional}`` → starts a new fluoroscopy procedure
-``GET /api/events``               server-sent events: alert, ack, studies, procedure, health, alarm
+``GET /api/events``               server-sent events: alert, ack, studies, set_aside, procedure, health, alarm
 """
 from __future__ import annotations
 

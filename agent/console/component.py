@@ -34,8 +34,10 @@ log = structlog.get_logger("agent.console")
 
 REASONS = list(ACK_REASONS)
 MARK_LABELS = {"notification_first": "1st notification", "SRDL": "SRDL"}
-BUS_TOPICS = {"alert", "ack", "report", "reading", "alarm", "outbox"}
+BUS_TOPICS = {"alert", "ack", "report", "reading", "alarm", "outbox", "receipt_failed"}
 HEALTH_PUSH_S = 5.0
+SET_ASIDE_WINDOW_S = 24 * 3600  # objects set aside unchecked are shown for a day (`alara-edge studies` lists them all)
+SET_ASIDE_PUSH_S = 60.0  # and leave the page when they are older (the count of non-dose objects with them)
 
 
 class Console:
@@ -138,6 +140,9 @@ class Console:
             self._refresh_soon("health")
         elif topic == "outbox":
             self._refresh_soon("health")
+        elif topic == "receipt_failed":  # kept in failed/ (committed): an unchecked dose report shows at once;
+            # a non-dose object only changes a count (a router forwarding a study sends thousands)
+            self._refresh_soon("set_aside", slow=isinstance(payload, dict) and payload.get("status") == "rejected")
 
     @property
     def _watched(self) -> bool:
@@ -148,10 +153,10 @@ class Console:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(fn, *args)
 
-    def _refresh_soon(self, what: str) -> None:
-        """Recompute ``studies`` or ``health`` once shortly (bursts of messages coalesce) and push it."""
+    def _refresh_soon(self, what: str, slow: bool = False) -> None:
+        """Recompute ``studies``, ``set_aside`` or ``health`` once shortly (bursts of messages coalesce) and push it."""
         if self._watched:  # else waking the loop for every report would only cost the pipeline time
-            self._loop_call(self._schedule, what)
+            self._loop_call(self._schedule, what, slow)
 
     def _push_alert(self, topic: str, alert: dict[str, Any]) -> None:
         """On the loop: add the accession number (a quick read) and push; the study list follows."""
@@ -173,16 +178,16 @@ class Console:
         with self._reader() as db:
             return views.with_accession(db, alerts)
 
-    def _schedule(self, what: str) -> None:
+    def _schedule(self, what: str, slow: bool = False) -> None:
         if what in self._pending or not self._watched:
             return  # nobody is looking: a page that connects gets a fresh snapshot
         self._pending.add(what)
-        asyncio.get_running_loop().call_later(0.05 if what == "studies" else 0.5,
+        asyncio.get_running_loop().call_later(0.5 if what == "health" or slow else 0.05,
                                               lambda: asyncio.ensure_future(self._refresh(what)))
 
     async def _refresh(self, what: str) -> None:
         self._pending.discard(what)
-        fn = self.studies if what == "studies" else self.health
+        fn = {"studies": self.studies, "set_aside": self.set_aside}.get(what, self.health)
         try:
             data = await asyncio.get_running_loop().run_in_executor(None, fn)
         except Exception:
@@ -192,10 +197,14 @@ class Console:
             self.hub.publish(what, data)
 
     async def _push_health(self) -> None:
+        last_set_aside = time.monotonic()
         while True:
             await asyncio.sleep(HEALTH_PUSH_S)
             if self._watched:
                 await self._refresh("health")
+                if time.monotonic() - last_set_aside >= SET_ASIDE_PUSH_S:
+                    last_set_aside = time.monotonic()
+                    await self._refresh("set_aside")
 
     def _rules(self) -> Optional[Rules]:
         """The rules in force: those of the pipeline's checks stage (swapped on reload)."""
@@ -247,6 +256,14 @@ class Console:
                 views.colour(study, [a.to_dict() for a in alerts], refs)
             return studies
 
+    def set_aside(self) -> dict[str, Any]:
+        """The dose reports of the last day that could not be read or re-used a stored SOP Instance UID with
+        other doses (no dose check ran for them), and how many non-dose objects were set aside."""
+        with self._reader() as db:
+            # (written as receipts write their time, agent.pipeline.utc_iso, for the text comparison)
+            since = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() - SET_ASIDE_WINDOW_S))
+            return views.set_aside(db, since)
+
     def snapshot(self) -> dict[str, Any]:
         station = self.agent.cfg.station
         return {
@@ -256,6 +273,7 @@ class Console:
             # Acknowledge button, so a page (re)loading behind a burst must not drop the older ones
             "reasons": REASONS, "alerts": self.alerts(open_only=True, limit=None), "studies": self.studies(),
             "procedure": self.procedure, "health": self.health(), "alarms": list(self.alarms),
+            "set_aside": self.set_aside(),
         }
 
     def health(self) -> dict[str, Any]:

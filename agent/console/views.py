@@ -11,11 +11,13 @@ from decimal import Decimal
 from typing import Any, Optional
 
 import sqlite_utils
+from pydicom.uid import UID
 
 from agent.checks import Rules, units
 from agent.checks.study import study_records, view
 from agent.checks.tables import DRL_KINDS, LevelRow
-from agent.store.reports import list_studies, without_identity
+from agent.extract import SR_CLASSES
+from agent.store.reports import DIFFERS, list_studies, without_identity
 
 # key dose → (label, checks quantity, unit shown); values are stored in the quantity's canonical unit
 DISPLAY = {
@@ -189,3 +191,54 @@ def gauge(total: str, value: Optional[float], marks: list[tuple[str, float]]) ->
         "fraction": min(value / top, 1.0) if top and value is not None else None,
         "level": "critical" if top is not None and passed and passed[-1][1] >= top else ("warning" if passed else "ok"),
     }
+
+
+SET_ASIDE_SHOWN = ("error", DIFFERS)  # a dose report that got no dose check; "rejected" (not a dose object) is counted
+
+
+def set_aside(db: sqlite_utils.Database, since: str, limit: int = 20) -> dict[str, Any]:
+    """The objects received since ``since`` (UTC, as receipts say it) that were kept in failed/ unchecked:
+    the newest ``limit`` unreadable ones and re-used SOP Instance UIDs with other doses, how many of those
+    there are, and how many non-dose objects (``rejected``) were set aside.  No path (exports are named after
+    patients) and no UID: the time, the sender, the kind of object and the (PHI-free) reason."""
+    statuses = ", ".join("?" * len(SET_ASIDE_SHOWN))
+    rows = db.execute(
+        f"SELECT id, received_at, origin, calling_ae, sop_class_uid, status, reason FROM receipts "
+        f"WHERE status IN ({statuses}) AND received_at >= ? ORDER BY received_at DESC, id DESC LIMIT ?",
+        [*SET_ASIDE_SHOWN, since, limit]).fetchall()
+    (total,) = db.execute(f"SELECT COUNT(*) FROM receipts WHERE status IN ({statuses}) AND received_at >= ?",
+                          [*SET_ASIDE_SHOWN, since]).fetchone()
+    # a router forwarding whole studies leaves tens of thousands of rejected receipts: count from the first
+    # one of the window (an indexed range) rather than read each one's time
+    (rejected,) = db.execute("SELECT COUNT(*) FROM receipts WHERE status = 'rejected' AND id >= ? AND received_at >= ?",
+                             [_first_receipt_since(db, since), since]).fetchone()
+    items = [{"id": rid, "received_at": at, "sender": ae or ("import" if origin == "import" else None),
+              "status": status, "what": sop_class_name(sop_class), "reason": reason}
+             for rid, at, origin, ae, sop_class, status, reason in rows]
+    return {"since": since, "items": items, "total": total, "rejected": rejected}
+
+
+def _first_receipt_since(db: sqlite_utils.Database, since: str) -> int:
+    """The id of the first receipt received at or after ``since``.  Receipts are numbered as the worker takes
+    objects, in the order they arrived: a binary search on the id (each step one primary-key look-up)."""
+    # (each on its own: SQLite reads MIN and MAX from the index only when a query asks for one of them)
+    lo, hi = db.execute("SELECT (SELECT MIN(id) FROM receipts), (SELECT MAX(id) FROM receipts)").fetchone()
+    if lo is None:
+        return 0
+    hi += 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        row = db.execute("SELECT id, received_at FROM receipts WHERE id >= ? ORDER BY id LIMIT 1", [mid]).fetchone()
+        if row[1] >= since:
+            hi = mid
+        else:
+            lo = row[0] + 1
+    return lo
+
+
+def sop_class_name(uid: Optional[str]) -> str:
+    """What an object was, by its SOP class: "X-Ray Radiation Dose SR", "CT Image"; the UID if no name is known."""
+    if not uid:
+        return "unreadable object"
+    name = SR_CLASSES.get(uid) or UID(uid).name
+    return name.removesuffix(" Storage") if name != uid else f"object of class {uid}"

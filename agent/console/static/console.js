@@ -8,6 +8,7 @@ const SEVERITY_RANK = { info: 1, warning: 2, critical: 3 };
 const LEVEL_WORDS = { ok: "below its reference level", above: "at or above its reference level",
                       warning: "warning alert", critical: "critical alert", alert: "alert" };
 const app = { bannerExpanded: false, held: null, csrf: "", reasons: [], alerts: new Map(), studies: [], procedure: null, health: null, alarms: [],
+              setAside: null, setAsideExpanded: false, setAsideOpen: new Set(),
               audio: null, soundWanted: false, ackFor: null, source: null };
 
 function el(tag, attrs, ...children) {
@@ -75,7 +76,8 @@ async function applyState() {
   app.procedure = state.procedure;
   app.health = state.health;
   app.alarms = state.alarms;
-  renderBanner(); renderStudies(); renderProcedure(); renderHealth();
+  app.setAside = state.set_aside;
+  renderBanner(); renderSetAside(); renderStudies(); renderProcedure(); renderHealth();
 }
 
 const SILENT_MS = 12500; // the agent pings every 5 s: this long without any event, it is hung (or the network is)
@@ -113,6 +115,7 @@ function connect() {
     renderBanner();
   });
   on(source, "studies", (studies) => { app.studies = studies; renderStudies(); });
+  on(source, "set_aside", (setAside) => { app.setAside = setAside; renderSetAside(); renderHealth(); });
   on(source, "procedure", (procedure) => { app.procedure = procedure; renderProcedure(); });
   on(source, "health", (health) => { app.health = health; renderHealth(); });
   on(source, "alarm", (alarm) => {
@@ -329,6 +332,49 @@ function renderStudies() {
   }
 }
 
+// ---- dose reports set aside unchecked (information: nothing to acknowledge) -----------------------
+const SET_ASIDE_WHAT = { error: "could not be read",
+                         duplicate_differs: "came again under a stored UID with other doses" };
+
+function renderSetAside() {
+  const box = $("set-aside"), list = $("set-aside-list");
+  const items = app.setAside ? app.setAside.items : [];
+  const focused = box.contains(document.activeElement) ? document.activeElement : null;
+  const focusedId = focused && focused.dataset.receipt;
+  list.replaceChildren();
+  box.hidden = !items.length;
+  if (!items.length) { app.setAsideExpanded = false; return; }
+  const shown = window.innerHeight < 600 ? 1 : 3; // the studies below stay on the kiosk's screen
+  const expanded = app.setAsideExpanded && items.length > shown;
+  for (const item of expanded ? items : items.slice(0, shown)) {
+    const open = app.setAsideOpen.has(item.id);
+    const head = [localTime(item.received_at), item.sender, item.what].filter(Boolean).join(" · ");
+    // a tap (or Enter) shows the whole reason; the row stays until it is a day old
+    const toggle = () => { if (!app.setAsideOpen.delete(item.id)) app.setAsideOpen.add(item.id); renderSetAside(); };
+    list.append(el("li", { class: `item ${item.status}` },
+      el("button", { type: "button", class: open ? "open" : null, "aria-expanded": open ? "true" : "false",
+                     dataset: { receipt: item.id }, onclick: toggle },
+        el("span", { class: "what" },
+          `${head} ${SET_ASIDE_WHAT[item.status] || "set aside"}: no dose check ran — tell the physicist`),
+        el("span", { class: "reason" }, item.reason || ""))));
+  }
+  const hidden = items.length - shown;
+  if (hidden > 0) {
+    list.append(el("li", {}, el("button", { type: "button", class: "more", "aria-expanded": expanded ? "true" : "false",
+      onclick: () => { app.setAsideExpanded = !expanded; renderSetAside(); } },
+      expanded ? "Show fewer" : `+ ${hidden} more not checked: show all`)));
+  }
+  const older = app.setAside.total - items.length;
+  if (expanded && older > 0) {
+    list.append(el("li", { class: "muted small" }, `${older} more: alara-edge studies lists them`));
+  }
+  if (focused) {
+    const target = (focusedId && list.querySelector(`button[data-receipt="${CSS.escape(focusedId)}"]`))
+      || list.querySelector("button.more") || list.querySelector("button");
+    if (target) target.focus();
+  }
+}
+
 // ---- health --------------------------------------------------------------------------------
 function chip(name, ok, text) {
   const cls = ok === true ? "ok" : ok === false ? "bad" : ok === "warn" ? "warn" : "unknown";
@@ -354,6 +400,10 @@ function renderHealth() {
       : chip("serial", up === devices.length, `Meters ${up}/${devices.length}`));
   }
   if (!p.store.ok) list.append(chip("store", false, "Store not writable"));
+  const rejected = app.setAside ? app.setAside.rejected : 0; // images a router forwards: noise, only counted
+  if (rejected) list.append(el("li", { class: "unknown", dataset: { part: "rejected" },
+    title: "Objects that are not dose reports (images a router forwards), kept aside: alara-edge studies lists them" },
+    `${rejected} non-dose object${rejected > 1 ? "s" : ""} set aside (24 h)`));
   // alarms the uplink keeps (e.g. store quota reached), and those heard on the bus since the agent started
   const alarms = new Map();
   for (const alarm of [...(p.broker.alarms || []), ...app.alarms]) if (alarm && alarm.kind && !alarms.has(alarm.kind)) alarms.set(alarm.kind, alarm);
@@ -411,6 +461,6 @@ document.addEventListener("DOMContentLoaded", () => {
     else enableSound(true);
   });
   tick(); setInterval(tick, 2000);
-  renderProcedure(); renderStudies();
+  renderProcedure(); renderStudies(); renderSetAside();
   connect();
 });
