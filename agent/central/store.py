@@ -321,10 +321,12 @@ class CentralStore:
         return self._first_store[key]
 
     def reject(self, topic: str, reason: str, payload: bytes) -> None:
-        """Keep what could not be read (first 64 KiB) with the reason; never raises for bad input."""
+        """Keep what could not be read (first 64 KiB) with the reason; never raises for bad input.
+        Undecodable bytes and NUL (which PostgreSQL's text cannot hold) are kept as U+FFFD."""
         p = self.p
+        text = payload[:65536].decode("utf-8", "replace").replace("\x00", "\ufffd")
         self.conn.execute(f"INSERT INTO central_rejects (received_at, topic, reason, payload) VALUES ({p}, {p}, {p}, {p})",
-                          (_now(), topic, reason, payload[:65536].decode("utf-8", "replace")))
+                          (_now(), topic, reason, text))
         self.conn.commit()
 
     # -- reads -------------------------------------------------------------------------------------

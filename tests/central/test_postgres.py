@@ -125,3 +125,19 @@ def test_a_reused_seq_is_logged_once_in_postgres_mode(pg_url, broker, station, t
     finally:
         db.close()
     assert (s["seq_reused"], s["duplicates_dropped"], s["seq_gaps"]) == (3, 2, 0)
+
+
+def test_bad_input_with_a_nul_byte_is_kept_aside_in_postgres_mode(pg_url, broker, station, tmp_path, central):
+    """PostgreSQL's text has no room for a NUL byte: such unreadable input was acknowledged and lost,
+    with only a log line, instead of being kept in central_rejects like any other."""
+    cfg = make_config(tmp_path, broker.port)
+    cfg.central.database = pg_url
+    rx = central(cfg)
+    station.publish(b"\x00\x01 not json", topic="alara/st-test/ct-01/alert")
+    station.publish(message(1))
+    wait_for(lambda: rx.counts["stored"] == 1 and rx.counts["rejected"] == 1, what="1 stored, 1 rejected")
+    with psycopg.connect(pg_url) as db:
+        rows = db.execute("SELECT topic, reason, payload FROM central_rejects").fetchall()
+    assert [(topic, reason.split(":")[0]) for topic, reason, _ in rows] == [("alara/st-test/ct-01/alert",
+                                                                             "not UTF-8 JSON")]
+    assert rows[0][2].endswith("\x01 not json")
