@@ -35,6 +35,7 @@ log = structlog.get_logger("agent.central")
 BATCH_MAX = 200
 STORE_ID = re.compile(r"[0-9a-f]{32}")  # docs/schemas/envelope.json
 SEQ_MAX = 2**63 - 1  # BIGINT in both databases
+VERSION_MAX = 2**31 - 1  # INTEGER in PostgreSQL
 REUSE_HINT = ("this store numbered two different events with one seq: it was probably restored from an older "
               "backup, or two boxes run copies of one store (cloned from one image). Check that station's "
               "backup and restore; give a cloned box a store of its own. central-report counts these in seq_reused")
@@ -70,20 +71,34 @@ def parse(prefix: str, topic: str, payload: bytes) -> Message:
     for name, typ in ENVELOPE_FIELDS.items():
         if not isinstance(doc.get(name), typ) or (typ is int and isinstance(doc.get(name), bool)):
             raise Invalid(f"missing or mistyped field {name!r}")
+        if typ is str and not _unicode(doc[name]):
+            raise Invalid(f"field {name!r} is not valid Unicode (a lone surrogate)")
     if (doc["site"], doc["station"], doc["kind"]) != (site, station, kind):
         raise Invalid("site, station or kind differ from the topic")
     low = 0 if kind == "status" else 1  # docs/schemas: an event's seq starts at 1, a status's may be 0
     if not low <= doc["seq"] <= SEQ_MAX:
         raise Invalid(f"seq {doc['seq']} is outside {low}..{SEQ_MAX}")
     schema = doc["schema"]
-    if not isinstance(schema.get("name"), str) or not isinstance(schema.get("version"), int):
+    version = schema.get("version")
+    if not isinstance(schema.get("name"), str) or not isinstance(version, int) or isinstance(version, bool):
         raise Invalid("schema needs a name and a version")
+    if not _unicode(schema["name"]) or not 1 <= version <= VERSION_MAX:
+        raise Invalid(f"schema name is not valid Unicode, or version {version} is outside 1..{VERSION_MAX}")
     store = doc.get("store")
     if store is not None and not (isinstance(store, str) and STORE_ID.fullmatch(store)):
         raise Invalid("store is not an id (32 hexadecimal digits)")
     return Message(site=site, station=station, kind=kind, event_id=doc["event_id"], seq=doc["seq"], store=store,
                    schema_name=schema["name"], schema_version=schema["version"], created=doc["created"],
                    sent=doc["sent"], envelope=text)
+
+
+def _unicode(text: str) -> bool:
+    """JSON can escape a lone surrogate, which no database (nor UTF-8) can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Receiver:

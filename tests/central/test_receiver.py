@@ -6,11 +6,13 @@ import signal
 import subprocess
 import time
 
+import pytest
 import structlog.testing
 
 from agent.central.receiver import Receiver
 from agent.central.store import CentralStore
 from tests.central.conftest import message
+from tests.central.test_postgres import pg_url  # noqa: F401  (fixture)
 from tests.conftest import agent_cmd, agent_env, run_agent
 from tests.uplink.conftest import central_event_ids, central_view, make_config, wait_for
 
@@ -291,3 +293,32 @@ def test_a_seq_out_of_range_is_kept_aside_and_never_blocks_the_rest(broker, stat
     wait_for(lambda: _stored(cfg) == 2 and rx.counts["rejected"] == 3, what="2 stored, 3 rejected")
     view = central_view(cfg)
     assert (view["seq_gaps"], view["missing_seq"], view["max_seq"]) == (0, [], 2)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "central.sqlite")
+    return request.getfixturevalue("pg_url")
+
+
+def test_envelope_values_no_database_column_can_hold_are_kept_aside_and_never_block_the_rest(
+        database, broker, station, tmp_path, central):
+    """A lone surrogate in event_id, a schema version of true or beyond any integer column: the database
+    (or its driver) refused the batch as if it were down, the receiver reconnected and got the same message
+    again, for ever, and no station's message after it was stored."""
+    cfg = make_config(tmp_path, broker.port)
+    cfg.central.database = database
+    rx = central(cfg)
+    surrogate = message(1, tag="surrogate").replace(b'"event_id":"', b'"event_id":"\\ud800')
+    versions = []
+    for n, version in enumerate((True, 10**20)):
+        doc = json.loads(message(1, tag=f"version{n}"))
+        doc["schema"]["version"] = version
+        versions.append(json.dumps(doc).encode())
+    for payload in (surrogate, *versions, message(1), message(2)):
+        station.publish(payload)
+    wait_for(lambda: rx.counts["stored"] == 2 and rx.counts["rejected"] == 3, timeout=20,
+             what="2 stored, 3 kept aside")
+    view = central_view(cfg)
+    assert (view["received"]["alert"], view["seq_gaps"]) == (2, 0)
