@@ -92,6 +92,9 @@ class DicomConfig(Section):
     acse_timeout_s: float = Field(default=30, gt=0)
     dimse_timeout_s: float = Field(default=60, gt=0)
     network_timeout_s: float = Field(default=60, gt=0)
+    header_only_above_mb: float = Field(default=64, gt=0, le=512)
+    """An object larger than this (MiB), other than an SR, is kept without its pixel data, cut off as it is
+    received: only the header is read, and a 1-3 GB tomosynthesis object would not fit the inbox."""
     tls_port: Optional[int] = Field(default=None, ge=0, le=65535)
     """A second listener that speaks DICOM over TLS (1.2 or later), e.g. 2762; same AE title and rules."""
     tls_bind: Optional[str] = None

@@ -116,8 +116,10 @@ class Pipeline:
 
     # -- the entry points ---------------------------------------------------------------
     def receive(self, encoded: bytes, origin: str, *, calling_ae: str | None = None,
-                called_ae: str | None = None, peer: str | None = None) -> Outcome:
-        """Make ``encoded`` durable in the inbox and queue it for the worker: ``accepted`` or ``refused``."""
+                called_ae: str | None = None, peer: str | None = None,
+                received_size: int | None = None) -> Outcome:
+        """Make ``encoded`` durable in the inbox and queue it for the worker: ``accepted`` or ``refused``.
+        ``received_size``: the object's size as received, when ``encoded`` is it without its pixel data."""
         received = time.time()
         if self._worker is None:
             raise RuntimeError("Pipeline.receive() before Pipeline.start()")
@@ -125,7 +127,7 @@ class Pipeline:
         if refused:
             return refused
         try:
-            item = self.inbox.put(encoded, received, origin, calling_ae, called_ae, peer)
+            item = self.inbox.put(encoded, received, origin, calling_ae, called_ae, peer, received_size)
         except (sqlite3.Error, MemoryError) as exc:  # disk full, read-only, a huge object on a small box:
             # nothing was kept, the sender must retry (SQLite's "out of memory" is a MemoryError)
             error = str(exc) if isinstance(exc, sqlite3.Error) else f"out of memory for {len(encoded)} bytes"
@@ -269,7 +271,8 @@ class Pipeline:
             return Outcome("duplicate", reason="processed before the restart")
         try:
             return self._process(data, item.received_at, item.origin, calling_ae=item.calling_ae,
-                                 called_ae=item.called_ae, peer=item.peer, digest=digest, item=item)
+                                 called_ae=item.called_ae, peer=item.peer, digest=digest, item=item,
+                                 received_size=item.received_size)
         except Exception as exc:  # never let one object stop the worker; it stays in the inbox
             log.exception("processing_failed", error=f"{type(exc).__name__}: {exc}", origin=item.origin)
             return Outcome("refused", str(exc))
@@ -331,8 +334,9 @@ class Pipeline:
 
     def _process(self, encoded: bytes, received: float, origin: str, *, calling_ae: str | None = None,
                  called_ae: str | None = None, peer: str | None = None,
-                 digest: str | None = None, item: Item | None = None) -> Outcome:
+                 digest: str | None = None, item: Item | None = None, received_size: int | None = None) -> Outcome:
         digest = digest or hashlib.sha256(encoded).hexdigest()
+        cut = None if received_size is None else (received_size, len(encoded))  # left out at receipt
         try:
             path = self._spool(encoded, received, digest)
         except OSError as exc:
@@ -344,15 +348,15 @@ class Pipeline:
         if item is not None and item.attempts >= MAX_ATTEMPTS:  # it would end this run too: keep it, go on
             return self._keep_failed(receipt, "error", f"processing did not finish in {item.attempts} attempts: the "
                                      "agent stopped (killed, crashed or hung) each time while reading, extracting "
-                                     "or checking this object")
+                                     "or checking this object", cut)
         tries = _Tries(self, item)  # the part an object can make fail: a death in it counts against the object
         try:
-            return self._extract_and_store(encoded, received, origin, path, receipt, calling_ae, tries)
+            return self._extract_and_store(encoded, received, origin, path, receipt, calling_ae, tries, cut)
         finally:
             tries.end()
 
     def _extract_and_store(self, encoded: bytes, received: float, origin: str, path: Path, receipt: Receipt,
-                           calling_ae: str | None, tries: "_Tries") -> Outcome:
+                           calling_ae: str | None, tries: "_Tries", cut: tuple[int, int] | None) -> Outcome:
         ds = None
         try:
             ds = read_dataset(encoded)
@@ -362,11 +366,11 @@ class Pipeline:
             report = extract_dataset(ds)
         except Rejected as exc:
             tries.end()
-            return self._keep_failed(receipt, "rejected", phi.redact(str(exc), phi.header_pattern(ds)))
+            return self._keep_failed(receipt, "rejected", phi.redact(str(exc), phi.header_pattern(ds)), cut)
         except Exception as exc:  # any parse failure is kept for inspection; the source goes on
             tries.end()
             reason = str(exc) if isinstance(exc, ExtractionError) else f"{type(exc).__name__}: {exc}"
-            return self._keep_failed(receipt, "error", phi.redact(reason, phi.header_pattern(ds)))
+            return self._keep_failed(receipt, "error", phi.redact(reason, phi.header_pattern(ds)), cut)
 
         keep_file = False
         try:
@@ -384,18 +388,18 @@ class Pipeline:
             tries.end()
             # this object's data, not the disk (nor a damaged file, which a restart sets aside: the object waits)
             if not isinstance(exc.__cause__, sqlite3.OperationalError) and not is_corrupt(exc.__cause__):
-                return self._keep_failed(receipt, "error", f"cannot be stored: {exc}")
+                return self._keep_failed(receipt, "error", f"cannot be stored: {exc}", cut)
             log.error("store_write_failed", error=str(exc), origin=origin, calling_ae=calling_ae)
             _unlink_quietly(path)
             return Outcome("refused", f"store: {exc}")
         except Exception as exc:  # a fault this object triggers: keep it for inspection, go on with the others
             tries.end()
             log.exception("processing_failed", error=f"{type(exc).__name__}: {exc}", origin=origin)
-            return self._keep_failed(receipt, "error", f"processing failed: {type(exc).__name__}: {exc}")
+            return self._keep_failed(receipt, "error", f"processing failed: {type(exc).__name__}: {exc}", cut)
 
         if saved.differs:  # a stored SOP instance with other doses: the stored report stays, this one is kept aside
             return self._keep_failed(receipt, DIFFERS, "SOP Instance UID already stored with different dose content: "
-                                     + ", ".join(saved.differs) + "; the first stored values stay the record")
+                                     + ", ".join(saved.differs) + "; the first stored values stay the record", cut)
         if not saved.duplicate:
             self._spooled(len(encoded))
         status = "duplicate" if saved.duplicate else "stored"
@@ -406,7 +410,8 @@ class Pipeline:
             log.info("report_" + status, origin=origin, calling_ae=calling_ae, sop_instance_uid=report.sop_instance_uid,
                      kind=report.kind, modality=report.modality, source=report.source, events=len(report.events),
                      new_events=len(saved.new_event_uids), alerts=len(ingest.alerts), warnings=len(report.warnings),
-                     ms=round((time.time() - received) * 1000, 1), **({"times": repeats} if saved.duplicate else {}))
+                     ms=round((time.time() - received) * 1000, 1), **({"times": repeats} if saved.duplicate else {}),
+                     **({"pixel_data_left_out_bytes": cut[0] - cut[1]} if cut else {}))
         if not saved.duplicate:
             self.bus.publish("report", ingest)
             for alert in ingest.alerts:
@@ -442,7 +447,11 @@ class Pipeline:
         _write_durably(path, encoded)
         return path
 
-    def _keep_failed(self, receipt: Receipt, status: str, reason: str) -> Outcome:
+    def _keep_failed(self, receipt: Receipt, status: str, reason: str, cut: tuple[int, int] | None = None) -> Outcome:
+        """``cut``: (received, kept) bytes of an object whose pixel data was left out at receipt."""
+        if cut is not None:
+            reason += (f"; its pixel data was left out as it was received ({cut[0] - cut[1]:,} of {cut[0]:,} bytes; "
+                       "[dicom] header_only_above_mb)")
         kept = self._kept_before(receipt.sha256, status)
         if kept is not None:  # the same bytes were set aside before (a re-send): one copy, one receipt
             if Path(kept) != Path(receipt.path):  # (the same spool name within one second: it is that copy)

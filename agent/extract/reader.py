@@ -25,14 +25,14 @@ import io
 import os
 import zlib
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Union
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import FileDataset
 from pydicom.filereader import _read_file_meta_info, read_partial, read_preamble
 from pydicom.filereader import read_dataset as _pydicom_read_dataset
 from pydicom.tag import Tag
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from agent.extract import srparse
 from agent.extract.record import ExtractionError
@@ -88,6 +88,22 @@ def pixel_data_offset(path: Union[str, os.PathLike]) -> int | None:
         read_partial(f, stop_when=_stop_at_pixels, force=True)  # (leaves f at the element it stopped at)
         at = f.tell()
         return at if at < os.fstat(f.fileno()).st_size else None
+
+
+def dataset_pixel_data_offset(fp: BinaryIO, transfer_syntax: str) -> tuple[int | None, str]:
+    """Where the top-level pixel data of the dataset at ``fp`` (as received: no preamble, no file meta)
+    begins, and the dataset's SOP Class UID, reading only the header before it (a value over 1 MiB in it
+    is skipped, not read).  None without pixel data, and for a deflated or unknown transfer syntax (the
+    bytes cannot be cut at an element).  The bytes before it are the dataset without its pixel data."""
+    syntax = UID(transfer_syntax)
+    if syntax == DeflatedExplicitVRLittleEndian or not syntax.is_transfer_syntax or syntax.is_private:
+        return None, ""
+    start, end = fp.tell(), fp.seek(0, os.SEEK_END)
+    fp.seek(start)
+    header = _pydicom_read_dataset(fp, syntax.is_implicit_VR, syntax.is_little_endian, stop_when=_stop_at_pixels,
+                                   defer_size=1 << 20, specific_tags=[Tag("SOPClassUID")])
+    at = fp.tell() - start
+    return (at if fp.tell() < end else None), str(header.get("SOPClassUID", ""))
 
 
 def _inflate(deflated: memoryview, limit: int) -> tuple[bytes, bool]:

@@ -33,7 +33,7 @@ from .db import quarantine_if_corrupt
 
 log = structlog.get_logger("agent.store")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MAX_ATTEMPTS = 3  # runs that died with an object in hand: the next start sets it aside
 FREE_PAGES_KEPT = 1024  # pages (4 MiB) of free space the file may keep for the next objects
 WAL_LIMIT_BYTES = 4 * 1024 * 1024  # the WAL is cut back to this after a checkpoint
@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS inbox (
     origin TEXT NOT NULL,        -- dicom | import
     calling_ae TEXT, called_ae TEXT, peer TEXT,
     data BLOB NOT NULL,          -- the object as a DICOM file (preamble, meta, dataset)
-    attempts INTEGER NOT NULL DEFAULT 0  -- runs that died while reading, extracting or checking it
+    attempts INTEGER NOT NULL DEFAULT 0, -- runs that died while reading, extracting or checking it
+    received_size INTEGER        -- the object's size as received, when its pixel data was left out (else NULL)
 )
 """
 ADD_ATTEMPTS = "ALTER TABLE inbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"  # schema 1 → 2
@@ -56,6 +57,7 @@ TRIES_TABLE = "CREATE TABLE IF NOT EXISTS tries (id INTEGER PRIMARY KEY, attempt
 TRIES_TRIGGER = ("CREATE TRIGGER IF NOT EXISTS tries_go_with_the_row AFTER DELETE ON inbox "
                  "BEGIN DELETE FROM tries WHERE id = old.id; END")
 COPY_TRIES = "INSERT OR REPLACE INTO tries (id, attempts) SELECT id, attempts FROM inbox WHERE attempts > 0"  # 2 → 3
+ADD_RECEIVED_SIZE = "ALTER TABLE inbox ADD COLUMN received_size INTEGER"  # 3 → 4 (no row is rewritten)
 
 
 @dataclass
@@ -72,6 +74,7 @@ class Item:
     # a backlog is never all in memory at once
     size: int
     attempts: int = 0  # earlier runs that died with it in hand
+    received_size: Optional[int] = None  # the size received, when its pixel data was left out at receipt
 
 
 def path_for(store_path: Path) -> Path:
@@ -103,8 +106,10 @@ class Inbox:
                     self._conn.execute(ADD_ATTEMPTS)
                 self._conn.execute(TRIES_TABLE)
                 self._conn.execute(TRIES_TRIGGER)
-                if exists:
+                if exists and version < 3:
                     self._conn.execute(COPY_TRIES)
+                if exists:
+                    self._conn.execute(ADD_RECEIVED_SIZE)
                 self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 self._conn.execute("COMMIT")
             except BaseException:
@@ -127,13 +132,14 @@ class Inbox:
             try:
                 if old is None:
                     raise sqlite3.DatabaseError("cannot be opened")
+                cut = "received_size" if old.execute("PRAGMA user_version").fetchone()[0] >= 4 else "NULL"
                 ids.extend(row[0] for row in old.execute("SELECT id FROM inbox ORDER BY id"))
             except sqlite3.DatabaseError:
                 unreadable = None  # the rows past the damage cannot even be counted
             for item_id in ids:
                 try:
-                    row = old.execute("SELECT data, received_at, origin, calling_ae, called_ae, peer FROM inbox "
-                                      "WHERE id = ?", (item_id,)).fetchone()
+                    row = old.execute(f"SELECT data, received_at, origin, calling_ae, called_ae, peer, {cut} FROM "
+                                      "inbox WHERE id = ?", (item_id,)).fetchone()
                 except sqlite3.DatabaseError:
                     row = None
                 if row is None:
@@ -152,8 +158,9 @@ class Inbox:
                       "reports of the hours before this line again (a report stored already is not counted twice)"))
 
     def put(self, data: bytes, received_at: float, origin: str, calling_ae: str | None = None,
-            called_ae: str | None = None, peer: str | None = None) -> Item:
+            called_ae: str | None = None, peer: str | None = None, received_size: int | None = None) -> Item:
         """Store one object durably; raises ``sqlite3.Error`` (disk full, read-only) if it cannot.
+        ``received_size``: the object's size as received, when ``data`` is it without its pixel data.
 
         The bytes are written into the row piece by piece (:data:`WRITE_CHUNK`): bound as one value,
         SQLite copied them twice in memory, and a 400 MB angiography run took 1.2 GB more at once."""
@@ -161,9 +168,9 @@ class Inbox:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 cur = self._conn.execute(
-                    "INSERT INTO inbox (received_at, origin, calling_ae, called_ae, peer, data) "
-                    "VALUES (?, ?, ?, ?, ?, zeroblob(?))",
-                    (received_at, origin, calling_ae, called_ae, peer, len(data)))
+                    "INSERT INTO inbox (received_at, origin, calling_ae, called_ae, peer, received_size, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?, zeroblob(?))",
+                    (received_at, origin, calling_ae, called_ae, peer, received_size, len(data)))
                 if data:
                     view = memoryview(data)
                     with self._conn.blobopen("inbox", "data", cur.lastrowid) as blob:
@@ -174,7 +181,8 @@ class Inbox:
                 if self._conn.in_transaction:  # (SQLite may have rolled back already, on a full disk)
                     self._conn.execute("ROLLBACK")
                 raise
-        return Item(cur.lastrowid, received_at, origin, calling_ae, called_ae, peer, data, len(data))
+        return Item(cur.lastrowid, received_at, origin, calling_ae, called_ae, peer, data, len(data),
+                    received_size=received_size)
 
     def pending(self) -> list[Item]:
         """Every row, oldest first (at start-up: what an earlier run received but did not finish),
@@ -182,7 +190,8 @@ class Inbox:
         with self._lock:
             rows = self._conn.execute(
                 "SELECT i.id, received_at, origin, calling_ae, called_ae, peer, NULL, length(data), "
-                "COALESCE(t.attempts, 0) FROM inbox i LEFT JOIN tries t ON t.id = i.id ORDER BY i.id").fetchall()
+                "COALESCE(t.attempts, 0), received_size FROM inbox i LEFT JOIN tries t ON t.id = i.id "
+                "ORDER BY i.id").fetchall()
         return [Item(*row) for row in rows]
 
     def load(self, item: Item) -> bytes:

@@ -147,3 +147,14 @@ def test_the_counts_of_an_inbox_of_schema_2_are_kept(tmp_path):
     inbox.remove(item.id)
     assert inbox.pending() == [] and inbox._conn.execute("SELECT COUNT(*) FROM tries").fetchone() == (0,)
     inbox.close()
+
+
+def test_the_received_size_of_an_object_cut_to_its_header_survives_a_restart(tmp_path):
+    """What was left out at receipt is said when the object is processed, after a restart too."""
+    _old_inbox(tmp_path / "x-inbox.sqlite", 2)  # an inbox from before the column: its row is kept
+    inbox = Inbox(tmp_path / "x-inbox.sqlite")
+    inbox.put(b"header", 2.0, "dicom", received_size=3_000_000)
+    inbox.close()
+    again = Inbox(tmp_path / "x-inbox.sqlite")
+    assert [(again.load(i), i.received_size) for i in again.pending()] == [(b"\0", None), (b"header", 3_000_000)]
+    again.close()

@@ -87,7 +87,8 @@ class DicomSource:
         self.ae.add_supported_context(Verification)
         for uid in accepted_sop_classes():
             self.ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
-        storage = store.StoreService(pipeline, release_wait_s=cfg.acse_timeout_s / 2)
+        storage = store.StoreService(pipeline, release_wait_s=cfg.acse_timeout_s / 2,
+                                     header_only_above=int(cfg.header_only_above_mb * (1 << 20)))
         self._handlers = [
             (evt.EVT_C_ECHO, echo.make_handler(healthy)),
             (evt.EVT_C_STORE, storage.on_c_store),

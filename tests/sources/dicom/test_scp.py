@@ -515,3 +515,93 @@ def test_a_stored_sop_instance_sent_again_with_other_dose_content_is_kept_aside_
         "report_duplicate", "report_duplicate_differs", "report_duplicate_differs", "report_duplicate_differs_again"]
     for identity in ("098765", "آدم", "19160512", "1916-05-12"):  # the patient's id, name and birth date
         assert identity not in agent.log_text() and identity not in json.dumps(after["failed"], ensure_ascii=False)
+
+
+SMALL_LIMIT = "[dicom]\nheader_only_above_mb = 1\n"  # the default is 64: the objects below stay a few MB
+
+
+def _large_mammogram():
+    """A real mammography header (dose in it) with 3 MiB of pixel data."""
+    ds = pydicom.dcmread(CORPUS / "MG-Im-GE-SenDS-scaled.dcm")
+    ds.Rows, ds.Columns = 1536, 1024
+    ds.PixelData = bytes(1536 * 1024 * 2)
+    return ds
+
+
+def _encoded(ds) -> bytes:
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_an_object_over_the_size_limit_is_kept_without_its_pixel_data_and_its_dose_read_as_from_the_whole(
+        agent_process):
+    """A 1-3 GB tomosynthesis object did not fit an inbox row (SQLite's maximum length): 0xA700, and the router
+    retried it for ever, with every dose report behind it.  Over [dicom] header_only_above_mb its pixel data is
+    left out as it is received: Success, the header's dose read, and only the header kept."""
+    from agent.extract import extract_dataset
+    from agent.extract.reader import read_dataset
+
+    agent = agent_process(SMALL_LIMIT)
+    mg = _large_mammogram()
+    whole = extract_dataset(read_dataset(_encoded(mg))).to_dict()
+    assert send([mg], "127.0.0.1", agent.dicom_port) == [0]
+    wait_for(lambda: stored_count(agent) == 1, 20, what="the mammogram's report")
+    with sqlite3.connect(agent.db_path) as db:
+        record, path, size = db.execute("SELECT r.record, c.path, c.size_bytes FROM reports r "
+                                        "JOIN receipts c ON c.id = r.receipt_id").fetchone()
+    record = json.loads(record)
+    assert record["events"] == whole["events"] and record["totals"] == whole["totals"]
+    assert record["events"][0]["agd_mGy"] == 1.373 and record["events"][0]["entrance_exposure_at_rp_mGy"] == 5.071
+    kept = pydicom.dcmread(path)
+    assert "PixelData" not in kept and kept.SOPInstanceUID == mg.SOPInstanceUID
+    assert Path(path).stat().st_size == size < 64 << 10  # the spool holds the header, not 3 MiB
+    (line,) = [e for e in agent.log_events() if e.get("event") == "pixel_data_left_out"]
+    assert line["received_bytes"] > 3 << 20 and line["kept_bytes"] == size
+
+    # the same object again is recognised as the report stored
+    assert send([mg], "127.0.0.1", agent.dicom_port) == [0]
+    wait_for(lambda: any(e.get("event") == "report_duplicate" for e in agent.log_events()), 20, what="the duplicate")
+    assert stored_count(agent) == 1 and studies(agent)["failed"] == []
+
+
+def test_a_non_dose_image_over_the_size_limit_is_kept_header_only_as_rejected_saying_so(agent_process):
+    agent = agent_process(SMALL_LIMIT)
+    ct = _study_object("1.2.840.10008.5.1.4.1.1.2", "CT", pydicom.uid.generate_uid(), pixels=True)
+    ct.Rows, ct.Columns, ct.NumberOfFrames = 1024, 1536, 1
+    ct.PixelData = bytes(1024 * 1536 * 2)
+    assert send([ct, ct], "127.0.0.1", agent.dicom_port) == [0, 0]
+    wait_for(lambda: any(e.get("event") == "report_rejected_again" for e in agent.log_events()), 20,
+             what="the image sent again")
+    listed = studies(agent)
+    (rejected,) = listed["failed"]  # the same image again is kept once
+    assert rejected["status"] == "rejected"
+    assert re.search(r"its pixel data was left out as it was received \([\d,]+ of [\d,]+ bytes", rejected["reason"])
+    assert "PixelData" not in pydicom.dcmread(rejected["path"]) and Path(rejected["path"]).stat().st_size < 4096
+
+
+def test_a_dose_report_over_the_size_limit_is_kept_whole_and_read(agent_process):
+    agent = agent_process(SMALL_LIMIT)
+    report = rdsr.ct_report([rdsr.CTSeries("Chest", ctdivol="7.25", dlp="301.5") for _ in range(300)])
+    size = len(_encoded(report))
+    assert size > 1 << 20  # a 300-event report, over the limit
+    assert send([report], "127.0.0.1", agent.dicom_port) == [0]
+    wait_for(lambda: stored_count(agent) == 1, 60, what="the report")
+    with sqlite3.connect(agent.db_path) as db:
+        events, path = db.execute("SELECT json_array_length(r.record, '$.events'), c.path FROM reports r "
+                                  "JOIN receipts c ON c.id = r.receipt_id").fetchone()
+    assert events == 300 and Path(path).stat().st_size >= size - 1024  # (the meta header is the agent's)
+    assert not any(e.get("event") == "pixel_data_left_out" for e in agent.log_events())
+
+
+def test_the_default_size_limit_fits_an_inbox_row(tmp_path):
+    """Whatever is cut to its header must fit: the default stays well below SQLite's maximum length."""
+    from agent.config import DicomConfig
+    from agent.store.inbox import Inbox
+
+    inbox = Inbox(tmp_path / "x-inbox.sqlite")
+    try:
+        maximum = inbox._conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+    finally:
+        inbox.close()
+    assert DicomConfig().header_only_above_mb * (1 << 20) * 4 < maximum
