@@ -81,6 +81,7 @@ WORKER_STALL_S = 120.0  # one object held longer than this: the worker is stuck 
 @dataclass
 class Outcome:
     status: str  # accepted (in the inbox) | stored | duplicate | duplicate_differs | rejected | error | refused
+    # | too_large (receive(): larger than an inbox row can be, never accepted)
     reason: Optional[str] = None
     ingest: Optional[Ingest] = None
     path: Optional[str] = None
@@ -123,6 +124,12 @@ class Pipeline:
         received = time.time()
         if self._worker is None:
             raise RuntimeError("Pipeline.receive() before Pipeline.start()")
+        if len(encoded) > self.inbox.max_object_bytes():  # it would be refused as often as it is sent
+            log.error("object_too_large", size_bytes=len(encoded), max_bytes=self.inbox.max_object_bytes(),
+                      origin=origin, calling_ae=calling_ae,
+                      hint="refused for good: too large to be kept whole, and its pixel data could not be cut "
+                           "off (none found, or a deflated transfer syntax); have the sender leave it out")
+            return Outcome("too_large", f"{len(encoded):,} bytes: too large to be kept")
         refused = self._over_quota(len(encoded), origin, calling_ae)
         if refused:
             return refused

@@ -38,6 +38,7 @@ MAX_ATTEMPTS = 3  # runs that died with an object in hand: the next start sets i
 FREE_PAGES_KEPT = 1024  # pages (4 MiB) of free space the file may keep for the next objects
 WAL_LIMIT_BYTES = 4 * 1024 * 1024  # the WAL is cut back to this after a checkpoint
 WRITE_CHUNK = 1 << 20  # put() writes an object's bytes into its row this much at a time
+ROW_MARGIN = 64 << 10  # of SQLite's maximum length of a row, kept for the row's other columns
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
     id INTEGER PRIMARY KEY,
@@ -183,6 +184,12 @@ class Inbox:
                 raise
         return Item(cur.lastrowid, received_at, origin, calling_ae, called_ae, peer, data, len(data),
                     received_size=received_size)
+
+    def max_object_bytes(self) -> int:
+        """The largest object a row can hold: SQLite's maximum length of a value, and of a row (1e9 bytes
+        unless SQLite was built otherwise), less :data:`ROW_MARGIN`."""
+        with self._lock:
+            return self._conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) - ROW_MARGIN
 
     def pending(self) -> list[Item]:
         """Every row, oldest first (at start-up: what an earlier run received but did not finish),

@@ -2,7 +2,8 @@
 
 Status mapping (see docs/conformance.md): the object is durable in the inbox (one committed
 SQLite row) → 0x0000 Success; it could not be made durable (inbox or disk not writable,
-store quota reached) → 0xA700 Out of Resources, so that the modality keeps it and retries.
+store quota reached) → 0xA700 Out of Resources, so that the modality keeps it and retries; it never
+can be (larger than an inbox row, and its pixel data could not be left out) → 0xC000, for good.
 Extraction, checks and the store follow on the pipeline's worker right after the answer; an
 object that turns out not to be a dose report, or that cannot be read, is kept for inspection
 and reported in the log, ``alara-edge studies`` and the console.
@@ -34,8 +35,9 @@ log = structlog.get_logger("agent.dicom")
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000  # PS3.4 Table B.2-1 "Error: Cannot understand": a failure not worth retrying
 
-STATUS = {"accepted": SUCCESS, "refused": OUT_OF_RESOURCES}
+STATUS = {"accepted": SUCCESS, "refused": OUT_OF_RESOURCES, "too_large": CANNOT_UNDERSTAND}
 SR_CLASSES = "1.2.840.10008.5.1.4.1.1.88."  # every SR storage class: a dose report is never cut
 
 

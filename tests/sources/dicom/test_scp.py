@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from structlog.testing import capture_logs
 
 from agent.sources.dicom.scu import echo, send
 from simulator import rdsr
@@ -605,3 +606,38 @@ def test_the_default_size_limit_fits_an_inbox_row(tmp_path):
     finally:
         inbox.close()
     assert DicomConfig().header_only_above_mb * (1 << 20) * 4 < maximum
+
+
+def test_an_object_too_large_for_the_inbox_whose_pixel_data_cannot_be_cut_is_refused_for_good(tmp_path):
+    """A deflated object (its pixel data cannot be cut off before it is inflated) larger than SQLite's maximum
+    length was answered 0xA700 Out of Resources: the router retried it for ever.  It is answered 0xC000 now,
+    with a clear line, and what follows it is taken.  SQLite's limit is lowered to 2 MB for a 3 MB object."""
+    import os
+
+    from agent.config import DicomConfig
+    from agent.pipeline import Pipeline
+    from agent.sources.dicom.scp import DicomSource
+    from agent.store import Store
+
+    store = Store.open(tmp_path / "agent.sqlite")
+    pipeline = Pipeline(store, tmp_path / "spool", "room-1")
+    scp = DicomSource(DicomConfig(bind="127.0.0.1", port=0, header_only_above_mb=1), pipeline)
+    pipeline.start()
+    pipeline.inbox._conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 2_000_000)
+    scp.start()
+    try:
+        deflated = _large_mammogram()
+        deflated.PixelData = os.urandom(len(deflated.PixelData))  # (zeros would deflate to nothing)
+        deflated.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+        cut = _large_mammogram()  # the same size, not deflated: cut to its header, it fits
+        cut.SOPInstanceUID = pydicom.uid.generate_uid()
+        with capture_logs() as logs:
+            statuses = send([deflated, cut, rdsr.ct_report([rdsr.CTSeries("Head")])], "127.0.0.1", scp.port)
+    finally:
+        scp.stop()
+        pipeline.stop()
+    assert statuses == [0xC000, 0, 0]
+    (line,) = [e for e in logs if e["event"] == "object_too_large"]
+    assert line["log_level"] == "error" and line["size_bytes"] > 3 << 20 and "refused for good" in line["hint"]
+    assert store.db.execute("SELECT COUNT(*) FROM reports").fetchone()[0] == 2
+    store.close()
