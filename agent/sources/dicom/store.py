@@ -22,10 +22,9 @@ from __future__ import annotations
 import io
 import weakref
 
-from pynetdicom.dsutils import encode_file_meta
-
 import structlog
 from pynetdicom import events
+from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.pdu_primitives import A_RELEASE
 
 from agent.extract.reader import dataset_pixel_data_offset
