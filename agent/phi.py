@@ -7,8 +7,8 @@ people and machines write them: the name's parts, accents folded or transliterat
 (``Müller``: ``Muller``, ``Mueller``), with and without hyphens and apostrophes, in every
 component group of the DICOM name (``Yamada^Tarou=山田^太郎``); the birth date in year-first,
 day-first and month-first order with any usual separator, two- or four-digit years and English
-month names.  :func:`redact` replaces what it finds in a text; :func:`scrub_tree` does so in every
-string value of a JSON-like tree.  Used by the uplink (report bodies), the checks
+month names.  :func:`redact` replaces what it finds in a text; :func:`scrub_tree` replaces
+whole string values in a JSON-like tree.  Used by the uplink (report bodies), the checks
 (alert messages) and the console (study descriptions).
 
 A name part is found as a word of its own, bounded by anything but a digit or a letter of a script written
@@ -117,9 +117,8 @@ SPARED = ("pseudonym", "pseudonym_key", "datetime", "datetime_started", "datetim
 
 
 def scrub_tree(node: Any, found: re.Pattern[str], path: str = "", changed: Optional[list[str]] = None) -> list[str]:
-    """Replace what ``found`` finds in every string value of ``node`` (dicts and lists) by ``[removed]``, and only
-    that: the rest of a description or protocol name tells the exam ("CT Thorax [removed]"); identifiers
-    (``*_uid``) and pseudonym fields are left alone.  Returns the dotted
+    """Replace every string value of ``node`` (dicts and lists) in which ``found`` finds something by
+    ``[removed]``; identifiers (``*_uid``) and pseudonym fields are left alone.  Returns the dotted
     keys changed (never the values).  Date-times the object states (``study.datetime``, an event's
     ``datetime_started``) are not free text and are sent as stated: a newborn examined on the day of
     birth keeps the date of the examination."""
@@ -133,7 +132,7 @@ def scrub_tree(node: Any, found: re.Pattern[str], path: str = "", changed: Optio
     for key, value in entries:
         if isinstance(value, str):
             if found.search(value):
-                node[key] = found.sub(REDACTED, value)
+                node[key] = REDACTED
                 changed.append(f"{path}{key}")
         else:
             scrub_tree(value, found, f"{path}{key}.", changed)

@@ -56,12 +56,12 @@ def test_the_id_is_found_unless_it_is_sent_on_purpose():
     assert pattern(phi, include_id=True) is None
 
 
-def test_scrub_tree_replaces_what_it_finds_and_spares_uids_and_pseudonyms():
+def test_scrub_tree_replaces_whole_values_and_spares_uids_and_pseudonyms():
     body = {"study": {"description": "Smithson abdomen"}, "study_instance_uid": "1.2.3.19520314",
             "events": [{"protocol": "Head"}, {"protocol": "14.03.1952 repeat"}], "pseudonym": "ab12"}
     changed = scrub_tree(body, pattern(PHI(patient_name="Smithson^Johanna", birth_date="19520314")))
     assert changed == ["study.description", "events.1.protocol"]
-    assert body["study"]["description"] == "[removed] abdomen" and body["events"][0]["protocol"] == "Head"
+    assert body["study"]["description"] == "[removed]" and body["events"][0]["protocol"] == "Head"
     assert body["study_instance_uid"] == "1.2.3.19520314"
 
 

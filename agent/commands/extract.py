@@ -13,8 +13,8 @@ from agent.commands.common import iter_files
 from agent.extract import extract_file
 from agent.extract.record import Rejected
 
-HELP = ("print the dose values of DICOM files as JSON Lines (no patient identity unless --include-phi: the patient's "
-        "name, id or birth date in a free text is printed as [removed])")
+HELP = ("print the dose values of DICOM files as JSON Lines (no patient identity unless --include-phi: a free text "
+        "that holds the patient's name, id or birth date is printed as [removed])")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -121,8 +121,8 @@ class Privacy:
         study["accession_pseudonym"] = self.secret.pseudonym("accession\x00" + number)
 
     def scrub(self, body: dict[str, Any], phi: PHI) -> list[str]:
-        """Replace the patient's name, birth date, other ids and (unless sent on purpose) id in free-text values
-        with ``[removed]`` (:mod:`agent.phi`), leaving the rest of the text; returns the dotted keys changed (never the values)."""
+        """Replace free-text values that contain the patient's name, birth date or (unless sent on
+        purpose) id with ``[removed]`` (:mod:`agent.phi`); returns the dotted keys changed (never the values)."""
         found = pattern(phi, include_id=self.mode == "include")
         if found is None:
             return []
