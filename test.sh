@@ -5,4 +5,6 @@ set -eu
 cd "$(dirname "$0")"
 ./tools/system-packages.sh
 TEST_EXTRAS=1 . ./tools/venv.sh
-exec .venv/bin/python -m pytest "$@"
+# two workers: the suite waits on agents, brokers and browsers more than it computes (17 min alone on a
+# slow 2-core machine, 9 with two); tests sharing the broker on 127.0.0.1:1883 stay on one (xdist_group)
+exec .venv/bin/python -m pytest -n 2 --dist loadgroup "$@"

@@ -17,6 +17,9 @@ from agent.uplink.payloads import envelope
 from tests.uplink.conftest import make_config
 from tests.uplink.schemas import errors
 
+# the broker on 127.0.0.1:1883 with one client id: these run on one xdist worker, one after the other
+pytestmark = pytest.mark.xdist_group("system-broker")
+
 
 @pytest.fixture(scope="module")
 def queued(corpus, tmp_path_factory):

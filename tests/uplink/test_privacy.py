@@ -6,9 +6,14 @@ import hmac
 import json
 import stat
 
+import pytest
+
 from agent.config import PrivacyConfig
 from agent.extract.record import PHI
 from agent.uplink.privacy import Privacy, SiteSecret
+
+# the broker on 127.0.0.1:1883 with one client id: these run on one xdist worker, one after the other
+pytestmark = pytest.mark.xdist_group("system-broker")
 
 PATIENT = PHI(patient_id="PID-0042", patient_name="Doe^Johanna^^Dr", birth_date="19610417")
 

@@ -5,6 +5,8 @@ import json
 import time
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from agent.bus import Bus
 from agent.config import Config
 from agent.store import outbox
@@ -12,6 +14,9 @@ from agent.store.spool import spool_bytes
 from agent.uplink import ReportOutboxStage, Uplink, retention, sender
 from tests.uplink.conftest import make_config, wait_for
 from tests.uplink.reports import ct_report, ingest
+
+# the broker on 127.0.0.1:1883 with one client id: these run on one xdist worker, one after the other
+pytestmark = pytest.mark.xdist_group("system-broker")
 
 
 def _spooled_report(store, cfg: Config, n: int, size: int = 1000):

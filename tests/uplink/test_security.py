@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from agent.bus import Bus
 from agent.uplink import Uplink
 from tests.uplink.broker import Mosquitto
 from tests.certs import make_pki
 from tests.uplink.conftest import central_event_ids, enqueue, make_config, wait_for
+
+# the broker on 127.0.0.1:1883 with one client id: these run on one xdist worker, one after the other
+pytestmark = pytest.mark.xdist_group("system-broker")
 
 
 def test_tls_with_client_certificate_required(tmp_path, store, running, central):
