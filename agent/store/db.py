@@ -194,7 +194,7 @@ def quarantine_if_corrupt(path: Path, startup: Startup | None = None) -> Path | 
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        if getattr(exc, "sqlite_errorcode", None) not in CORRUPT:  # a full disk, an I/O error: not the file's fault
+        if not is_corrupt(exc):  # a full disk, an I/O error: not the file's fault
             free = shutil.disk_usage(path.parent).free if path.parent.exists() else None
             full = (f" (the disk is full: {free:,} bytes free in {path.parent})"
                     if free is not None and free < 1 << 20 else "")
