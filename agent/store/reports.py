@@ -210,8 +210,10 @@ def dose_differences(stored: dict[str, Any], received: dict[str, Any]) -> list[s
         if len(a) != len(b):
             out.append(f"{name} ({len(a)} stored, {len(b)} received)")
             continue
-        changed = [k for k in keys if any(x.get(k) != y.get(k) for x, y in zip(a, b))]
-        out += [f"{name}.{k} ({sum(x.get(k) != y.get(k) for x, y in zip(a, b))} of {len(a)})" for k in changed]
+        for k in keys:
+            n = sum(x.get(k) != y.get(k) for x, y in zip(a, b))
+            if n:
+                out.append(f"{name}.{k} ({n} of {len(a)})")
     return out
 
 
