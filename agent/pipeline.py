@@ -124,8 +124,9 @@ class Pipeline:
         received = time.time()
         if self._worker is None:
             raise RuntimeError("Pipeline.receive() before Pipeline.start()")
-        if len(encoded) > self.inbox.max_object_bytes():  # it would be refused as often as it is sent
-            log.error("object_too_large", size_bytes=len(encoded), max_bytes=self.inbox.max_object_bytes(),
+        most = self.inbox.max_object_bytes()
+        if len(encoded) > most:  # it would be refused as often as it is sent
+            log.error("object_too_large", size_bytes=len(encoded), max_bytes=most,
                       origin=origin, calling_ae=calling_ae,
                       hint="refused for good: too large to be kept whole, and its pixel data could not be cut "
                            "off (none found, or a deflated transfer syntax); have the sender leave it out")
