@@ -37,7 +37,7 @@ OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000  # PS3.4 Table B.2-1 "Error: Cannot understand": a failure not worth retrying
 
 STATUS = {"accepted": SUCCESS, "refused": OUT_OF_RESOURCES, "too_large": CANNOT_UNDERSTAND}
-SR_CLASSES = "1.2.840.10008.5.1.4.1.1.88."  # every SR storage class: a dose report is never cut
+SR_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."  # every SR storage class: a dose report is never cut
 
 
 class StoreService:
@@ -74,14 +74,14 @@ class StoreService:
         deflated dataset), is cut there, before it is copied."""
         stream = event.request.DataSet
         size = stream.seek(0, io.SEEK_END)
-        if size > self.header_only_above and not str(event.request.AffectedSOPClassUID).startswith(SR_CLASSES):
+        if size > self.header_only_above and not str(event.request.AffectedSOPClassUID).startswith(SR_CLASS_PREFIX):
             stream.seek(0)
             meta = event.file_meta
             try:
                 at, sop_class = dataset_pixel_data_offset(stream, meta.TransferSyntaxUID)
             except Exception:  # a header pydicom cannot read: kept whole, and read (or kept as an error) later
                 at, sop_class = None, ""
-            if at is not None and not sop_class.startswith(SR_CLASSES):
+            if at is not None and not sop_class.startswith(SR_CLASS_PREFIX):
                 with stream.getbuffer() as view:
                     header = b"".join((b"\x00" * 128, b"DICM", encode_file_meta(meta), view[:at]))
                 log.info("pixel_data_left_out", calling_ae=calling_ae, sop_class_uid=sop_class,
