@@ -43,10 +43,11 @@ from agent.checks.alerts import Alert, record
 from agent.checks.rules import Rules
 from agent.checks.study import StudyView
 from agent.checks.units import Number, from_canonical, quantity as find_quantity, short, text, to_canonical
+from agent.extract.record import ACQUISITION_PLANES
 
 QUANTITIES = ("Ka_r", "KAP", "fluoro_time", "PSD")
 PER_PLANE = ("Ka_r",)  # skin-dose quantities: a biplane system's planes are not added (NCRP 168)
-PLANES = ("Plane A", "Plane B")
+PLANES = tuple(ACQUISITION_PLANES.values())
 ACCOUNTED = Decimal("0.02")  # the events' values and the stated totals, rounded each their own way
 
 

@@ -131,6 +131,10 @@ class Filter:
     max_mm: Optional[float] = None
 
 
+# CID 10003 Equipment Plane Identification, as events state their Acquisition Plane: a biplane system's tubes
+ACQUISITION_PLANES = {"A": "Plane A", "B": "Plane B"}
+
+
 @dataclass
 class Event:
     irradiation_event_uid: Optional[str] = None
@@ -174,7 +178,7 @@ class Event:
     exposure_index: Optional[float] = None
     target_exposure_index: Optional[float] = None
     deviation_index: Optional[float] = None
-    acquisition_plane: Optional[str] = None
+    acquisition_plane: Optional[str] = None  # of a biplane system: one of ACQUISITION_PLANES' meanings
     # further values the templates carry (all optional)
     procedure_context: Optional[str] = None  # CT: e.g. "CT without contrast"
     xray_modulation_type: Optional[str] = None

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 import sqlite_utils
 import structlog
 
+from agent.extract.record import ACQUISITION_PLANES
 from agent.store import outbox
 
 from .ledger import utc_iso
@@ -33,7 +34,6 @@ from .ledger import utc_iso
 log = structlog.get_logger("agent.readings")
 
 DEFAULT_TOLERANCE = 0.25
-PLANES = {"A": "Plane A", "B": "Plane B"}  # reconcile_plane: the RDSR's Acquisition Plane
 
 
 @dataclass
@@ -92,8 +92,8 @@ class Reconcile:
         """The RDSR's DAP that the meter ``device`` measured: the total, or on a biplane system the DAP of the
         events of the meter's plane (None when the meter's plane is not configured)."""
         plane = None
-        if len({e.acquisition_plane for e in report.events if e.acquisition_plane in PLANES.values()}) > 1:
-            plane = PLANES.get(self.planes.get(device) or "")
+        if len({e.acquisition_plane for e in report.events if e.acquisition_plane in ACQUISITION_PLANES.values()}) > 1:
+            plane = ACQUISITION_PLANES.get(self.planes.get(device) or "")
             if plane is None:
                 log.info("meter_rdsr_not_compared", device=device, sop_instance_uid=report.sop_instance_uid,
                          hint="a biplane RDSR's total adds both tubes: set reconcile_plane for this DAP meter")
