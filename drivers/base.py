@@ -192,6 +192,12 @@ class PollSchedule:
     _next_cycle_at: float = 0.0
     _failures: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def quiet_s(self) -> float:
+        """How long the line must be silent after a timed-out request before the next one is sent (a late
+        reply must not be read as the answer to the next request)."""
+        return min(self.timeout_s, 0.5)
+
     def restart(self) -> None:
         self.pending = None
         self._init_left = list(self.init)

@@ -53,11 +53,6 @@ class Gmc(Driver):
         self.model: Optional[str] = self.options.model
 
     @property
-    def quiet_s(self) -> float:
-        """How long the line must be silent after a timed-out request before the next one is sent."""
-        return min(self.options.timeout_s, 0.5)
-
-    @property
     def cpm_width(self) -> int:
         """2 bytes on the 300 series (GMC-300, 300E, 320), 4 on later models (and when unknown)."""
         return 2 if self.model and self.model.upper().startswith("GMC-3") else 4
@@ -86,7 +81,7 @@ class Gmc(Driver):
         out: list[Item] = []
         pending = self.schedule.pending
         if pending is not None and pending.command == "HEARTBEAT0" \
-                and now - max(pending.sent_at, self.last_byte_at) >= self.quiet_s:
+                and now - max(pending.sent_at, self.last_byte_at) >= self.schedule.quiet_s:
             self.schedule.done()  # no reply: done once the line is quiet (a heartbeat left on has stopped)
             if self.buffer:
                 out.append(Problem("unexpected", f"{len(self.buffer)} bytes unasked (a heartbeat left on) "
@@ -104,7 +99,7 @@ class Gmc(Driver):
         if self.settle_from is not None:
             # The replies have no framing: the late rest of the one that timed out would be read as the
             # start of the next (00 | 00 01 2C + 00... = 76,800 CPM). Wait until the line has been quiet.
-            if now - max(self.settle_from, self.last_byte_at) < self.quiet_s:
+            if now - max(self.settle_from, self.last_byte_at) < self.schedule.quiet_s:
                 return b"", out
             self.settle_from = None
         command, timeouts = self.schedule.next(now)

@@ -16,8 +16,8 @@ class LinePollDriver(Driver):
 
     Bytes that arrive while no request is outstanding are counted as garbage before the next request
     (a late reply must not be taken for the answer to the next one).  After a request timed out, the
-    next one is sent only once the line has been quiet for :attr:`quiet_s`: a device answers in order,
-    so the late reply would otherwise arrive while the next request is outstanding and be read as its
+    next one is sent only once the line has been quiet for ``schedule.quiet_s``: a device answers in
+    order, so the late reply would otherwise arrive while the next request is outstanding and be read as its
     answer (Rad Pro's ``OK <n>`` does not say which request it answers).
     """
 
@@ -26,11 +26,6 @@ class LinePollDriver(Driver):
     framer: LineFramer
     _settle_from: Optional[float] = None  # a request timed out then: wait for a quiet line
     _last_byte_at: float = 0.0
-
-    @property
-    def quiet_s(self) -> float:
-        """How long the line must be silent after a timed-out request before the next one is sent."""
-        return min(self.schedule.timeout_s, 0.5)
 
     def reopened(self, now: float) -> None:
         self.framer.reset(drop_first=False)  # nothing arrives unasked
@@ -45,7 +40,8 @@ class LinePollDriver(Driver):
             self._settle_from = now
         if self._settle_from is not None:
             waited = now - self._settle_from
-            if now - max(self._settle_from, self._last_byte_at) < self.quiet_s and waited < SETTLE_MAX * self.quiet_s:
+            quiet_s = self.schedule.quiet_s
+            if now - max(self._settle_from, self._last_byte_at) < quiet_s and waited < SETTLE_MAX * quiet_s:
                 return b"", problems  # (a line that is never quiet, e.g. noise or a device streaming, is asked anyway)
             self._settle_from = None
         if self.framer.buffer and (pending is None or pending.expired(now)):
