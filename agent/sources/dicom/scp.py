@@ -21,7 +21,7 @@ from agent.config import DicomConfig
 from agent import logs
 from agent.pipeline import Pipeline
 
-from . import echo, store, tls
+from . import echo, store, tls, wakeup
 
 log = structlog.get_logger("agent.dicom")
 
@@ -110,6 +110,7 @@ class DicomSource:
         that cannot be bound, a certificate that cannot be used) with nothing left listening."""
         context = tls.server_context(self.cfg) if self.cfg.tls_port is not None else None
         UnreadableData.install()
+        wakeup.install()  # requests handled as they arrive, not on pynetdicom's next 1 ms poll
         self.server = self._listen(self.cfg.bind, self.cfg.port)
         self.port = self.server.server_address[1]
         if context is not None:
