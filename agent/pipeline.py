@@ -70,6 +70,8 @@ class Ingest:
 
 Stage = Callable[[sqlite_utils.Database, Ingest], None]
 
+REMOVE_BATCH = 32  # processed inbox rows removed together while objects keep coming (at once when none waits)
+REMOVE_BATCH_BYTES = 4 << 20  # ... or once they hold this many bytes
 MAX_WAITING = 0  # accepted objects that may wait behind the one being processed before receive() returns
 BACKPRESSURE_MAX_S = 10.0  # receive() never holds a sender longer than this
 MIN_FREE_BYTES = 1 << 20  # below this free on the inbox's or the spool's disk, C-ECHO says the agent cannot store
@@ -111,6 +113,8 @@ class Pipeline:
         self._failing = False  # the object in hand was refused; the worker is waiting to try again
         self._spool_used: int | None = None  # quota check: the spool's last exact count plus what was spooled since
         self._busy_since: float | None = None  # monotonic time the worker took the object in hand
+        self._processed: list[int] = []  # inbox rows processed and committed, not yet removed (_remove_processed)
+        self._processed_bytes = 0
         self._overcounted: set[int] = set()  # inbox rows whose try count could not be taken back
         self._quota_refusals = 0  # objects refused since the quota was last found with room
         self._repeats = Repeats()  # objects received again: logged once a minute each, with a count
@@ -229,7 +233,7 @@ class Pipeline:
             with self._cv:
                 self._cv.wait_for(lambda: self._queue or self._stopping)
                 if not self._queue:
-                    return
+                    break
                 item = self._queue[0]
             self._busy_since = time.monotonic()
             try:
@@ -248,7 +252,7 @@ class Pipeline:
                     self._failing = True
                     self._cv.notify_all()
                     if self._cv.wait_for(lambda: not self._queue, timeout=backoff):
-                        return  # stopping: the row stays in the inbox
+                        break  # stopping: the row stays in the inbox
                 backoff = min(backoff * 2, 60.0)
                 continue
             if self._failing:  # processing goes on again
@@ -261,13 +265,27 @@ class Pipeline:
                     self._queue.popleft()
                 self._recovered.discard(item.id)
                 self._cv.notify_all()
-            try:
-                self.inbox.remove(item.id)
-            except sqlite3.Error as exc:  # at the next start the row is recognised as processed
-                log.error("inbox_remove_failed", error=str(exc))
+                busy = bool(self._queue)
+            self._processed.append(item.id)
+            self._processed_bytes += item.size
+            if not busy or len(self._processed) >= REMOVE_BATCH or self._processed_bytes >= REMOVE_BATCH_BYTES:
+                self._remove_processed()
             # the object is in the spool or failed/ now: the worker, idle until the next one, held it (a 400 MB
             # image: 400 MB for as long, on top of the next object's receiving)
             item.data = None
+        self._remove_processed()
+
+    def _remove_processed(self) -> None:
+        """Remove the inbox rows of the objects processed since the last removal: at once when the worker
+        is about to wait, else a batch at a time while objects keep coming (a removal is a write of the
+        inbox's log, which the C-STORE being received waits for)."""
+        if not self._processed:
+            return
+        try:
+            self.inbox.remove(self._processed)
+        except sqlite3.Error as exc:  # at the next start the rows are recognised as processed
+            log.error("inbox_remove_failed", error=str(exc))
+        self._processed, self._processed_bytes = [], 0
 
     def _process_item(self, item: Item) -> Outcome:
         try:

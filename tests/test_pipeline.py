@@ -87,6 +87,29 @@ def test_a_row_whose_report_committed_before_a_crash_is_not_processed_twice(stor
     assert Inbox(path_for(store.path)).pending() == []
 
 
+def test_a_backlogs_rows_leave_the_inbox_together_and_a_crash_before_that_stores_nothing_twice(store, tmp_path,
+                                                                                                 monkeypatch):
+    inbox = Inbox(path_for(store.path))  # a backlog: five accepted objects (put directly: receive() would wait)
+    for n in range(5):
+        inbox.put(encoded(n), time.time(), "dicom")
+    inbox.close()
+    removals = []
+    monkeypatch.setattr(Inbox, "remove", lambda self, ids: removals.append(list(ids)))  # and then the agent died
+    first = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    first.start()
+    first.stop()
+    assert [len(ids) for ids in removals] == [5]  # one write of the inbox for the backlog, once the worker is idle
+    assert rows(store, "SELECT COUNT(*) FROM reports") == [(5,)]
+    monkeypatch.undo()
+
+    again = Pipeline(store, tmp_path / "spool", "CT1", Bus())  # all five rows are still there
+    again.start()
+    again.stop()
+    assert rows(store, "SELECT status, COUNT(*) FROM receipts GROUP BY status") == [("stored", 5)]
+    assert rows(store, "SELECT COUNT(*) FROM reports") == [(5,)]
+    assert Inbox(path_for(store.path)).pending() == []
+
+
 def test_an_object_the_store_cannot_take_stays_in_the_inbox_and_is_retried(store, tmp_path, capsys):
     failures = []
 

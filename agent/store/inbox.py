@@ -218,11 +218,11 @@ class Inbox:
         self._unflushed("INSERT INTO tries (id, attempts) VALUES (?, max(0, ?)) "
                         "ON CONFLICT (id) DO UPDATE SET attempts = max(0, attempts + ?)", (item_id, delta, delta))
 
-    def remove(self, item_id: int) -> None:
-        """The object's report (or failure receipt) has committed: the row is no longer needed."""
-        # a delete lost to a crash only means the row is recognised as processed at the next start;
+    def remove(self, item_ids: list[int]) -> None:
+        """The objects' reports (or failure receipts) have committed: their rows are no longer needed."""
+        # a delete lost to a crash only means the rows are recognised as processed at the next start;
         # the next put()'s flush of the log carries it to disk
-        self._unflushed("DELETE FROM inbox WHERE id = ?", (item_id,))
+        self._unflushed(f"DELETE FROM inbox WHERE id IN ({','.join('?' * len(item_ids))})", tuple(item_ids))
         with self._lock:
             # after a burst of large objects, give the space back instead of keeping the high-water mark
             if self._conn.execute("PRAGMA freelist_count").fetchone()[0] > FREE_PAGES_KEPT:

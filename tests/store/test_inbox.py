@@ -14,7 +14,7 @@ def test_rows_survive_a_reopen_in_order_and_go_when_removed(tmp_path):
     assert [(i.id, again.load(i), i.size, i.received_at, i.calling_ae) for i in again.pending()] == [
         (first.id, b"first", 5, 1.5, "CT1"), (second.id, b"second", 6, 2.5, None)]
     assert [i.data for i in again.pending()] == [None, None]  # a backlog is not read into memory at once
-    again.remove(first.id)
+    again.remove([first.id])
     assert [again.load(i) for i in again.pending()] == [b"second"]
     assert count_pending(tmp_path / "agent.sqlite") == (1, 0)
     again.close()
@@ -35,7 +35,7 @@ def test_a_removal_is_not_flushed_on_its_own_but_every_put_still_is(tmp_path):
     # a put must never lose its flush because a removal came first.
     inbox = Inbox(tmp_path / "x-inbox.sqlite")
     first = inbox.put(b"x", 1.0, "dicom")
-    inbox.remove(first.id)
+    inbox.remove([first.id])
     assert inbox._conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL again for the next put
     inbox.close()
 
@@ -48,7 +48,7 @@ def test_the_space_of_a_burst_of_large_objects_is_given_back(tmp_path):
     inbox = Inbox(tmp_path / "x-inbox.sqlite")
     items = [inbox.put(b"x" * 1_000_000, float(n), "dicom") for n in range(30)]  # 30 MB waiting
     for item in items:
-        inbox.remove(item.id)
+        inbox.remove([item.id])
     inbox.close()  # the last connection checkpoints
     assert (tmp_path / "x-inbox.sqlite").stat().st_size < 8_000_000
 
@@ -144,7 +144,7 @@ def test_the_counts_of_an_inbox_of_schema_2_are_kept(tmp_path):
     inbox.close()
     assert count_pending(tmp_path / "x.sqlite") == (1, 1)
     inbox = Inbox(path)
-    inbox.remove(item.id)
+    inbox.remove([item.id])
     assert inbox.pending() == [] and inbox._conn.execute("SELECT COUNT(*) FROM tries").fetchone() == (0,)
     inbox.close()
 
