@@ -13,7 +13,8 @@ A source hands the encoded object to the pipeline in one of two ways:
 - :meth:`Pipeline.ingest` (``alara-edge import``, tests) processes the object at once and
   returns the result.
 
-Processing writes the object to the spool and fsyncs it, extracts it, and stores it in *one*
+Processing writes the object to the spool (flushed before its inbox row is removed, for a burst's
+objects together; at once for ``ingest``), extracts it, and stores it in *one*
 SQLite transaction together with whatever the registered stages add (the dose checks'
 alerts, the outbox rows for the central site).  A stage is any callable ``stage(tx, ingest)``;
 it runs inside the transaction and may raise to abort it.  A processed object is
@@ -115,6 +116,7 @@ class Pipeline:
         self._busy_since: float | None = None  # monotonic time the worker took the object in hand
         self._processed: list[int] = []  # inbox rows processed and committed, not yet removed (_remove_processed)
         self._processed_bytes = 0
+        self._unflushed: list[str] = []  # their spool files, flushed before the rows go
         self._overcounted: set[int] = set()  # inbox rows whose try count could not be taken back
         self._quota_refusals = 0  # objects refused since the quota was last found with room
         self._repeats = Repeats()  # objects received again: logged once a minute each, with a count
@@ -268,6 +270,8 @@ class Pipeline:
                 busy = bool(self._queue)
             self._processed.append(item.id)
             self._processed_bytes += item.size
+            if outcome.status in ("stored", "duplicate") and outcome.path:
+                self._unflushed.append(outcome.path)
             if not busy or len(self._processed) >= REMOVE_BATCH or self._processed_bytes >= REMOVE_BATCH_BYTES:
                 self._remove_processed()
             # the object is in the spool or failed/ now: the worker, idle until the next one, held it (a 400 MB
@@ -276,16 +280,21 @@ class Pipeline:
         self._remove_processed()
 
     def _remove_processed(self) -> None:
-        """Remove the inbox rows of the objects processed since the last removal: at once when the worker
-        is about to wait, else a batch at a time while objects keep coming (a removal is a write of the
-        inbox's log, which the C-STORE being received waits for)."""
+        """Flush the spool files of the objects processed since the last removal, then remove their inbox
+        rows: at once when the worker is about to wait, else a batch at a time while objects keep coming (a
+        removal is a write of the inbox's log, which the C-STORE being received waits for; the batch's files
+        go to disk with one journal commit, not one each).  Until then the inbox holds each object's bytes,
+        and a start after a crash writes a spool file that did not reach the disk again (_restore_spool)."""
         if not self._processed:
             return
         try:
+            _flush(self._unflushed)
             self.inbox.remove(self._processed)
+        except OSError as exc:  # the rows stay: the next start finds the objects processed and restores the files
+            log.error("spool_flush_failed", error=exc.strerror or str(exc))
         except sqlite3.Error as exc:  # at the next start the rows are recognised as processed
             log.error("inbox_remove_failed", error=str(exc))
-        self._processed, self._processed_bytes = [], 0
+        self._processed, self._processed_bytes, self._unflushed = [], 0, []
 
     def _process_item(self, item: Item) -> Outcome:
         try:
@@ -294,6 +303,7 @@ class Pipeline:
             return Outcome("refused", f"inbox: {exc}")
         digest = hashlib.sha256(data).hexdigest()
         if item.id in self._recovered and self._already_processed(digest, item.received_at):
+            self._restore_spool(data, digest, item.received_at)
             return Outcome("duplicate", reason="processed before the restart")
         try:
             return self._process(data, item.received_at, item.origin, calling_ae=item.calling_ae,
@@ -310,6 +320,29 @@ class Pipeline:
                                   [digest, utc_iso(received)]).fetchone() is not None
         except StoreError:
             return False
+
+    def _restore_spool(self, data: bytes, digest: str, received: float) -> None:
+        """The spool file of an object processed before a crash, written again if it did not reach the disk
+        (the worker flushes spool files in batches, before it removes their inbox rows)."""
+        try:
+            with self.store.transaction() as tx:
+                rows = tx.execute("SELECT path, status FROM receipts WHERE sha256 = ? AND received_at = ?",
+                                  [digest, utc_iso(received)]).fetchall()
+        except StoreError:
+            return
+        for path, status in rows:
+            path = Path(path)
+            # a stored report's file must be there; a duplicate's only if it was kept (the first copy's name)
+            if not path.is_relative_to(self.spool_dir) or (status != "stored" and not path.exists()):
+                continue
+            try:
+                if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == digest:
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _write_durably(path, data)
+                log.warning("spool_file_restored", path=str(path), status=status)
+            except OSError as exc:
+                log.error("spool_write_failed", error=exc.strerror or str(exc), origin="inbox")
 
     def can_accept(self) -> bool:
         """Whether an object sent now would be taken (C-ECHO answers by it): the worker is not held
@@ -364,7 +397,7 @@ class Pipeline:
         digest = digest or hashlib.sha256(encoded).hexdigest()
         cut = None if received_size is None else (received_size, len(encoded))  # left out at receipt
         try:
-            path = self._spool(encoded, received, digest)
+            path = self._spool(encoded, received, digest, flush=item is None)
         except OSError as exc:
             log.error("spool_write_failed", error=exc.strerror or str(exc), origin=origin)
             return Outcome("refused", f"cannot write spool: {exc.strerror or exc}")
@@ -465,12 +498,13 @@ class Pipeline:
         assert self._spool_used is not None
         return self.store.size_bytes() + self._spool_used
 
-    def _spool(self, encoded: bytes, received: float, digest: str) -> Path:
+    def _spool(self, encoded: bytes, received: float, digest: str, flush: bool = True) -> Path:
+        """Write the object's spool file; ``flush`` False: not flushed yet (:meth:`_remove_processed` does)."""
         day = time.strftime("%Y/%m/%d", time.gmtime(received))
         folder = self.spool_dir / day
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{time.strftime('%H%M%S', time.gmtime(received))}-{digest[:16]}.dcm"
-        _write_durably(path, encoded)
+        _write_durably(path, encoded, flush)
         return path
 
     def _keep_failed(self, receipt: Receipt, status: str, reason: str, cut: tuple[int, int] | None = None) -> Outcome:
@@ -498,6 +532,7 @@ class Pipeline:
                 reason += f"; kept without its pixel data ({receipt.size_bytes - len(header):,} bytes left out)"
                 receipt.size_bytes = len(header)  # (what it takes on disk, for the quota)
             else:
+                _flush([str(src)], dirs=False)  # (written unflushed by the worker)
                 os.replace(src, dest)
                 _fsync_dir(self.failed_dir)
             receipt.path = str(dest)
@@ -575,9 +610,10 @@ def _header_only(path: Path) -> bytes | None:
         return f.read(at)
 
 
-def _write_durably(path: Path, data: bytes) -> None:
+def _write_durably(path: Path, data: bytes, flush: bool = True) -> None:
     """Write ``data`` to ``path`` through a ``.part`` file, which a failed write removes: nothing would
-    (in failed/ it is no receipt's file, and counts against no quota)."""
+    (in failed/ it is no receipt's file, and counts against no quota).  ``flush`` False: the file and
+    its directory entry are not flushed (:func:`_flush` does it later)."""
     tmp = path.with_suffix(".part")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
@@ -586,14 +622,33 @@ def _write_durably(path: Path, data: bytes) -> None:
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
-            os.fsync(fd)
+            if flush:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         _unlink_quietly(tmp)
         raise
-    _fsync_dir(path.parent)
+    if flush:
+        _fsync_dir(path.parent)
+
+
+def _flush(paths: list[str], dirs: bool = True) -> None:
+    """fsync files written unflushed (one gone already is skipped), then, with ``dirs``, their folders once each."""
+    folders = {}
+    for name in paths:
+        try:
+            fd = os.open(name, os.O_RDONLY)
+        except FileNotFoundError:  # a duplicate's copy, removed: the first copy is the record
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        folders[os.path.dirname(name)] = None
+    for folder in folders if dirs else ():
+        _fsync_dir(Path(folder))
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -9,6 +9,7 @@ from agent.bus import Bus
 from agent.pipeline import MAX_WAITING, Pipeline
 from agent.store.inbox import Inbox, path_for
 from simulator import rdsr
+from tests.conftest import wait_for
 
 
 def encoded(n: int) -> bytes:
@@ -34,7 +35,7 @@ def test_accepted_objects_are_processed_in_order_and_leave_the_inbox(pipeline, s
     ctdivols = [r[0] for r in rows(store, "SELECT json_extract(record, '$.events[0].ctdivol_mGy') FROM reports ORDER BY rowid")]
     assert ctdivols == [40.5, 41.5, 42.5, 43.5, 44.5]
     assert rows(store, "SELECT DISTINCT calling_ae FROM receipts") == [("CT1",)]
-    assert pipeline.inbox.pending() == []
+    wait_for(lambda: pipeline.inbox.pending() == [], timeout=10, what="the processed rows to leave the inbox")
 
 
 def test_an_object_the_inbox_has_no_memory_for_is_refused_and_the_next_is_taken(pipeline, monkeypatch):
@@ -108,6 +109,33 @@ def test_a_backlogs_rows_leave_the_inbox_together_and_a_crash_before_that_stores
     assert rows(store, "SELECT status, COUNT(*) FROM receipts GROUP BY status") == [("stored", 5)]
     assert rows(store, "SELECT COUNT(*) FROM reports") == [(5,)]
     assert Inbox(path_for(store.path)).pending() == []
+
+
+@pytest.mark.parametrize("lost", ["bytes", "file"])
+def test_a_spool_file_lost_to_a_power_cut_before_its_batch_was_flushed_is_written_again_at_start(
+        store, tmp_path, monkeypatch, capsys, lost):
+    data, received = encoded(1), time.time()
+    inbox = Inbox(path_for(store.path))
+    inbox.put(data, received, "dicom")
+    inbox.close()
+    monkeypatch.setattr(Inbox, "remove", lambda self, ids: None)  # the power went before the batch's flush
+    first = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    first.start()
+    first.stop()
+    monkeypatch.undo()
+    (path,) = rows(store, "SELECT path FROM receipts")[0]
+    if lost == "bytes":
+        Path(path).write_bytes(b"")  # its name reached the disk, its bytes did not
+    else:
+        Path(path).unlink()
+
+    again = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    again.start()
+    again.stop()
+    assert Path(path).read_bytes() == data
+    assert rows(store, "SELECT status FROM receipts") == [("stored",)]
+    assert Inbox(path_for(store.path)).pending() == []
+    assert "spool_file_restored" in capsys.readouterr().out
 
 
 def test_an_object_the_store_cannot_take_stays_in_the_inbox_and_is_retried(store, tmp_path, capsys):
@@ -308,10 +336,10 @@ from agent.pipeline import Pipeline
 from agent.store import Store
 
 write = pipeline_module._write_durably
-def hung_disk(path, data):  # the spool's disk stops answering while this object is written; the watchdog kills us
-    if b"41.5" in data:
+def hung_disk(path, data, *args):  # the spool's disk stops answering while this object is written; the watchdog
+    if b"41.5" in data:             # kills us
         os.kill(os.getpid(), signal.SIGKILL)
-    write(path, data)
+    write(path, data, *args)
 pipeline_module._write_durably = hung_disk
 
 store = Store.open(Path(sys.argv[1]))
