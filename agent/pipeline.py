@@ -114,6 +114,7 @@ class Pipeline:
         self._failing = False  # the object in hand was refused; the worker is waiting to try again
         self._spool_used: int | None = None  # quota check: the spool's last exact count plus what was spooled since
         self._busy_since: float | None = None  # monotonic time the worker took the object in hand
+        self._flushing_since: float | None = None  # ... or began flushing a batch's spool files (_remove_processed)
         self._processed: list[int] = []  # inbox rows processed and committed, not yet removed (_remove_processed)
         self._processed_bytes = 0
         self._unflushed: list[str] = []  # their spool files, flushed before the rows go
@@ -220,8 +221,9 @@ class Pipeline:
         return self._worker is not None and self._worker.is_alive()
 
     def busy_for(self) -> float:
-        """Seconds the worker has held the object in hand (0 when idle)."""
-        since = self._busy_since
+        """Seconds the worker has held the object in hand, or been flushing the spool files of those it
+        processed (0 when idle): an fsync on a disk that no longer answers hangs either."""
+        since = self._busy_since if self._busy_since is not None else self._flushing_since
         return 0.0 if since is None else time.monotonic() - since
 
     def stuck(self) -> bool:
@@ -287,6 +289,7 @@ class Pipeline:
         and a start after a crash writes a spool file that did not reach the disk again (_restore_spool)."""
         if not self._processed:
             return
+        self._flushing_since = time.monotonic()  # (not _busy_since: no object is in hand, stop() counts by it)
         try:
             _flush(self._unflushed)
             self.inbox.remove(self._processed)
@@ -294,6 +297,8 @@ class Pipeline:
             log.error("spool_flush_failed", error=exc.strerror or str(exc))
         except sqlite3.Error as exc:  # at the next start the rows are recognised as processed
             log.error("inbox_remove_failed", error=str(exc))
+        finally:
+            self._flushing_since = None
         self._processed, self._processed_bytes, self._unflushed = [], 0, []
 
     def _process_item(self, item: Item) -> Outcome:

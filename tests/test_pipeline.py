@@ -259,6 +259,36 @@ def test_a_worker_stuck_on_one_object_makes_the_agent_unhealthy(store, tmp_path,
         agent.store.close()
 
 
+
+def test_a_worker_hung_flushing_the_spool_makes_the_agent_unhealthy(store, tmp_path, monkeypatch):
+    """The spool files are flushed after their objects were processed, right before their rows go: an
+    fsync there that never returns was not counted as a stuck worker, and the watchdog kept being pinged."""
+    import threading
+
+    from agent import pipeline as pipeline_module
+
+    release = threading.Event()
+    flush = pipeline_module._flush
+
+    def hung_disk(paths, dirs=True):
+        release.wait(30)
+        flush(paths, dirs)
+
+    monkeypatch.setattr(pipeline_module, "WORKER_STALL_S", 0.5)
+    monkeypatch.setattr(pipeline_module, "_flush", hung_disk)
+    pipeline = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    pipeline.start()
+    try:
+        outcome = pipeline.receive(encoded(1), "dicom")
+        assert pipeline.wait_processed(outcome.item_id, timeout=30)  # committed; its flush hangs
+        wait_for(pipeline.stuck, timeout=5, what="the worker hung in its flush to count as stuck")
+    finally:
+        release.set()
+        pipeline.stop()
+    assert rows(store, "SELECT status FROM receipts") == [("stored",)]
+    assert Inbox(path_for(store.path)).pending() == []
+
+
 CRASHING_RUN = """
 import os, signal, sys
 from pathlib import Path
