@@ -308,7 +308,9 @@ class Pipeline:
             return Outcome("refused", f"inbox: {exc}")
         digest = hashlib.sha256(data).hexdigest()
         if item.id in self._recovered and self._already_processed(digest, item.received_at):
-            self._restore_spool(data, digest, item.received_at)
+            problem = self._restore_spool(data, digest, item.received_at)
+            if problem:  # the row may be the object's only copy now: keep it, try again
+                return Outcome("refused", problem)
             return Outcome("duplicate", reason="processed before the restart")
         try:
             return self._process(data, item.received_at, item.origin, calling_ae=item.calling_ae,
@@ -326,15 +328,16 @@ class Pipeline:
         except StoreError:
             return False
 
-    def _restore_spool(self, data: bytes, digest: str, received: float) -> None:
+    def _restore_spool(self, data: bytes, digest: str, received: float) -> str | None:
         """The spool file of an object processed before a crash, written again if it did not reach the disk
-        (the worker flushes spool files in batches, before it removes their inbox rows)."""
+        (the worker flushes spool files in batches, before it removes their inbox rows).  Returns why it
+        could not be (None: the files are there), for the inbox row to stay until it can."""
         try:
             with self.store.transaction() as tx:
                 rows = tx.execute("SELECT path, status FROM receipts WHERE sha256 = ? AND received_at = ?",
                                   [digest, utc_iso(received)]).fetchall()
-        except StoreError:
-            return
+        except StoreError as exc:
+            return f"store: {exc}"
         for path, status in rows:
             path = Path(path)
             # a stored report's file must be there; a duplicate's only if it was kept (the first copy's name)
@@ -348,6 +351,8 @@ class Pipeline:
                 log.warning("spool_file_restored", path=str(path), status=status)
             except OSError as exc:
                 log.error("spool_write_failed", error=exc.strerror or str(exc), origin="inbox")
+                return f"cannot write spool: {exc.strerror or exc}"
+        return None
 
     def can_accept(self) -> bool:
         """Whether an object sent now would be taken (C-ECHO answers by it): the worker is not held

@@ -138,6 +138,45 @@ def test_a_spool_file_lost_to_a_power_cut_before_its_batch_was_flushed_is_writte
     assert "spool_file_restored" in capsys.readouterr().out
 
 
+
+def test_a_spool_file_that_cannot_be_written_again_at_start_keeps_its_inbox_row(store, tmp_path, monkeypatch):
+    """After a power cut took a spool file, the start that finds the object processed could not write the
+    file again (a full disk): the inbox row, the object's last copy, was removed all the same."""
+    import errno
+
+    from agent import pipeline as pipeline_module
+
+    data, received = encoded(1), time.time()
+    inbox = Inbox(path_for(store.path))
+    inbox.put(data, received, "dicom")
+    inbox.close()
+    monkeypatch.setattr(Inbox, "remove", lambda self, ids: None)  # the power went before the batch's flush
+    first = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    first.start()
+    first.stop()
+    monkeypatch.undo()
+    (path,) = rows(store, "SELECT path FROM receipts")[0]
+    Path(path).unlink()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pipeline_module, "_write_durably", disk_full)
+    again = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    again.start()
+    wait_for(lambda: again.pending() == 0 or not again.can_accept(), timeout=10, what="the row to be taken")
+    again.stop(grace_s=0.1)
+    monkeypatch.undo()
+    assert len(Inbox(path_for(store.path)).pending()) == 1  # kept for the next try
+
+    last = Pipeline(store, tmp_path / "spool", "CT1", Bus())  # the disk has room again
+    last.start()
+    last.stop()
+    assert Path(path).read_bytes() == data
+    assert rows(store, "SELECT status FROM receipts") == [("stored",)]
+    assert Inbox(path_for(store.path)).pending() == []
+
+
 def test_an_object_the_store_cannot_take_stays_in_the_inbox_and_is_retried(store, tmp_path, capsys):
     failures = []
 
