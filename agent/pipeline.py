@@ -345,6 +345,8 @@ class Pipeline:
                 continue
             try:
                 if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == digest:
+                    # read from the cache: after a kill (not a power cut) it may still not be on the disk
+                    _flush([str(path)])
                     continue
                 path.parent.mkdir(parents=True, exist_ok=True)
                 _write_durably(path, data)

@@ -139,6 +139,49 @@ def test_a_spool_file_lost_to_a_power_cut_before_its_batch_was_flushed_is_writte
 
 
 
+
+def test_a_spool_file_left_unflushed_by_a_killed_run_is_flushed_before_its_row_goes(store, tmp_path, monkeypatch):
+    """The agent was killed (not the power) before its batch's flush: the file's bytes are right, read from
+    the system's cache, but not on the disk yet.  The next start removed the row without flushing the file,
+    and a power cut soon after could still take it."""
+    import os
+
+    from agent import pipeline as pipeline_module
+
+    inbox = Inbox(path_for(store.path))
+    inbox.put(encoded(1), time.time(), "dicom")
+    inbox.close()
+    monkeypatch.setattr(pipeline_module, "_flush", lambda paths, dirs=True: None)  # killed before the flush
+    monkeypatch.setattr(Inbox, "remove", lambda self, ids: None)
+    first = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    first.start()
+    first.stop()
+    monkeypatch.undo()
+    (path,) = rows(store, "SELECT path FROM receipts")[0]
+
+    events = []
+    fsync, remove = os.fsync, Inbox.remove
+
+    def noted_fsync(fd):
+        events.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    def noted_remove(self, ids):
+        events.append("removed")
+        remove(self, ids)
+
+    monkeypatch.setattr(os, "fsync", noted_fsync)
+    monkeypatch.setattr(Inbox, "remove", noted_remove)
+    again = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    again.start()
+    again.stop()
+    monkeypatch.undo()
+    assert "removed" in events
+    flushed = events[:events.index("removed")]
+    assert str(Path(path).resolve()) in flushed and str(Path(path).parent.resolve()) in flushed
+    assert Inbox(path_for(store.path)).pending() == []
+
+
 def test_a_spool_file_that_cannot_be_written_again_at_start_keeps_its_inbox_row(store, tmp_path, monkeypatch):
     """After a power cut took a spool file, the start that finds the object processed could not write the
     file again (a full disk): the inbox row, the object's last copy, was removed all the same."""
