@@ -272,7 +272,8 @@ class Pipeline:
                 busy = bool(self._queue)
             self._processed.append(item.id)
             self._processed_bytes += item.size
-            if outcome.status in ("stored", "duplicate") and outcome.path:
+            # (one set aside that could not be moved to failed/ stays in the spool, unflushed as well)
+            if outcome.path and Path(outcome.path).is_relative_to(self.spool_dir):
                 self._unflushed.append(outcome.path)
             if not busy or len(self._processed) >= REMOVE_BATCH or self._processed_bytes >= REMOVE_BATCH_BYTES:
                 self._remove_processed()
@@ -340,8 +341,9 @@ class Pipeline:
             return f"store: {exc}"
         for path, status in rows:
             path = Path(path)
-            # a stored report's file must be there; a duplicate's only if it was kept (the first copy's name)
-            if not path.is_relative_to(self.spool_dir) or (status != "stored" and not path.exists()):
+            # a duplicate's file must be there only if it was kept (the first copy's name); any other in the spool
+            # (stored, or set aside but not moved to failed/: failed/ files are flushed before they move) must
+            if not path.is_relative_to(self.spool_dir) or (status == "duplicate" and not path.exists()):
                 continue
             try:
                 if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == digest:

@@ -220,6 +220,70 @@ def test_a_spool_file_that_cannot_be_written_again_at_start_keeps_its_inbox_row(
     assert Inbox(path_for(store.path)).pending() == []
 
 
+
+def test_a_rejected_object_that_cannot_be_moved_to_failed_is_flushed_in_the_spool_before_its_row_goes(
+        store, tmp_path, monkeypatch):
+    """failed/ cannot be made (or is on another file system): the object stays in the spool, where the worker
+    wrote it unflushed, and its receipt says so.  Its row was removed without the file being flushed."""
+    import os
+
+    from tests.conftest import CORPUS
+
+    (tmp_path / "failed").write_bytes(b"")  # in the way of the folder
+    events = []
+    fsync, remove = os.fsync, Inbox.remove
+
+    def noted_fsync(fd):
+        events.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    def noted_remove(self, ids):
+        events.append("removed")
+        remove(self, ids)
+
+    monkeypatch.setattr(os, "fsync", noted_fsync)
+    monkeypatch.setattr(Inbox, "remove", noted_remove)
+    pipeline = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    pipeline.start()
+    outcome = pipeline.receive((CORPUS / "ESR_non-dose.dcm").read_bytes(), "dicom")
+    assert pipeline.wait_processed(outcome.item_id, timeout=30)
+    pipeline.stop()
+    monkeypatch.undo()
+    (status, path), = rows(store, "SELECT status, path FROM receipts")
+    assert status == "rejected" and Path(path).is_relative_to(tmp_path / "spool") and Path(path).exists()
+    flushed = events[:events.index("removed")]
+    assert str(Path(path).resolve()) in flushed and str(Path(path).parent.resolve()) in flushed
+    assert Inbox(path_for(store.path)).pending() == []
+
+
+
+def test_a_rejected_object_left_in_the_spool_and_lost_to_a_power_cut_is_written_again_at_start(
+        store, tmp_path, monkeypatch):
+    from agent import pipeline as pipeline_module
+    from tests.conftest import CORPUS
+
+    (tmp_path / "failed").write_bytes(b"")  # failed/ cannot be made: the object stays in the spool
+    data = (CORPUS / "ESR_non-dose.dcm").read_bytes()
+    inbox = Inbox(path_for(store.path))
+    inbox.put(data, time.time(), "dicom")
+    inbox.close()
+    monkeypatch.setattr(pipeline_module, "_flush", lambda paths, dirs=True: None)  # the power went before the flush
+    monkeypatch.setattr(Inbox, "remove", lambda self, ids: None)
+    first = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    first.start()
+    first.stop()
+    monkeypatch.undo()
+    (path,) = rows(store, "SELECT path FROM receipts WHERE status = 'rejected'")[0]
+    Path(path).unlink()
+
+    again = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    again.start()
+    again.stop()
+    assert Path(path).read_bytes() == data
+    assert rows(store, "SELECT status FROM receipts") == [("rejected",)]
+    assert Inbox(path_for(store.path)).pending() == []
+
+
 def test_an_object_the_store_cannot_take_stays_in_the_inbox_and_is_retried(store, tmp_path, capsys):
     failures = []
 
