@@ -252,6 +252,7 @@ class Pipeline:
                                   else "free disk space"))
                     self.bus.publish("alarm", {"kind": PROCESSING_STALLED, "reason": outcome.reason,
                                                "waiting": self.pending()})
+                self._remove_processed()  # about to wait too, maybe long: what went before is done
                 with self._cv:
                     self._failing = True
                     self._cv.notify_all()

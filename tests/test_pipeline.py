@@ -358,6 +358,30 @@ def test_a_store_that_keeps_failing_does_not_hold_senders(store, tmp_path):
     assert len(Inbox(path_for(store.path)).pending()) == 4  # all kept for the next start
 
 
+
+def test_the_objects_processed_before_one_the_store_refuses_leave_the_inbox_while_it_waits(store, tmp_path):
+    """A backlog's rows are removed together once the worker is about to wait; waiting to try a refused
+    object again (a full disk: minutes or hours) kept those before it in the inbox, shown as waiting."""
+    from agent.store.inbox import count_pending
+
+    def disk_full(tx, ingest):
+        if ingest.report.events[0].ctdivol_mGy == 42.5:
+            raise sqlite3.OperationalError("database or disk is full")
+
+    inbox = Inbox(path_for(store.path))
+    for n in range(3):
+        inbox.put(encoded(n), time.time(), "dicom")
+    inbox.close()
+    pipeline = Pipeline(store, tmp_path / "spool", "CT1", Bus(), stages=[disk_full])
+    pipeline.start()
+    try:
+        wait_for(lambda: not pipeline.can_accept(), timeout=10, what="the third object to be refused")
+        assert rows(store, "SELECT COUNT(*) FROM reports") == [(2,)]
+        assert count_pending(store.path) == (1, 0)  # the refused one only
+    finally:
+        pipeline.stop(grace_s=0.1)
+
+
 def test_an_object_whose_processing_fails_is_kept_as_an_error_and_the_others_go_on(store, tmp_path):
     def fragile(tx, ingest):  # a fault that this one report triggers (not the disk)
         if ingest.report.events[0].ctdivol_mGy == 41.5:
