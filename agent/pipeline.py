@@ -336,8 +336,10 @@ class Pipeline:
         could not be (None: the files are there), for the inbox row to stay until it can."""
         try:
             with self.store.transaction() as tx:
-                rows = tx.execute("SELECT path, status FROM receipts WHERE sha256 = ? AND received_at = ?",
-                                  [digest, utc_iso(received)]).fetchall()
+                # not a file deleted since on purpose (retention after delivery, rejected objects' pruning)
+                rows = tx.execute("SELECT r.path, r.status FROM receipts r LEFT JOIN spool_pruned p ON "
+                                  "p.receipt_id = r.id WHERE r.sha256 = ? AND r.received_at = ? AND "
+                                  "p.receipt_id IS NULL", [digest, utc_iso(received)]).fetchall()
         except StoreError as exc:
             return f"store: {exc}"
         for path, status in rows:

@@ -140,6 +140,34 @@ def test_a_spool_file_lost_to_a_power_cut_before_its_batch_was_flushed_is_writte
 
 
 
+
+def test_a_spool_file_pruned_before_a_crash_is_not_written_again_at_start(store, tmp_path, monkeypatch):
+    """Retention deleted the file of a delivered report (retention_days 0) while its inbox row still waited
+    for its batch's removal, and the agent died: the next start wrote the file again, and kept it for good
+    (no longer counted in the quota, never pruned again)."""
+    from agent.store.spool import record_pruned
+
+    inbox = Inbox(path_for(store.path))
+    inbox.put(encoded(1), time.time(), "dicom")
+    inbox.close()
+    monkeypatch.setattr(Inbox, "remove", lambda self, ids: None)  # the agent died before the batch's removal
+    first = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    first.start()
+    first.stop()
+    monkeypatch.undo()
+    (receipt_id, path, size), = rows(store, "SELECT id, path, size_bytes FROM receipts")
+    Path(path).unlink()  # as retention.prune does
+    with store.transaction() as tx:
+        record_pruned(tx, receipt_id, size)
+
+    again = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    again.start()
+    again.stop()
+    assert not Path(path).exists()
+    assert rows(store, "SELECT status FROM receipts") == [("stored",)]
+    assert Inbox(path_for(store.path)).pending() == []
+
+
 def test_a_spool_file_left_unflushed_by_a_killed_run_is_flushed_before_its_row_goes(store, tmp_path, monkeypatch):
     """The agent was killed (not the power) before its batch's flush: the file's bytes are right, read from
     the system's cache, but not on the disk yet.  The next start removed the row without flushing the file,
