@@ -93,11 +93,17 @@ class WakingDUL(DULServiceProvider):
 
 
 def _wait_for_message(assoc: Association, seconds: float) -> None:
-    """Sleep up to ``seconds``, or until the DUL has put a decoded DIMSE message on ``assoc``'s queue."""
+    """Sleep up to ``seconds``, or until the DUL has put a decoded DIMSE message on ``assoc``'s queue.
+
+    A requestor's ``send_c_*`` waits for its response in the queue's ``get()``, on the same condition,
+    while this thread is paused and leaves the message to it; ``put()`` wakes one waiter only, so a
+    wake-up this wait took is passed on (else the sender slept until its DIMSE timeout)."""
     messages = assoc.dimse.msg_queue
     with messages.not_empty:
         if not messages.queue:
             messages.not_empty.wait(seconds)
+        if messages.queue:
+            messages.not_empty.notify()
 
 
 class _Time:

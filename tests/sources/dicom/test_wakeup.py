@@ -66,3 +66,31 @@ def test_an_idle_or_cut_association_keeps_the_agent_idle(agent_process):
     after_cut = _cpu_s(pid) - before
     assert after_cut < 0.6, f"the agent used {after_cut:.2f} s of CPU in 2 s after a connection was cut"
     assert echo("127.0.0.1", agent.dicom_port, "ALARA_EDGE") == 0x0000  # and it still answers
+
+
+def test_a_requestor_in_the_same_process_gets_each_response_as_it_comes():
+    # an SCU beside the agent's SCP (the tests' senders, an embedded forwarder): send_c_echo waits for its
+    # response in the DIMSE queue's get(), and its association thread, in its wait, on the same condition.
+    # The response's single wake-up must not be taken by the thread that leaves it there: the sender
+    # waited out its DIMSE timeout for about one C-ECHO in five after the first on an association.
+    wakeup.install()
+    scp = AE(ae_title="WAKE_SCP")
+    scp.add_supported_context(Verification)
+    port = free_port()
+    server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_CONN_OPEN, no_delay)])
+    try:
+        ae = AE(ae_title="WAKE_SCU")
+        ae.dimse_timeout = 2
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", port, ae_title="WAKE_SCP", evt_handlers=[(evt.EVT_CONN_OPEN, no_delay)])
+        assert assoc.is_established
+        slowest = 0.0
+        for _ in range(100):
+            started = time.monotonic()
+            status = assoc.send_c_echo()
+            slowest = max(slowest, time.monotonic() - started)
+            assert status and status.Status == 0x0000
+        assoc.release()
+    finally:
+        server.shutdown()
+    assert slowest < 1.0, f"a C-ECHO's response, there at once, reached its sender after {slowest:.1f} s"
