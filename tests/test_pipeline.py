@@ -114,15 +114,7 @@ def test_a_backlogs_rows_leave_the_inbox_together_and_a_crash_before_that_stores
 @pytest.mark.parametrize("lost", ["bytes", "file"])
 def test_a_spool_file_lost_to_a_power_cut_before_its_batch_was_flushed_is_written_again_at_start(
         store, tmp_path, monkeypatch, capsys, lost):
-    data, received = encoded(1), time.time()
-    inbox = Inbox(path_for(store.path))
-    inbox.put(data, received, "dicom")
-    inbox.close()
-    monkeypatch.setattr(Inbox, "remove", lambda self, ids: None)  # the power went before the batch's flush
-    first = Pipeline(store, tmp_path / "spool", "CT1", Bus())
-    first.start()
-    first.stop()
-    monkeypatch.undo()
+    data = _processed_then_died(store, tmp_path, monkeypatch)  # the power went before the batch's flush
     (path,) = rows(store, "SELECT path FROM receipts")[0]
     if lost == "bytes":
         Path(path).write_bytes(b"")  # its name reached the disk, its bytes did not
@@ -147,14 +139,7 @@ def test_a_spool_file_pruned_before_a_crash_is_not_written_again_at_start(store,
     (no longer counted in the quota, never pruned again)."""
     from agent.store.spool import record_pruned
 
-    inbox = Inbox(path_for(store.path))
-    inbox.put(encoded(1), time.time(), "dicom")
-    inbox.close()
-    monkeypatch.setattr(Inbox, "remove", lambda self, ids: None)  # the agent died before the batch's removal
-    first = Pipeline(store, tmp_path / "spool", "CT1", Bus())
-    first.start()
-    first.stop()
-    monkeypatch.undo()
+    _processed_then_died(store, tmp_path, monkeypatch)
     (receipt_id, path, size), = rows(store, "SELECT id, path, size_bytes FROM receipts")
     Path(path).unlink()  # as retention.prune does
     with store.transaction() as tx:
@@ -172,41 +157,16 @@ def test_a_spool_file_left_unflushed_by_a_killed_run_is_flushed_before_its_row_g
     """The agent was killed (not the power) before its batch's flush: the file's bytes are right, read from
     the system's cache, but not on the disk yet.  The next start removed the row without flushing the file,
     and a power cut soon after could still take it."""
-    import os
-
-    from agent import pipeline as pipeline_module
-
-    inbox = Inbox(path_for(store.path))
-    inbox.put(encoded(1), time.time(), "dicom")
-    inbox.close()
-    monkeypatch.setattr(pipeline_module, "_flush", lambda paths, dirs=True: None)  # killed before the flush
-    monkeypatch.setattr(Inbox, "remove", lambda self, ids: None)
-    first = Pipeline(store, tmp_path / "spool", "CT1", Bus())
-    first.start()
-    first.stop()
-    monkeypatch.undo()
+    _processed_then_died(store, tmp_path, monkeypatch, flushed=False)  # killed before the flush
     (path,) = rows(store, "SELECT path FROM receipts")[0]
 
-    events = []
-    fsync, remove = os.fsync, Inbox.remove
-
-    def noted_fsync(fd):
-        events.append(os.readlink(f"/proc/self/fd/{fd}"))
-        fsync(fd)
-
-    def noted_remove(self, ids):
-        events.append("removed")
-        remove(self, ids)
-
-    monkeypatch.setattr(os, "fsync", noted_fsync)
-    monkeypatch.setattr(Inbox, "remove", noted_remove)
+    events = _flushes_and_removals(monkeypatch)
     again = Pipeline(store, tmp_path / "spool", "CT1", Bus())
     again.start()
     again.stop()
     monkeypatch.undo()
     assert "removed" in events
-    flushed = events[:events.index("removed")]
-    assert str(Path(path).resolve()) in flushed and str(Path(path).parent.resolve()) in flushed
+    _flushed_before_removal(events, path)
     assert Inbox(path_for(store.path)).pending() == []
 
 
@@ -217,15 +177,7 @@ def test_a_spool_file_that_cannot_be_written_again_at_start_keeps_its_inbox_row(
 
     from agent import pipeline as pipeline_module
 
-    data, received = encoded(1), time.time()
-    inbox = Inbox(path_for(store.path))
-    inbox.put(data, received, "dicom")
-    inbox.close()
-    monkeypatch.setattr(Inbox, "remove", lambda self, ids: None)  # the power went before the batch's flush
-    first = Pipeline(store, tmp_path / "spool", "CT1", Bus())
-    first.start()
-    first.stop()
-    monkeypatch.undo()
+    data = _processed_then_died(store, tmp_path, monkeypatch)  # the power went before the batch's flush
     (path,) = rows(store, "SELECT path FROM receipts")[0]
     Path(path).unlink()
 
@@ -253,12 +205,65 @@ def test_a_rejected_object_that_cannot_be_moved_to_failed_is_flushed_in_the_spoo
         store, tmp_path, monkeypatch):
     """failed/ cannot be made (or is on another file system): the object stays in the spool, where the worker
     wrote it unflushed, and its receipt says so.  Its row was removed without the file being flushed."""
-    import os
-
     from tests.conftest import CORPUS
 
     (tmp_path / "failed").write_bytes(b"")  # in the way of the folder
-    events = []
+    events = _flushes_and_removals(monkeypatch)
+    pipeline = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    pipeline.start()
+    outcome = pipeline.receive((CORPUS / "ESR_non-dose.dcm").read_bytes(), "dicom")
+    assert pipeline.wait_processed(outcome.item_id, timeout=30)
+    pipeline.stop()
+    monkeypatch.undo()
+    (status, path), = rows(store, "SELECT status, path FROM receipts")
+    assert status == "rejected" and Path(path).is_relative_to(tmp_path / "spool") and Path(path).exists()
+    _flushed_before_removal(events, path)
+    assert Inbox(path_for(store.path)).pending() == []
+
+
+
+def test_a_rejected_object_left_in_the_spool_and_lost_to_a_power_cut_is_written_again_at_start(
+        store, tmp_path, monkeypatch):
+    from tests.conftest import CORPUS
+
+    (tmp_path / "failed").write_bytes(b"")  # failed/ cannot be made: the object stays in the spool
+    data = _processed_then_died(store, tmp_path, monkeypatch, (CORPUS / "ESR_non-dose.dcm").read_bytes(),
+                                flushed=False)  # the power went before the flush
+    (path,) = rows(store, "SELECT path FROM receipts WHERE status = 'rejected'")[0]
+    Path(path).unlink()
+
+    again = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    again.start()
+    again.stop()
+    assert Path(path).read_bytes() == data
+    assert rows(store, "SELECT status FROM receipts") == [("rejected",)]
+    assert Inbox(path_for(store.path)).pending() == []
+
+
+def _processed_then_died(store, tmp_path, monkeypatch, data: bytes | None = None, flushed: bool = True) -> bytes:
+    """An object put into the inbox and processed by a run that died before its batch's removal (and, with
+    ``flushed`` False, before its flush): its report committed, its inbox row still there.  Returns its bytes."""
+    from agent import pipeline as pipeline_module
+
+    data = encoded(1) if data is None else data
+    inbox = Inbox(path_for(store.path))
+    inbox.put(data, time.time(), "dicom")
+    inbox.close()
+    if not flushed:
+        monkeypatch.setattr(pipeline_module, "_flush", lambda paths, dirs=True: None)
+    monkeypatch.setattr(Inbox, "remove", lambda self, ids: None)
+    first = Pipeline(store, tmp_path / "spool", "CT1", Bus())
+    first.start()
+    first.stop()
+    monkeypatch.undo()
+    return data
+
+
+def _flushes_and_removals(monkeypatch) -> list[str]:
+    """What is fsync'd (the file's path) and when the inbox removes rows ("removed"), in order."""
+    import os
+
+    events: list[str] = []
     fsync, remove = os.fsync, Inbox.remove
 
     def noted_fsync(fd):
@@ -271,45 +276,12 @@ def test_a_rejected_object_that_cannot_be_moved_to_failed_is_flushed_in_the_spoo
 
     monkeypatch.setattr(os, "fsync", noted_fsync)
     monkeypatch.setattr(Inbox, "remove", noted_remove)
-    pipeline = Pipeline(store, tmp_path / "spool", "CT1", Bus())
-    pipeline.start()
-    outcome = pipeline.receive((CORPUS / "ESR_non-dose.dcm").read_bytes(), "dicom")
-    assert pipeline.wait_processed(outcome.item_id, timeout=30)
-    pipeline.stop()
-    monkeypatch.undo()
-    (status, path), = rows(store, "SELECT status, path FROM receipts")
-    assert status == "rejected" and Path(path).is_relative_to(tmp_path / "spool") and Path(path).exists()
+    return events
+
+
+def _flushed_before_removal(events: list[str], path: str) -> None:
     flushed = events[:events.index("removed")]
     assert str(Path(path).resolve()) in flushed and str(Path(path).parent.resolve()) in flushed
-    assert Inbox(path_for(store.path)).pending() == []
-
-
-
-def test_a_rejected_object_left_in_the_spool_and_lost_to_a_power_cut_is_written_again_at_start(
-        store, tmp_path, monkeypatch):
-    from agent import pipeline as pipeline_module
-    from tests.conftest import CORPUS
-
-    (tmp_path / "failed").write_bytes(b"")  # failed/ cannot be made: the object stays in the spool
-    data = (CORPUS / "ESR_non-dose.dcm").read_bytes()
-    inbox = Inbox(path_for(store.path))
-    inbox.put(data, time.time(), "dicom")
-    inbox.close()
-    monkeypatch.setattr(pipeline_module, "_flush", lambda paths, dirs=True: None)  # the power went before the flush
-    monkeypatch.setattr(Inbox, "remove", lambda self, ids: None)
-    first = Pipeline(store, tmp_path / "spool", "CT1", Bus())
-    first.start()
-    first.stop()
-    monkeypatch.undo()
-    (path,) = rows(store, "SELECT path FROM receipts WHERE status = 'rejected'")[0]
-    Path(path).unlink()
-
-    again = Pipeline(store, tmp_path / "spool", "CT1", Bus())
-    again.start()
-    again.stop()
-    assert Path(path).read_bytes() == data
-    assert rows(store, "SELECT status FROM receipts") == [("rejected",)]
-    assert Inbox(path_for(store.path)).pending() == []
 
 
 def test_an_object_the_store_cannot_take_stays_in_the_inbox_and_is_retried(store, tmp_path, capsys):
