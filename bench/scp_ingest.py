@@ -193,33 +193,28 @@ def main() -> int:
                     folder.mkdir()
                     bare = BareProcess(folder, mode)
                     try:
-                        rounds.setdefault(name, []).append(_again_if_lost(lambda: measure(bare.port, "BARE", synthetic),
-                                                                          n, name))
+                        rounds.setdefault(name, []).append(
+                            _again_if_lost(lambda attempt: measure(bare.port, "BARE", synthetic), n, name))
                     finally:
                         bare.stop()
                 if args.beside_load:
                     name = f"bare SCP, write, beside a {args.beside_load:g}-core load"
-                    for attempt in (1, 2):
+
+                    def loaded_round(attempt: int) -> dict:
                         folder = tmp / f"bare-loaded-{n}-{attempt}"
                         folder.mkdir()
                         load, bare = CpuLoad(args.beside_load), BareProcess(folder, "write")
                         try:
-                            rounds.setdefault(name, []).append(measure(bare.port, "BARE", synthetic, timeout=10))
-                            break
-                        except AssertionError as exc:
-                            # Beside the load, pynetdicom's SCU (this process) now and then loses a response:
-                            # its association reactor takes it (see agent/sources/dicom/scu.py); about one
-                            # round in 10-25
-                            print(f"round {n + 1}, {name}: {exc}; measured again", file=sys.stderr)
+                            return measure(bare.port, "BARE", synthetic, timeout=10)
                         finally:
                             bare.stop()
                             load.stop()
+
+                    rounds.setdefault(name, []).append(_again_if_lost(loaded_round, n, name))
                 # the agent keeps its store between rounds: every round's reports are new SOP instances (a round
                 # measured again too: what it stored before it lost a response would be duplicates, a cheaper path)
-                tries = iter(range(2))
-
-                def fresh_round() -> dict:
-                    folder = tmp / f"round-{n * 2 + next(tries) + 1}"
+                def fresh_round(attempt: int) -> dict:
+                    folder = tmp / f"round-{n * 2 + attempt}"
                     return measure(agent.dicom_port, "ALARA_EDGE", [_renamed(path, folder) for path in synthetic])
 
                 rounds.setdefault("alara-edge, full ingest", []).append(
@@ -249,13 +244,14 @@ def main() -> int:
 
 
 def _again_if_lost(run, n: int, name: str) -> dict:
-    """``run()``, once more if this process's pynetdicom SCU lost a response (the requestor's race described in
-    agent/sources/dicom/scu.py; the quicker the receiver answers, the more often it is met)."""
+    """``run(1)``, and ``run(2)`` if this process's pynetdicom SCU lost a response: its association reactor took
+    it (the requestor's race described in agent/sources/dicom/scu.py; about one round in 10-25 beside a CPU load,
+    and the quicker the receiver answers, the more often it is met)."""
     try:
-        return run()
+        return run(1)
     except AssertionError as exc:
         print(f"round {n + 1}, {name}: {exc}; measured again", file=sys.stderr)
-        return run()
+        return run(2)
 
 
 def _paired(runs: list[dict], reference: list[dict]) -> str:
