@@ -259,11 +259,15 @@ def _paired(runs: list[dict], reference: list[dict]) -> str:
 
 
 def _renamed(path: Path, folder: Path) -> Path:
-    """The same report as a new SOP instance (new SOP Instance UID and irradiation event UIDs)."""
+    """The same report as a new examination: new Study, Series and SOP Instance UIDs and irradiation event UIDs.
+    (With the study kept, each round's report joined the earlier rounds' reports of its study, distinct
+    reports that the agent reads back to total the study: the later rounds measured studies of five reports.)"""
     folder.mkdir(exist_ok=True)
     ds = pydicom.dcmread(path)
     suffix = folder.name.split("-")[-1]
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{ds.SOPInstanceUID[:60]}.{suffix}"
+    ds.StudyInstanceUID = f"{ds.StudyInstanceUID[:60]}.{suffix}"
+    ds.SeriesInstanceUID = f"{ds.SeriesInstanceUID[:60]}.{suffix}"
     for item in _walk(ds):
         if getattr(item, "ConceptNameCodeSequence", None) and item.ConceptNameCodeSequence[0].CodeValue == "113769":
             item.UID = f"{item.UID[:60]}.{suffix}"
