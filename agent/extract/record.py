@@ -18,23 +18,36 @@ def _clean(value: Any, phi: bool = False) -> Any:
     """Dataclasses → dicts without ``None`` values (recursively); NUL characters dropped from text
     (they are padding, and a PostgreSQL JSON column cannot hold them).  Fields marked ``phi`` only
     with ``phi``."""
-    if is_dataclass(value):
+    kind = type(value)
+    if kind is str:
+        return (value.replace("\x00", "") or None) if "\x00" in value else value  # NUL padding some modalities leave
+    if kind in _PLAIN:
+        return value
+    plan = _FIELDS.get(kind)
+    if plan is None and is_dataclass(value):
+        plan = _FIELDS[kind] = [(f.name, bool(f.metadata.get("phi")), bool(f.metadata.get("omit_empty")))
+                                for f in fields(value)]
+    if plan is not None:
         out = {}
-        for f in fields(value):
-            if f.metadata.get("phi") and not phi:
+        for name, private, omit_empty in plan:
+            if private and not phi:
                 continue
-            v = _clean(getattr(value, f.name), phi)
-            if v is None or v == {} or (isinstance(v, list) and not v and f.metadata.get("omit_empty")):
+            v = _clean(getattr(value, name), phi)
+            if v is None or v == {} or (omit_empty and isinstance(v, list) and not v):
                 continue
-            out[f.name] = v
+            out[name] = v
         return out
     if isinstance(value, dict):
         return {k: _clean(v, phi) for k, v in value.items() if v is not None}
     if isinstance(value, (list, tuple)):
         return [_clean(v, phi) for v in value]
-    if isinstance(value, str) and "\x00" in value:  # NUL padding some modalities leave in a value
+    if isinstance(value, str) and "\x00" in value:  # (a str subclass)
         return value.replace("\x00", "") or None
     return value
+
+
+_PLAIN = frozenset({type(None), int, float, bool})  # returned as they are
+_FIELDS: dict[type, list[tuple[str, bool, bool]]] = {}  # a record class → (field, phi, omit_empty) in order
 
 
 @dataclass
