@@ -41,6 +41,7 @@ _CONTENT = Tag(srparse.CONTENT_SEQUENCE)
 _PIXEL_DATA = 0x7FE00000  # group 7FE0: (float) pixel data and its offset tables
 _UNDEFINED = 0xFFFFFFFF
 MAX_INFLATED_BYTES = 64 << 20  # a deflated dataset is inflated this far at most (its header must fit)
+_DEFLATED = str(DeflatedExplicitVRLittleEndian).encode()  # (its UID, as a file meta naming it holds it)
 
 
 def _stop_at_content(tag, vr, length) -> bool:
@@ -62,16 +63,17 @@ def read_dataset(source: Union[bytes, bytearray, memoryview, str, os.PathLike]) 
     """
     data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).read_bytes()
     fp = io.BytesIO(data)
-    preamble = read_preamble(fp, force=True)
-    meta = _read_file_meta_info(fp)
-    if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-        body, whole = _inflate(memoryview(data)[fp.tell():], MAX_INFLATED_BYTES)
-        fp = io.BytesIO(body)
-        dataset = _pydicom_read_dataset(fp, False, True, stop_when=_stop_at_content)
-        ds = FileDataset(fp, dataset, preamble, meta, False, True)
-        ds.set_original_encoding(False, True, dataset._character_set)
-        return _read_content(ds, body, fp, whole)
-    fp.seek(0)
+    if _DEFLATED in data:  # the file meta may name the deflated transfer syntax (else pydicom reads the meta once)
+        preamble = read_preamble(fp, force=True)
+        meta = _read_file_meta_info(fp)
+        if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+            body, whole = _inflate(memoryview(data)[fp.tell():], MAX_INFLATED_BYTES)
+            fp = io.BytesIO(body)
+            dataset = _pydicom_read_dataset(fp, False, True, stop_when=_stop_at_content)
+            ds = FileDataset(fp, dataset, preamble, meta, False, True)
+            ds.set_original_encoding(False, True, dataset._character_set)
+            return _read_content(ds, body, fp, whole)
+        fp.seek(0)
     ds = read_partial(fp, stop_when=_stop_at_content, force=True)
     return _read_content(ds, data, fp, True)
 
