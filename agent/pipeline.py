@@ -52,7 +52,7 @@ from agent.logs import Repeats
 from agent.store import Store, StoreError
 from agent.store.db import is_corrupt
 from agent.store.inbox import MAX_ATTEMPTS, Inbox, Item, path_for as inbox_path
-from agent.store.reports import DIFFERS, Receipt, SaveResult, record_receipt, save_report
+from agent.store.reports import DIFFERS, Receipt, SaveResult, record_receipt, save_report, study_records
 from agent.store.spool import QUOTA_CLEAR_FRACTION, spool_bytes
 
 log = structlog.get_logger("agent.pipeline")
@@ -67,6 +67,16 @@ class Ingest:
     saved: SaveResult
     station: str
     alerts: list[Any] = field(default_factory=list)
+    _study: Optional[list[dict[str, Any]]] = field(default=None, repr=False)
+
+    def study_records(self, tx: sqlite_utils.Database) -> list[dict[str, Any]]:
+        """The records of this report's study that are not superseded, this one's among them, oldest first
+        ([] without a Study Instance UID): read once, for the checks and the study's totals in the outbox
+        (no stage changes reports).  Treat them as read-only."""
+        if self._study is None:
+            uid = self.report.study_instance_uid
+            self._study = study_records(tx, uid) if uid else []
+        return self._study
 
 
 Stage = Callable[[sqlite_utils.Database, Ingest], None]

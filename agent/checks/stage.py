@@ -31,7 +31,7 @@ from agent import phi
 from agent.checks import ct, drl, fluoro
 from agent.checks.alerts import Alert, record
 from agent.checks.rules import Rules, RulesError, load_rules
-from agent.checks.study import EVENT_FIELDS, StudyView, study_records, view
+from agent.checks.study import EVENT_FIELDS, StudyView, view
 
 if TYPE_CHECKING:
     from agent.config import ChecksConfig
@@ -50,7 +50,7 @@ class ChecksStage:
             return
         started = time.perf_counter()
         report = ingest.report
-        records = study_records(tx, report.study_instance_uid) if report.study_instance_uid else []
+        records = ingest.study_records(tx)
         study = view(records or [report.to_dict()], rules, ingest.station)
         new = set(ingest.saved.new_event_uids)
         if ingest.saved.repeats is None:  # (a report without event UIDs sent again: its series were checked)

@@ -12,13 +12,10 @@ study's exam; a study no rule names takes its series' exam when they all agree, 
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Optional
-
-import sqlite_utils
 
 from agent.checks.rules import Rules
 from agent.checks.tables import phantom_of
@@ -226,15 +223,6 @@ def modality_of(record: dict[str, Any]) -> str:
             or any("fluoro" in (e.get("event_type") or "").lower() for e in events)):
         return "RF"
     return "DX"
-
-
-def study_records(db: sqlite_utils.Database, study_uid: Optional[str]) -> list[dict[str, Any]]:
-    """The records of a study's reports that are not superseded, oldest first."""
-    rows = db.execute(
-        "SELECT record FROM reports WHERE study_instance_uid = ? AND superseded_by IS NULL ORDER BY received_at, rowid",
-        [study_uid],
-    ).fetchall()
-    return [json.loads(r[0]) for r in rows]
 
 
 def _overlap(records: list[dict[str, Any]]) -> bool:

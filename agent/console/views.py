@@ -14,10 +14,10 @@ import sqlite_utils
 from pydicom.uid import UID
 
 from agent.checks import Rules, units
-from agent.checks.study import study_records, view
+from agent.checks.study import view
 from agent.checks.tables import DRL_KINDS, LevelRow
 from agent.extract import SR_CLASSES
-from agent.store.reports import DIFFERS, list_studies, without_identity
+from agent.store.reports import DIFFERS, list_studies, study_records, without_identity
 
 # key dose → (label, checks quantity, unit shown); values are stored in the quantity's canonical unit
 DISPLAY = {

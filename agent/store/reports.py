@@ -273,12 +273,17 @@ def study_totals(db: sqlite_utils.Database, study_instance_uid: Optional[str],
                  sop_instance_uid: Optional[str] = None) -> dict[str, Any]:
     """Dose totals of one study over the reports that are not superseded, each event counted once.
     A report without a Study Instance UID is a study of its own: give None and its ``sop_instance_uid``."""
-    key, value = (("study_instance_uid", study_instance_uid) if study_instance_uid is not None
-                  else ("sop_instance_uid", sop_instance_uid))
-    records = [json.loads(r[0]) for r in db.execute(
-        f"SELECT record FROM reports WHERE {key} = ? AND superseded_by IS NULL ORDER BY received_at", [value],
-    ).fetchall()]
-    return combine_totals(records)
+    if study_instance_uid is not None:
+        return combine_totals(study_records(db, study_instance_uid))
+    return combine_totals([json.loads(r[0]) for r in db.execute(
+        "SELECT record FROM reports WHERE sop_instance_uid = ? AND superseded_by IS NULL", [sop_instance_uid])])
+
+
+def study_records(db: sqlite_utils.Database, study_instance_uid: Optional[str]) -> list[dict[str, Any]]:
+    """The records (extract contract, no PHI) of a study's reports that are not superseded, oldest first."""
+    rows = db.execute("SELECT record FROM reports WHERE study_instance_uid = ? AND superseded_by IS NULL "
+                      "ORDER BY received_at, rowid", [study_instance_uid]).fetchall()
+    return [json.loads(r[0]) for r in rows]
 
 
 def combine_totals(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import structlog
 
 from agent.config import Config
 from agent.store import outbox
-from agent.store.reports import study_totals
+from agent.store.reports import combine_totals
 
 from .privacy import Privacy, secret_path
 
@@ -71,6 +71,6 @@ def report_body(tx: sqlite_utils.Database, ingest: Ingest, privacy: Privacy) -> 
     if ingest.saved.superseded_by:
         body["superseded_by"] = ingest.saved.superseded_by
     if report.study_instance_uid:
-        body["study_totals"] = study_totals(tx, report.study_instance_uid)
+        body["study_totals"] = combine_totals(ingest.study_records(tx))
     privacy.scrub(body, report.phi)
     return body
