@@ -128,7 +128,6 @@ class Pipeline:
         self._processed: list[int] = []  # inbox rows processed and committed, not yet removed (_remove_processed)
         self._processed_bytes = 0
         self._unflushed: list[str] = []  # their spool files, flushed before the rows go
-        self._overcounted: set[int] = set()  # inbox rows whose try count could not be taken back
         self._quota_refusals = 0  # objects refused since the quota was last found with room
         self._repeats = Repeats()  # objects received again: logged once a minute each, with a count
 
@@ -592,33 +591,25 @@ class Pipeline:
 
 
 class _Tries:
-    """Counts, in the inbox, a run entering the part of an object's processing that the object can
-    make fail (reading, extraction, the stages) until :meth:`end`; a run that dies in between leaves
-    the count behind for the next start.  A count that could not be taken back (a failing disk) is
-    remembered, so that the next try of the object in this run does not add to it."""
+    """Names, in the inbox, the object whose processing enters the part it can make fail (reading,
+    extraction, the stages) until :meth:`end`; a run that dies in between leaves the name for the
+    next start, which counts a death against the object (:meth:`Inbox.holding`)."""
 
     def __init__(self, pipeline: "Pipeline", item: Item | None):
         self.pipeline, self.item = pipeline, item
-        self.open = False
-        if item is not None and pipeline.inbox is not None:
-            if item.id in pipeline._overcounted:
-                pipeline._overcounted.discard(item.id)
-                self.open = True
-            else:
-                self.open = self._count(1)
+        self.open = item is not None and pipeline.inbox is not None and self._hold(item.id)
 
     def end(self) -> None:
         if self.open:
             self.open = False
-            if not self._count(-1):
-                self.pipeline._overcounted.add(self.item.id)
+            self._hold(None)
 
-    def _count(self, delta: int) -> bool:
+    def _hold(self, item_id: int | None) -> bool:
         try:
-            self.pipeline.inbox.taken(self.item.id, delta)
+            self.pipeline.inbox.holding(item_id)
             return True
-        except sqlite3.Error as exc:  # the disk is failing: processing goes on, only the count is off
-            log.warning("inbox_attempt_not_counted", error=str(exc))
+        except OSError as exc:  # the disk is failing: processing goes on, only the count is off
+            log.warning("inbox_attempt_not_counted", error=exc.strerror or str(exc))
             return False
 
 

@@ -11,8 +11,11 @@ A row also counts the runs that died while reading, extracting or checking it (`
 disk's part, spooling and committing, does not count): an object that kills or hangs the agent
 each time (a crash in a library, memory exhausted, a stall the watchdog ends) would otherwise be
 taken first again at every start, and nothing behind it would ever be processed.  The pipeline
-sets such a row aside instead of processing it (``MAX_ATTEMPTS``).  Rows found at start are listed
-without their bytes, which are read one object at a time as they are processed.
+sets such a row aside instead of processing it (``MAX_ATTEMPTS``).  While it works on that part it
+names the object in a small file beside the inbox (``<inbox>-inhand``, one write, not flushed:
+what a dead process wrote is in the operating system already); the next start counts a death
+against the object the file still names.  Rows found at start are listed without their bytes,
+which are read one object at a time as they are processed.
 
 The inbox is its own file (``<store>-inbox.sqlite``) with its own connection, so that taking
 a receipt never waits for the store's writer.  Its rows are ordered by ``id``.  A damaged file (a
@@ -21,7 +24,9 @@ store is, and set aside; the objects that can still be read from it are taken in
 """
 from __future__ import annotations
 
+import os
 import sqlite3
+import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +64,7 @@ TRIES_TRIGGER = ("CREATE TRIGGER IF NOT EXISTS tries_go_with_the_row AFTER DELET
                  "BEGIN DELETE FROM tries WHERE id = old.id; END")
 COPY_TRIES = "INSERT OR REPLACE INTO tries (id, attempts) SELECT id, attempts FROM inbox WHERE attempts > 0"  # 2 → 3
 ADD_RECEIVED_SIZE = "ALTER TABLE inbox ADD COLUMN received_size INTEGER"  # 3 → 4 (no row is rewritten)
+IN_HAND = struct.Struct("<q")  # the -inhand file: the id of the object in hand, 0 for none
 
 
 @dataclass
@@ -118,6 +124,12 @@ class Inbox:
                 raise
         if damaged is not None:
             self._take_in(damaged)
+        self._hand = os.open(hand_path(self.path), os.O_RDWR | os.O_CREAT, 0o640)
+        held = _held(self._hand)
+        if held:  # the last run died with it in hand (a row gone since, or set aside, counts nothing; the
+            if damaged is None:  # rows taken in from a damaged inbox have new ids)
+                self.taken(held)
+            self.holding(None)
 
     def _take_in(self, damaged: Path) -> None:
         """Put the objects that can still be read from a damaged inbox, set aside at ``damaged``, into this
@@ -209,14 +221,19 @@ class Inbox:
             (data,) = self._conn.execute("SELECT data FROM inbox WHERE id = ?", (item.id,)).fetchone()
         return data
 
-    def taken(self, item_id: int, delta: int = 1) -> None:
-        """Count (``delta`` 1) a run starting on the part of the processing an object can make fail
-        (reading, extraction, the stages), or (-1) that part having ended, whatever its result.  A
-        run that dies in between leaves its 1.  Not flushed on its own, as for a removal: the count
-        matters when the process dies, and a dead process's writes are in the operating system
-        already."""
-        self._unflushed("INSERT INTO tries (id, attempts) VALUES (?, max(0, ?)) "
-                        "ON CONFLICT (id) DO UPDATE SET attempts = max(0, attempts + ?)", (item_id, delta, delta))
+    def taken(self, item_id: int) -> None:
+        """Count a run that died while the object was in the part of its processing it can make fail
+        (the start after it does, from the -inhand file).  Not flushed on its own, as for a removal:
+        the next put()'s flush of the log carries it."""
+        self._unflushed("INSERT INTO tries (id, attempts) SELECT id, 1 FROM inbox WHERE id = ? "
+                        "ON CONFLICT (id) DO UPDATE SET attempts = attempts + 1", (item_id,))
+
+    def holding(self, item_id: int | None) -> None:
+        """Name the object whose processing enters the part it can make fail (reading, extraction, the
+        stages), or (None) none: a run that dies in between leaves its name for the next start, which
+        counts a death against it (:meth:`taken`).  One write, not flushed (a power cut is not the
+        object's fault); raises ``OSError``."""
+        os.pwrite(self._hand, IN_HAND.pack(item_id or 0), 0)
 
     def remove(self, item_ids: list[int]) -> None:
         """The objects' reports (or failure receipts) have committed: their rows are no longer needed."""
@@ -239,6 +256,18 @@ class Inbox:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            os.close(self._hand)
+
+
+def hand_path(inbox_path: Path) -> Path:
+    """``var/agent-inbox.sqlite`` → ``var/agent-inbox.sqlite-inhand``."""
+    return Path(f"{inbox_path}-inhand")
+
+
+def _held(fd: int) -> int:
+    """The object an -inhand file names (0: none, or a file too short to name one)."""
+    data = os.pread(fd, IN_HAND.size, 0)
+    return IN_HAND.unpack(data)[0] if len(data) == IN_HAND.size else 0
 
 
 def count_pending(store_path: Path) -> tuple[int, int]:
@@ -253,9 +282,17 @@ def count_pending(store_path: Path) -> tuple[int, int]:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         if version < 2:
             return conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0], 0
-        counts = "attempts" if version < 3 else "(SELECT attempts FROM tries t WHERE t.id = i.id)"
-        total, held = conn.execute(f"SELECT COUNT(*), COALESCE(SUM({counts} >= ?), 0) FROM inbox i",
-                                   (MAX_ATTEMPTS,)).fetchone()
+        counts = "attempts" if version < 3 else "COALESCE((SELECT attempts FROM tries t WHERE t.id = i.id), 0)"
+        try:  # the object in hand when the agent died is counted at its next start: count it now too
+            fd = os.open(hand_path(path), os.O_RDONLY)
+            try:
+                in_hand = _held(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            in_hand = 0
+        total, held = conn.execute(f"SELECT COUNT(*), COALESCE(SUM({counts} + (i.id = ?) >= ?), 0) FROM inbox i",
+                                   (in_hand, MAX_ATTEMPTS)).fetchone()
         return int(total), int(held)
     except sqlite3.Error:
         return 0, 0

@@ -78,8 +78,7 @@ def test_an_inbox_from_before_attempts_were_counted_keeps_its_rows(tmp_path):
     assert (inbox.load(item), item.attempts) == (b"\0", 0)
     inbox.taken(item.id)
     inbox.taken(item.id)
-    inbox.taken(item.id, -1)
-    assert inbox.pending()[0].attempts == 1
+    assert inbox.pending()[0].attempts == 2
     inbox.close()
 
 
@@ -126,9 +125,8 @@ def test_counting_a_try_does_not_read_the_object(tmp_path):
         before = hwm()
         inbox.taken(item.id)
         inbox.taken(item.id)
-        inbox.taken(item.id, -1)
         grown = hwm() - before
-        assert [i.attempts for i in inbox.pending()] == [1]
+        assert [i.attempts for i in inbox.pending()] == [2]
         print(grown)
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
@@ -158,3 +156,39 @@ def test_the_received_size_of_an_object_cut_to_its_header_survives_a_restart(tmp
     again = Inbox(tmp_path / "x-inbox.sqlite")
     assert [(again.load(i), i.received_size) for i in again.pending()] == [(b"\0", None), (b"header", 3_000_000)]
     again.close()
+
+
+def test_the_object_in_hand_when_a_run_died_counts_one_death_at_the_next_start(tmp_path):
+    """The worker names the object it reads, extracts and checks in <inbox>-inhand; a run that dies
+    meanwhile leaves the name, and the next start counts it once against that object."""
+    path = tmp_path / "x-inbox.sqlite"
+    inbox = Inbox(path)
+    item = inbox.put(b"\0", 1.0, "dicom")
+    other = inbox.put(b"\1", 2.0, "dicom")
+    inbox.taken(item.id)
+    inbox.taken(item.id)  # two earlier deaths
+    inbox.holding(item.id)
+    inbox.close()  # (the process ends without letting go of it)
+    assert count_pending(tmp_path / "x.sqlite") == (2, 1)  # the third death: held back already
+    for _ in range(2):  # counted once, by the first start after it
+        inbox = Inbox(path)
+        assert [(i.id, i.attempts) for i in inbox.pending()] == [(item.id, 3), (other.id, 0)]
+        inbox.close()
+
+
+def test_an_object_let_go_or_gone_counts_no_death(tmp_path):
+    path = tmp_path / "x-inbox.sqlite"
+    inbox = Inbox(path)
+    item = inbox.put(b"\0", 1.0, "dicom")
+    inbox.holding(item.id)
+    inbox.holding(None)  # its processing ended
+    inbox.close()
+    inbox = Inbox(path)
+    assert [i.attempts for i in inbox.pending()] == [0]
+    inbox.holding(item.id)
+    inbox.remove([item.id])  # processed; the run died before it let go
+    inbox.close()
+    inbox = Inbox(path)
+    again = inbox.put(b"\1", 2.0, "dicom")  # (an emptied table gives its ids again)
+    assert again.id == item.id and [i.attempts for i in inbox.pending()] == [0]
+    inbox.close()
