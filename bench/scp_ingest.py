@@ -15,7 +15,7 @@ the rounds is reported: a shared virtual machine's speed drifts by tens of perce
 minutes, and alternating keeps the comparison fair.
 
 A round in which this script's pynetdicom SCU loses a response (a race of the requestor's own, see
-agent/sources/dicom/scu.py) is measured again, the agent's with new SOP instances.
+agent/sources/dicom/scu.py) is measured again, the agent's with new examinations.
 
 ``--beside-load F`` adds a receiver: the bare SCP that writes, measured while another process,
 at the lowest CPU priority (nice 19), keeps a fraction F of one core busy.  It shows how much
@@ -211,7 +211,7 @@ def main() -> int:
                             load.stop()
 
                     rounds.setdefault(name, []).append(_again_if_lost(loaded_round, n, name))
-                # the agent keeps its store between rounds: every round's reports are new SOP instances (a round
+                # the agent keeps its store between rounds: every round's reports are new examinations (a round
                 # measured again too: what it stored before it lost a response would be duplicates, a cheaper path)
                 def fresh_round(attempt: int) -> dict:
                     folder = tmp / f"round-{n * 2 + attempt}"
