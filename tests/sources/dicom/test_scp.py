@@ -267,8 +267,9 @@ def test_a_sender_that_stops_in_the_middle_of_a_message_frees_its_slot_after_the
     stalled.dul.socket.socket.sendall(b"\x04\x00" + struct.pack(">I", 1000) + b"\x00" * 10)  # 10 of 1000 bytes
     with pytest.raises(ConnectionError):  # the one slot is taken: rejected, local limit exceeded
         echo("127.0.0.1", agent.dicom_port)
-    assert any(e["event"] == "association_rejected" and e["reason"] == "Local limit exceeded"
-               for e in agent.log_events())
+    # (logged on EVT_REJECTED, which pynetdicom triggers once the rejection is sent: it may come a moment later)
+    wait_for(lambda: any(e["event"] == "association_rejected" and e["reason"] == "Local limit exceeded"
+                         for e in agent.log_events()), 10, what="the rejection's log line")
     time.sleep(4)
     assert echo("127.0.0.1", agent.dicom_port) == 0
     stalled.abort()
