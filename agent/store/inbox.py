@@ -122,13 +122,16 @@ class Inbox:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-        if damaged is not None:
-            self._take_in(damaged)
         self._hand = os.open(hand_path(self.path), os.O_RDWR | os.O_CREAT, 0o640)
         held = _held(self._hand)
-        if held:  # the last run died with it in hand (a row gone since, or set aside, counts nothing; the
-            if damaged is None:  # rows taken in from a damaged inbox have new ids)
-                self.taken(held)
+        if damaged is not None:
+            if held:  # the rows taken in get new ids: the name is of none of them, also for a start that dies
+                self.holding(None)  # while taking them in (flushed: a power cut again, say)
+                os.fsync(self._hand)
+                held = 0
+            self._take_in(damaged)
+        if held:  # the last run died with it in hand (a row gone since, or set aside, counts nothing)
+            self.taken(held)
             self.holding(None)
 
     def _take_in(self, damaged: Path) -> None:
