@@ -162,6 +162,17 @@ def test_an_inbox_that_cannot_be_opened_says_so_and_exits(tmp_path):
     assert "unable to open database file" in failed["error"]
 
 
+def test_an_inhand_file_that_cannot_be_opened_names_it_and_exits(tmp_path):
+    """The file naming the object in hand (beside the inbox) was reported as a port that could not be bound
+    ("cannot listen: Is a directory", is another agent running?), without its name."""
+    (tmp_path / "var" / "agent-inbox.sqlite-inhand").mkdir(parents=True)  # (one left unwritable: the same)
+    config = tmp_path / "alara-edge.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "var" / "agent.sqlite"}"\n[dicom]\nenabled = false\n'
+                      f'[mqtt]\nenabled = false\n[console]\nenabled = false\n')
+    failed = _start_failure(run_agent("run", "-c", str(config), timeout=60))
+    assert "agent-inbox.sqlite-inhand" in failed["error"] and "listen" not in failed["error"]
+
+
 def test_a_damaged_inbox_is_set_aside_and_the_objects_it_held_are_stored(agent_process, tmp_path):
     """A power cut on an SD card that acknowledged writes it had not made can damage the inbox, which holds
     objects answered Success and not yet processed: the agent must not stop at every start (systemd would

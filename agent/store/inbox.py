@@ -34,7 +34,7 @@ from typing import Optional
 
 import structlog
 
-from .db import quarantine_if_corrupt
+from .db import StoreError, quarantine_if_corrupt
 
 log = structlog.get_logger("agent.store")
 
@@ -122,7 +122,11 @@ class Inbox:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-        self._hand = os.open(hand_path(self.path), os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            self._hand = os.open(hand_path(self.path), os.O_RDWR | os.O_CREAT, 0o640)
+        except OSError as exc:  # (said as the inbox's error, with the file's name: not a port that cannot be bound)
+            self._conn.close()
+            raise StoreError(f"{exc.strerror}: {exc.filename} (the agent's user must be able to write it)") from exc
         held = _held(self._hand)
         if damaged is not None:
             if held:  # the rows taken in get new ids: the name is of none of them, also for a start that dies
