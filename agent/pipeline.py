@@ -597,16 +597,16 @@ class _Tries:
 
     def __init__(self, pipeline: "Pipeline", item: Item | None):
         self.pipeline, self.item = pipeline, item
-        self.open = item is not None and pipeline.inbox is not None and self._hold(item.id)
+        self.open = item is not None and pipeline.inbox is not None and self._hold(item)
 
     def end(self) -> None:
         if self.open:
             self.open = False
             self._hold(None)
 
-    def _hold(self, item_id: int | None) -> bool:
+    def _hold(self, item: Item | None) -> bool:
         try:
-            self.pipeline.inbox.holding(item_id)
+            self.pipeline.inbox.holding(item)
             return True
         except OSError as exc:  # the disk is failing: processing goes on, only the count is off
             log.warning("inbox_attempt_not_counted", error=exc.strerror or str(exc))

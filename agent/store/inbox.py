@@ -64,7 +64,7 @@ TRIES_TRIGGER = ("CREATE TRIGGER IF NOT EXISTS tries_go_with_the_row AFTER DELET
                  "BEGIN DELETE FROM tries WHERE id = old.id; END")
 COPY_TRIES = "INSERT OR REPLACE INTO tries (id, attempts) SELECT id, attempts FROM inbox WHERE attempts > 0"  # 2 → 3
 ADD_RECEIVED_SIZE = "ALTER TABLE inbox ADD COLUMN received_size INTEGER"  # 3 → 4 (no row is rewritten)
-IN_HAND = struct.Struct("<q")  # the -inhand file: the id of the object in hand, 0 for none
+IN_HAND = struct.Struct("<qd")  # the -inhand file: the object in hand's row id (0 for none) and its received_at
 
 
 @dataclass
@@ -127,15 +127,18 @@ class Inbox:
         except OSError as exc:  # (said as the inbox's error, with the file's name: not a port that cannot be bound)
             self._conn.close()
             raise StoreError(f"{exc.strerror}: {exc.filename} (the agent's user must be able to write it)") from exc
-        held = _held(self._hand)
+        held, held_at = _held(self._hand)
         if damaged is not None:
             if held:  # the rows taken in get new ids: the name is of none of them, also for a start that dies
                 self.holding(None)  # while taking them in (flushed: a power cut again, say)
                 os.fsync(self._hand)
                 held = 0
             self._take_in(damaged)
-        if held:  # the last run died with it in hand (a row gone since, or set aside, counts nothing)
-            self.taken(held)
+        if held:  # the last run died with it in hand (a row gone since, or set aside, counts nothing; nor
+            # does another object given its id since, the inbox having emptied: the file, not flushed, can
+            # be older than the inbox after a power cut)
+            if self._conn.execute("SELECT 1 FROM inbox WHERE id = ? AND received_at = ?", (held, held_at)).fetchone():
+                self.taken(held)
             self.holding(None)
 
     def _take_in(self, damaged: Path) -> None:
@@ -235,12 +238,12 @@ class Inbox:
         self._unflushed("INSERT INTO tries (id, attempts) SELECT id, 1 FROM inbox WHERE id = ? "
                         "ON CONFLICT (id) DO UPDATE SET attempts = attempts + 1", (item_id,))
 
-    def holding(self, item_id: int | None) -> None:
+    def holding(self, item: Item | None) -> None:
         """Name the object whose processing enters the part it can make fail (reading, extraction, the
         stages), or (None) none: a run that dies in between leaves its name for the next start, which
         counts a death against it (:meth:`taken`).  One write, not flushed (a power cut is not the
         object's fault); raises ``OSError``."""
-        os.pwrite(self._hand, IN_HAND.pack(item_id or 0), 0)
+        os.pwrite(self._hand, IN_HAND.pack(item.id, item.received_at) if item else IN_HAND.pack(0, 0.0), 0)
 
     def remove(self, item_ids: list[int]) -> None:
         """The objects' reports (or failure receipts) have committed: their rows are no longer needed."""
@@ -271,10 +274,10 @@ def hand_path(inbox_path: Path) -> Path:
     return Path(f"{inbox_path}-inhand")
 
 
-def _held(fd: int) -> int:
-    """The object an -inhand file names (0: none, or a file too short to name one)."""
+def _held(fd: int) -> tuple[int, float]:
+    """The object an -inhand file names: its row id (0: none, or a file too short to name one) and received_at."""
     data = os.pread(fd, IN_HAND.size, 0)
-    return IN_HAND.unpack(data)[0] if len(data) == IN_HAND.size else 0
+    return IN_HAND.unpack(data) if len(data) == IN_HAND.size else (0, 0.0)
 
 
 def count_pending(store_path: Path) -> tuple[int, int]:
@@ -297,9 +300,10 @@ def count_pending(store_path: Path) -> tuple[int, int]:
             finally:
                 os.close(fd)
         except OSError:
-            in_hand = 0
-        total, held = conn.execute(f"SELECT COUNT(*), COALESCE(SUM({counts} + (i.id = ?) >= ?), 0) FROM inbox i",
-                                   (in_hand, MAX_ATTEMPTS)).fetchone()
+            in_hand = (0, 0.0)
+        deaths = f"{counts} + (i.id = ? AND i.received_at = ?)"
+        total, held = conn.execute(f"SELECT COUNT(*), COALESCE(SUM({deaths} >= ?), 0) FROM inbox i",
+                                   (*in_hand, MAX_ATTEMPTS)).fetchone()
         return int(total), int(held)
     except sqlite3.Error:
         return 0, 0
