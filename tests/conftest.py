@@ -81,6 +81,18 @@ def run_agent(*args: str, cwd: Path | None = None, timeout: float = 120, **kw) -
                           timeout=timeout, **kw)
 
 
+def damage_inbox(path: Path) -> None:
+    """Overwrite one page of the inbox file at ``path`` (its tries table's root), as a power cut on an SD
+    card that acknowledged writes it had not made can: ``quick_check`` then finds the file damaged."""
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        (page,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'tries'").fetchone()
+    with open(path, "r+b") as f:
+        f.seek((page - 1) * 4096)
+        f.write(b"\x5a" * 4096)
+
+
 def dcmtk(tool: str) -> str | None:
     """Path of a DCMTK tool (storescu, echoscu, dcmdump) — not pynetdicom's apps of the same name."""
     import shutil

@@ -12,7 +12,7 @@ import pytest
 
 from agent.sources.dicom.scu import send
 from simulator import rdsr
-from tests.conftest import REPO, agent_env, free_port, run_agent, wait_for
+from tests.conftest import REPO, agent_env, damage_inbox, free_port, run_agent, wait_for
 
 
 def studies(agent):
@@ -187,11 +187,7 @@ def test_a_damaged_inbox_is_set_aside_and_the_objects_it_held_are_stored(agent_p
         inbox.put(rdsr.encode(ds), time.time(), "dicom", calling_ae="CT1")
     inbox.taken(1)
     inbox.close()
-    with sqlite3.connect(inbox_file) as db:
-        (page,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'tries'").fetchone()
-    with open(inbox_file, "r+b") as f:  # one page of the file damaged
-        f.seek((page - 1) * 4096)
-        f.write(b"\x5a" * 4096)
+    damage_inbox(inbox_file)
 
     agent = agent_process()
     wait_for(lambda: len(studies(agent)) == 3, what="the three reports the damaged inbox held")

@@ -2,6 +2,7 @@
 import sqlite3
 
 from agent.store.inbox import Inbox, count_pending, path_for
+from tests.conftest import damage_inbox
 
 
 def test_rows_survive_a_reopen_in_order_and_go_when_removed(tmp_path):
@@ -204,11 +205,7 @@ def test_a_run_that_dies_taking_in_a_damaged_inbox_leaves_no_death_on_a_renumber
     inbox.remove([first.id])  # the rows left are 2, 3, 4
     inbox.holding(rest[0])  # the run died with the object of row 2 in hand
     inbox.close()
-    with sqlite3.connect(path) as db:
-        (page,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'tries'").fetchone()
-    with open(path, "r+b") as f:  # one page of the file damaged
-        f.seek((page - 1) * 4096)
-        f.write(b"\x5a" * 4096)
+    damage_inbox(path)
 
     class Died(BaseException):
         pass
