@@ -18,9 +18,9 @@ def _clean(value: Any, phi: bool = False) -> Any:
     """Dataclasses → dicts without ``None`` values (recursively); NUL characters dropped from text
     (they are padding, and a PostgreSQL JSON column cannot hold them).  Fields marked ``phi`` only
     with ``phi``."""
-    kind = type(value)
-    if kind is str:
+    if isinstance(value, str):  # (pydicom's UIDs are a subclass)
         return (value.replace("\x00", "") or None) if "\x00" in value else value  # NUL padding some modalities leave
+    kind = type(value)
     if kind in _PLAIN:
         return value
     plan = _FIELDS.get(kind)
@@ -41,8 +41,6 @@ def _clean(value: Any, phi: bool = False) -> Any:
         return {k: _clean(v, phi) for k, v in value.items() if v is not None}
     if isinstance(value, (list, tuple)):
         return [_clean(v, phi) for v in value]
-    if isinstance(value, str) and "\x00" in value:  # (a str subclass)
-        return value.replace("\x00", "") or None
     return value
 
 
