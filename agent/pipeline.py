@@ -596,7 +596,7 @@ class _Tries:
     next start, which counts a death against the object (:meth:`Inbox.holding`)."""
 
     def __init__(self, pipeline: "Pipeline", item: Item | None):
-        self.pipeline, self.item = pipeline, item
+        self.pipeline = pipeline
         self.open = item is not None and pipeline.inbox is not None and self._hold(item)
 
     def end(self) -> None:
